@@ -1,0 +1,1 @@
+"""chatshards: Beam-free record transforms, shard format and runtime collator."""
