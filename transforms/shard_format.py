@@ -1,0 +1,251 @@
+"""The on-disk dataset format: Arrow schema, shard names, manifest, and integrity checks.
+
+Layout of a finished dataset (other tools check these names)::
+
+    out/manifest.json                        written last: the commit point of the dataset
+    out/data/shard-00000-of-00004.arrow      Arrow IPC *stream* files (``datasets.Dataset.from_file`` opens them)
+    out/rejected/*.jsonl                     one line per rejected record
+
+A folder without ``manifest.json`` is an unfinished (or crashed) run and readers refuse it.
+
+Row contract (one row = one training example, unpadded unless ``pad_to == "max_length"``):
+
+=================== ================ =====================================================================
+column              type             meaning
+=================== ================ =====================================================================
+input_ids           list<int32>      token ids of the rendered conversation (chat template applied)
+labels              list<int32>      ``input_ids`` on trained positions, ``IGNORE_INDEX`` (-100) elsewhere;
+                                     not shifted (the model shifts)
+length              int32            number of real (non-pad) tokens
+num_loss_tokens     int32            number of positions whose label is not -100
+truncated           bool             the row was cut to ``max_length``
+source              string           the input file as given on the command line (or matched by its glob)
+index               int64            the record's 0-based position in that file
+record_id           string           sha256 of the record's canonical JSON (stable content hash)
+attention_mask      list<int8>       only with ``pad_to == "max_length"``: 1 on real tokens, 0 on padding
+=================== ================ =====================================================================
+
+Audit columns (also always present): ``format`` (string), ``num_turns`` (int32: messages in the
+conversation as rendered), ``num_trained_turns`` (int32: assistant turns with at least one trained
+token), ``prompt_tokens`` (int32: real tokens that are not trained), ``truncated_tokens`` (int32:
+tokens removed by truncation), ``conversation_hash`` (string: sha256 of the normalised conversation,
+used for duplicate detection).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+FORMAT_NAME = "chatshards"
+IGNORE_INDEX = -100
+MANIFEST_NAME = "manifest.json"
+DATA_DIR = "data"
+REJECTED_DIR = "rejected"
+
+_BASE_FIELDS = (
+    pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+    pa.field("labels", pa.list_(pa.int32()), nullable=False),
+    pa.field("length", pa.int32(), nullable=False),
+    pa.field("num_loss_tokens", pa.int32(), nullable=False),
+    pa.field("truncated", pa.bool_(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("index", pa.int64(), nullable=False),
+    pa.field("record_id", pa.string(), nullable=False),
+    pa.field("format", pa.string(), nullable=False),
+    pa.field("num_turns", pa.int32(), nullable=False),
+    pa.field("num_trained_turns", pa.int32(), nullable=False),
+    pa.field("prompt_tokens", pa.int32(), nullable=False),
+    pa.field("truncated_tokens", pa.int32(), nullable=False),
+    pa.field("conversation_hash", pa.string(), nullable=False),
+)
+_ATTENTION_MASK_FIELD = pa.field("attention_mask", pa.list_(pa.int8()), nullable=False)
+
+REQUIRED_COLUMNS = tuple(f.name for f in _BASE_FIELDS)
+
+
+class ManifestError(ValueError):
+    """A dataset folder is unfinished, from an incompatible version, or corrupted."""
+
+
+def arrow_schema(*, padded: bool = False, extra_fields: Sequence[pa.Field] = ()) -> pa.Schema:
+    """The Arrow schema of a shard.
+
+    Args:
+        padded: add the ``attention_mask`` column (rows written with ``--pad-to max_length``).
+        extra_fields: further columns appended after the base ones (e.g. image columns).
+    """
+    fields = list(_BASE_FIELDS)
+    if padded:
+        fields.append(_ATTENTION_MASK_FIELD)
+    fields.extend(extra_fields)
+    return pa.schema(fields, metadata={b"chatshards.schema_version": str(SCHEMA_VERSION).encode()})
+
+
+def shard_file_name(shard_index: int, num_shards: int) -> str:
+    """``shard-00000-of-00004.arrow`` (0-based index, zero-padded to 5 digits)."""
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard index {shard_index} out of range for {num_shards} shards")
+    return f"shard-{shard_index:05d}-of-{num_shards:05d}.arrow"
+
+
+def shard_relative_path(shard_index: int, num_shards: int) -> str:
+    """Path of a shard relative to the dataset root, with ``/`` separators (as in the manifest)."""
+    return f"{DATA_DIR}/{shard_file_name(shard_index, num_shards)}"
+
+
+def stable_hash64(key: str) -> int:
+    """A 64-bit integer hash of ``key`` that is identical in every process and on every machine.
+
+    (Python's ``hash()`` of a ``str`` is salted per process and must never decide shard placement.)
+    """
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+
+
+def row_sort_key(source: str, index: int) -> str:
+    """The key that orders rows inside a shard and assigns them to shards.
+
+    A hex digest of the row's provenance: looks shuffled (datasets are interleaved), yet depends
+    only on the input, never on the runner, bundle sizes or worker count.
+    """
+    return hashlib.sha256(f"{source}\x00{index}".encode("utf-8")).hexdigest()
+
+
+def shard_of(sort_key: str, num_shards: int) -> int:
+    """The shard (0-based) a row with this sort key goes to."""
+    return int(sort_key[:16], 16) % num_shards
+
+
+def canonical_json(value: Any) -> str:
+    """Canonical JSON text (sorted keys, no whitespace, UTF-8 kept) used for content hashes."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def record_id_of(value: Any) -> str:
+    """The stable content hash of a raw record: sha256 of its canonical JSON."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build a shard table from row dicts (``input_ids``/``labels`` may be numpy int32 arrays).
+
+    List columns are assembled from one concatenated values buffer and an offsets array, so
+    building a shard does not go through Python lists of ints.
+    """
+    columns = []
+    for field in schema:
+        values = [row[field.name] for row in rows]
+        if pa.types.is_list(field.type):
+            value_type = field.type.value_type
+            np_dtype = value_type.to_pandas_dtype()
+            arrays = [np.asarray(v, dtype=np_dtype) for v in values]
+            lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+            offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+            np.cumsum(lengths, out=offsets[1:])
+            flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np_dtype)
+            column = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, value_type))
+        else:
+            column = pa.array(values, type=field.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def ipc_stream_bytes(table: pa.Table) -> bytes:
+    """Serialise a table as an uncompressed Arrow IPC stream (memory-mappable, deterministic bytes)."""
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max(1, table.num_rows))
+    return sink.getvalue()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str, *, chunk_size: int = 1 << 22) -> str:
+    """sha256 of a local file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    """The exact bytes written to ``manifest.json`` (sorted keys, 2-space indent, trailing newline)."""
+    return (json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def load_manifest(root: str) -> dict:
+    """Read and validate ``<root>/manifest.json`` of a local dataset folder.
+
+    Raises:
+        ManifestError: no manifest (unfinished or crashed run), unreadable JSON, a schema version
+            this code cannot read, or missing required keys.
+    """
+    path = os.path.join(root, MANIFEST_NAME)
+    if not os.path.isfile(path):
+        raise ManifestError(
+            f"{root!r} has no {MANIFEST_NAME}: it is not a finished chatshards dataset "
+            "(the job writes the manifest last, so a crashed or running job leaves none)"
+        )
+    try:
+        with open(path, "rb") as handle:
+            manifest = json.loads(handle.read().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: unreadable manifest: {exc}") from exc
+    return validate_manifest(manifest, where=path)
+
+
+def validate_manifest(manifest: Any, *, where: str = MANIFEST_NAME) -> dict:
+    """Check the keys every reader relies on; return the manifest unchanged."""
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{where}: manifest must be a JSON object")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ManifestError(
+            f"{where}: schema_version {version!r} is not supported by this chatshards "
+            f"(reads version {SCHEMA_VERSION}); re-run the job or install the matching version"
+        )
+    for key in ("counts", "shards", "tokenizer", "config", "config_fingerprint"):
+        if key not in manifest:
+            raise ManifestError(f"{where}: required key {key!r} is missing")
+    for shard in manifest["shards"]:
+        for key in ("path", "rows", "tokens", "bytes", "sha256"):
+            if key not in shard:
+                raise ManifestError(f"{where}: shard entry {shard!r} lacks {key!r}")
+    return manifest
+
+
+def verify_shard_file(path: str, *, expected_sha256: str, expected_bytes: int | None = None) -> None:
+    """Raise :class:`ManifestError` naming ``path`` when the file is missing or differs from the manifest."""
+    if not os.path.isfile(path):
+        raise ManifestError(f"shard {path} listed in the manifest is missing")
+    if expected_bytes is not None and os.path.getsize(path) != expected_bytes:
+        raise ManifestError(
+            f"shard {path} is corrupted: {os.path.getsize(path)} bytes, manifest says {expected_bytes}"
+        )
+    actual = file_sha256(path)
+    if actual != expected_sha256:
+        raise ManifestError(f"shard {path} is corrupted: sha256 {actual} != manifest {expected_sha256}")
+
+
+def shard_paths(root: str, manifest: Mapping[str, Any]) -> list[str]:
+    """Absolute local paths of the shards listed in the manifest, in manifest order."""
+    return [os.path.join(root, *shard["path"].split("/")) for shard in manifest["shards"]]
+
+
+def iter_rows_for_shards(rows: Iterable[Mapping[str, Any]], num_shards: int) -> dict[int, list]:
+    """Group rows (each with a ``sort_key``) by shard and sort each group by that key."""
+    groups: dict[int, list] = {}
+    for row in rows:
+        groups.setdefault(shard_of(row["sort_key"], num_shards), []).append(row)
+    for group in groups.values():
+        group.sort(key=lambda r: r["sort_key"])
+    return groups
