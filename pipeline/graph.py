@@ -1,0 +1,138 @@
+"""The job graph: read -> parse/render/tokenize -> (dedup) -> shard -> write -> manifest.
+
+``build_graph(p, ...)`` only wires PTransforms around the pure code in ``transforms``; everything it
+needs is passed as keyword-only arguments.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import apache_beam as beam
+from apache_beam.pvalue import AsList, AsSingleton
+
+from pipeline.build import REJECTED_TAG, BuildExamplesFn, BuilderSpec
+from pipeline.sink import (
+    CommitManifestFn,
+    WriteRejectedFn,
+    WriteShardFn,
+    auto_num_shards,
+    estimated_row_bytes,
+)
+from pipeline.sources import ReadRawRecords
+from transforms import errors
+from transforms import shard_format as sf
+from transforms.example_builder import conversation_hash, rejection
+from transforms.formats import FormatOptions, to_conversation
+from transforms.reading import RawRecord
+
+
+def dedup_key(raw: RawRecord, format_options: FormatOptions) -> str:
+    """Records whose conversations are identical share a key; anything unconvertible gets a unique key
+    (it is rejected later with its own reason)."""
+    if raw.value is not None:
+        try:
+            return "c:" + conversation_hash(to_conversation(raw.value, format_options))
+        except Exception:  # noqa: BLE001 - rejected later by the builder with the right reason
+            pass
+    return "u:" + sf.row_sort_key(raw.source, raw.index)
+
+
+def _keep_first(element):
+    """Of a group of duplicates, keep the one first in the stable order; reject the others."""
+    _, raws = element
+    raws = sorted(raws, key=lambda raw: sf.row_sort_key(raw.source, raw.index))
+    kept = raws[0]
+    yield kept
+    for raw in raws[1:]:
+        yield beam.pvalue.TaggedOutput(
+            REJECTED_TAG,
+            rejection(raw, errors.DUPLICATE, f"same conversation as {kept.source} record {kept.index}"),
+        )
+
+
+class DropDuplicates(beam.PTransform):
+    """``RawRecord -> RawRecord`` (main) + ``rejected`` duplicates (tagged), deterministic."""
+
+    def __init__(self, *, format_options: FormatOptions):
+        super().__init__()
+        self.format_options = format_options
+
+    def expand(self, raws):
+        options = self.format_options
+        return (
+            raws
+            | "KeyByConversation" >> beam.Map(lambda raw: (dedup_key(raw, options), raw))
+            | "GroupDuplicates" >> beam.GroupByKey()
+            | "KeepFirst" >> beam.FlatMap(_keep_first).with_outputs(REJECTED_TAG, main="kept")
+        )
+
+
+def build_graph(
+    p,
+    *,
+    patterns: Sequence[str],
+    files: Sequence[str] | None,
+    output: str,
+    spec: BuilderSpec,
+    manifest_base: Mapping[str, Any],
+    num_shards: int | None,
+    batch_size: int,
+    dedup: bool,
+):
+    """Wire the whole job on pipeline ``p``; returns a dict of the main PCollections."""
+    raws = p | "Read" >> ReadRawRecords(patterns=patterns, files=files)
+    read_count = raws | "CountRead" >> beam.combiners.Count.Globally()
+    rejected_parts = []
+    if dedup:
+        deduped = raws | "Dedup" >> DropDuplicates(format_options=spec.format_options)
+        raws = deduped.kept
+        rejected_parts.append(deduped[REJECTED_TAG])
+    built = (
+        raws
+        | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=batch_size)
+        | "Tokenize" >> beam.ParDo(BuildExamplesFn(spec)).with_outputs(REJECTED_TAG, main="rows")
+    )
+    rows = built.rows
+    rejected_parts.append(built[REJECTED_TAG])
+    rejected = rejected_parts[0] if len(rejected_parts) == 1 else tuple(rejected_parts) | "AllRejected" >> beam.Flatten()
+
+    if num_shards is not None:
+        shard_count = p | "ShardCount" >> beam.Create([num_shards])
+    else:
+        shard_count = (
+            rows
+            | "RowBytes" >> beam.Map(estimated_row_bytes)
+            | "TotalBytes" >> beam.CombineGlobally(sum)
+            | "AutoShardCount" >> beam.Map(auto_num_shards)
+        )
+    padded = spec.tokenize_options.pad_to == "max_length"
+    shards = (
+        rows
+        | "KeyByShard" >> beam.Map(lambda row, n: (sf.shard_of(row["sort_key"], n), row), n=AsSingleton(shard_count))
+        | "GroupShards" >> beam.GroupByKey()
+        | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, padded=padded), num_shards=AsSingleton(shard_count))
+    )
+    rejected_files = (
+        rejected
+        | "KeyRejected" >> beam.Map(
+            lambda item, n: (sf.shard_of(sf.row_sort_key(str(item["source"]), int(item["index"])), n), item),
+            n=AsSingleton(shard_count),
+        )
+        | "GroupRejected" >> beam.GroupByKey()
+        | "WriteRejected" >> beam.ParDo(WriteRejectedFn(output=output), num_files=AsSingleton(shard_count))
+    )
+    extra_sections = p | "NoExtraSections" >> beam.Create([])
+    manifest = (
+        p
+        | "CommitTrigger" >> beam.Create([None])
+        | "CommitManifest" >> beam.ParDo(
+            CommitManifestFn(output=output, manifest_base=manifest_base, padded=padded),
+            shards=AsList(shards),
+            rejected_files=AsList(rejected_files),
+            read_count=AsSingleton(read_count),
+            num_shards=AsSingleton(shard_count),
+            extra_sections=AsList(extra_sections),
+        )
+    )
+    return {"raws": raws, "rows": rows, "rejected": rejected, "shards": shards, "manifest": manifest,
+            "read_count": read_count}

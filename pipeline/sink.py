@@ -1,0 +1,188 @@
+"""Writing shards, rejected records and the manifest, deterministically.
+
+Beam's file sinks place rows in shards at random, so shards are written here:
+
+1. every row carries a ``sort_key`` (a hash of its provenance); its shard is ``shard_of(sort_key, N)``;
+2. rows are grouped by shard, sorted by ``sort_key``, serialised as an Arrow IPC stream, written to a
+   temporary name under ``<out>/.tmp/`` and renamed into ``<out>/data/`` (a retried bundle rewrites
+   identical bytes under the same final name);
+3. the manifest is written last (to a temporary name, then renamed): it is the commit point. A run
+   that dies before that leaves no manifest, and readers refuse the folder.
+
+All file access goes through ``FileSystems`` (local paths and ``gs://`` alike).
+"""
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from typing import Any, Iterable, Mapping
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import shard_format as sf
+
+TARGET_SHARD_BYTES = 256 * 1024 * 1024
+MAX_AUTO_SHARDS = 4096
+TMP_DIR = ".tmp"
+
+
+def join(root: str, *parts: str) -> str:
+    return FileSystems.join(root, *parts)
+
+
+def estimated_row_bytes(row: Mapping[str, Any]) -> int:
+    """Rough Arrow size of a row: 4 bytes per id and per label, plus fixed columns."""
+    return 8 * len(row["input_ids"]) + 256
+
+
+def auto_num_shards(total_bytes: int) -> int:
+    """Shards of about ``TARGET_SHARD_BYTES`` (at least 1, at most ``MAX_AUTO_SHARDS``)."""
+    return max(1, min(MAX_AUTO_SHARDS, math.ceil(total_bytes / TARGET_SHARD_BYTES)))
+
+
+def write_atomically(path: str, data: bytes, *, tmp_root: str) -> None:
+    """Write ``data`` under a unique temporary name in ``tmp_root`` and rename it to ``path``."""
+    tmp = join(tmp_root, f"{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}")
+    with FileSystems.create(tmp) as handle:
+        handle.write(data)
+    _ensure_dir(path.rsplit("/", 1)[0])
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def _ensure_dir(folder: str) -> None:
+    """Create a folder (local filesystems need it; object stores have no folders)."""
+    if not FileSystems.exists(folder):
+        try:
+            FileSystems.mkdirs(folder)
+        except Exception:  # noqa: BLE001 - created concurrently by another worker
+            if not FileSystems.exists(folder):
+                raise
+
+
+def shard_entry(index: int, num_shards: int, rows: int, tokens: int, loss_tokens: int, data: bytes) -> dict:
+    return {
+        "path": sf.shard_relative_path(index, num_shards),
+        "rows": rows,
+        "tokens": tokens,
+        "loss_tokens": loss_tokens,
+        "bytes": len(data),
+        "sha256": sf.sha256_hex(data),
+    }
+
+
+class WriteShardFn(beam.DoFn):
+    """``(shard_index, rows) -> shard entry`` for the manifest; writes ``data/shard-*.arrow``."""
+
+    def __init__(self, *, output: str, schema_fields: tuple[str, ...] = (), padded: bool = False, extra_fields=()):
+        self.output = output
+        self.padded = padded
+        self.extra_fields = tuple(extra_fields)
+
+    def process(self, element, num_shards):
+        index, rows = element
+        rows = sorted(rows, key=lambda row: row["sort_key"])
+        schema = sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields)
+        table = sf.table_from_rows(rows, schema)
+        data = sf.ipc_stream_bytes(table)
+        path = join(self.output, *sf.shard_relative_path(index, num_shards).split("/"))
+        write_atomically(path, data, tmp_root=join(self.output, TMP_DIR))
+        yield shard_entry(
+            index, num_shards, len(rows), sum(int(r["length"]) for r in rows),
+            sum(int(r["num_loss_tokens"]) for r in rows), data,
+        )
+
+
+def rejected_line(item: Mapping[str, Any]) -> str:
+    return json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def rejected_file_name(index: int, count: int) -> str:
+    return f"{sf.REJECTED_DIR}/rejected-{index:05d}-of-{count:05d}.jsonl"
+
+
+class WriteRejectedFn(beam.DoFn):
+    """``(file_index, rejections) -> {"path", "rows", "by_reason"}``; writes ``rejected/*.jsonl``."""
+
+    def __init__(self, *, output: str):
+        self.output = output
+
+    def process(self, element, num_files):
+        index, items = element
+        items = sorted(items, key=lambda item: sf.row_sort_key(str(item["source"]), int(item["index"])))
+        data = "".join(rejected_line(item) + "\n" for item in items).encode("utf-8")
+        relative = rejected_file_name(index, num_files)
+        write_atomically(join(self.output, *relative.split("/")), data, tmp_root=join(self.output, TMP_DIR))
+        by_reason: dict[str, int] = {}
+        for item in items:
+            by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+        yield {"path": relative, "rows": len(items), "bytes": len(data), "sha256": sf.sha256_hex(data),
+               "by_reason": by_reason}
+
+
+class CommitManifestFn(beam.DoFn):
+    """Runs once after every shard is written: fills empty shards, checks counts, writes the manifest.
+
+    Raises (failing the job, so no manifest is written) when ``read != written + rejected``.
+    """
+
+    def __init__(self, *, output: str, manifest_base: Mapping[str, Any], padded: bool, extra_fields=()):
+        self.output = output
+        self.manifest_base = dict(manifest_base)
+        self.padded = padded
+        self.extra_fields = tuple(extra_fields)
+
+    def process(self, _, shards, rejected_files, read_count, num_shards, extra_sections):
+        shards = {entry["path"]: entry for entry in shards}
+        schema = sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields)
+        tmp_root = join(self.output, TMP_DIR)
+        for index in range(num_shards):
+            relative = sf.shard_relative_path(index, num_shards)
+            if relative not in shards:  # no row hashed here: write an empty shard so names are complete
+                data = sf.ipc_stream_bytes(schema.empty_table())
+                write_atomically(join(self.output, *relative.split("/")), data, tmp_root=tmp_root)
+                shards[relative] = shard_entry(index, num_shards, 0, 0, 0, data)
+        shard_list = [shards[key] for key in sorted(shards)]
+        written = sum(entry["rows"] for entry in shard_list)
+        rejected_list = sorted(rejected_files, key=lambda entry: entry["path"])
+        rejected = sum(entry["rows"] for entry in rejected_list)
+        by_reason: dict[str, int] = {}
+        for entry in rejected_list:
+            for reason, count in entry["by_reason"].items():
+                by_reason[reason] = by_reason.get(reason, 0) + count
+        if read_count != written + rejected:
+            raise RuntimeError(
+                f"count mismatch: read {read_count} records but wrote {written} rows and {rejected} rejections; "
+                "refusing to commit the dataset"
+            )
+        manifest = dict(self.manifest_base)
+        manifest.update({
+            "schema_version": sf.SCHEMA_VERSION,
+            "format": sf.FORMAT_NAME,
+            "counts": {"read": read_count, "written": written, "rejected": rejected},
+            "rejected_by_reason": dict(sorted(by_reason.items())),
+            "num_shards": num_shards,
+            "shards": shard_list,
+            "rejected_files": [{k: v for k, v in entry.items() if k != "by_reason"} for entry in rejected_list],
+            "totals": {
+                "rows": written,
+                "tokens": sum(entry["tokens"] for entry in shard_list),
+                "loss_tokens": sum(entry["loss_tokens"] for entry in shard_list),
+            },
+            "columns": [field.name for field in schema],
+        })
+        for section in extra_sections:
+            manifest.update(section)
+        write_atomically(join(self.output, sf.MANIFEST_NAME), sf.manifest_bytes(manifest), tmp_root=tmp_root)
+        try:
+            FileSystems.delete([tmp_root])
+        except Exception:  # noqa: BLE001 - an empty temp folder left behind is harmless
+            pass
+        yield manifest
+
+
+def iter_nothing(_: Iterable) -> Iterable:
+    return ()

@@ -1,0 +1,73 @@
+"""Reading input files into :class:`transforms.reading.RawRecord` elements.
+
+One element per matched file is read by one worker (the file is streamed, not loaded, for JSON
+Lines), then the records are reshuffled so that one large file does not pin all later work to the
+worker that read it.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.reading import RawRecord, iter_raw_records
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    """Match every pattern now (launch time) and return the sorted, de-duplicated file list.
+
+    Raises:
+        FileNotFoundError: a pattern matches no file (the message names the pattern).
+    """
+    files: set[str] = set()
+    for pattern, result in zip(patterns, FileSystems.match(list(patterns))):
+        matched = [metadata.path for metadata in result.metadata_list]
+        if not matched:
+            raise FileNotFoundError(f"--input {pattern!r} matches no file")
+        files.update(matched)
+    return sorted(files)
+
+
+def read_file(path: str) -> Iterator[RawRecord]:
+    """Stream the records of one file (``.gz``/``.bz2`` etc. decompressed by extension)."""
+    records = Metrics.counter("chatshards", "records_read")
+    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as stream:
+        for raw in iter_raw_records(stream, source=path):
+            records.inc()
+            yield raw
+
+
+class ReadRawRecords(beam.PTransform):
+    """``PBegin -> PCollection[RawRecord]``.
+
+    Args:
+        patterns: input globs. With ``files`` given (already expanded at launch), those files are
+            read; otherwise the patterns are matched when the pipeline runs.
+    """
+
+    def __init__(self, *, patterns: Sequence[str], files: Sequence[str] | None = None):
+        super().__init__()
+        self.patterns = tuple(patterns)
+        self.files = tuple(files) if files is not None else None
+
+    def expand(self, pbegin):
+        if self.files is not None:
+            paths = pbegin | "ListFiles" >> beam.Create(list(self.files))
+        else:
+            paths = (
+                pbegin
+                | "Patterns" >> beam.Create(list(self.patterns))
+                | "MatchAll" >> fileio.MatchAll()
+                | "Paths" >> beam.Map(lambda metadata: metadata.path)
+                | "DistinctPaths" >> beam.Distinct()
+            )
+        return (
+            paths
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadFiles" >> beam.FlatMap(read_file)
+            | "SpreadRecords" >> beam.Reshuffle()
+        )

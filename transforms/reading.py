@@ -1,0 +1,450 @@
+"""Split one input file into raw records (Beam-free).
+
+:func:`iter_raw_records` takes an already-decompressed binary stream and yields one
+:class:`RawRecord` per record. It never raises on bad *content*: anything that cannot be parsed
+becomes a record with ``value=None``, the offending text in ``raw`` and a human-readable
+``error``, so the pipeline can route it to the rejected output (reason ``invalid_json``).
+Only I/O errors raised by the stream itself propagate.
+
+Layout is sniffed from the content, never from the file name. Decisions:
+
+* **Encoding.** Input must be UTF-8. A leading UTF-8 BOM is stripped. CRLF line ends are
+  accepted everywhere (``\\r`` is JSON whitespace, and is stripped from JSON Lines lines).
+  A file that starts with a UTF-16/UTF-32 BOM yields a single unparseable record saying so.
+  Invalid UTF-8 never crashes: in JSON Lines only the affected line is rejected; in a
+  whole-document layout only the records whose text contains the bad bytes are rejected
+  (their ``raw`` shows the bad bytes as U+FFFD).
+* **Strings may contain raw control characters** (newline, TAB): every parse uses
+  ``json.JSONDecoder(strict=False)``. The data is unambiguous and real files contain them
+  (openai-cookbook ``01-testing-example.jsonl``). ``NaN``/``Infinity`` are accepted as Python does.
+* **JSON Lines** (streamed line by line, never read whole): chosen when the first non-blank line
+  is a complete JSON object or array and another non-blank line follows, or when the first line
+  is not valid JSON and does not look like the opening of a multi-line value (it does not end
+  with ``{``, ``[``, ``,`` or ``:``) and another non-blank line follows, i.e. a JSONL file whose
+  first record is broken (a file of one broken line is parsed as a document instead). Blank lines
+  are skipped and are not records. Each line must hold exactly one value: a line that does not
+  parse, or has extra text after its value, is one unparseable record. Lines may be objects or
+  bare lists of messages (xtuner). A line holding a scalar (``null``, number, string, bool) is
+  an unparseable record ("expected a JSON object or array").
+* **Whole-document layouts** (the text is read into memory):
+
+  - a **JSON array** of records, compact or pretty-printed. Elements are parsed one by one, so a
+    bad element is reported on its own and parsing resumes at the next element (the element's
+    end is found by bracket matching that respects strings); if no resync is possible the rest
+    of the array becomes one unparseable record. A trailing comma before ``]`` is tolerated.
+    Text after the closing ``]`` is parsed as further concatenated values.
+    *Exception:* an array whose elements are all message objects (each has ``role`` plus
+    ``content``/``tool_calls``, or ``from`` plus ``value``) and none is a record wrapper is one
+    conversation in bare-list form, so it is yielded as a single record.
+  - a **single JSON object** (axolotl ``conversation.json``): one record.
+  - **concatenated / pretty-printed values** (objects one after another, separated by
+    whitespace): each value is one record. After a parse error, parsing resumes at the next
+    line that starts (in column 0) with ``{`` or ``[`` and parses; the text skipped over becomes
+    one unparseable record, so nothing is silently lost. If nothing parses after the error the
+    remaining text is a single unparseable record.
+
+* ``RawRecord.index`` is the 0-based ordinal of the record in the file (unparseable ones
+  included); ``raw`` holds the record's text only when it could not be parsed. Very long raw
+  text is kept whole: truncating is up to whoever writes the rejected output.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Iterator
+
+__all__ = ["RawRecord", "iter_raw_records", "iter_raw_records_from_path"]
+
+_DECODER = json.JSONDecoder(strict=False)
+_WS = re.compile(r"[ \t\n\r]*")
+_UTF8_BOM = b"\xef\xbb\xbf"
+_OTHER_BOMS = (
+    (b"\x00\x00\xfe\xff", "UTF-32-BE"),
+    (b"\xff\xfe\x00\x00", "UTF-32-LE"),
+    (b"\xfe\xff", "UTF-16-BE"),
+    (b"\xff\xfe", "UTF-16-LE"),
+)
+# Characters produced by the ``surrogateescape`` handler for undecodable bytes.
+_ESCAPED_BYTES = re.compile("[\udc80-\udcff]")
+# Start of a top-level value at the beginning of a line (resync points for concatenated values).
+_LINE_VALUE_START = re.compile(r"(?:^|\n)([{\[])")
+_SPECIAL = re.compile(r'["\\{}\[\],]')
+_RECORD_WRAPPER_KEYS = frozenset(
+    {"messages", "conversations", "instruction", "prompt", "completion", "output"})
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One record of an input file, parsed or not.
+
+    ``value`` is the parsed JSON object/array, or ``None`` when the record could not be parsed,
+    in which case ``raw`` is its text and ``error`` the parse error detail.
+    """
+
+    source: str
+    index: int
+    value: Any
+    raw: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def iter_raw_records_from_path(path: str) -> Iterator[RawRecord]:
+    """:func:`iter_raw_records` for a local path; ``*.gz`` files are decompressed."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as stream:
+        yield from iter_raw_records(stream, source=str(path))
+
+
+def iter_raw_records(stream: BinaryIO, *, source: str) -> Iterator[RawRecord]:
+    """Yield the records of one (already decompressed) input file; see the module docstring."""
+    counter = _Counter(source)
+    readline = stream.readline
+
+    # Find the first non-blank line, stripping a BOM from the very start of the file.
+    first = readline()
+    for bom, name in _OTHER_BOMS:
+        if first.startswith(bom):
+            yield counter.bad(
+                _decode_replace(first[:200]),
+                f"file is {name} encoded (byte order mark found); re-encode it as UTF-8")
+            return
+    if first.startswith(_UTF8_BOM):
+        first = first[len(_UTF8_BOM):]
+    while first and not first.strip():
+        first = readline()
+    if not first:
+        return  # empty file: no records
+
+    first_text, first_err = _decode_line(first)
+    first_value, first_parse_err = (None, first_err) if first_err else _parse_line(first_text)
+
+    if first_parse_err is None and isinstance(first_value, (dict, list)):
+        second = readline()
+        while second and not second.strip():
+            second = readline()
+        if not second:
+            # A one-line file: a document (a record, or an array of records).
+            if isinstance(first_value, list):
+                yield from _array_records(first_value, counter)
+            else:
+                yield counter.good(first_value)
+            return
+        yield counter.good(first_value)
+        yield from _jsonl(second, readline, counter)
+        return
+
+    if not _line_raw(first).rstrip().endswith(("{", "[", ",", ":")):
+        # Not the opening of a multi-line value: JSON Lines whose first record is broken...
+        second = readline()
+        while second and not second.strip():
+            second = readline()
+        if second:
+            yield counter.bad(_line_raw(first), first_parse_err)
+            yield from _jsonl(second, readline, counter)
+            return
+        # ...unless it is the only line: then it is a (broken) one-line document, e.g. an
+        # array with a trailing comma, parsed element by element below.
+
+    # Whole-document layouts: JSON array or (concatenated) pretty-printed objects.
+    data = first + stream.read()
+    text, had_bad_bytes = _decode_document(data)
+    del data
+    yield from _document(text, had_bad_bytes, counter)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+class _Counter:
+    """Hands out consecutive record indexes."""
+
+    __slots__ = ("source", "next")
+
+    def __init__(self, source: str):
+        self.source = source
+        self.next = 0
+
+    def good(self, value: Any) -> RawRecord:
+        rec = RawRecord(self.source, self.next, value, None, None)
+        self.next += 1
+        return rec
+
+    def bad(self, raw: str, error: str) -> RawRecord:
+        rec = RawRecord(self.source, self.next, None, raw, error)
+        self.next += 1
+        return rec
+
+
+def _decode_replace(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _decode_line(line: bytes) -> tuple[str | None, str | None]:
+    try:
+        return line.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, (f"invalid UTF-8: byte 0x{line[exc.start]:02x} at offset {exc.start} "
+                      f"of the line cannot be decoded")
+
+
+def _line_raw(line: bytes) -> str:
+    return _decode_replace(line).rstrip("\r\n")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__
+
+
+def _parse_line(text: str) -> tuple[Any, str | None]:
+    """Parse one JSONL line; returns (value, None) or (None, error)."""
+    start = _WS.match(text).end()
+    try:
+        value, end = _DECODER.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc.msg} at column {exc.colno}"
+    except RecursionError:
+        return None, "invalid JSON: nesting too deep"
+    end = _WS.match(text, end).end()
+    if end != len(text):
+        return None, f"invalid JSON: extra data after the value at column {end + 1}"
+    if not isinstance(value, (dict, list)):
+        return None, f"expected a JSON object or array, got a {_kind(value)}"
+    return value, None
+
+
+def _jsonl(line: bytes, readline, counter: _Counter) -> Iterator[RawRecord]:
+    """Stream JSON Lines starting with ``line`` (already read) then the rest of the stream."""
+    while line:
+        if line.strip():
+            text, err = _decode_line(line)
+            if err is None:
+                value, err = _parse_line(text)
+            if err is None:
+                yield counter.good(value)
+            else:
+                yield counter.bad(_line_raw(line), err)
+        line = readline()
+
+
+def _decode_document(data: bytes) -> tuple[str, bool]:
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        # Keep going: undecodable bytes become lone surrogates, and the records that contain
+        # them are rejected one by one (see _checked).
+        return data.decode("utf-8", errors="surrogateescape"), True
+
+
+def _is_message(value: Any) -> bool:
+    if not isinstance(value, dict) or _RECORD_WRAPPER_KEYS.intersection(value):
+        return False
+    return ("role" in value and ("content" in value or "tool_calls" in value)) or (
+        "from" in value and "value" in value)
+
+
+def _array_records(items: list, counter: _Counter) -> Iterator[RawRecord]:
+    """Records of an already parsed top-level array."""
+    if items and all(_is_message(item) for item in items):
+        yield counter.good(items)  # one conversation as a bare list of messages
+        return
+    for item in items:
+        if isinstance(item, (dict, list)):
+            yield counter.good(item)
+        else:
+            yield counter.bad(json.dumps(item, ensure_ascii=False),
+                              f"expected a JSON object or array, got a {_kind(item)}")
+
+
+def _position(text: str, pos: int) -> str:
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return f"line {line} column {col}"
+
+
+def _clean_raw(raw: str) -> str:
+    """Raw text for the rejected output: undecodable bytes shown as U+FFFD."""
+    return _ESCAPED_BYTES.sub("\ufffd", raw)
+
+
+def _decode_value(text: str, pos: int) -> tuple[Any, int, str | None]:
+    try:
+        value, end = _DECODER.raw_decode(text, pos)
+        return value, end, None
+    except json.JSONDecodeError as exc:
+        return None, pos, f"invalid JSON: {exc.msg} at {_position(text, exc.pos)}"
+    except RecursionError:
+        return None, pos, f"invalid JSON: nesting too deep at {_position(text, pos)}"
+
+
+def _document(text: str, had_bad_bytes: bool, counter: _Counter) -> Iterator[RawRecord]:
+    pos = _WS.match(text).end()
+    if text.startswith("[", pos):
+        pos = yield from _array_document(text, pos, had_bad_bytes, counter)
+    yield from _concatenated(text, pos, had_bad_bytes, counter)
+
+
+def _checked(text: str, start: int, end: int, value: Any, had_bad_bytes: bool,
+             counter: _Counter) -> RawRecord:
+    """A parsed value as a record, unless its text contains undecodable bytes."""
+    if had_bad_bytes:
+        m = _ESCAPED_BYTES.search(text, start, end)
+        if m:
+            return counter.bad(
+                _clean_raw(text[start:end]),
+                f"invalid UTF-8: undecodable byte 0x{ord(m.group()) - 0xdc00:02x} at "
+                f"{_position(text, m.start())}")
+    if not isinstance(value, (dict, list)):
+        return counter.bad(text[start:end], f"expected a JSON object or array, got a {_kind(value)}")
+    return counter.good(value)
+
+
+def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter):
+    """Parse a top-level array starting at ``text[pos] == '['``; returns the position after it.
+
+    Elements are yielded as they are parsed, except that the array is buffered when its first
+    element looks like a message (to decide whether the array is one bare-list conversation).
+    """
+    n = len(text)
+    pos += 1
+    buffered: list[tuple[int, int, Any]] | None = None  # (start, end, value) while undecided
+
+    def flush_buffer():
+        nonlocal buffered
+        if buffered is not None:
+            for b_start, b_end, b_value in buffered:
+                yield _checked(text, b_start, b_end, b_value, had_bad_bytes, counter)
+            buffered = None
+
+    first = True
+    while True:
+        pos = _WS.match(text, pos).end()
+        if pos >= n:
+            break  # unterminated array: everything parsed so far is kept
+        if text[pos] == "]":
+            pos += 1
+            break
+        if not first:
+            if text[pos] == ",":
+                pos = _WS.match(text, pos + 1).end()
+                if pos < n and text[pos] == "]":  # trailing comma
+                    pos += 1
+                    break
+                if pos >= n:
+                    break
+            else:
+                # Missing comma between elements (or garbage): treat like a bad element.
+                pass
+        start = pos
+        value, end, err = _decode_value(text, start)
+        if err is None:
+            if first and _is_message(value):
+                buffered = []
+            if buffered is not None:
+                if _is_message(value):
+                    buffered.append((start, end, value))
+                else:
+                    yield from flush_buffer()
+                    yield _checked(text, start, end, value, had_bad_bytes, counter)
+            else:
+                yield _checked(text, start, end, value, had_bad_bytes, counter)
+            pos = end
+            first = False
+            continue
+        # A bad element: find its end by bracket matching and resume after it.
+        yield from flush_buffer()
+        first = False
+        elem_end = _skip_element(text, start)
+        if elem_end is None:
+            # No resync possible: the rest of the array is one unparseable record.
+            rest = text[start:].rstrip()
+            if rest.endswith("]"):
+                rest = rest[:-1].rstrip()
+            yield counter.bad(_clean_raw(rest), err)
+            return n
+        raw = text[start:elem_end].rstrip()
+        yield counter.bad(_clean_raw(raw), err)
+        pos = elem_end
+    if buffered is not None:
+        values = [v for _, _, v in buffered]
+        b_start, b_end = buffered[0][0], buffered[-1][1]
+        buffered = None
+        yield _checked(text, b_start, b_end, values, had_bad_bytes, counter)
+    return pos
+
+
+def _skip_element(text: str, pos: int) -> int | None:
+    """End of the array element starting at ``pos``: the index of the ``,`` or ``]`` that ends it
+    at nesting depth 0 (strings respected). ``None`` when the text ends first."""
+    depth = 0
+    in_string = False
+    i = pos
+    n = len(text)
+    while i < n:
+        m = _SPECIAL.search(text, i)  # jump between interesting characters
+        if m is None:
+            return None
+        i = m.start()
+        ch = text[i]
+        if in_string:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            if depth == 0:
+                return i  # the closing bracket of the enclosing array
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return i
+        i += 1
+    return None
+
+
+def _concatenated(text: str, pos: int, had_bad_bytes: bool,
+                  counter: _Counter) -> Iterator[RawRecord]:
+    """Values one after another (single object, pretty-printed objects, JSONL-like)."""
+    n = len(text)
+    while True:
+        pos = _WS.match(text, pos).end()
+        if pos >= n:
+            return
+        value, end, err = _decode_value(text, pos)
+        if err is None:
+            yield _checked(text, pos, end, value, had_bad_bytes, counter)
+            pos = end
+            continue
+        # Resync at the next line that starts with '{' or '[' and parses.
+        bad_start = pos
+        search_from = pos + 1
+        while True:
+            m = _LINE_VALUE_START.search(text, search_from)
+            if m is None:
+                yield counter.bad(_clean_raw(text[bad_start:].rstrip()), err)
+                return
+            cand = m.start(1)
+            value, end, cand_err = _decode_value(text, cand)
+            if cand_err is None:
+                yield counter.bad(_clean_raw(text[bad_start:cand].rstrip()), err)
+                pos = cand
+                break
+            search_from = cand + 1

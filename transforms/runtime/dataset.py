@@ -1,0 +1,281 @@
+"""Map-style access to a finished chatshards dataset folder, zero copy.
+
+A :class:`ShardDataset` reads ``<root>/manifest.json`` (refusing a folder without a valid one),
+memory-maps the Arrow IPC stream shards it lists (``pa.memory_map`` + ``pa.ipc.open_stream``) and
+returns, for row ``i``, numpy *views* into the mapped buffers: nothing is copied and no Python list
+of ints is built. Token data is therefore never held in anonymous (heap) memory; the pages the OS
+maps in while you read are file-backed page cache that the kernel can drop at any time, and
+``max_open_shards`` bounds how many shards stay mapped (unmapping the least recently used one
+releases its pages from the process's resident set).
+"""
+from __future__ import annotations
+
+import bisect
+import collections
+import operator
+import os
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch.utils.data
+
+from .. import shard_format as sf
+from ..shard_format import ManifestError
+
+__all__ = ["ShardDataset", "ManifestError"]
+
+_VERSION_KEY = b"chatshards.schema_version"
+_TOKEN_COLUMNS = ("input_ids", "labels")
+
+
+class _MappedShard:
+    """One memory-mapped shard: per record batch, numpy views of the requested columns."""
+
+    __slots__ = ("path", "chunk_starts", "chunks", "_source")
+
+    def __init__(self, path: str, *, expected_rows: int, columns: Sequence[str]):
+        self.path = path
+        try:
+            self._source = pa.memory_map(path, "r")
+            reader = pa.ipc.open_stream(self._source)
+            schema = reader.schema
+            batches = list(reader)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise ManifestError(f"shard {path} is corrupted or not an Arrow IPC stream: {exc}") from exc
+        _check_schema(path, schema, columns)
+        rows = sum(b.num_rows for b in batches)
+        if rows != expected_rows:
+            raise ManifestError(f"shard {path} is corrupted: {rows} rows, manifest says {expected_rows}")
+        self.chunk_starts = [0]
+        self.chunks = []
+        try:
+            for batch in batches:
+                batch.validate()
+                self.chunk_starts.append(self.chunk_starts[-1] + batch.num_rows)
+                self.chunks.append(_chunk_views(batch, columns))
+        except (pa.ArrowException, ValueError) as exc:
+            raise ManifestError(f"shard {path} is corrupted: {exc}") from exc
+        self.chunk_starts.pop()
+
+    def row(self, j: int) -> dict[str, Any]:
+        c = bisect.bisect_right(self.chunk_starts, j) - 1 if len(self.chunks) > 1 else 0
+        j -= self.chunk_starts[c]
+        out = {}
+        for name, kind, a, b in self.chunks[c]:
+            if kind == 0:  # list column: (offsets, values) views
+                out[name] = b[a[j]:a[j + 1]]
+            elif kind == 1:  # fixed-width scalar column: numpy view
+                out[name] = a[j].item()
+            else:  # anything else (strings, binary, nested): pyarrow scalar conversion
+                out[name] = a[j].as_py()
+        return out
+
+    def list_lengths(self, name: str = "input_ids") -> np.ndarray:
+        parts = [np.diff(a) for chunk in self.chunks for (n, kind, a, _b) in chunk if n == name and kind == 0]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+    def flat_values(self, name: str) -> Iterator[np.ndarray]:
+        for chunk in self.chunks:
+            for n, kind, a, b in chunk:
+                if n == name and kind == 0:
+                    yield b[a[0]:a[-1]]
+
+
+def _check_schema(path: str, schema: pa.Schema, columns: Sequence[str]) -> None:
+    version = (schema.metadata or {}).get(_VERSION_KEY)
+    if version is not None and version != str(sf.SCHEMA_VERSION).encode():
+        raise ManifestError(
+            f"shard {path} has schema version {version.decode(errors='replace')}, "
+            f"this chatshards reads version {sf.SCHEMA_VERSION}"
+        )
+    expected = sf.arrow_schema(padded=True)
+    for name in columns:
+        if name not in schema.names:
+            raise ManifestError(f"shard {path} has no column {name!r} (columns: {schema.names})")
+        if name in expected.names and schema.field(name).type != expected.field(name).type:
+            raise ManifestError(
+                f"shard {path}: column {name!r} is {schema.field(name).type}, expected {expected.field(name).type}"
+            )
+
+
+def _chunk_views(batch: pa.RecordBatch, columns: Sequence[str]) -> list[tuple]:
+    views = []
+    for name in columns:
+        arr = batch.column(name)
+        if (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)) and (
+            pa.types.is_integer(arr.type.value_type) or pa.types.is_floating(arr.type.value_type)
+        ):
+            if arr.null_count:
+                raise ValueError(f"column {name!r} has null rows")
+            offsets = arr.offsets.to_numpy(zero_copy_only=True)
+            values = arr.values.to_numpy(zero_copy_only=True)
+            if len(offsets) and (offsets[0] < 0 or offsets[-1] > len(values) or np.any(np.diff(offsets) < 0)):
+                raise ValueError(f"column {name!r} has invalid list offsets")
+            views.append((name, 0, offsets, values))
+        elif pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type):
+            views.append((name, 1, arr.to_numpy(zero_copy_only=False), None))
+        else:
+            views.append((name, 2, arr, None))
+    return views
+
+
+class ShardDataset(torch.utils.data.Dataset):
+    """Map-style dataset over a finished chatshards folder; ``ds[i]`` is a dict of numpy views.
+
+    ``ds[i]`` returns ``{"input_ids": int32[L], "labels": int32[L]}`` (plus ``attention_mask``
+    int8[L] when the shards were written padded, and any extra ``columns`` requested). The arrays
+    are read-only views of the memory-mapped shard: ``labels`` is ``IGNORE_INDEX`` (-100) on
+    positions that are not trained and equals ``input_ids`` elsewhere; labels are *not* shifted
+    (the model shifts). Rows are numbered in manifest order (shard 0's rows, then shard 1's, ...).
+
+    Pickling (DataLoader workers with ``spawn``) sends only the path, the manifest and options;
+    every process maps the shards itself on first access (a forked worker re-maps too).
+
+    Args:
+        path: the dataset folder (the one holding ``manifest.json``).
+        verify: check every shard's sha256 against the manifest now (reads all bytes once). Without
+            it, only file presence and sizes are checked up front; a shard whose Arrow structure is
+            broken still raises :class:`ManifestError` naming the file when first opened.
+        columns: columns returned per row. Default: ``input_ids``, ``labels`` and, when present,
+            ``attention_mask``. List columns come back as numpy views, fixed-width scalars as Python
+            numbers, other types through ``pyarrow``'s ``as_py()``.
+        max_open_shards: keep at most this many shards mapped (least recently used is unmapped).
+            ``None`` (default) keeps every shard mapped once touched. Bound it to keep the resident
+            set small when iterating a large dataset shard by shard.
+
+    Raises:
+        ManifestError: no/invalid manifest, unsupported schema version, missing or wrong-sized shard,
+            sha256 mismatch (``verify=True``), or a shard that is not a readable Arrow stream.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        verify: bool = False,
+        columns: Sequence[str] | None = None,
+        max_open_shards: int | None = None,
+    ):
+        self.root = os.fspath(path)
+        self.manifest = sf.load_manifest(self.root)
+        self.paths = sf.shard_paths(self.root, self.manifest)
+        entries = self.manifest["shards"]
+        for p, entry in zip(self.paths, entries):
+            if verify:
+                sf.verify_shard_file(p, expected_sha256=entry["sha256"], expected_bytes=entry["bytes"])
+            elif not os.path.isfile(p):
+                raise ManifestError(f"shard {p} listed in the manifest is missing")
+            elif os.path.getsize(p) != entry["bytes"]:
+                raise ManifestError(
+                    f"shard {p} is corrupted: {os.path.getsize(p)} bytes, manifest says {entry['bytes']}"
+                )
+        self._starts = [0]
+        for entry in entries:
+            self._starts.append(self._starts[-1] + int(entry["rows"]))
+        if max_open_shards is not None and max_open_shards < 1:
+            raise ValueError("max_open_shards must be >= 1 or None")
+        self.max_open_shards = max_open_shards
+        self.columns = tuple(columns) if columns is not None else self._default_columns()
+        self._open: collections.OrderedDict[int, _MappedShard] = collections.OrderedDict()
+        self._pid = os.getpid()
+        self._lengths: np.ndarray | None = None
+
+    # -- pickling: never send mapped buffers --------------------------------------------------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_open"] = collections.OrderedDict()
+        state["_lengths"] = None
+        state["_pid"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def tokenizer_info(self) -> dict:
+        """The manifest's ``tokenizer`` block (``name``, ``vocab_hash``, ``pad/eos/bos_token_id``)."""
+        return dict(self.manifest["tokenizer"])
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.paths)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64[len(self)]: number of positions of every row (``len(ds[i]["input_ids"])``).
+
+        This is the width a padded collator sees (for shards written padded it is the padded
+        width; the ``length`` column holds real tokens). Computed once from the list offsets.
+        """
+        if self._lengths is None:
+            parts = [self._shard(k).list_lengths("input_ids") for k in range(self.num_shards)]
+            self._lengths = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return self._lengths
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i = operator.index(index)
+        n = self._starts[-1]
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"row {index} out of range for a dataset of {n} rows")
+        k = bisect.bisect_right(self._starts, i) - 1
+        return self._shard(k).row(i - self._starts[k])
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Batched fetch used by ``DataLoader`` (same as ``[ds[i] for i in indices]``)."""
+        return [self[i] for i in indices]
+
+    def flat_values(self, column: str = "input_ids") -> Iterator[np.ndarray]:
+        """Yield the concatenated values of a list column, one numpy view per record batch.
+
+        Cheap whole-dataset scans, e.g. ``max(int(v.max()) for v in ds.flat_values())`` for the
+        largest token id.
+        """
+        for k in range(self.num_shards):
+            yield from self._shard(k, columns=(column,)).flat_values(column)
+
+    def iterable(self, **options: Any):
+        """An iterable view for multi-node training: see :class:`transforms.runtime.ShardIterableDataset`."""
+        from .partition import ShardIterableDataset
+
+        return ShardIterableDataset(self, **options)
+
+    def close(self) -> None:
+        """Drop every mapping this object holds (views already returned stay valid)."""
+        self._open.clear()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _default_columns(self) -> tuple[str, ...]:
+        if not self.paths:
+            return _TOKEN_COLUMNS
+        try:
+            with pa.memory_map(self.paths[0], "r") as source:
+                names = pa.ipc.open_stream(source).schema.names
+        except (pa.ArrowException, OSError) as exc:
+            raise ManifestError(f"shard {self.paths[0]} is corrupted or not an Arrow IPC stream: {exc}") from exc
+        return _TOKEN_COLUMNS + (("attention_mask",) if "attention_mask" in names else ())
+
+    def _shard(self, k: int, columns: Sequence[str] | None = None) -> _MappedShard:
+        if columns is not None:  # one-off scan with other columns: not cached
+            return _MappedShard(self.paths[k], expected_rows=self._starts[k + 1] - self._starts[k], columns=columns)
+        if self._pid != os.getpid():  # forked or unpickled in a worker: map again here
+            self._open = collections.OrderedDict()
+            self._pid = os.getpid()
+        shard = self._open.get(k)
+        if shard is None:
+            shard = _MappedShard(self.paths[k], expected_rows=self._starts[k + 1] - self._starts[k], columns=self.columns)
+            self._open[k] = shard
+            if self.max_open_shards is not None and len(self._open) > self.max_open_shards:
+                self._open.popitem(last=False)
+        elif self.max_open_shards is not None:
+            self._open.move_to_end(k)
+        return shard
+
+    def __repr__(self) -> str:
+        return f"ShardDataset({self.root!r}, rows={len(self)}, shards={self.num_shards}, columns={list(self.columns)})"

