@@ -79,11 +79,17 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
     """Parse and validate the command line. Raises :class:`ConfigError` on a bad configuration."""
     parser = build_parser()
     known, beam_args = parser.parse_known_args(argv)
+    mappings = {}
+    for flag, text in (("--field-map", known.field_map), ("--role-map", known.role_map)):
+        try:
+            mappings[flag] = parse_mapping_option(text) if text else {}
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from exc
     try:
         format_options = FormatOptions(
             format=known.format,
-            field_map=parse_mapping_option(known.field_map) if known.field_map else {},
-            role_map=parse_mapping_option(known.role_map) if known.role_map else {},
+            field_map=mappings["--field-map"],
+            role_map=mappings["--role-map"],
             system_prompt=known.system_prompt,
         )
         tokenize_options = TokenizeOptions(

@@ -421,8 +421,6 @@ def test_role_map_overrides_and_extends():
                              {"from": "bot", "value": "a"}]}
     c = conv(rec, role_map={"developer": "system", "bot": "assistant"})
     assert [m["role"] for m in c.messages] == ["system", "user", "assistant"]
-    e = rejected({"messages": [{"role": "user", "content": "x"}, A]}, role_map={"user": "system"})
-    assert e.reason == errors.NO_ASSISTANT_TURN or e.reason == errors.EMPTY_TURN or True
     c2 = conv({"messages": [{"role": "user", "content": "x"}, A]}, role_map={"user": "system"})
     assert c2.messages[0]["role"] == "system"
 
@@ -586,12 +584,11 @@ def test_alpaca_exact_messages():
                           {"role": "assistant", "content": raw[0]["output"]})
     demo = json.loads((need_data() / "alpaca/llamafactory_alpaca_en_demo.json").read_text())
     convs = [to_conversation(r) for r in _records("alpaca/llamafactory_alpaca_en_demo.json")]
-    single = sum(1 for c in convs if c.messages[0]["content"] in {d["instruction"] for d in demo})
     assert sum(1 for d in demo if d["input"] == "") == 587
-    assert single >= 587
     for c, d in zip(convs, demo):
-        if d["input"] == "":
-            assert c.messages[0]["content"] == d["instruction"]
+        expected = d["instruction"] + ("\n" + d["input"] if d["input"] else "")
+        assert c.messages == ({"role": "user", "content": expected},
+                              {"role": "assistant", "content": d["output"]})
 
 
 def test_glaive_tool_calls():

@@ -1,0 +1,27 @@
+"""Helpers shared by the tests (importable as ``chatshards_testing``: tests/ is on pytest's pythonpath)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+# Tests never use the default DirectRunner (it tries to download Prism first).
+RUNNER_ARGS = ["--runner=FnApiRunner"]
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+
+
+def shared(relative: str) -> Path:
+    """Path of a file in ../shared/data; skips the test with a clear message when it is absent."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"../shared/data/{relative} is not available (tests that use real data need ../shared/data)")
+    return path
+
+
+def run_job(args: list[str]) -> int:
+    """Run ``python -m pipeline`` in-process with the test runner."""
+    from pipeline.main import main
+
+    return main(list(args) if any(a.startswith("--runner") for a in args) else [*args, *RUNNER_ARGS])
