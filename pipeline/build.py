@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.config import TokenizeOptions
-from transforms.example_builder import ROW, ExampleBuilder
+from transforms.example_builder import PARSED, ROW, ExampleBuilder, parse_record
 from transforms.formats import FormatOptions
 from transforms.tokenizer_loading import load_tokenizer
 
@@ -36,26 +36,35 @@ class BuilderSpec:
         return ExampleBuilder(tokenizer=tokenizer, format_options=self.format_options,
                               tokenize_options=self.tokenize_options)
 
+    def extra_fields(self) -> tuple:
+        """Arrow fields added to the shard schema by the builder this spec creates."""
+        return ()
 
-class _Progress:
-    """Logs records done and rate every ``every_s`` seconds (per worker)."""
 
-    def __init__(self, every_s: float = 10.0):
-        self.every_s = every_s
-        self.start = self.last = time.monotonic()
-        self.done = 0
+class ParseRecordsFn(beam.DoFn):
+    """``RawRecord -> (raw, Conversation)`` (main) and ``rejected`` (tagged): the *Parse* stage.
 
-    def add(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= self.every_s:
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            LOG.warning("chatshards: %d records processed by this worker (%.0f records/s)", self.done, rate)
+    Format detection and conversion need no tokenizer, so this stage is cheap and rejects most bad
+    input before tokenization.
+    """
+
+    def __init__(self, spec: BuilderSpec):
+        self.spec = spec
+
+    def setup(self):
+        self._rejected = Metrics.counter("chatshards", "records_rejected")
+
+    def process(self, raw):
+        kind, item = parse_record(raw, self.spec.format_options)
+        if kind == PARSED:
+            yield item
+        else:
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
 
 
 class BuildExamplesFn(beam.DoFn):
-    """``list[RawRecord] -> rows`` (main output) and ``rejected`` (tagged output)."""
+    """``list[(raw, Conversation)] -> rows`` (main) and ``rejected`` (tagged): the *Tokenize* stage."""
 
     def __init__(self, spec: BuilderSpec):
         self.spec = spec
@@ -69,7 +78,7 @@ class BuildExamplesFn(beam.DoFn):
         self._progress = _Progress()
 
     def process(self, batch):
-        for kind, item in self._builder.build_batch(batch):
+        for kind, item in self._builder.build_parsed_batch(batch):
             if kind == ROW:
                 self._rows.inc()
                 self._tokens.inc(int(item["length"]))

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import apache_beam as beam
 from apache_beam.pvalue import AsList, AsSingleton
 
-from pipeline.build import REJECTED_TAG, BuildExamplesFn, BuilderSpec
+from pipeline.build import REJECTED_TAG, BuildExamplesFn, BuilderSpec, ParseRecordsFn
 from pipeline.sink import (
     CommitManifestFn,
     WriteRejectedFn,
@@ -78,8 +78,13 @@ def build_graph(
     num_shards: int | None,
     batch_size: int,
     dedup: bool,
+    section_builders: Sequence = (),
 ):
-    """Wire the whole job on pipeline ``p``; returns a dict of the main PCollections."""
+    """Wire the whole job on pipeline ``p``; returns a dict of the main PCollections.
+
+    ``section_builders``: callables ``(p=, raws=, rows=, rejected=, output=) -> PCollection[dict]``;
+    each dict is merged into the manifest, which is written only after they are all computed.
+    """
     raws = p | "Read" >> ReadRawRecords(patterns=patterns, files=files)
     read_count = raws | "CountRead" >> beam.combiners.Count.Globally()
     rejected_parts = []
@@ -87,8 +92,10 @@ def build_graph(
         deduped = raws | "Dedup" >> DropDuplicates(format_options=spec.format_options)
         raws = deduped.kept
         rejected_parts.append(deduped[REJECTED_TAG])
+    parsed = raws | "Parse" >> beam.ParDo(ParseRecordsFn(spec)).with_outputs(REJECTED_TAG, main="parsed")
+    rejected_parts.append(parsed[REJECTED_TAG])
     built = (
-        raws
+        parsed.parsed
         | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=batch_size)
         | "Tokenize" >> beam.ParDo(BuildExamplesFn(spec)).with_outputs(REJECTED_TAG, main="rows")
     )
@@ -106,11 +113,12 @@ def build_graph(
             | "AutoShardCount" >> beam.Map(auto_num_shards)
         )
     padded = spec.tokenize_options.pad_to == "max_length"
+    extra_fields = spec.extra_fields()
     shards = (
         rows
         | "KeyByShard" >> beam.Map(lambda row, n: (sf.shard_of(row["sort_key"], n), row), n=AsSingleton(shard_count))
         | "GroupShards" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, padded=padded), num_shards=AsSingleton(shard_count))
+        | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, padded=padded, extra_fields=extra_fields), num_shards=AsSingleton(shard_count))
     )
     rejected_files = (
         rejected
@@ -121,12 +129,17 @@ def build_graph(
         | "GroupRejected" >> beam.GroupByKey()
         | "WriteRejected" >> beam.ParDo(WriteRejectedFn(output=output), num_files=AsSingleton(shard_count))
     )
-    extra_sections = p | "NoExtraSections" >> beam.Create([])
+    # Manifest sections computed by other branches (e.g. audit statistics): dicts merged into the manifest.
+    extra_sections = (
+        tuple(section_builder(p=p, raws=raws, rows=rows, rejected=rejected, output=output)
+              for section_builder in section_builders)
+        | "ExtraSections" >> beam.Flatten()
+    ) if section_builders else p | "NoExtraSections" >> beam.Create([])
     manifest = (
         p
         | "CommitTrigger" >> beam.Create([None])
         | "CommitManifest" >> beam.ParDo(
-            CommitManifestFn(output=output, manifest_base=manifest_base, padded=padded),
+            CommitManifestFn(output=output, manifest_base=manifest_base, padded=padded, extra_fields=extra_fields),
             shards=AsList(shards),
             rejected_files=AsList(rejected_files),
             read_count=AsSingleton(read_count),

@@ -77,7 +77,7 @@ def shard_entry(index: int, num_shards: int, rows: int, tokens: int, loss_tokens
 class WriteShardFn(beam.DoFn):
     """``(shard_index, rows) -> shard entry`` for the manifest; writes ``data/shard-*.arrow``."""
 
-    def __init__(self, *, output: str, schema_fields: tuple[str, ...] = (), padded: bool = False, extra_fields=()):
+    def __init__(self, *, output: str, padded: bool = False, extra_fields=()):
         self.output = output
         self.padded = padded
         self.extra_fields = tuple(extra_fields)
@@ -183,6 +183,3 @@ class CommitManifestFn(beam.DoFn):
             pass
         yield manifest
 
-
-def iter_nothing(_: Iterable) -> Iterable:
-    return ()

@@ -40,6 +40,7 @@ from transforms.tokenizer_loading import special_tokens_for_template
 
 ROW = "row"
 REJECTED = "rejected"
+PARSED = "parsed"
 
 
 def conversation_hash(conversation: Conversation) -> str:
@@ -67,6 +68,18 @@ def rejection(raw: RawRecord, reason: str, detail: str) -> dict[str, Any]:
         "index": raw.index,
         "record": raw.value if raw.value is not None else raw.raw,
     }
+
+
+def parse_record(raw: RawRecord, format_options: FormatOptions) -> tuple[str, Any]:
+    """Raw record -> ``(PARSED, (raw, conversation))`` or ``(REJECTED, rejection dict)``; never raises."""
+    try:
+        if raw.value is None:
+            raise RecordRejected(errors.INVALID_JSON, raw.error or "record is not valid JSON")
+        return PARSED, (raw, to_conversation(raw.value, format_options))
+    except RecordRejected as exc:
+        return REJECTED, rejection(raw, exc.reason, exc.detail)
+    except Exception as exc:  # noqa: BLE001 - bad input never crashes the job
+        return REJECTED, rejection(raw, errors.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -100,13 +113,29 @@ class ExampleBuilder:
             raise ValueError("--pad-to max_length needs a tokenizer with a pad or eos token")
 
     # -- public API ------------------------------------------------------------------------------
+    def extra_fields(self) -> tuple:
+        """Arrow fields this builder adds to the base shard schema (extensions override)."""
+        return ()
+
+    def parse(self, raw: RawRecord) -> tuple[str, Any]:
+        """Step 1 (the job's *Parse* stage); see :func:`parse_record`."""
+        return parse_record(raw, self.format_options)
+
     def build_batch(self, raws: Sequence[RawRecord]) -> list[tuple[str, dict[str, Any]]]:
         """Process a batch of raw records; the result has one ``(kind, item)`` per input, in order."""
-        results: list[tuple[str, dict[str, Any]] | None] = [None] * len(raws)
+        parsed = [self.parse(raw) for raw in raws]
+        results: list[Any] = [item if kind == REJECTED else None for kind, item in parsed]
+        built = self.build_parsed_batch([item for kind, item in parsed if kind == PARSED])
+        slots = iter(built)
+        return [result if result is not None else next(slots) for result in results]
+
+    def build_parsed_batch(self, parsed: Sequence[tuple[RawRecord, Conversation]]) -> list[tuple[str, dict[str, Any]]]:
+        """Step 2 (the job's *Tokenize* stage): render, tokenize in one batch, label, truncate."""
+        results: list[tuple[str, dict[str, Any]] | None] = [None] * len(parsed)
         pending: list[tuple[int, _Pending]] = []
-        for position, raw in enumerate(raws):
+        for position, (raw, conversation) in enumerate(parsed):
             try:
-                pending.append((position, self._prepare(raw)))
+                pending.append((position, self._prepare(raw, conversation)))
             except RecordRejected as exc:
                 results[position] = (REJECTED, rejection(raw, exc.reason, exc.detail))
             except Exception as exc:  # noqa: BLE001 - bad input never crashes the job
@@ -139,10 +168,7 @@ class ExampleBuilder:
             yield from self.build_batch(batch)
 
     # -- steps -----------------------------------------------------------------------------------
-    def _prepare(self, raw: RawRecord) -> _Pending:
-        if raw.value is None:
-            raise RecordRejected(errors.INVALID_JSON, raw.error or "record is not valid JSON")
-        conversation = to_conversation(raw.value, self.format_options)
+    def _prepare(self, raw: RawRecord, conversation: Conversation) -> _Pending:
         rendered = self._render(conversation, conversation.messages, conversation.trainable)
         return _Pending(raw=raw, conversation=conversation, rendered=rendered)
 

