@@ -63,6 +63,23 @@ class ParseRecordsFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
 
 
+class _Progress:
+    """Logs records done and rate every ``every_s`` seconds (per worker)."""
+
+    def __init__(self, every_s: float = 10.0):
+        self.every_s = every_s
+        self.start = self.last = time.monotonic()
+        self.done = 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            LOG.warning("chatshards: %d records processed by this worker (%.0f records/s)", self.done, rate)
+
+
 class BuildExamplesFn(beam.DoFn):
     """``list[(raw, Conversation)] -> rows`` (main) and ``rejected`` (tagged): the *Tokenize* stage."""
 
