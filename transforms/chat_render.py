@@ -178,7 +178,7 @@ class ChatRenderer:
                     f"chat template is not prefix-preserving at message {i}: rendering the conversation up to "
                     "this assistant turn is not a prefix of the full rendering, so its span is ambiguous",
                 )
-            start = len(os.path.commonprefix([prompt, upto]))
+            start = len(prompt) if upto.startswith(prompt) else len(os.path.commonprefix([prompt, upto]))
             end = len(upto.rstrip())
             spans.append((start, max(start, end)))
         return spans

@@ -29,10 +29,9 @@ from transforms.formats import Conversation, FormatOptions, to_conversation
 from transforms.labels import (
     count_trained_turns,
     labels_from_mask,
-    offsets_array,
+    mask_from_ranges,
     pad_row,
-    trained_token_mask,
-    truncate,
+    span_token_ranges,
 )
 from transforms.reading import RawRecord
 from transforms.shard_format import canonical_json, record_id_of, row_sort_key
@@ -182,42 +181,44 @@ class ExampleBuilder:
         return self._backend.encode_batch(texts, add_special_tokens=False)
 
     def _tokens(self, rendered: RenderedConversation, encoding):
+        """``(input_ids int32, mask bool, turn token ranges)`` of one rendered conversation."""
         input_ids = np.asarray(encoding.ids, dtype=np.int32)
-        offsets = offsets_array(encoding.offsets)
-        mask = trained_token_mask(offsets, rendered.trained_spans)
-        return input_ids, offsets, mask
+        mask = mask_from_ranges(len(input_ids), span_token_ranges(encoding, rendered.trained_spans))
+        return input_ids, mask, span_token_ranges(encoding, rendered.turn_spans)
 
     def _finish(self, item: _Pending, encoding) -> dict[str, Any]:
         options = self.options
-        rendered = item.rendered
-        input_ids, offsets, mask = self._tokens(rendered, encoding)
+        input_ids, mask, turn_ranges = self._tokens(item.rendered, encoding)
         full_length = len(input_ids)
-        if mask.sum() == 0:
+        if not mask.any():
             raise RecordRejected(errors.NO_LOSS_TOKENS, "no token of this record is trained under --loss "
                                  f"{options.loss} (e.g. no trainable assistant turn)")
-        truncated_tokens = 0
         num_messages = len(item.conversation.messages)
+        window = (0, full_length)
         if options.max_length is not None and full_length > options.max_length:
             if options.truncation == "drop":
                 raise RecordRejected(errors.TOO_LONG, f"{full_length} tokens > --max-length {options.max_length}")
             if options.truncation == "turns":
-                rendered, input_ids, offsets, mask, num_messages = self._drop_oldest_turns(
-                    item, input_ids, offsets, mask
+                input_ids, mask, turn_ranges, num_messages = self._drop_oldest_turns(
+                    item, input_ids, mask, turn_ranges
                 )
-            side = "left" if options.truncation == "left" else "right"
-            kept_from = len(input_ids) - options.max_length if side == "left" and len(input_ids) > options.max_length else 0
-            input_ids, mask_cut, _ = truncate(input_ids, mask, max_length=options.max_length, side=side)
-            offsets = offsets[kept_from: kept_from + len(input_ids)]
-            mask = mask_cut
-            truncated_tokens = full_length - len(input_ids)
-            if mask.sum() == 0:
+            n = len(input_ids)
+            if n > options.max_length:
+                window = (n - options.max_length, n) if options.truncation == "left" else (0, options.max_length)
+            else:
+                window = (0, n)
+            if not mask[window[0]:window[1]].any():
                 raise RecordRejected(
                     errors.NO_LOSS_TOKENS,
                     f"truncation to {options.max_length} tokens ({options.truncation}) removed every trained token",
                 )
+        lo, hi = window
+        trained_turns = count_trained_turns(turn_ranges, mask, window)
+        input_ids, mask = input_ids[lo:hi], mask[lo:hi]
         labels = labels_from_mask(input_ids, mask)
         length = len(input_ids)
         num_loss = int(mask.sum())
+        truncated_tokens = full_length - length
         row = {
             "input_ids": input_ids,
             "labels": labels,
@@ -229,8 +230,8 @@ class ExampleBuilder:
             "record_id": record_id_of(item.raw.value),
             "format": item.conversation.format,
             "num_turns": num_messages,
-            "num_trained_turns": count_trained_turns(offsets, rendered.turn_spans, mask)
-            if self.options.loss != "all" else sum(1 for m in item.conversation.messages if m.get("role") == "assistant"),
+            "num_trained_turns": trained_turns if options.loss != "all" else sum(
+                1 for m in item.conversation.messages if m.get("role") == "assistant"),
             "prompt_tokens": length - num_loss,
             "truncated_tokens": truncated_tokens,
             "conversation_hash": conversation_hash(item.conversation),
@@ -242,28 +243,25 @@ class ExampleBuilder:
             )
         return row
 
-    def _drop_oldest_turns(self, item: _Pending, input_ids, offsets, mask):
+    def _drop_oldest_turns(self, item: _Pending, input_ids, mask, turn_ranges):
         """Drop whole exchanges (a user message and what follows it up to the next user message),
         oldest first, keeping leading system messages, until the rendering fits ``max_length`` or a
-        single exchange is left. Returns the new rendering and its tokens (the caller then applies
-        right truncation if it still does not fit)."""
+        single exchange is left. Returns the new tokens (the caller then cuts on the right if it
+        still does not fit) and the number of messages kept."""
         messages = list(item.conversation.messages)
         trainable = list(item.conversation.trainable)
         head = 0
         while head < len(messages) and messages[head].get("role") == "system":
             head += 1
         starts = [i for i in range(head, len(messages)) if messages[i].get("role") == "user"]
-        rendered = item.rendered
         num_messages = len(messages)
         for cut in starts[1:]:
             kept = messages[:head] + messages[cut:]
-            kept_flags = trainable[:head] + trainable[cut:]
-            candidate = self._render(item.conversation, kept, kept_flags)
-            encoding = self._encode([candidate.text])[0]
-            ids, offs, msk = self._tokens(candidate, encoding)
-            if msk.sum() == 0:
+            candidate = self._render(item.conversation, kept, trainable[:head] + trainable[cut:])
+            ids, msk, ranges = self._tokens(candidate, self._encode([candidate.text])[0])
+            if not msk.any():
                 break  # dropping more would leave nothing to train; fall back to right truncation
-            rendered, input_ids, offsets, mask, num_messages = candidate, ids, offs, msk, len(kept)
+            input_ids, mask, turn_ranges, num_messages = ids, msk, ranges, len(kept)
             if len(ids) <= self.options.max_length:
                 break
-        return rendered, input_ids, offsets, mask, num_messages
+        return input_ids, mask, turn_ranges, num_messages

@@ -16,7 +16,7 @@ import numpy as np
 
 from transforms.shard_format import IGNORE_INDEX
 
-TRUNCATION_MODES = ("right", "left", "turns", "drop")
+TRUNCATION_MODES = ("right", "left", "turns", "drop")  # applied by ExampleBuilder
 
 
 def offsets_array(offsets: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -58,27 +58,41 @@ def trained_token_mask(offsets: np.ndarray, spans: Sequence[tuple[int, int]]) ->
     return mask
 
 
+def span_token_ranges(encoding, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Token index ranges ``[first, last)`` covering each character span, from a ``tokenizers.Encoding``.
+
+    Same rule as :func:`trained_token_mask` (a token is in the range when it overlaps the span), but
+    found with the encoding's ``char_to_token`` at the two span ends instead of converting every
+    token's offsets. Characters that belong to no token (e.g. whitespace for WordPiece) are skipped
+    inward. An empty or token-less span gives ``(0, 0)``.
+    """
+    ranges = []
+    for start, end in spans:
+        first = last = None
+        for position in range(start, end):
+            first = encoding.char_to_token(position)
+            if first is not None:
+                break
+        if first is not None:
+            for position in range(end - 1, start - 1, -1):
+                last = encoding.char_to_token(position)
+                if last is not None:
+                    break
+        ranges.append((first, last + 1) if first is not None and last is not None else (0, 0))
+    return ranges
+
+
+def mask_from_ranges(length: int, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Boolean mask of ``length`` tokens, true inside any ``[first, last)`` range."""
+    mask = np.zeros(length, dtype=bool)
+    for first, last in ranges:
+        mask[first:last] = True
+    return mask
+
+
 def labels_from_mask(input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``input_ids`` where ``mask`` is true, ``IGNORE_INDEX`` elsewhere (int32)."""
     return np.where(mask, input_ids, IGNORE_INDEX).astype(np.int32, copy=False)
-
-
-def truncate(input_ids: np.ndarray, labels: np.ndarray, *, max_length: int, side: str):
-    """Cut a row to ``max_length`` tokens.
-
-    Args:
-        side: ``"right"`` keeps the first ``max_length`` tokens, ``"left"`` keeps the last ones.
-    Returns:
-        ``(input_ids, labels, removed)`` where ``removed`` is the number of tokens cut.
-    """
-    n = len(input_ids)
-    if n <= max_length:
-        return input_ids, labels, 0
-    if side == "right":
-        return input_ids[:max_length], labels[:max_length], n - max_length
-    if side == "left":
-        return input_ids[n - max_length:], labels[n - max_length:], n - max_length
-    raise ValueError(f"truncate side must be 'right' or 'left', got {side!r}")
 
 
 def pad_row(input_ids: np.ndarray, labels: np.ndarray, *, length: int, pad_token_id: int):
@@ -100,13 +114,13 @@ def pad_row(input_ids: np.ndarray, labels: np.ndarray, *, length: int, pad_token
     return ids, lab, attention
 
 
-def count_trained_turns(offsets: np.ndarray, turn_spans: Sequence[tuple[int, int]], mask: np.ndarray) -> int:
-    """How many assistant turn spans still have at least one trained token in ``mask``.
+def count_trained_turns(turn_ranges: Sequence[tuple[int, int]], mask: np.ndarray, window: tuple[int, int]) -> int:
+    """How many assistant turns keep at least one trained token.
 
-    ``offsets`` and ``mask`` describe the tokens that remain after truncation.
+    Args:
+        turn_ranges: token ranges of the assistant turns, in the untruncated row.
+        mask: trained-token mask of the untruncated row.
+        window: ``[lo, hi)`` token indices kept by truncation.
     """
-    count = 0
-    for span in turn_spans:
-        if np.any(trained_token_mask(offsets, [span]) & mask):
-            count += 1
-    return count
+    lo, hi = window
+    return sum(1 for first, last in turn_ranges if mask[max(first, lo):min(last, hi)].any())

