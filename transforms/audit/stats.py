@@ -425,23 +425,48 @@ class DuplicateSummary:
         }
 
 
-def duplicate_summary_from_rows(rows: Iterable[Mapping[str, Any]]) -> DuplicateSummary:
-    """Group rows by ``conversation_hash`` in memory (the commands; the job uses a keyed combine)."""
-    groups: dict[str, list] = {}
-    for row in rows:
-        key = row_sort_key(str(row["source"]), int(row["index"]))
-        first = (key, str(row["source"]), int(row["index"]))
-        group = groups.get(row["conversation_hash"])
-        if group is None:
-            groups[row["conversation_hash"]] = [1, first]
-        else:
-            group[0] += 1
-            if first < group[1]:
-                group[1] = first
-    summary = DuplicateSummary()
-    for conversation_hash, (count, first) in groups.items():
-        summary.add_group(conversation_hash, count, first)
-    return summary
+def first_of(row: Mapping[str, Any]) -> tuple[str, str, int]:
+    """``(sort_key, source, index)`` of a row: what a duplicate group remembers of its first row."""
+    source, index = str(row["source"]), int(row["index"])
+    return (row.get("sort_key") or row_sort_key(source, index), source, index)
+
+
+def group_add(group: list | None, first: tuple) -> list:
+    """Add one row to a duplicate group ``[rows, first]`` (``None``: a new group)."""
+    if group is None:
+        return [1, first]
+    group[0] += 1
+    if first < group[1]:
+        group[1] = first
+    return group
+
+
+def group_merge(groups: Iterable[list]) -> list:
+    """Merge partial groups ``[rows, first]`` of one hash."""
+    rows, first = 0, None
+    for n, f in groups:
+        rows += n
+        if f is not None and (first is None or f < first):
+            first = f
+    return [rows, first]
+
+
+class HashGroups:
+    """Rows grouped by ``conversation_hash`` in memory (the commands; the job uses a keyed combine
+    with :func:`group_add` / :func:`group_merge`)."""
+
+    def __init__(self):
+        self.groups: dict[str, list] = {}
+
+    def add_row(self, row: Mapping[str, Any]) -> None:
+        key = row["conversation_hash"]
+        self.groups[key] = group_add(self.groups.get(key), first_of(row))
+
+    def summary(self) -> DuplicateSummary:
+        summary = DuplicateSummary()
+        for conversation_hash, (rows, first) in self.groups.items():
+            summary.add_group(conversation_hash, rows, first)
+        return summary
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,130 @@
+"""Reading a finished local dataset back for the audit commands (shards, rejected files, tokenizer).
+
+``compute_stats(root)`` feeds the *same* :class:`AuditAccumulator` the Beam job uses with the rows
+of every shard and every rejected line, so its numbers agree with the job's own ``stats.json``.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from transforms import shard_format as sf
+from transforms.audit.stats import (
+    AuditAccumulator,
+    HashGroups,
+    TemplateProbe,
+    build_stats,
+    template_probe,
+)
+
+SCALAR_SKIP = ("input_ids", "labels", "attention_mask")
+
+
+def read_shard_table(path: str) -> pa.Table:
+    with pa.memory_map(path) as source:
+        return pa.ipc.open_stream(source).read_all()
+
+
+def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    column = table.column(name).combine_chunks()
+    offsets = column.offsets.to_numpy()
+    values = column.values.to_numpy(zero_copy_only=False)
+    return offsets, values
+
+
+def iter_table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
+    """Rows of a shard table as dicts; ``input_ids``/``labels`` are numpy views (no Python lists)."""
+    if table.num_rows == 0:
+        return
+    lists = {name: _list_column(table, name) for name in ("input_ids", "labels") if name in table.column_names}
+    scalars = {name: table.column(name).to_pylist() for name in table.column_names if name not in SCALAR_SKIP}
+    names = list(scalars)
+    columns = [scalars[name] for name in names]
+    for i in range(table.num_rows):
+        row = {name: column[i] for name, column in zip(names, columns)}
+        for name, (offsets, values) in lists.items():
+            row[name] = values[offsets[i]:offsets[i + 1]]
+        yield row
+
+
+def shard_files(root: str, manifest: Mapping[str, Any]) -> list[str]:
+    return [entry["path"] for entry in manifest["shards"]]
+
+
+def rejected_files(root: str, manifest: Mapping[str, Any]) -> list[str]:
+    """Relative paths of the rejected files (the manifest's list, else ``rejected/*.jsonl``)."""
+    if "rejected_files" in manifest:
+        return [entry["path"] for entry in manifest["rejected_files"]]
+    return sorted(os.path.relpath(p, root).replace(os.sep, "/")
+                  for p in glob.glob(os.path.join(root, sf.REJECTED_DIR, "*.jsonl")))
+
+
+def iter_rejections(root: str, manifest: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    for relative in rejected_files(root, manifest):
+        with open(os.path.join(root, *relative.split("/")), encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def load_dataset_tokenizer(manifest: Mapping[str, Any], override: str | None = None,
+                           chat_template_file: str | None = None):
+    """The tokenizer a dataset was made with: ``override`` or the manifest's tokenizer name (the bundled
+    tokenizer for its name). Returns ``(tokenizer, warnings)``; warns when the vocabulary hash differs."""
+    from transforms.tokenizer_loading import BUNDLED_TOKENIZER_ID, load_tokenizer, template_hash, vocab_hash
+
+    info = manifest.get("tokenizer") or {}
+    name = override or info.get("name")
+    spec = None if name in (None, "", BUNDLED_TOKENIZER_ID, "bundled") else name
+    tokenizer = load_tokenizer(spec, chat_template_file=chat_template_file)
+    warnings = []
+    if info.get("vocab_hash") and vocab_hash(tokenizer) != info["vocab_hash"]:
+        warnings.append(f"tokenizer {name!r} has a different vocabulary than the one that made this dataset "
+                        f"({info.get('name')!r}): decoded text may be wrong")
+    if info.get("chat_template_hash") and template_hash(tokenizer.chat_template) != info["chat_template_hash"]:
+        warnings.append("the tokenizer's chat template differs from the one that made this dataset")
+    return tokenizer, warnings
+
+
+def probe_for(manifest: Mapping[str, Any], tokenizer=None, template_matches: bool = True) -> TemplateProbe:
+    """The template probe the job used (stored in the manifest's ``audit`` section); for datasets made
+    without it, derived from ``tokenizer`` (the default-system check only when the template matches)."""
+    stored = (manifest.get("audit") or {}).get("template_probe")
+    if stored is not None:
+        return TemplateProbe.from_json(stored)
+    if tokenizer is None:
+        return TemplateProbe()
+    probe = template_probe(tokenizer, manifest.get("template_check") or {})
+    if not template_matches:
+        probe = TemplateProbe(bos_token_id=probe.bos_token_id, stop_token_ids=probe.stop_token_ids)
+    return probe
+
+
+def format_options_for(manifest: Mapping[str, Any]):
+    from transforms.formats import FormatOptions
+
+    fmt = (manifest.get("config") or {}).get("format")
+    try:
+        return FormatOptions(**fmt) if fmt else FormatOptions()
+    except (TypeError, ValueError):
+        return FormatOptions()
+
+
+def compute_stats(root: str, manifest: Mapping[str, Any], *, probe: TemplateProbe,
+                  computed_by: str = "pipeline.audit") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Recompute ``stats.json`` (and the sample rows for the report) from a dataset folder."""
+    acc = AuditAccumulator(probe, format_options_for(manifest))
+    groups = HashGroups()
+    for relative in shard_files(root, manifest):
+        table = read_shard_table(os.path.join(root, *relative.split("/")))
+        for row in iter_table_rows(table):
+            acc.add_row(row)
+            groups.add_row(row)
+    for item in iter_rejections(root, manifest):
+        acc.add_rejection(item)
+    return build_stats(acc, groups.summary(), manifest=manifest, computed_by=computed_by), acc.samples()
