@@ -12,7 +12,7 @@ JOB = [
     "tiktoken>=0.7",
     "pillow>=10",
 ]
-TRAIN = ["torch>=2.4"]
+TRAIN = ["torch>=2.4", "accelerate>=1.1"]  # accelerate: Hugging Face Trainer needs it
 DEV = ["pytest>=8", "datasets>=5,<6", "psutil>=5", "matplotlib>=3.8"]
 
 setup(

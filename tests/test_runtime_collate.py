@@ -231,6 +231,8 @@ def test_batch_helpers_and_dtypes(features):
 
 def test_config_is_frozen_keyword_only_and_validated():
     cfg = CollatorConfig(pad_token_id=PAD)
+    with pytest.raises(TypeError):
+        CollatorConfig(PAD)  # keyword-only
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.pad_token_id = 3
     collator = Collator(cfg, padding_side="left")

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
 from transforms import shard_format as sf

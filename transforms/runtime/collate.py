@@ -70,7 +70,7 @@ class RowLayout(NamedTuple):
     padding_free: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CollatorConfig:
     """Options of :class:`Collator` (immutable; build variants with ``dataclasses.replace``).
 

@@ -161,7 +161,7 @@ def write_synthetic_dataset(
     manifest = {
         "format": sf.FORMAT_NAME,
         "schema_version": sf.SCHEMA_VERSION,
-        "tokenizer": {"name": "synthetic-wordlevel", "vocab_hash": f"synthetic-{vocab_size}",
+        "tokenizer": {"name": "synthetic-wordlevel", "vocab_hash": f"synthetic-{vocab_size}", "vocab_size": vocab_size,
                       "pad_token_id": pad_token_id, "eos_token_id": eos_token_id, "bos_token_id": bos_token_id},
         "shards": shards,
         "counts": {"rows": num_rows, "tokens": total_tokens, "rejected": 0},
