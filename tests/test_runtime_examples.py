@@ -1,4 +1,4 @@
-"""The training examples of docs/training.md run on a synthetic dataset folder."""
+"""The training examples of README.md (section "Training with the shards") run on a synthetic dataset folder."""
 from __future__ import annotations
 
 import importlib.util
@@ -55,7 +55,8 @@ def test_hf_trainer_example_runs(dataset_dir):
 
 
 def _doc_blocks():
-    text = open(os.path.join(REPO, "docs", "training.md"), encoding="utf-8").read()
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    text = text.split("## Training with the shards", 1)[1].split("\n## ", 1)[0]
     blocks = text.split("```python\n")[1:]
     return [b.split("```", 1)[0] for b in blocks if "sys.argv[1]" in b]
 
