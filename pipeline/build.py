@@ -12,6 +12,8 @@ from transforms.config import TokenizeOptions
 from transforms.example_builder import PARSED, ROW, ExampleBuilder, parse_record
 from transforms.formats import FormatOptions
 from transforms.tokenizer_loading import load_tokenizer
+from transforms.vision import VisionConfig
+from transforms.vision_builder import ImageOptions, VisionExampleBuilder, image_fields
 
 REJECTED_TAG = "rejected"
 LOG = logging.getLogger("chatshards")
@@ -29,16 +31,35 @@ class BuilderSpec:
     trust_remote_code: bool
     format_options: FormatOptions
     tokenize_options: TokenizeOptions
+    # Vision jobs (--processor): the processor family config (loaded once at launch, so workers
+    # never need the processor files) and how images are read and stored.
+    vision: VisionConfig | None = None
+    image_options: ImageOptions | None = None
 
     def create_builder(self) -> ExampleBuilder:
         tokenizer = load_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)
         tokenizer.chat_template = self.chat_template
+        if self.vision is not None:
+            return VisionExampleBuilder(tokenizer=tokenizer, format_options=self.format_options,
+                                        tokenize_options=self.tokenize_options, vision=self.vision,
+                                        image_options=self.image_options, open_file=read_remote_file)
         return ExampleBuilder(tokenizer=tokenizer, format_options=self.format_options,
                               tokenize_options=self.tokenize_options)
 
     def extra_fields(self) -> tuple:
         """Arrow fields added to the shard schema by the builder this spec creates."""
+        if self.vision is not None:
+            return image_fields(self.vision, self.image_options or ImageOptions())
         return ()
+
+
+def read_remote_file(path: str) -> bytes:
+    """Whole-file read through Beam's filesystems (image paths under ``gs://`` and the like)."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return handle.read()
 
 
 class ParseRecordsFn(beam.DoFn):
@@ -104,3 +125,29 @@ class BuildExamplesFn(beam.DoFn):
                 self._rejected.inc()
                 yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
         self._progress.add(len(batch))
+
+
+def load_vision(job, tokenizer):
+    """Launch-time vision setup for ``--processor`` jobs: ``(VisionConfig, manifest section)``,
+    or ``(None, None)`` for text-only jobs. Raises ``VisionConfigError`` on an unusable processor.
+
+    The manifest section records the processor config and its hash, and how images are stored;
+    it is also part of the config fingerprint (``JobConfig.extra``).
+    """
+    if getattr(job, "processor", None) is None:
+        return None, None
+    from transforms.vision import load_vision_config
+
+    vision = load_vision_config(job.processor, tokenizer, min_pixels=job.min_pixels, max_pixels=job.max_pixels,
+                                trust_remote_code=job.trust_remote_code)
+    image_options = job.image_options or ImageOptions()
+    section = {
+        "family": vision.family,
+        "processor": job.processor,
+        "processor_hash": vision.hash(),
+        "config": vision.to_json(),
+        "images": image_options.to_json(),
+        "image_root": image_options.image_root,
+        "columns": [field.name for field in image_fields(vision, image_options)],
+    }
+    return vision, section

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from transforms.config import TokenizeOptions
-from transforms.formats import FORMATS, FormatOptions, parse_mapping_option
+from transforms.formats import ALL_FORMATS, VISION_FORMATS, FormatOptions, parse_mapping_option
+
+if TYPE_CHECKING:  # only for the annotation; the vision module loads PIL lazily
+    from transforms.vision_builder import ImageOptions
 
 
 class ConfigError(ValueError):
@@ -33,6 +36,12 @@ class JobArgs:
     batch_size: int
     validate_inputs: bool
     beam_args: tuple[str, ...]
+    no_audit: bool = False
+    # vision jobs (--processor); see transforms/vision_builder.py
+    processor: str | None = None
+    image_options: "ImageOptions | None" = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
 
 def _flag(parser, name: str, **kwargs):
@@ -51,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, "input", action="append", required=True, metavar="GLOB",
           help="input files (repeatable; globs; local or any Beam filesystem such as gs://; .gz read transparently)")
     _flag(parser, "output", required=True, metavar="DIR", help="output folder (local or gs://)")
-    _flag(parser, "format", default="auto", choices=FORMATS, help="record format (default: auto, per record)")
+    _flag(parser, "format", default="auto", choices=ALL_FORMATS,
+          help="record format (default: auto, per record; vqa = image/question/answer, needs --processor)")
     _flag(parser, "field-map", default=None, metavar="CANON=FIELD,...",
           help="rename dataset fields, e.g. messages=dialog,instruction=question")
     _flag(parser, "role-map", default=None, metavar="SRC=ROLE,...", help="map source roles, e.g. bot=assistant")
@@ -70,9 +80,37 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, "dedup", action="store_true", help="keep only the first of exact-duplicate conversations")
     _flag(parser, "overwrite", action="store_true", help="replace an existing dataset in --output")
     _flag(parser, "batch-size", type=int, default=256, metavar="N", help="records tokenized per batch (default: 256)")
+    _flag(parser, "no-audit", action="store_true",
+          help="skip the audit statistics (audit/stats.json, audit/report.html, the manifest's audit section)")
     _flag(parser, "no-validate-inputs", action="store_true",
           help="do not check at launch that every --input matches files (for offline graph builds)")
+    # vision-language records (images): see README, section "Images: vision-language records"
+    _flag(parser, "processor", default=None, metavar="PATH_OR_HUB_ID",
+          help="transformers processor (local folder or cached hub id) of a vision-language model; enables images. "
+          "The tokenizer comes from the same folder unless --tokenizer is given")
+    _flag(parser, "image-root", default=None, metavar="DIR",
+          help="folder relative image paths are resolved in (default: each record file's folder); paths may not leave it")
+    _flag(parser, "store-pixels", action="store_true",
+          help="store raw uint8 pixels instead of encoded images (more disk, no decoding at training time)")
+    _flag(parser, "image-encoding", default="webp", choices=("webp", "png", "jpeg"),
+          help="encoding of stored images: webp (default) and png are lossless and pixel-exact, jpeg (q95) is smaller")
+    _flag(parser, "max-image-pixels", type=int, default=None, metavar="N",
+          help="reject images with more pixels than this as image_too_large (default: 50000000)")
+    _flag(parser, "min-pixels", type=int, default=None, metavar="N",
+          help="dynamic-resolution processors (Qwen-VL): override the processor's min_pixels")
+    _flag(parser, "max-pixels", type=int, default=None, metavar="N",
+          help="dynamic-resolution processors (Qwen-VL): override the processor's max_pixels")
     return parser
+
+
+def _processor_tokenizer(processor: str) -> str | None:
+    """The tokenizer a vision job uses without --tokenizer: the processor's own, when it has one."""
+    import os
+
+    if not os.path.isdir(processor):
+        return processor  # a hub id: its tokenizer lives next to the processor
+    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    return processor if any(os.path.isfile(os.path.join(processor, name)) for name in names) else None
 
 
 def parse_args(argv: Sequence[str] | None) -> JobArgs:
@@ -91,6 +129,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             field_map=mappings["--field-map"],
             role_map=mappings["--role-map"],
             system_prompt=known.system_prompt,
+            images=known.processor is not None,
         )
         tokenize_options = TokenizeOptions(
             max_length=known.max_length, truncation=known.truncation, loss=known.loss, pad_to=known.pad_to
@@ -103,10 +142,37 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         raise ConfigError(f"--batch-size must be >= 1, got {known.batch_size}")
     if known.truncation in ("turns", "drop", "left") and known.max_length is None:
         raise ConfigError(f"--truncation {known.truncation} needs --max-length N")
+    image_options = None
+    tokenizer = known.tokenizer
+    if known.processor is None:
+        given = [flag for flag, value in (("--image-root", known.image_root), ("--store-pixels", known.store_pixels),
+                                          ("--max-image-pixels", known.max_image_pixels),
+                                          ("--min-pixels", known.min_pixels), ("--max-pixels", known.max_pixels),
+                                          ("--format vqa", known.format in VISION_FORMATS)) if value]
+        if known.image_encoding != "webp":
+            given.append("--image-encoding")
+        if given:
+            raise ConfigError(f"{', '.join(given)}: image options need --processor")
+    else:
+        from transforms.vision_builder import ImageOptions
+
+        for flag, value in (("--max-image-pixels", known.max_image_pixels), ("--min-pixels", known.min_pixels),
+                            ("--max-pixels", known.max_pixels)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{flag} must be >= 1, got {value}")
+        try:
+            image_options = ImageOptions(
+                image_root=known.image_root, store_pixels=known.store_pixels, encoding=known.image_encoding,
+                **({"max_image_pixels": known.max_image_pixels} if known.max_image_pixels else {}),
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        if tokenizer is None:
+            tokenizer = _processor_tokenizer(known.processor)
     return JobArgs(
         inputs=tuple(known.input),
         output=known.output.rstrip("/") or "/",
-        tokenizer=known.tokenizer,
+        tokenizer=tokenizer,
         chat_template=known.chat_template,
         trust_remote_code=known.trust_remote_code,
         format_options=format_options,
@@ -117,4 +183,9 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         batch_size=known.batch_size,
         validate_inputs=not known.no_validate_inputs,
         beam_args=tuple(beam_args),
+        no_audit=known.no_audit,
+        processor=known.processor,
+        image_options=image_options,
+        min_pixels=known.min_pixels,
+        max_pixels=known.max_pixels,
     )

@@ -45,14 +45,16 @@ def prepare_output(output: str, *, overwrite: bool) -> None:
 
     With ``overwrite`` the old manifest is deleted first (so the folder stops being a finished
     dataset at once), then the old shards, rejected records, audit files and temporaries: shards of
-    two runs are never mixed.
+    two runs are never mixed. Folders are listed, not ``exists()``-checked, so this also holds on
+    object stores (``gs://``), which have no folders. Other files in ``output`` are left alone.
     """
     from apache_beam.io.filesystems import FileSystems
 
+    from pipeline.sink import delete_tree, path_present
     from transforms import shard_format as sf
 
     names = [sf.MANIFEST_NAME, sf.DATA_DIR, sf.REJECTED_DIR, "audit", ".tmp"]
-    present = [name for name in names if FileSystems.exists(FileSystems.join(output, name))]
+    present = [name for name in names if path_present(FileSystems.join(output, name))]
     if not present:
         return
     if not overwrite:
@@ -61,45 +63,62 @@ def prepare_output(output: str, *, overwrite: bool) -> None:
             "pass --overwrite to replace it, or choose another folder"
         )
     for name in names:  # manifest first
-        path = FileSystems.join(output, name)
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
+        delete_tree(FileSystems.join(output, name))
+
+
+def is_dry_run(options) -> bool:
+    """``--dry_run=True`` (Dataflow): the job graph is built and translated, nothing is submitted."""
+    from apache_beam.options.pipeline_options import TestOptions
+
+    return bool(options.view_as(TestOptions).dry_run)
 
 
 def _beam_args(job: JobArgs) -> list[str]:
     args = list(job.beam_args)
     if not any(a.startswith("--runner") for a in args):
         # Plain DirectRunner first tries to download the Prism runner; name the Python runner instead.
-        args.append("--runner=DirectRunner")
+        args.append("--runner=FnApiRunner")
         if not any(a.startswith("--direct_running_mode") for a in args):
             args.append("--direct_running_mode=in_memory")
     return args
 
 
-def run(job: JobArgs):
-    """Validate, build and run the job; returns the manifest dict (local outputs) or the Beam result."""
+def run(job: JobArgs, *, wait: bool = True):
+    """Validate, build and run the job; returns the Beam result.
+
+    ``wait=False`` returns as soon as the runner accepted the job (the Flex Template launcher does
+    this: Dataflow jobs must not be waited on there). With ``--dry_run=True`` the output folder is
+    not inspected (no storage access: the graph is only built and translated).
+    """
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.build import BuilderSpec
+    from pipeline.build import BuilderSpec, load_vision
     from pipeline.graph import build_graph
     from pipeline.sources import expand_inputs
     from transforms.config import JobConfig
     from transforms.template_check import TemplateUnusable, check_template
     from transforms.tokenizer_loading import TokenizerConfigError, load_tokenizer, tokenizer_description
+    from transforms.vision import VisionConfigError
 
     try:
         tokenizer = load_tokenizer(job.tokenizer, chat_template_file=job.chat_template,
                                    trust_remote_code=job.trust_remote_code)
         report = check_template(tokenizer, loss=job.tokenize_options.loss)
         files = expand_inputs(job.inputs) if job.validate_inputs else None
-    except (TokenizerConfigError, TemplateUnusable, FileNotFoundError) as exc:
+        vision, vision_section = load_vision(job, tokenizer)  # --processor: config + manifest section
+    except (TokenizerConfigError, TemplateUnusable, FileNotFoundError, VisionConfigError) as exc:
         raise ConfigError(str(exc)) from exc
-    prepare_output(job.output, overwrite=job.overwrite)
+    options = PipelineOptions(_beam_args(job))
+    if is_dry_run(options):
+        LOG.warning("chatshards: --dry_run: --output %s is not checked and nothing is submitted", job.output)
+    else:
+        prepare_output(job.output, overwrite=job.overwrite)
 
     tokenizer_info = tokenizer_description(tokenizer)
     config = JobConfig(format=job.format_options.to_json(), tokenize=job.tokenize_options,
-                       tokenizer=tokenizer_info, dedup=job.dedup, num_shards=job.num_shards)
+                       tokenizer=tokenizer_info, dedup=job.dedup, num_shards=job.num_shards,
+                       extra={"vision": {k: vision_section[k] for k in ("config", "images")}} if vision else {})
     manifest_base = {
         "config": {**config.to_json(), "inputs": list(job.inputs)},
         "config_fingerprint": config.fingerprint(),
@@ -107,45 +126,60 @@ def run(job: JobArgs):
         "chat_template_hash": tokenizer_info["chat_template_hash"],
         "template_check": report.to_json(),
         "versions": library_versions(),
+        **({"vision": vision_section} if vision else {}),
     }
     spec = BuilderSpec(tokenizer=job.tokenizer, chat_template=tokenizer.chat_template,
                        trust_remote_code=job.trust_remote_code, format_options=job.format_options,
-                       tokenize_options=job.tokenize_options)
-    options = PipelineOptions(_beam_args(job))
+                       tokenize_options=job.tokenize_options, vision=vision, image_options=job.image_options)
     pipeline = beam.Pipeline(options=options)
+    from pipeline.stats import section_builders_for
+
     build_graph(pipeline, patterns=job.inputs, files=files, output=job.output, spec=spec,
                 manifest_base=manifest_base, num_shards=job.num_shards, batch_size=job.batch_size,
-                dedup=job.dedup)
+                dedup=job.dedup,
+                section_builders=section_builders_for(job, spec=spec, manifest_base=manifest_base,
+                                                      tokenizer=tokenizer))
     result = pipeline.run()
-    result.wait_until_finish()
+    if wait:
+        result.wait_until_finish()
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
+    """``python -m pipeline``; ``wait=False`` returns once the job is submitted (Flex Template launcher)."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     started = time.monotonic()
     try:
         job = parse_args(argv)
-        run(job)
+        result = run(job, wait=wait)
     except ConfigError as exc:
         print(f"chatshards: error: {exc}", file=sys.stderr)
         return 2
-    _print_summary(job, time.monotonic() - started)
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    if is_dry_run(PipelineOptions(_beam_args(job))):
+        print(f"chatshards: dry run: job graph built ({type(result).__name__}), nothing submitted")
+    elif not wait:
+        print(f"chatshards: job submitted; output will be in {job.output}")
+    else:
+        _print_summary(job, time.monotonic() - started)
     return 0
 
 
 def _print_summary(job: JobArgs, seconds: float) -> None:
     import json
-    import os
+
+    from apache_beam.io.filesystems import FileSystems
 
     from transforms import shard_format as sf
 
-    path = os.path.join(job.output, sf.MANIFEST_NAME)
-    if "://" in job.output or not os.path.isfile(path):
+    path = FileSystems.join(job.output, sf.MANIFEST_NAME)  # local or gs://: read through FileSystems
+    try:
+        with FileSystems.open(path) as handle:
+            manifest = json.loads(handle.read().decode("utf-8"))
+    except Exception:  # noqa: BLE001 - the summary is informational
         print(f"chatshards: job finished in {seconds:.1f}s; output in {job.output}")
         return
-    with open(path, encoding="utf-8") as handle:
-        manifest = json.load(handle)
     counts = manifest["counts"]
     reasons = ", ".join(f"{k}={v}" for k, v in manifest["rejected_by_reason"].items()) or "none"
     print(
@@ -154,3 +188,5 @@ def _print_summary(job: JobArgs, seconds: float) -> None:
         f"{manifest['num_shards']} shard(s), rejected {counts['rejected']} ({reasons}) in {seconds:.1f}s "
         f"({counts['read'] / max(seconds, 1e-9):.0f} records/s) -> {job.output}"
     )
+    if "audit" in manifest:
+        print(f"chatshards: audit report: {FileSystems.join(job.output, 'audit', 'report.html')}")

@@ -13,17 +13,22 @@ All file access goes through ``FileSystems`` (local paths and ``gs://`` alike).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import uuid
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import shard_format as sf
 
-TARGET_SHARD_BYTES = 256 * 1024 * 1024
+# A worker holds one shard's rows (sorted) plus its Arrow table while writing it, so the shard size
+# bounds worker memory: 64 MiB shards keep that to a few hundred MiB whatever the dataset size
+# (benchmarks/bench_memory.py), and are a common size for streamed training shards.
+TARGET_SHARD_BYTES = 64 * 1024 * 1024
 MAX_AUTO_SHARDS = 4096
 TMP_DIR = ".tmp"
 
@@ -33,8 +38,9 @@ def join(root: str, *parts: str) -> str:
 
 
 def estimated_row_bytes(row: Mapping[str, Any]) -> int:
-    """Rough Arrow size of a row: 4 bytes per id and per label, plus fixed columns."""
-    return 8 * len(row["input_ids"]) + 256
+    """Rough Arrow size of a row: 4 bytes per id and per label, fixed columns, stored images."""
+    images = row.get("image_bytes") or row.get("image_pixels") or ()
+    return 8 * len(row["input_ids"]) + 256 + sum(len(image) for image in images)
 
 
 def auto_num_shards(total_bytes: int) -> int:
@@ -44,13 +50,94 @@ def auto_num_shards(total_bytes: int) -> int:
 
 def write_atomically(path: str, data: bytes, *, tmp_root: str) -> None:
     """Write ``data`` under a unique temporary name in ``tmp_root`` and rename it to ``path``."""
-    tmp = join(tmp_root, f"{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}")
-    with FileSystems.create(tmp) as handle:
+    tmp = _tmp_name(path, tmp_root)
+    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.write(data)
+    _publish(tmp, path)
+
+
+class _DigestingSink:
+    """A write-only file object that forwards to ``handle`` while counting bytes and hashing them."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.handle.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def write_table_atomically(path: str, table, *, tmp_root: str) -> tuple[int, str]:
+    """Stream ``table`` as the Arrow IPC stream :func:`transforms.shard_format.ipc_stream_bytes` would
+    return (same bytes) to a temporary file, rename it to ``path``; return ``(bytes, sha256)``.
+
+    The serialised shard is never held in memory (a shard's rows and table already are).
+    """
+    import pyarrow as pa
+
+    tmp = _tmp_name(path, tmp_root)
+    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        sink = _DigestingSink(handle)
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=max(1, table.num_rows))
+    _publish(tmp, path)
+    return sink.size, sink.digest.hexdigest()
+
+
+def _tmp_name(path: str, tmp_root: str) -> str:
+    return join(tmp_root, f"{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}")
+
+
+def _publish(tmp: str, path: str) -> None:
+    """Rename a finished temporary file to its final name (replacing an earlier attempt's copy)."""
     _ensure_dir(path.rsplit("/", 1)[0])
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])
+
+
+def list_tree(folder: str) -> list[str]:
+    """Every file under ``folder``, recursively, on any Beam filesystem.
+
+    Object stores (``gs://``) have no folders: ``FileSystems.exists(folder)`` is false there even when
+    objects live under ``folder/``, so folders are always inspected by listing ``folder/**``.
+    """
+    from apache_beam.io.filesystem import BeamIOError
+
+    try:
+        result = FileSystems.match([folder.rstrip("/") + "/**"])[0]
+    except BeamIOError:
+        return []
+    return sorted(metadata.path for metadata in result.metadata_list)
+
+
+def path_present(path: str) -> bool:
+    """A file (or object) at ``path``, or anything under ``path/``."""
+    return FileSystems.exists(path) or bool(list_tree(path))
+
+
+def delete_tree(path: str) -> None:
+    """Delete the file ``path`` or everything under ``path/`` (local folders and object prefixes alike)."""
+    if FileSystems.exists(path):
+        FileSystems.delete([path])  # a file, an object, or a local folder (removed recursively)
+    leftovers = list_tree(path)  # object stores: the objects under the prefix
+    if leftovers:
+        FileSystems.delete(leftovers)
 
 
 def _ensure_dir(folder: str) -> None:
@@ -63,14 +150,16 @@ def _ensure_dir(folder: str) -> None:
                 raise
 
 
-def shard_entry(index: int, num_shards: int, rows: int, tokens: int, loss_tokens: int, data: bytes) -> dict:
+def shard_entry(index: int, num_shards: int, rows: int, tokens: int, loss_tokens: int, data: bytes | None = None,
+                *, size: int | None = None, sha256: str | None = None) -> dict:
+    """The manifest entry of a shard, from its bytes or from their ``size`` and ``sha256``."""
     return {
         "path": sf.shard_relative_path(index, num_shards),
         "rows": rows,
         "tokens": tokens,
         "loss_tokens": loss_tokens,
-        "bytes": len(data),
-        "sha256": sf.sha256_hex(data),
+        "bytes": len(data) if data is not None else size,
+        "sha256": sf.sha256_hex(data) if data is not None else sha256,
     }
 
 
@@ -85,15 +174,15 @@ class WriteShardFn(beam.DoFn):
     def process(self, element, num_shards):
         index, rows = element
         rows = sorted(rows, key=lambda row: row["sort_key"])
+        count = len(rows)
+        tokens = sum(int(r["length"]) for r in rows)
+        loss_tokens = sum(int(r["num_loss_tokens"]) for r in rows)
         schema = sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields)
         table = sf.table_from_rows(rows, schema)
-        data = sf.ipc_stream_bytes(table)
+        del rows  # this sorted copy of the list; the table holds the data from here on
         path = join(self.output, *sf.shard_relative_path(index, num_shards).split("/"))
-        write_atomically(path, data, tmp_root=join(self.output, TMP_DIR))
-        yield shard_entry(
-            index, num_shards, len(rows), sum(int(r["length"]) for r in rows),
-            sum(int(r["num_loss_tokens"]) for r in rows), data,
-        )
+        size, sha256 = write_table_atomically(path, table, tmp_root=join(self.output, TMP_DIR))
+        yield shard_entry(index, num_shards, count, tokens, loss_tokens, size=size, sha256=sha256)
 
 
 def rejected_line(item: Mapping[str, Any]) -> str:
@@ -178,8 +267,8 @@ class CommitManifestFn(beam.DoFn):
             manifest.update(section)
         write_atomically(join(self.output, sf.MANIFEST_NAME), sf.manifest_bytes(manifest), tmp_root=tmp_root)
         try:
-            FileSystems.delete([tmp_root])
-        except Exception:  # noqa: BLE001 - an empty temp folder left behind is harmless
+            delete_tree(tmp_root)  # temporaries of failed attempts too (object stores keep them otherwise)
+        except Exception:  # noqa: BLE001 - a temp folder left behind is harmless (the next --overwrite clears it)
             pass
         yield manifest
 

@@ -14,7 +14,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.reading import RawRecord, iter_raw_records
+from transforms.reading import RawRecord, iter_records
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
@@ -33,10 +33,11 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
 
 
 def read_file(path: str) -> Iterator[RawRecord]:
-    """Stream the records of one file (``.gz``/``.bz2`` etc. decompressed by extension)."""
+    """Stream the records of one file (``.gz``/``.bz2`` etc. decompressed by extension; JSON/JSONL,
+    Parquet and Arrow IPC files told apart by their first bytes)."""
     records = Metrics.counter("chatshards", "records_read")
     with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as stream:
-        for raw in iter_raw_records(stream, source=path):
+        for raw in iter_records(stream, source=path):  # JSON layouts, Parquet, Arrow IPC
             records.inc()
             yield raw
 
@@ -47,12 +48,16 @@ class ReadRawRecords(beam.PTransform):
     Args:
         patterns: input globs. With ``files`` given (already expanded at launch), those files are
             read; otherwise the patterns are matched when the pipeline runs.
+        spread_records: reshuffle the records after reading (default). Without it, every later
+            stage fused with the read runs on the worker that read the file, so one large file is
+            processed by one worker (kept only so tests can show the difference).
     """
 
-    def __init__(self, *, patterns: Sequence[str], files: Sequence[str] | None = None):
+    def __init__(self, *, patterns: Sequence[str], files: Sequence[str] | None = None, spread_records: bool = True):
         super().__init__()
         self.patterns = tuple(patterns)
         self.files = tuple(files) if files is not None else None
+        self.spread_records = spread_records
 
     def expand(self, pbegin):
         if self.files is not None:
@@ -65,9 +70,9 @@ class ReadRawRecords(beam.PTransform):
                 | "Paths" >> beam.Map(lambda metadata: metadata.path)
                 | "DistinctPaths" >> beam.Distinct()
             )
-        return (
+        records = (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFiles" >> beam.FlatMap(read_file)
-            | "SpreadRecords" >> beam.Reshuffle()
         )
+        return records | "SpreadRecords" >> beam.Reshuffle() if self.spread_records else records

@@ -192,3 +192,14 @@ def test_truncation_that_removes_all_trained_tokens_is_rejected(qwen_tokenizer):
     for kind, item in build_rows(qwen_tokenizer, raws, max_length=20, truncation="right"):
         assert kind == "rejected" and item["reason"] == "no_loss_tokens"
         assert json.dumps(item["record"])  # the original record travels with the rejection
+
+
+def test_build_batch_returns_kind_and_item_for_every_record(qwen_tokenizer):
+    from transforms.reading import RawRecord
+
+    raws = [RawRecord(source="mem", index=0, value=None, raw="{oops", error="bad json"),
+            RawRecord(source="mem", index=1, value={"messages": [{"role": "user", "content": "Hi"},
+                                                                 {"role": "assistant", "content": "Hello"}]}),
+            RawRecord(source="mem", index=2, value={"weird": 1})]
+    kinds = [(kind, item.get("reason")) for kind, item in build_rows(qwen_tokenizer, raws)]
+    assert kinds == [("rejected", "invalid_json"), ("row", None), ("rejected", "unknown_format")]

@@ -54,7 +54,10 @@ def conversation_hash(conversation: Conversation) -> str:
         if message.get("tool_calls"):
             item["tool_calls"] = message["tool_calls"]
         normalised.append(item)
-    payload = canonical_json({"messages": normalised, "tools": list(conversation.tools or [])})
+    content = {"messages": normalised, "tools": list(conversation.tools or [])}
+    if getattr(conversation, "images", ()):  # same text with other images is not a duplicate
+        content["images"] = list(conversation.images)
+    payload = canonical_json(content)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -79,6 +82,12 @@ def parse_record(raw: RawRecord, format_options: FormatOptions) -> tuple[str, An
         return REJECTED, rejection(raw, exc.reason, exc.detail)
     except Exception as exc:  # noqa: BLE001 - bad input never crashes the job
         return REJECTED, rejection(raw, errors.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _rejection_for(raw: RawRecord, exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, RecordRejected):
+        return rejection(raw, exc.reason, exc.detail)
+    return rejection(raw, errors.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -123,33 +132,35 @@ class ExampleBuilder:
     def build_batch(self, raws: Sequence[RawRecord]) -> list[tuple[str, dict[str, Any]]]:
         """Process a batch of raw records; the result has one ``(kind, item)`` per input, in order."""
         parsed = [self.parse(raw) for raw in raws]
-        results: list[Any] = [item if kind == REJECTED else None for kind, item in parsed]
-        built = self.build_parsed_batch([item for kind, item in parsed if kind == PARSED])
-        slots = iter(built)
-        return [result if result is not None else next(slots) for result in results]
+        built = iter(self.build_parsed_batch([item for kind, item in parsed if kind == PARSED]))
+        return [(kind, item) if kind != PARSED else next(built) for kind, item in parsed]
 
     def build_parsed_batch(self, parsed: Sequence[tuple[RawRecord, Conversation]]) -> list[tuple[str, dict[str, Any]]]:
         """Step 2 (the job's *Tokenize* stage): render, tokenize in one batch, label, truncate."""
-        results: list[tuple[str, dict[str, Any]] | None] = [None] * len(parsed)
-        pending: list[tuple[int, _Pending]] = []
-        for position, (raw, conversation) in enumerate(parsed):
-            try:
-                pending.append((position, self._prepare(raw, conversation)))
-            except RecordRejected as exc:
-                results[position] = (REJECTED, rejection(raw, exc.reason, exc.detail))
-            except Exception as exc:  # noqa: BLE001 - bad input never crashes the job
-                results[position] = (REJECTED, rejection(raw, errors.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
-        encodings = self._encode([item.rendered.text for _, item in pending])
-        for (position, item), encoding in zip(pending, encodings):
-            try:
-                results[position] = (ROW, self._finish(item, encoding))
-            except RecordRejected as exc:
-                results[position] = (REJECTED, rejection(item.raw, exc.reason, exc.detail))
-            except Exception as exc:  # noqa: BLE001
-                results[position] = (
-                    REJECTED, rejection(item.raw, errors.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-                )
-        return results  # type: ignore[return-value]
+        self._start_batch(parsed)
+        try:
+            results: list[tuple[str, dict[str, Any]] | None] = [None] * len(parsed)
+            pending: list[tuple[int, Any]] = []
+            for position, (raw, conversation) in enumerate(parsed):
+                try:
+                    pending.append((position, self._prepare(raw, conversation)))
+                except Exception as exc:  # noqa: BLE001 - bad input never crashes the job
+                    results[position] = (REJECTED, _rejection_for(raw, exc))
+            encodings = self._encode([item.rendered.text for _, item in pending])
+            for (position, item), encoding in zip(pending, encodings):
+                try:
+                    results[position] = (ROW, self._finish(item, encoding))
+                except Exception as exc:  # noqa: BLE001
+                    results[position] = (REJECTED, _rejection_for(item.raw, exc))
+            return results  # type: ignore[return-value]
+        finally:
+            self._end_batch()
+
+    def _start_batch(self, parsed) -> None:
+        """Hook run before a batch is built (extensions prefetch per-batch resources here)."""
+
+    def _end_batch(self) -> None:
+        """Hook run after a batch is built, also when it failed."""
 
     def build(self, raw: RawRecord) -> tuple[str, dict[str, Any]]:
         """Process one raw record."""

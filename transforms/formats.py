@@ -49,18 +49,41 @@ Decisions on ambiguous input (all rejections raise :class:`RecordRejected`):
   the prompt (only the completion is a training target); ``True`` otherwise.
 * Alpaca: user text = ``instruction + "\\n" + input`` when both are non-blank, otherwise
   whichever is non-blank; ``history`` is a list of ``[prompt, response]`` pairs placed before.
+
+Images (only with ``FormatOptions(images=True)``, i.e. a vision job; without it everything above
+is unchanged and image parts / image fields are rejected as described):
+
+* Image parts ``{"type": "image", "image": REF}``, ``{"type": "image_url", "image_url": {"url": REF}}``
+  (or a plain string), LLaMA-Factory v1 ``{"type": "image_url", "value": REF}``,
+  ``{"type": "input_image", "image_url": REF}`` put the image at their position in the text.
+  A part without a reference (``{"type": "image"}``, TRL style) stands for the next entry of the
+  record's image list, like an ``<image>`` tag.
+* ``images`` (LLaMA-Factory, a list) or ``image`` (LLaVA, one reference or a list) hold the
+  references that the ``<image>`` tags in the text stand for, in order (never both fields).
+  Tags anywhere in any message; when the text has no tag at all, the images go before the
+  first user message's text as ``<image>...<image>\\n``. Any other count difference ->
+  ``image_count_mismatch``. ``video``/``audio`` parts and fields stay ``invalid_content``.
+* In the resulting :class:`Conversation` every image position is the text ``<image>`` and
+  ``Conversation.images`` lists the references in the same order (paths, data URIs, or
+  ``{"bytes", "path"}`` objects; :mod:`transforms.images` resolves them).
+* ``vqa``: ``{"image": REF, "question": str, "answer": str}`` -> one user turn (the image
+  before the question) and one assistant turn; ``auto`` picks it for records with ``question``
+  and ``answer`` (vision jobs only). torchtune's ``{"input", "output", "image"}`` is Alpaca with an
+  image (``auto``) or ``--format vqa --field-map question=input,answer=output``.
 """
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from transforms.errors import (
     EMPTY_CONVERSATION,
     EMPTY_TURN,
+    IMAGE_COUNT_MISMATCH,
     INVALID_CONTENT,
     INVALID_ROLE,
     NO_ASSISTANT_TURN,
@@ -69,16 +92,20 @@ from transforms.errors import (
 )
 
 __all__ = [
-    "FORMATS", "ROLES", "TOP_LEVEL_FIELDS", "MESSAGE_FIELDS", "DEFAULT_ROLE_MAP",
+    "FORMATS", "VISION_FORMATS", "ALL_FORMATS", "VISION_FIELDS", "IMAGE_TAG", "ROLES", "TOP_LEVEL_FIELDS", "MESSAGE_FIELDS", "DEFAULT_ROLE_MAP",
     "Conversation", "FormatOptions", "detect_format", "to_conversation", "parse_mapping_option",
 ]
 
 FORMATS = ("auto", "openai", "sharegpt", "alpaca", "prompt_completion")
+VISION_FORMATS = ("vqa",)  # image-QA triples (vision jobs)
+ALL_FORMATS = FORMATS + VISION_FORMATS
 ROLES = ("system", "user", "assistant", "tool")
 _FUNCTION_CALL = "function_call"  # pseudo-role: assistant message whose text is a JSON tool call
 TOP_LEVEL_FIELDS = ("messages", "conversations", "instruction", "input", "output", "system",
                     "history", "prompt", "completion", "tools")
 MESSAGE_FIELDS = ("role", "content", "from", "value")
+VISION_FIELDS = ("images", "image", "question", "answer")  # read only by vision jobs / --format vqa
+IMAGE_TAG = "<image>"
 
 DEFAULT_ROLE_MAP: Mapping[str, str] = {
     "human": "user", "user": "user",
@@ -92,6 +119,11 @@ DEFAULT_ROLE_MAP: Mapping[str, str] = {
 _NON_TEXT_PARTS = frozenset({"image", "image_url", "input_image", "video", "video_url",
                              "audio", "audio_url", "input_audio", "file", "input_file"})
 _MEDIA_FIELDS = ("images", "image", "videos", "video", "audios", "audio")
+_IMAGE_PARTS = frozenset({"image", "image_url", "input_image"})
+_TYPED_IMAGE = "\x00chatshards-image\x00"  # internal marker of a typed image part while parsing
+_IMAGE_MARKERS = re.compile(re.escape(IMAGE_TAG) + "|" + re.escape(_TYPED_IMAGE))
+# References of typed image parts met while converting one record (vision jobs only).
+_TYPED_REFS: ContextVar[list | None] = ContextVar("chatshards_typed_image_refs", default=None)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_SHOWN = 60
 
@@ -108,6 +140,7 @@ class Conversation:
     tools: tuple[dict, ...] | None
     format: str
     trainable: tuple[bool, ...]
+    images: tuple = ()
 
 
 class FrozenMap(Mapping):
@@ -173,23 +206,26 @@ class FormatOptions:
     tools`` and message fields ``role, content, from, value``).
     ``role_map``: source role -> canonical role (extends/overrides :data:`DEFAULT_ROLE_MAP`).
     ``system_prompt``: system message for records that have none.
+    ``images``: accept images (a vision job); ``field_map`` may then also rename ``images, image,
+    question, answer``.
     """
 
     format: str = "auto"
     field_map: Mapping[str, str] = field(default_factory=FrozenMap)
     role_map: Mapping[str, str] = field(default_factory=FrozenMap)
     system_prompt: str | None = None
+    images: bool = False
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if self.format not in ALL_FORMATS:
+            raise ValueError(f"unknown format {self.format!r}; choose one of {', '.join(ALL_FORMATS)}")
         fmap = _as_frozen_map(self.field_map, "field_map")
         for key in fmap:
-            if key not in TOP_LEVEL_FIELDS and key not in MESSAGE_FIELDS:
+            if key not in TOP_LEVEL_FIELDS and key not in MESSAGE_FIELDS and key not in VISION_FIELDS:
                 raise ValueError(
                     f"field_map: unknown field {key!r}; known fields: "
-                    f"{', '.join(TOP_LEVEL_FIELDS + MESSAGE_FIELDS)}")
-        for group in (TOP_LEVEL_FIELDS, MESSAGE_FIELDS):
+                    f"{', '.join(TOP_LEVEL_FIELDS + MESSAGE_FIELDS + VISION_FIELDS)}")
+        for group in (TOP_LEVEL_FIELDS, MESSAGE_FIELDS, VISION_FIELDS):
             used: dict[str, str] = {}
             for canon in group:
                 src = fmap.get(canon, canon)
@@ -213,12 +249,15 @@ class FormatOptions:
         return self.field_map.get(canonical, canonical)
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "format": self.format,
             "field_map": dict(self.field_map),
             "role_map": dict(self.role_map),
             "system_prompt": self.system_prompt,
         }
+        if self.images:  # only vision jobs carry the key (text-only fingerprints are unchanged)
+            data["images"] = True
+        return data
 
 
 def parse_mapping_option(text: str) -> dict[str, str]:
@@ -308,10 +347,13 @@ def detect_format(record: Any, options: FormatOptions | None = None) -> str:
         return "prompt_completion"
     if k("instruction") in record or k("output") in record:
         return "alpaca"
+    if options.images and k("question") in record and k("answer") in record:
+        return "vqa"
     keys = sorted(map(str, record))
     shown = ", ".join(keys[:12]) + (", ..." if len(keys) > 12 else "")
+    vqa = ", question+answer" if options.images else ""
     raise RecordRejected(UNKNOWN_FORMAT, f"cannot tell the format from the keys [{shown}]; expected "
-                                         f"messages, conversations, prompt+completion or "
+                                         f"messages, conversations, prompt+completion{vqa} or "
                                          f"instruction/output (see --format and --field-map)")
 
 
@@ -430,6 +472,15 @@ def _content(value: Any, where: str) -> tuple[str, str | None, list[dict]]:
             raise RecordRejected(INVALID_CONTENT, f"{pwhere} is a {_type_name(part)}, expected an "
                                                   f"object with a 'type'")
         ptype = part.get("type", "text" if "text" in part else None)
+        typed_refs = _TYPED_REFS.get()
+        if ptype in _IMAGE_PARTS and typed_refs is not None:
+            ref = _image_part_ref(part)
+            if ref is None:  # TRL style: the image is the next entry of the record's image list
+                texts.append(IMAGE_TAG)
+            else:
+                typed_refs.append(ref)
+                texts.append(_TYPED_IMAGE)
+            continue
         if ptype in _NON_TEXT_PARTS:
             raise RecordRejected(INVALID_CONTENT, f"{pwhere}: {ptype} parts need the vision "
                                                   f"pipeline, which this text pipeline does not run")
@@ -445,6 +496,17 @@ def _content(value: Any, where: str) -> tuple[str, str | None, list[dict]]:
                                                   f"got a {_type_name(payload)}")
         (texts if ptype == "text" else reasoning).append(_check_text(payload, pwhere))
     return "".join(texts), ("".join(reasoning) if reasoning else None), calls
+
+
+def _image_part_ref(part: dict) -> Any:
+    """The image reference of a typed image part, or ``None`` when it has none."""
+    for key in ("image", "image_url", "url", "path", "value"):
+        ref = part.get(key)
+        if isinstance(ref, dict) and not ("bytes" in ref or "path" in ref):
+            ref = ref.get("url")
+        if ref not in (None, "", {}):
+            return ref
+    return None
 
 
 def _zero_weight(item: dict) -> bool:
@@ -655,25 +717,101 @@ def _prompt_completion(record: Any, options: FormatOptions) -> list[_Msg]:
     return msgs
 
 
+def _vqa(record: Any, options: FormatOptions) -> list[_Msg]:
+    k = options.key
+    if not isinstance(record, dict):
+        raise RecordRejected(UNKNOWN_FORMAT, "a vqa record must be a JSON object")
+    for name in ("question", "answer"):
+        if k(name) not in record:
+            raise RecordRejected(UNKNOWN_FORMAT, f"no {k(name)!r} field for the vqa format (see --field-map)")
+    answer = record[k("answer")]
+    if isinstance(answer, list):
+        raise RecordRejected(INVALID_CONTENT, f"{k('answer')!r} must be a string, got a list (pick one "
+                                              f"answer per record)")
+    return [_Msg({"role": "user", "content": _turn_text(record[k("question")], repr(k("question")))}, True, 0),
+            _Msg({"role": "assistant", "content": _turn_text(answer, repr(k("answer")))}, True, 1)]
+
+
 _BUILDERS = {
     "openai": _openai,
     "sharegpt": _sharegpt,
     "alpaca": _alpaca,
     "prompt_completion": _prompt_completion,
+    "vqa": _vqa,
 }
+
+
+def _record_images(record: Any, options: FormatOptions) -> list:
+    """The references of the record's ``images``/``image`` field (vision jobs)."""
+    if not isinstance(record, dict):
+        return []
+    found = []
+    for name in ("images", "image"):
+        value = record.get(options.key(name))
+        if value in (None, "", [], {}):
+            continue
+        found.append((options.key(name), value if isinstance(value, list) else [value]))
+    if len(found) > 1:
+        raise RecordRejected(INVALID_CONTENT, f"record has both {found[0][0]!r} and {found[1][0]!r}; "
+                                              f"keep one image list")
+    return list(found[0][1]) if found else []
+
+
+def _place_images(msgs: list[_Msg], listed: list, typed: list) -> tuple:
+    """Resolve image positions: tags consume ``listed`` in order, typed parts carry their own refs.
+
+    Every position becomes the text ``<image>``; returns the references in text order.
+    """
+    tags = sum(m.message["content"].count(IMAGE_TAG) for m in msgs)
+    if tags == 0 and listed:
+        first_user = next((m for m in msgs if m.message["role"] == "user"), None)
+        if first_user is None:
+            raise RecordRejected(IMAGE_COUNT_MISMATCH, f"{len(listed)} image(s) but no user message to put "
+                                                       f"them in")
+        first_user.message["content"] = IMAGE_TAG * len(listed) + "\n" + first_user.message["content"]
+        tags = len(listed)
+    if tags != len(listed):
+        raise RecordRejected(IMAGE_COUNT_MISMATCH, f"{tags} {IMAGE_TAG} tag(s) in the text but {len(listed)} "
+                                                   f"image(s) in the record's image list")
+    pending_listed = iter(listed)
+    pending_typed = iter(typed)
+    ordered: list = []
+
+    def take(match: re.Match) -> str:
+        ordered.append(next(pending_listed) if match.group(0) == IMAGE_TAG else next(pending_typed))
+        return IMAGE_TAG
+
+    for m in msgs:
+        content = m.message["content"]
+        if IMAGE_TAG in content or _TYPED_IMAGE in content:
+            m.message["content"] = _IMAGE_MARKERS.sub(take, content)
+    return tuple(ordered)
 
 
 def to_conversation(record: Any, options: FormatOptions | None = None) -> Conversation:
     """Normalize one parsed record; raises :class:`RecordRejected` when it cannot be used."""
     options = options or FormatOptions()
     fmt = detect_format(record, options)
+    if fmt == "vqa" and not options.images:
+        raise RecordRejected(INVALID_CONTENT, "vqa records carry images and need a vision job (--processor)")
     if isinstance(record, dict):
-        for media in _MEDIA_FIELDS:
+        for media in _MEDIA_FIELDS[2:] if options.images else _MEDIA_FIELDS:
             if record.get(media) not in (None, "", [], {}):
-                raise RecordRejected(INVALID_CONTENT, f"record has {media!r}: images/video/audio "
-                                                      f"need the vision pipeline, which this text "
-                                                      f"pipeline does not run")
-    msgs = _BUILDERS[fmt](record, options)
+                what = "video/audio is not supported" if options.images else (
+                    "images/video/audio need the vision pipeline, which this text pipeline does not run")
+                raise RecordRejected(INVALID_CONTENT, f"record has {media!r}: {what}")
+    images: tuple = ()
+    if options.images:
+        listed = _record_images(record, options)
+        typed: list = []
+        token = _TYPED_REFS.set(typed)
+        try:
+            msgs = _BUILDERS[fmt](record, options)
+        finally:
+            _TYPED_REFS.reset(token)
+        images = _place_images(msgs, listed, typed)
+    else:
+        msgs = _BUILDERS[fmt](record, options)
 
     tools = None
     system = None
@@ -706,4 +844,5 @@ def to_conversation(record: Any, options: FormatOptions | None = None) -> Conver
         tools=tools,
         format=fmt,
         trainable=tuple(m.trainable for m in msgs),
+        images=images,
     )

@@ -22,7 +22,10 @@ from transforms.audit.stats import (
     template_probe,
 )
 
-SCALAR_SKIP = ("input_ids", "labels", "attention_mask")
+# the scalar columns the audit reads (image payload columns are never converted to Python)
+SCALAR_COLUMNS = ("length", "num_loss_tokens", "truncated", "source", "index", "record_id", "format",
+                  "num_turns", "num_trained_turns", "prompt_tokens", "truncated_tokens", "conversation_hash",
+                  "num_images", "num_image_tokens")
 
 
 def read_shard_table(path: str) -> pa.Table:
@@ -42,7 +45,7 @@ def iter_table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
     if table.num_rows == 0:
         return
     lists = {name: _list_column(table, name) for name in ("input_ids", "labels") if name in table.column_names}
-    scalars = {name: table.column(name).to_pylist() for name in table.column_names if name not in SCALAR_SKIP}
+    scalars = {name: table.column(name).to_pylist() for name in SCALAR_COLUMNS if name in table.column_names}
     names = list(scalars)
     columns = [scalars[name] for name in names]
     for i in range(table.num_rows):
@@ -128,3 +131,20 @@ def compute_stats(root: str, manifest: Mapping[str, Any], *, probe: TemplateProb
     for item in iter_rejections(root, manifest):
         acc.add_rejection(item)
     return build_stats(acc, groups.summary(), manifest=manifest, computed_by=computed_by), acc.samples()
+
+
+def check_against_manifest(stats: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
+    """Differences between recomputed statistics and the manifest's own counts (empty: consistent)."""
+    problems = []
+    counts = manifest.get("counts", {})
+    for key in ("read", "written", "rejected"):
+        if key in counts and counts[key] != stats["counts"][key]:
+            problems.append(f"counts.{key}: manifest says {counts[key]}, the files hold {stats['counts'][key]}")
+    if "rejected_by_reason" in manifest and dict(manifest["rejected_by_reason"]) != stats["rejections"]["by_reason"]:
+        problems.append(f"rejected_by_reason: manifest says {manifest['rejected_by_reason']}, "
+                        f"the files hold {stats['rejections']['by_reason']}")
+    totals = manifest.get("totals", {})
+    for key, ours in (("tokens", "tokens"), ("loss_tokens", "trained_tokens")):
+        if key in totals and totals[key] != stats["totals"][ours]:
+            problems.append(f"totals.{key}: manifest says {totals[key]}, the shards hold {stats['totals'][ours]}")
+    return problems

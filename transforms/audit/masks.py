@@ -3,7 +3,8 @@
 A row is split into *runs* of consecutive tokens that are all trained (label != -100) or all not
 trained; each run is decoded on its own (special tokens kept), so the text reads exactly as the
 model sees it and the trained parts can be marked. (A multi-byte character split across a run
-boundary shows as U+FFFD; run boundaries are almost always at template tokens.)
+boundary shows as U+FFFD; run boundaries are almost always at template tokens.) Long repeats of
+one special token (image placeholders) are shown once with a count, e.g. ``<|image_pad|>×64``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ ANSI_TRAINED = "\x1b[1;32m"   # bold green
 ANSI_PROMPT = "\x1b[2m"        # dim
 ANSI_RESET = "\x1b[0m"
 OPEN, CLOSE = "[", "]"
+COLLAPSE_REPEATS = 4  # this many identical special tokens in a row are shown once with a count
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,49 @@ def mask_runs(input_ids: Sequence[int], labels: Sequence[int], length: int | Non
     return [Run(bool(trained[a]), tuple(int(i) for i in ids[a:b])) for a, b in zip(starts, ends)]
 
 
-def decode_runs(tokenizer, runs: Sequence[Run]) -> list[Run]:
-    """Decode every run's ids with ``tokenizer`` (special tokens kept)."""
-    return [Run(run.trained, run.ids, tokenizer.decode(list(run.ids), skip_special_tokens=False,
-                                                       clean_up_tokenization_spaces=False))
+def special_ids(tokenizer) -> frozenset[int]:
+    """Ids of the tokenizer's special tokens (declared ones and added tokens marked special)."""
+    ids = set(tokenizer.all_special_ids)
+    ids.update(i for i, token in tokenizer.added_tokens_decoder.items() if token.special)
+    return frozenset(ids)
+
+
+def _decode(tokenizer, ids: Sequence[int]) -> str:
+    return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def decode_ids(tokenizer, ids: Sequence[int], *, specials: frozenset[int] = frozenset(),
+               collapse: int = COLLAPSE_REPEATS) -> str:
+    """Decode ``ids``; ``collapse`` or more consecutive copies of one special token (image
+    placeholders such as ``<|image_pad|>``) are written once with a count: ``<|image_pad|>×64``."""
+    if not collapse or not specials:
+        return _decode(tokenizer, ids)
+    parts: list[str] = []
+    plain: list[int] = []
+    i, n = 0, len(ids)
+    while i < n:
+        j = i
+        if ids[i] in specials:
+            while j < n and ids[j] == ids[i]:
+                j += 1
+        if j - i >= collapse:
+            if plain:
+                parts.append(_decode(tokenizer, plain))
+                plain = []
+            parts.append(f"{_decode(tokenizer, [ids[i]])}×{j - i}")
+            i = j
+        else:
+            plain.append(ids[i])
+            i += 1
+    if plain:
+        parts.append(_decode(tokenizer, plain))
+    return "".join(parts)
+
+
+def decode_runs(tokenizer, runs: Sequence[Run], *, collapse: int = COLLAPSE_REPEATS) -> list[Run]:
+    """Decode every run's ids with ``tokenizer`` (special tokens kept, long repeats collapsed)."""
+    specials = special_ids(tokenizer) if collapse else frozenset()
+    return [Run(run.trained, run.ids, decode_ids(tokenizer, run.ids, specials=specials, collapse=collapse))
             for run in runs]
 
 
@@ -105,11 +146,11 @@ def render_html(runs: Sequence[Run | None], *, elided: int = 0) -> str:
 
 
 def decoded_row(tokenizer, input_ids, labels, length=None, *, max_tokens: int | None = None,
-                tail_tokens: int = 0) -> tuple[list[Run | None], int]:
+                tail_tokens: int = 0, collapse: int = COLLAPSE_REPEATS) -> tuple[list[Run | None], int]:
     """Runs of a row, elided to ``max_tokens`` and decoded; returns ``(runs, elided_token_count)``."""
     runs = mask_runs(input_ids, labels, length)
     total = sum(len(run.ids) for run in runs)
     kept = elide(runs, max_tokens=max_tokens, tail_tokens=tail_tokens)
     shown = sum(len(run.ids) for run in kept if run is not None)
-    decoded = [None if run is None else decode_runs(tokenizer, [run])[0] for run in kept]
+    decoded = [None if run is None else decode_runs(tokenizer, [run], collapse=collapse)[0] for run in kept]
     return decoded, total - shown

@@ -183,6 +183,9 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
     stat_rows = []
     for name, (title, xlabel, kind) in PLOTS.items():
         hist = stats["distributions"][name]
+        if kind == "log" and (hist["max"] or 0) < 16:
+            kind = "int"  # small values: one bar per value reads better than a log axis
+            xlabel = xlabel.replace(" (log scale)", "")
         bins = display_bins(hist["buckets"]) if kind == "log" else hist["buckets"]
         caption = " · ".join(f"{k} {_n(hist[k])}" for k in ("min", "mean", *[f"p{p}" for p in PERCENTILES], "max"))
         figures.append(f'<figure class="plot" id="plot-{name}">'

@@ -13,7 +13,7 @@ feeds the same classes from the shard and rejected files (``transforms/audit/dat
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -373,7 +373,7 @@ class AuditAccumulator:
             take(self.first_by_format[fmt], f"first {fmt} row")
         take(self.first_truncated, "first truncated row")
         for pair in self.first_rows:
-            take(pair, "first row in shard order")
+            take(pair, "first row in stable order")
         return chosen
 
 
@@ -479,7 +479,7 @@ def _percentile_summary(hist_json: Mapping[str, Any]) -> dict[str, Any]:
 
 def build_stats(acc: AuditAccumulator, duplicates: DuplicateSummary, *, manifest: Mapping[str, Any],
                 computed_by: str) -> dict[str, Any]:
-    """The ``stats.json`` document (see docs/audit.md for the schema).
+    """The ``stats.json`` document (schema: README, section "Auditing your data").
 
     ``manifest`` supplies the configuration (``config``, ``config_fingerprint``, ``tokenizer``,
     ``template_check``): the job passes its manifest base, the command the manifest it reads.
@@ -612,11 +612,58 @@ def manifest_section(stats: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _dump(value: Any, level: int) -> str:
+    """JSON with sorted keys and 2-space indent, but lists of scalars (histogram buckets, probe ids)
+    on one line."""
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_dump(value[k], level + 1)}"
+                 for k in sorted(value, key=str)]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        if all(not isinstance(v, (Mapping, list, tuple)) for v in value):
+            return "[" + ", ".join(json.dumps(v, ensure_ascii=False) for v in value) + "]"
+        return "[\n" + ",\n".join(inner + _dump(v, level + 1) for v in value) + "\n" + pad + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def stats_json_bytes(stats: Mapping[str, Any]) -> bytes:
-    """The exact bytes of ``stats.json`` (sorted keys, 2-space indent, trailing newline)."""
-    return (json.dumps(stats, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    """The exact bytes of ``stats.json``: sorted keys, 2-space indent (lists of scalars on one line),
+    trailing newline. Valid JSON that ``json.load`` reads back to ``stats``."""
+    return (_dump(stats, 0) + "\n").encode("utf-8")
 
 
 def comparable(stats: Mapping[str, Any]) -> dict[str, Any]:
     """``stats`` without the fields that legitimately differ between the job and the command."""
     return {key: value for key, value in stats.items() if key != "computed_by"}
+
+
+def summary_lines(stats: Mapping[str, Any]) -> list[str]:
+    """A few human-readable lines summarising ``stats`` (printed by ``python -m pipeline.audit``)."""
+    counts, totals = stats["counts"], stats["totals"]
+    reasons = ", ".join(f"{k}={v}" for k, v in stats["rejections"]["by_reason"].items()) or "none"
+    total = stats["distributions"]["total_tokens"]
+    trained = stats["distributions"]["trained_tokens"]
+    trunc, dup, tmpl = stats["truncation"], stats["duplicates"], stats["template"]
+    fraction = totals["trained_fraction"]
+    formats = ", ".join(f"{k}={v['written']}" for k, v in stats["by_format"].items() if v["written"]) or "none"
+    return [
+        f"records read {counts['read']:,}, rows written {counts['written']:,}, rejected {counts['rejected']:,} ({reasons})",
+        f"formats written: {formats}; {len(stats['by_source'])} input file(s); "
+        f"turns {counts['turns']:,}, trained turns {counts['trained_turns']:,}",
+        f"tokens {totals['tokens']:,}, trained {totals['trained_tokens']:,}"
+        + (f" ({100 * fraction:.1f}%)" if fraction is not None else "")
+        + f"; tokens/row p50 {total['p50']} p90 {total['p90']} p99 {total['p99']} max {total['max']}; "
+          f"trained/row p50 {trained['p50']} max {trained['max']}",
+        f"truncated rows {trunc['rows_truncated']:,} ({trunc['tokens_removed']:,} tokens removed); "
+        f"rejected because truncation removed every trained token: {trunc['rejected_no_loss_after_truncation']:,}",
+        f"duplicates: {dup['rows_in_duplicate_groups']:,} rows in {dup['duplicate_groups']:,} groups; "
+        f"rejected as duplicate: {dup['rejected_duplicates']:,}",
+        f"template: double-BOS rows {tmpl['rows_double_bos']:,}; rows whose last trained token is not a stop "
+        f"token {tmpl['rows_last_trained_token_not_stop']:,}; rows with the default system prompt "
+        f"{tmpl['rows_with_default_system_prompt']:,}",
+    ]

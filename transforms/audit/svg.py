@@ -92,8 +92,10 @@ def svg_histogram(bins: Sequence[Sequence], *, title: str, xlabel: str, kind: st
     base = TOP + plot_h
     out.append(f'<line x1="{LEFT}" y1="{base}" x2="{LEFT + plot_w}" y2="{base}" stroke="{TEXT}"/>')
     if kind == "log":
-        ticks = [0] + [10 ** k for k in range(0, 9)]
-        ticks = [t for t in ticks if lo_dom - 1e-9 <= fx(t) <= hi_dom + 1e-9]
+        inside = lambda t: lo_dom - 1e-9 <= fx(t) <= hi_dom + 1e-9  # noqa: E731
+        ticks = [t for t in [0] + [m * 10 ** k for k in range(0, 9) for m in (1, 2, 5)] if inside(t)]
+        if len(ticks) > 9:
+            ticks = [t for t in [0] + [10 ** k for k in range(0, 9)] if inside(t)]
     elif kind == "int":
         step_x = max(1, int(_nice_step(hi_dom - lo_dom, 6)))
         start = math.ceil(lo_dom / step_x) * step_x

@@ -14,6 +14,7 @@ Modules (one concept each):
   rank/worker partitioning, mid-epoch resume
 - :mod:`.batching`   ``LengthGroupedBatchSampler``/``TokenBudgetBatchSampler``/``padding_fraction``
 - :mod:`.collate`    ``Collator``/``CollatorConfig``/``Batch``: padded and padding-free batches
+- :mod:`.vision`     ``VisionCollator``: ``pixel_values``/``image_grid_thw`` for image rows
 - :mod:`.synthetic`  ``write_synthetic_dataset``: a small valid dataset folder for tests and examples
 """
 from ..shard_format import IGNORE_INDEX, ManifestError
@@ -28,8 +29,11 @@ from .partition import (
     resolve_rank_world_size,
 )
 from .synthetic import write_synthetic_dataset
+from .vision import VisionCollator, vision_columns  # images decoded lazily (PIL imported on first use)
 
 __all__ = [
+    "VisionCollator",
+    "vision_columns",
     "IGNORE_INDEX",
     "ManifestError",
     "ShardDataset",

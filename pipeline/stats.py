@@ -1,0 +1,214 @@
+"""The audit branch of the job: statistics in the same pass, written to ``<out>/audit/``.
+
+Wired through ``build_graph(section_builders=...)``: the branch reads the ``rows`` and ``rejected``
+PCollections (no second read of the input), combines them with the pure accumulators of
+``transforms.audit`` (so ``python -m pipeline.audit`` computes the same numbers), writes
+``audit/stats.json`` and ``audit/report.html`` and returns the manifest's ``audit`` section, so the
+manifest (the commit point) is written after the audit files.
+
+Graph::
+
+    rows     -> CombineGlobally(AuditCombineFn rows)       --+
+    rejected -> CombineGlobally(AuditCombineFn rejections) --+--> WriteAudit -> {"audit": ...}
+    rows     -> (hash, first) -> CombinePerKey -> >1 -> CombineGlobally(duplicates) --+
+
+Switch it off with ``CHATSHARDS_NO_AUDIT=1`` (or a ``no_audit`` attribute on the job arguments).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+import apache_beam as beam
+from apache_beam.pvalue import AsSingleton
+
+from pipeline.sink import TMP_DIR, join, write_atomically
+from transforms.audit.report import render_report, render_samples
+from transforms.audit.stats import (
+    REPORT_PATH,
+    STATS_PATH,
+    AuditAccumulator,
+    DuplicateSummary,
+    TemplateProbe,
+    build_stats,
+    first_of,
+    group_merge,
+    manifest_section,
+    stats_json_bytes,
+    template_probe,
+)
+
+LOG = logging.getLogger("chatshards")
+NO_AUDIT_ENV = "CHATSHARDS_NO_AUDIT"
+ROWS, REJECTIONS = "rows", "rejections"
+
+
+class AuditCombineFn(beam.CombineFn):
+    """Rows (``kind="rows"``) or rejection dicts (``kind="rejections"``) -> :class:`AuditAccumulator`."""
+
+    def __init__(self, *, kind: str, probe: TemplateProbe, format_options):
+        if kind not in (ROWS, REJECTIONS):
+            raise ValueError(kind)
+        self.kind = kind
+        self.probe = probe
+        self.format_options = format_options
+
+    def create_accumulator(self):
+        return AuditAccumulator(self.probe, self.format_options)
+
+    def add_input(self, accumulator, element):
+        if self.kind == ROWS:
+            accumulator.add_row(element)
+        else:
+            accumulator.add_rejection(element)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for other in accumulators:
+            merged.merge(other)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class DuplicateGroupFn(beam.CombineFn):
+    """Per conversation hash: ``first`` tuples -> ``[rows, first]`` (smallest sort key)."""
+
+    def create_accumulator(self):
+        return [0, None]
+
+    def add_input(self, accumulator, first):
+        accumulator[0] += 1
+        if accumulator[1] is None or tuple(first) < accumulator[1]:
+            accumulator[1] = tuple(first)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        return group_merge(accumulators)
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class DuplicateSummaryFn(beam.CombineFn):
+    """``(hash, [rows, first])`` groups with more than one row -> :class:`DuplicateSummary`."""
+
+    def create_accumulator(self):
+        return DuplicateSummary()
+
+    def add_input(self, accumulator, element):
+        conversation_hash, (rows, first) = element
+        accumulator.add_group(conversation_hash, rows, first)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for other in accumulators:
+            merged.merge(other)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+# Tokenizers already loaded in this process (by the launcher, for the template probe), by
+# (spec, trust_remote_code). With the in-process runner the writer runs in the launcher's process and
+# decodes its samples with that tokenizer instead of loading a second copy (about 1-2 s); workers of
+# other runners load their own. Decoding needs only the vocabulary, never the chat template.
+_TOKENIZERS: dict[tuple, Any] = {}
+
+
+def _decoding_tokenizer(spec: str | None, trust_remote_code: bool):
+    key = (spec, trust_remote_code)
+    tokenizer = _TOKENIZERS.get(key)
+    if tokenizer is None:
+        from transforms.tokenizer_loading import load_tokenizer
+
+        tokenizer = _TOKENIZERS[key] = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+    return tokenizer
+
+
+class WriteAuditFn(beam.DoFn):
+    """Runs once: merges the partial statistics, writes ``audit/stats.json`` and ``audit/report.html``,
+    yields the manifest's ``audit`` section."""
+
+    def __init__(self, *, output: str, manifest_base: Mapping[str, Any], probe: TemplateProbe, format_options,
+                 tokenizer: str | None, trust_remote_code: bool):
+        self.output = output
+        self.manifest_base = {k: manifest_base[k] for k in ("config", "config_fingerprint", "tokenizer",
+                                                               "template_check") if k in manifest_base}
+        self.probe = probe
+        self.format_options = format_options
+        self.tokenizer = tokenizer
+        self.trust_remote_code = trust_remote_code
+
+    def process(self, _, row_stats, rejection_stats, duplicates):
+        # Side-input values may be shared with retries: merge into a fresh accumulator.
+        acc = AuditAccumulator(self.probe, self.format_options).merge(row_stats).merge(rejection_stats)
+        stats = build_stats(acc, duplicates, manifest=self.manifest_base, computed_by="job")
+        notes = []
+        try:
+            tokenizer = _decoding_tokenizer(self.tokenizer, self.trust_remote_code)
+            samples = render_samples(tokenizer, acc.samples())
+        except Exception as exc:  # noqa: BLE001 - the statistics stand without decoded samples
+            LOG.warning("chatshards: audit report without decoded samples: %s", exc)
+            notes.append(f"samples could not be decoded: {type(exc).__name__}: {exc}")
+            samples = []
+        page = render_report(stats, samples, notes=notes)
+        tmp_root = join(self.output, TMP_DIR)
+        write_atomically(join(self.output, *STATS_PATH.split("/")), stats_json_bytes(stats), tmp_root=tmp_root)
+        write_atomically(join(self.output, *REPORT_PATH.split("/")), page.encode("utf-8"), tmp_root=tmp_root)
+        yield manifest_section(stats)
+
+
+def audit_section_builder(*, manifest_base: Mapping[str, Any], probe: TemplateProbe, format_options,
+                          tokenizer: str | None, trust_remote_code: bool = False):
+    """A ``section_builders`` entry for ``build_graph``: wires the audit branch, returns its section."""
+
+    def build(*, p, raws, rows, rejected, output):
+        row_stats = rows | "AuditRows" >> beam.CombineGlobally(
+            AuditCombineFn(kind=ROWS, probe=probe, format_options=format_options))
+        rejection_stats = rejected | "AuditRejections" >> beam.CombineGlobally(
+            AuditCombineFn(kind=REJECTIONS, probe=probe, format_options=format_options))
+        duplicates = (
+            rows
+            | "AuditHashKeys" >> beam.Map(lambda row: (row["conversation_hash"], first_of(row)))
+            | "AuditHashGroups" >> beam.CombinePerKey(DuplicateGroupFn())
+            | "AuditDuplicateGroups" >> beam.Filter(lambda item: item[1][0] > 1)
+            | "AuditDuplicates" >> beam.CombineGlobally(DuplicateSummaryFn())
+        )
+        return (
+            p
+            | "AuditTrigger" >> beam.Create([None])
+            | "WriteAudit" >> beam.ParDo(
+                WriteAuditFn(output=output, manifest_base=manifest_base, probe=probe, format_options=format_options,
+                             tokenizer=tokenizer, trust_remote_code=trust_remote_code),
+                row_stats=AsSingleton(row_stats),
+                rejection_stats=AsSingleton(rejection_stats),
+                duplicates=AsSingleton(duplicates),
+            )
+        )
+
+    return build
+
+
+def audit_disabled(job=None) -> bool:
+    """``--no-audit`` (a ``no_audit`` attribute on the job arguments) or ``CHATSHARDS_NO_AUDIT=1``."""
+    if job is not None and getattr(job, "no_audit", False):
+        return True
+    return os.environ.get(NO_AUDIT_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def section_builders_for(job, *, spec, manifest_base: Mapping[str, Any], tokenizer) -> list:
+    """The section builders ``pipeline.main.run`` passes to ``build_graph`` (empty when audit is off)."""
+    if audit_disabled(job):
+        return []
+    probe = template_probe(tokenizer, manifest_base.get("template_check") or {})
+    _TOKENIZERS[(spec.tokenizer, spec.trust_remote_code)] = tokenizer
+    return [audit_section_builder(manifest_base=manifest_base, probe=probe, format_options=spec.format_options,
+                                  tokenizer=spec.tokenizer, trust_remote_code=spec.trust_remote_code)]

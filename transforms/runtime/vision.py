@@ -1,0 +1,160 @@
+"""Collation of image rows: :class:`VisionCollator` adds ``pixel_values`` (and ``image_grid_thw``).
+
+Imports numpy, torch and Pillow only (no ``transformers``): the shard already holds every image
+resized exactly as the processor resizes it, so the collator decodes the stored bytes (``PNG`` by
+default; nothing to decode with ``--store-pixels``), normalises through a lookup table with the
+processor's arithmetic (bit-identical values) and, for Qwen-VL, flattens into patches::
+
+    from transforms.runtime import ShardDataset
+    from transforms.runtime.vision import VisionCollator, vision_columns
+
+    ds = ShardDataset("out/", columns=vision_columns("out/"))
+    collator = VisionCollator.from_manifest("out/")          # pad id + processor config from the manifest
+    loader = DataLoader(ds, batch_size=8, collate_fn=collator, num_workers=2)   # decoding runs in workers
+
+Batch keys added (only when the batch holds at least one image; text-only rows and image rows mix):
+
+* fixed family (LLaVA): ``pixel_values`` float32 ``[num_images, 3, H, W]``;
+* dynamic family (Qwen-VL): ``pixel_values`` float32 ``[sum(t*h*w), 3*T*p*p]`` and
+  ``image_grid_thw`` int64 ``[num_images, 3]``; also ``mm_token_type_ids`` int64 ``[B, T]`` (1 on
+  image tokens, what the processor returns and what Qwen-VL models need to build their 3-D
+  M-RoPE positions) on every batch, and **no** ``position_ids`` (1-D positions would override the
+  model's M-RoPE). Padding-free batches are refused for this family (per-sequence M-RoPE in a
+  packed row is not implemented);
+
+with images in row order, then in token order inside a row: the order in which the model
+scatters image features into the image-token positions of ``input_ids`` (padded or padding-free).
+Every row's image-token count is checked against its stored images (a mismatch raises
+``ValueError`` naming the row), so a row can never reach the model with features and tokens
+that disagree.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..images import decode_stored
+from ..shard_format import load_manifest
+from ..vision import DYNAMIC, VisionConfig, normalisation_table, pixel_values
+from .collate import Batch, Collator, RowLayout
+
+__all__ = ["VisionCollator", "vision_columns", "IMAGE_COLUMNS"]
+
+IMAGE_COLUMNS = ("image_index", "image_hw", "image_token_counts", "image_sha256")
+
+
+def vision_columns(path: str) -> tuple[str, ...]:
+    """The :class:`ShardDataset` columns a :class:`VisionCollator` needs for the dataset at ``path``."""
+    manifest = load_manifest(str(path))
+    section = manifest.get("vision")
+    if not section:
+        raise ValueError(f"{path} is not a vision dataset (its manifest has no 'vision' section)")
+    payload = "image_pixels" if section.get("images", {}).get("store_pixels") else "image_bytes"
+    names = set(manifest.get("columns") or ())
+    base = ("input_ids", "labels") + (("attention_mask",) if "attention_mask" in names else ())
+    return base + (payload,) + IMAGE_COLUMNS
+
+
+def _float_buffer(shape, holder: list) -> np.ndarray:
+    """A float32 buffer for ``pixel_values``: in a DataLoader worker it lives in shared memory from
+    the start (what ``default_collate`` does), so sending the batch to the main process moves a
+    handle instead of copying megabytes of pixels once more."""
+    numel = int(np.prod(shape))
+    if torch.utils.data.get_worker_info() is not None:
+        storage = torch.empty(0, dtype=torch.float32).untyped_storage()._new_shared(numel * 4)
+        tensor = torch.empty(0, dtype=torch.float32).set_(storage).view(*shape)
+    else:
+        tensor = torch.empty(shape, dtype=torch.float32)
+    holder.append(tensor)
+    return tensor.numpy()
+
+
+class VisionCollator(Collator):
+    """A :class:`Collator` that also returns the images of the batch, normalised as the processor would.
+
+    Args:
+        config / options: as :class:`Collator`.
+        vision: the processor configuration: a :class:`transforms.vision.VisionConfig` or the
+            manifest's ``vision["config"]`` mapping.
+        check_image_tokens: verify every row's image-token count against its images (cheap).
+    """
+
+    def __init__(self, config=None, /, *, vision: VisionConfig | Mapping[str, Any], check_image_tokens: bool = True,
+                 **options: Any):
+        super().__init__(config, **options)
+        self.vision = vision if isinstance(vision, VisionConfig) else VisionConfig.from_json(vision)
+        if self.vision.family == DYNAMIC and self.config.padding_free:
+            raise ValueError("padding-free batches of a dynamic-resolution (Qwen-VL) dataset need per-sequence "
+                             "3-D M-RoPE position ids, which this collator does not build; use padded batches")
+        self.check_image_tokens = check_image_tokens
+        self._table = normalisation_table(self.vision)
+
+    @classmethod
+    def from_manifest(cls, path: str, **options: Any) -> "VisionCollator":
+        """A collator with the dataset's pad id and processor configuration."""
+        manifest = load_manifest(str(path))
+        section = manifest.get("vision")
+        if not section:
+            raise ValueError(f"{path} is not a vision dataset (its manifest has no 'vision' section)")
+        if "pad_token_id" not in options:
+            tok = manifest.get("tokenizer") or {}
+            pad = tok.get("pad_token_id")
+            options["pad_token_id"] = tok.get("eos_token_id") if pad is None else pad
+        return cls(vision=section["config"], **options)
+
+    # -- images ---------------------------------------------------------------------------------
+    def row_images(self, feature: Mapping[str, Any]) -> list[np.ndarray]:
+        """The uint8 ``[H, W, 3]`` images of one row, in token order (decoded once per distinct image)."""
+        index = feature.get("image_index")
+        if index is None or len(index) == 0:
+            return []
+        raw = "image_pixels" in feature and feature["image_pixels"] is not None
+        payloads = feature["image_pixels"] if raw else feature.get("image_bytes")
+        if payloads is None:
+            raise ValueError("row has image_index but neither image_bytes nor image_pixels "
+                             "(open the dataset with columns=vision_columns(path))")
+        hw = np.asarray(feature.get("image_hw", ()), dtype=np.int64).reshape(-1, 2)
+        decoded: dict[int, np.ndarray] = {}
+        images = []
+        for occurrence, j in enumerate(np.asarray(index).tolist()):
+            image = decoded.get(j)
+            if image is None:
+                image = decode_stored(payloads[j], tuple(hw[occurrence]) if len(hw) else None, raw=raw)
+                decoded[j] = image
+            images.append(image)
+        return images
+
+    def _check(self, feature: Mapping[str, Any], row: int) -> None:
+        ids = np.asarray(feature["input_ids"])
+        found = int(np.count_nonzero(ids == self.vision.image_token_id))
+        counts = feature.get("image_token_counts")
+        expected = int(np.asarray(counts).sum()) if counts is not None else 0
+        if found != expected:
+            raise ValueError(
+                f"row {row}: {found} image tokens ({self.vision.image_token}) in input_ids but its images "
+                f"account for {expected}; pass the image columns (columns=vision_columns(path)) and do not "
+                "truncate rows after the job"
+            )
+
+    def collate_extra(self, features: Sequence[Mapping[str, Any]], batch: Batch, layout: RowLayout) -> None:
+        images: list[np.ndarray] = []
+        for row in np.asarray(layout.rows).tolist():
+            feature = features[row]
+            if self.check_image_tokens:
+                self._check(feature, row)
+            images.extend(self.row_images(feature))
+        if self.vision.family == DYNAMIC:
+            batch.pop("position_ids", None)  # the model derives 3-D M-RoPE positions from these:
+            batch["mm_token_type_ids"] = (batch["input_ids"] == self.vision.image_token_id).long()
+        if not images:
+            return
+        holder: list[torch.Tensor] = []
+        out = pixel_values(self.vision, images, self._table, alloc=lambda shape: _float_buffer(shape, holder))
+        batch["pixel_values"] = holder[0] if holder else torch.from_numpy(out["pixel_values"])
+        if self.vision.family == DYNAMIC:
+            batch["image_grid_thw"] = torch.from_numpy(out["image_grid_thw"])
+
+    def __repr__(self) -> str:
+        return f"VisionCollator({self.config!r}, family={self.vision.family!r})"
