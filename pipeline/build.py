@@ -63,7 +63,8 @@ def read_remote_file(path: str) -> bytes:
 
 
 class ParseRecordsFn(beam.DoFn):
-    """``RawRecord -> (raw, Conversation)`` (main) and ``rejected`` (tagged): the *Parse* stage.
+    """``list[RawRecord] -> list[(raw, Conversation)]`` (main, one list per input batch) and
+    ``rejected`` (tagged, one element per rejected record): the *Parse* stage.
 
     Format detection and conversion need no tokenizer, so this stage is cheap and rejects most bad
     input before tokenization.
@@ -75,13 +76,17 @@ class ParseRecordsFn(beam.DoFn):
     def setup(self):
         self._rejected = Metrics.counter("chatshards", "records_rejected")
 
-    def process(self, raw):
-        kind, item = parse_record(raw, self.spec.format_options)
-        if kind == PARSED:
-            yield item
-        else:
-            self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
+    def process(self, batch):
+        parsed = []
+        for raw in batch:
+            kind, item = parse_record(raw, self.spec.format_options)
+            if kind == PARSED:
+                parsed.append(item)
+            else:
+                self._rejected.inc()
+                yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
+        if parsed:
+            yield parsed
 
 
 class _Progress:
@@ -102,7 +107,8 @@ class _Progress:
 
 
 class BuildExamplesFn(beam.DoFn):
-    """``list[(raw, Conversation)] -> rows`` (main) and ``rejected`` (tagged): the *Tokenize* stage."""
+    """``list[(raw, Conversation)] -> list[row]`` (main, one list per batch) and ``rejected`` (tagged,
+    one element per rejected record): the *Tokenize* stage."""
 
     def __init__(self, spec: BuilderSpec):
         self.spec = spec
@@ -116,15 +122,18 @@ class BuildExamplesFn(beam.DoFn):
         self._progress = _Progress()
 
     def process(self, batch):
+        rows = []
         for kind, item in self._builder.build_parsed_batch(batch):
             if kind == ROW:
-                self._rows.inc()
-                self._tokens.inc(int(item["length"]))
-                yield item
+                rows.append(item)
             else:
                 self._rejected.inc()
                 yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
+        self._rows.inc(len(rows))
+        self._tokens.inc(sum(int(row["length"]) for row in rows))
         self._progress.add(len(batch))
+        if rows:
+            yield rows
 
 
 def load_vision(job, tokenizer):

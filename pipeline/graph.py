@@ -17,6 +17,7 @@ from pipeline.sink import (
     WriteShardFn,
     auto_num_shards,
     estimated_row_bytes,
+    split_by_shard,
 )
 from pipeline.sources import ReadRawRecords
 from transforms import errors
@@ -82,43 +83,47 @@ def build_graph(
 ):
     """Wire the whole job on pipeline ``p``; returns a dict of the main PCollections.
 
-    ``section_builders``: callables ``(p=, raws=, rows=, rejected=, output=) -> PCollection[dict]``;
-    each dict is merged into the manifest, which is written only after they are all computed.
+    Records and rows travel in batches (lists); ``section_builders`` are callables
+    ``(p=, raws=, rows=, rejected=, output=) -> PCollection[dict]`` where ``raws`` holds lists of
+    ``RawRecord``, ``rows`` single rows and ``rejected`` single rejection dicts; each dict is merged
+    into the manifest, which is written only after they are all computed.
     """
-    raws = p | "Read" >> ReadRawRecords(patterns=patterns, files=files)
-    read_count = raws | "CountRead" >> beam.combiners.Count.Globally()
+    raw_batches = p | "Read" >> ReadRawRecords(patterns=patterns, files=files, batch_size=batch_size)
+    read_count = raw_batches | "CountRead" >> beam.Map(len) | "TotalRead" >> beam.CombineGlobally(sum)
     rejected_parts = []
     if dedup:
-        deduped = raws | "Dedup" >> DropDuplicates(format_options=spec.format_options)
-        raws = deduped.kept
+        deduped = (
+            raw_batches
+            | "Records" >> beam.FlatMap(lambda batch: batch)
+            | "Dedup" >> DropDuplicates(format_options=spec.format_options)
+        )
+        raw_batches = deduped.kept | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=batch_size)
         rejected_parts.append(deduped[REJECTED_TAG])
-    parsed = raws | "Parse" >> beam.ParDo(ParseRecordsFn(spec)).with_outputs(REJECTED_TAG, main="parsed")
+    parsed = raw_batches | "Parse" >> beam.ParDo(ParseRecordsFn(spec)).with_outputs(REJECTED_TAG, main="parsed")
     rejected_parts.append(parsed[REJECTED_TAG])
-    built = (
-        parsed.parsed
-        | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=batch_size)
-        | "Tokenize" >> beam.ParDo(BuildExamplesFn(spec)).with_outputs(REJECTED_TAG, main="rows")
-    )
-    rows = built.rows
+    built = parsed.parsed | "Tokenize" >> beam.ParDo(BuildExamplesFn(spec)).with_outputs(REJECTED_TAG, main="rows")
+    row_batches = built.rows
     rejected_parts.append(built[REJECTED_TAG])
-    rejected = rejected_parts[0] if len(rejected_parts) == 1 else tuple(rejected_parts) | "AllRejected" >> beam.Flatten()
+    rejected = tuple(rejected_parts) | "AllRejected" >> beam.Flatten()
 
     if num_shards is not None:
         shard_count = p | "ShardCount" >> beam.Create([num_shards])
     else:
         shard_count = (
-            rows
-            | "RowBytes" >> beam.Map(estimated_row_bytes)
+            row_batches
+            | "RowBytes" >> beam.Map(lambda rows: sum(estimated_row_bytes(row) for row in rows))
             | "TotalBytes" >> beam.CombineGlobally(sum)
             | "AutoShardCount" >> beam.Map(auto_num_shards)
         )
     padded = spec.tokenize_options.pad_to == "max_length"
     extra_fields = spec.extra_fields()
     shards = (
-        rows
-        | "KeyByShard" >> beam.Map(lambda row, n: (sf.shard_of(row["sort_key"], n), row), n=AsSingleton(shard_count))
+        row_batches
+        | "KeyByShard" >> beam.FlatMap(split_by_shard, num_shards=AsSingleton(shard_count),
+                                       schema=sf.arrow_schema(padded=padded, extra_fields=extra_fields))
         | "GroupShards" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, padded=padded, extra_fields=extra_fields), num_shards=AsSingleton(shard_count))
+        | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, padded=padded, extra_fields=extra_fields),
+                                      num_shards=AsSingleton(shard_count))
     )
     rejected_files = (
         rejected
@@ -130,6 +135,8 @@ def build_graph(
         | "WriteRejected" >> beam.ParDo(WriteRejectedFn(output=output), num_files=AsSingleton(shard_count))
     )
     # Manifest sections computed by other branches (e.g. audit statistics): dicts merged into the manifest.
+    rows = row_batches | "Rows" >> beam.FlatMap(lambda batch: batch) if section_builders else None
+    raws = raw_batches
     extra_sections = (
         tuple(section_builder(p=p, raws=raws, rows=rows, rejected=rejected, output=output)
               for section_builder in section_builders)
@@ -147,5 +154,5 @@ def build_graph(
             extra_sections=AsList(extra_sections),
         )
     )
-    return {"raws": raws, "rows": rows, "rejected": rejected, "shards": shards, "manifest": manifest,
-            "read_count": read_count}
+    return {"raw_batches": raw_batches, "row_batches": row_batches, "rejected": rejected, "shards": shards,
+            "manifest": manifest, "read_count": read_count}

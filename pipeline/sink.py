@@ -20,6 +20,8 @@ import uuid
 from typing import Any, Mapping
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -163,8 +165,37 @@ def shard_entry(index: int, num_shards: int, rows: int, tokens: int, loss_tokens
     }
 
 
+SORT_KEY = "sort_key"
+
+
+def payload_schema(schema: pa.Schema) -> pa.Schema:
+    """The shard schema plus the ``sort_key`` column that orders rows (dropped when writing)."""
+    return schema.append(pa.field(SORT_KEY, pa.string(), nullable=False))
+
+
+def split_by_shard(rows, num_shards: int, schema: pa.Schema):
+    """A batch of rows -> ``(shard index, Arrow IPC bytes of that shard's rows)`` pairs.
+
+    Rows cross the shard shuffle as one compact Arrow payload per shard and batch, instead of one
+    pickled dict of numpy arrays per row.
+    """
+    groups: dict[int, list] = {}
+    for row in rows:
+        groups.setdefault(sf.shard_of(row[SORT_KEY], num_shards), []).append(row)
+    with_key = payload_schema(schema)
+    return [(index, sf.ipc_stream_bytes(sf.table_from_rows(group, with_key))) for index, group in sorted(groups.items())]
+
+
+def merge_payloads(payloads, schema: pa.Schema) -> pa.Table:
+    """Concatenate a shard's payloads, sort by ``sort_key`` and drop it: one chunk, shard schema."""
+    tables = [pa.ipc.open_stream(payload).read_all() for payload in payloads]
+    table = pa.concat_tables(tables) if tables else payload_schema(schema).empty_table()
+    table = table.take(pc.sort_indices(table, sort_keys=[(SORT_KEY, "ascending")]))
+    return table.drop_columns([SORT_KEY]).combine_chunks().cast(schema)
+
+
 class WriteShardFn(beam.DoFn):
-    """``(shard_index, rows) -> shard entry`` for the manifest; writes ``data/shard-*.arrow``."""
+    """``(shard_index, Arrow payloads) -> shard entry`` for the manifest; writes ``data/shard-*.arrow``."""
 
     def __init__(self, *, output: str, padded: bool = False, extra_fields=()):
         self.output = output
@@ -172,17 +203,15 @@ class WriteShardFn(beam.DoFn):
         self.extra_fields = tuple(extra_fields)
 
     def process(self, element, num_shards):
-        index, rows = element
-        rows = sorted(rows, key=lambda row: row["sort_key"])
-        count = len(rows)
-        tokens = sum(int(r["length"]) for r in rows)
-        loss_tokens = sum(int(r["num_loss_tokens"]) for r in rows)
-        schema = sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields)
-        table = sf.table_from_rows(rows, schema)
-        del rows  # this sorted copy of the list; the table holds the data from here on
+        index, payloads = element
+        table = merge_payloads(list(payloads), sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields))
+        data = sf.ipc_stream_bytes(table)
         path = join(self.output, *sf.shard_relative_path(index, num_shards).split("/"))
-        size, sha256 = write_table_atomically(path, table, tmp_root=join(self.output, TMP_DIR))
-        yield shard_entry(index, num_shards, count, tokens, loss_tokens, size=size, sha256=sha256)
+        write_atomically(path, data, tmp_root=join(self.output, TMP_DIR))
+        yield shard_entry(
+            index, num_shards, table.num_rows, int(pc.sum(table["length"]).as_py() or 0),
+            int(pc.sum(table["num_loss_tokens"]).as_py() or 0), data,
+        )
 
 
 def rejected_line(item: Mapping[str, Any]) -> str:
