@@ -205,12 +205,12 @@ class WriteShardFn(beam.DoFn):
     def process(self, element, num_shards):
         index, payloads = element
         table = merge_payloads(list(payloads), sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields))
-        data = sf.ipc_stream_bytes(table)
         path = join(self.output, *sf.shard_relative_path(index, num_shards).split("/"))
-        write_atomically(path, data, tmp_root=join(self.output, TMP_DIR))
+        # streamed to the file: the serialised shard (same bytes as ipc_stream_bytes) is never in memory
+        size, sha256 = write_table_atomically(path, table, tmp_root=join(self.output, TMP_DIR))
         yield shard_entry(
             index, num_shards, table.num_rows, int(pc.sum(table["length"]).as_py() or 0),
-            int(pc.sum(table["num_loss_tokens"]).as_py() or 0), data,
+            int(pc.sum(table["num_loss_tokens"]).as_py() or 0), size=size, sha256=sha256,
         )
 
 

@@ -1,0 +1,278 @@
+"""The job on an object store: every file access goes through Beam's ``FileSystems``.
+
+``fakegcs://bucket/key`` is a Beam filesystem registered by this module with Cloud Storage's
+semantics (no folders: ``exists()`` is false for a prefix; an object appears when its writer is
+closed; rename is copy + delete). Objects live as files under a temporary folder. A job whose input,
+output and tokenizer are ``fakegcs://`` paths only works if nothing uses ``open``/``os.path`` on them;
+it runs in-process (FnApiRunner in_memory) because the filesystem is registered in this process.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from apache_beam.io.filesystem import (
+    BeamIOError,
+    CompressedFile,
+    CompressionTypes,
+    FileMetadata,
+    FileSystem,
+)
+
+from chatshards_testing import run_job, shared
+from transforms import shard_format as sf
+
+SCHEME = "fakegcs"
+PREFIX = SCHEME + "://"
+INPUTS = ["sharegpt/fastchat_dummy_conversation.json", "openai/openai_cookbook_toy_chat_fine_tuning.jsonl",
+          "edge_cases/qwen3vl_single_images_trailing_comma.json"]
+
+
+class _ObjectWriter(io.BytesIO):
+    """Buffers an object; publishes it atomically on close (like a GCS upload)."""
+
+    def __init__(self, local: str):
+        super().__init__()
+        self._local = local
+
+    def close(self):
+        if not self.closed:
+            os.makedirs(os.path.dirname(self._local), exist_ok=True)
+            tmp = f"{self._local}.upload-{os.getpid()}-{id(self)}"
+            with open(tmp, "wb") as handle:
+                handle.write(self.getvalue())
+            os.replace(tmp, self._local)
+        super().close()
+
+
+class FakeObjectStore(FileSystem):
+    root: str | None = None  # set by the ``store`` fixture
+    opened: list[str] = []
+
+    @classmethod
+    def scheme(cls):
+        return SCHEME
+
+    def _local(self, path: str) -> str:
+        assert path.startswith(PREFIX) and self.root, path
+        return os.path.join(self.root, *path[len(PREFIX):].split("/"))
+
+    def join(self, basepath, *paths):
+        return "/".join([basepath.rstrip("/"), *(p.strip("/") for p in paths)])
+
+    def split(self, path):
+        head, _, tail = path.rstrip("/").rpartition("/")
+        return head, tail
+
+    def mkdirs(self, path):
+        pass  # object stores have no folders
+
+    def has_dirs(self):
+        return False
+
+    def _list(self, dir_or_prefix):
+        for dirpath, _, files in os.walk(self.root):
+            for name in files:
+                local = os.path.join(dirpath, name)
+                if ".upload-" in name:
+                    continue
+                url = PREFIX + os.path.relpath(local, self.root).replace(os.sep, "/")
+                if url.startswith(dir_or_prefix):
+                    yield FileMetadata(url, os.path.getsize(local), os.path.getmtime(local))
+
+    def create(self, path, mime_type="application/octet-stream", compression_type=CompressionTypes.AUTO):
+        compression_type = FileSystem._get_compression_type(path, compression_type)
+        writer = _ObjectWriter(self._local(path))
+        return writer if compression_type == CompressionTypes.UNCOMPRESSED else CompressedFile(writer, compression_type)
+
+    def open(self, path, mime_type="application/octet-stream", compression_type=CompressionTypes.AUTO):
+        local = self._local(path)
+        if not os.path.isfile(local):
+            raise FileNotFoundError(f"no object {path}")
+        type(self).opened.append(path)
+        compression_type = FileSystem._get_compression_type(path, compression_type)
+        raw = io.open(local, "rb")
+        return raw if compression_type == CompressionTypes.UNCOMPRESSED else CompressedFile(raw, compression_type)
+
+    def copy(self, source_file_names, destination_file_names):
+        errors = {}
+        for source, destination in zip(source_file_names, destination_file_names):
+            if not self.exists(source):
+                errors[(source, destination)] = FileNotFoundError(source)
+                continue
+            os.makedirs(os.path.dirname(self._local(destination)), exist_ok=True)
+            shutil.copyfile(self._local(source), self._local(destination))
+        if errors:
+            raise BeamIOError("Copy operation failed", errors)
+
+    def rename(self, source_file_names, destination_file_names):
+        self.copy(source_file_names, destination_file_names)
+        self.delete(source_file_names)
+
+    def exists(self, path):
+        return os.path.isfile(self._local(path))  # a "folder" prefix never exists
+
+    def size(self, path):
+        return os.path.getsize(self._local(path))
+
+    def last_updated(self, path):
+        return os.path.getmtime(self._local(path))
+
+    def checksum(self, path):
+        return hashlib.md5(Path(self._local(path)).read_bytes()).hexdigest()
+
+    def metadata(self, path):
+        return FileMetadata(path, self.size(path), self.last_updated(path))
+
+    def delete(self, paths):
+        for path in paths:  # GCS: "prefix/" deletes everything under it; otherwise exact matches only
+            targets = [m.path for m in self.match([path + "**" if path.endswith("/") else path])[0].metadata_list]
+            for target in targets:
+                os.remove(self._local(target))
+
+    def report_lineage(self, path, level=None):
+        pass
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    root = tmp_path / "objects"
+    root.mkdir()
+    monkeypatch.setattr(FakeObjectStore, "root", str(root))
+    monkeypatch.setattr(FakeObjectStore, "opened", [])
+    monkeypatch.chdir(tmp_path)  # a stray local open("fakegcs://...") would create ./fakegcs:/...
+    yield root
+    assert not (tmp_path / "fakegcs:").exists(), "something wrote a fakegcs:// path with the local filesystem"
+
+
+def upload(root: Path, url: str, data: bytes):
+    local = root / url[len(PREFIX):]
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(data)
+
+
+def objects(root: Path, url: str) -> dict[str, str]:
+    """``relative key -> sha256`` of every object under ``url``."""
+    base = root / url[len(PREFIX):]
+    return {str(p.relative_to(base)).replace(os.sep, "/"): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def upload_inputs(root: Path) -> list[str]:
+    args = []
+    for relative in INPUTS:
+        upload(root, f"{PREFIX}bucket/in/{Path(relative).name}", shared(relative).read_bytes())
+    args += ["--input", f"{PREFIX}bucket/in/*.json", "--input", f"{PREFIX}bucket/in/*.jsonl"]
+    return args
+
+
+def test_a_job_reads_and_writes_only_through_filesystems(store, tmp_path):
+    common = ["--num-shards", "2", "--max-length", "1024", "--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+    assert run_job([*upload_inputs(store), *common, "--output", f"{PREFIX}bucket/out"]) == 0
+    out = store / "bucket" / "out"
+    manifest = sf.load_manifest(str(out))  # a complete, valid dataset on the object store
+    for entry in manifest["shards"]:
+        sf.verify_shard_file(str(out / entry["path"]), expected_sha256=entry["sha256"], expected_bytes=entry["bytes"])
+    assert not [k for k in objects(store, f"{PREFIX}bucket/out") if k.startswith(".tmp")], "temporaries left behind"
+    assert {Path(p).name for p in FakeObjectStore.opened} >= {Path(r).name for r in INPUTS}
+
+    # the same records from local files give the same rows (sources differ, so compare counts and totals)
+    local_inputs = [arg for relative in INPUTS for arg in ("--input", str(shared(relative)))]
+    assert run_job([*local_inputs, *common, "--output", str(tmp_path / "local")]) == 0
+    local_manifest = sf.load_manifest(str(tmp_path / "local"))
+    for key in ("counts", "totals", "rejected_by_reason"):
+        assert manifest[key] == local_manifest[key], key
+
+
+def test_partial_run_on_an_object_store_is_detected_and_replaced(store, capsys):
+    """Object stores have no folders: leftovers under data/ must still be seen, and --overwrite must
+    delete them (otherwise shards of two runs would mix)."""
+    out = f"{PREFIX}bucket/out"
+    stale = ["data/shard-00000-of-00003.arrow", "data/shard-00002-of-00003.arrow", "rejected/rejected-00001-of-00003.jsonl",
+             ".tmp/shard-00001-of-00003.arrow.0123"]
+    for key in stale:
+        upload(store, f"{out}/{key}", b"old run")
+    upload(store, f"{out}/notes.txt", b"not ours")
+    args = [*upload_inputs(store), "--output", out, "--num-shards", "2", "--runner=FnApiRunner"]
+    assert run_job(args) == 2
+    err = capsys.readouterr().err
+    assert "partial run" in err and "data" in err and "--overwrite" in err
+    assert run_job([*args, "--overwrite"]) == 0
+    keys = objects(store, out)
+    assert not set(stale) & set(keys), "objects of the old run survived --overwrite"
+    assert "notes.txt" in keys  # files that are not part of a dataset are left alone
+    manifest = json.loads((store / "bucket" / "out" / "manifest.json").read_text())
+    data_keys = sorted(k for k in keys if k.startswith("data/"))
+    assert data_keys == sorted(entry["path"] for entry in manifest["shards"])
+
+
+def test_tokenizer_folder_on_an_object_store_is_staged_locally(store, llama3_style_dir):
+    from transforms.tokenizer_loading import load_tokenizer, stage_tokenizer_folder, vocab_hash
+
+    url = f"{PREFIX}bucket/tokenizers/llama3-style"
+    for path in Path(llama3_style_dir).rglob("*"):
+        if path.is_file():
+            upload(store, f"{url}/{path.relative_to(llama3_style_dir).as_posix()}", path.read_bytes())
+    local = load_tokenizer(llama3_style_dir)
+    remote = load_tokenizer(url + "/")
+    assert vocab_hash(remote) == vocab_hash(local)
+    assert remote.chat_template == local.chat_template
+    assert remote.name_or_path == url + "/"  # the manifest names the source, not the temp folder
+    staged = stage_tokenizer_folder(url)
+    assert staged == stage_tokenizer_folder(url + "/")  # once per process
+    assert sorted(p.name for p in Path(staged).iterdir()) == sorted(p.name for p in Path(llama3_style_dir).iterdir())
+    assert os.path.isdir(staged) and not staged.startswith(PREFIX)
+
+
+def test_a_job_with_a_remote_tokenizer_matches_the_local_one(store, tmp_path, llama3_style_dir):
+    url = f"{PREFIX}bucket/tokenizers/tok-for-job"
+    for path in Path(llama3_style_dir).rglob("*"):
+        if path.is_file():
+            upload(store, f"{url}/{path.relative_to(llama3_style_dir).as_posix()}", path.read_bytes())
+    source = str(shared("sharegpt/fastchat_dummy_conversation.json"))
+    common = ["--input", source, "--num-shards", "2", "--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+    assert run_job([*common, "--tokenizer", llama3_style_dir, "--output", str(tmp_path / "a")]) == 0
+    assert run_job([*common, "--tokenizer", url, "--output", str(tmp_path / "b")]) == 0
+    a, b = sf.load_manifest(str(tmp_path / "a")), sf.load_manifest(str(tmp_path / "b"))
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    assert b["tokenizer"]["name"] == url and a["tokenizer"]["vocab_hash"] == b["tokenizer"]["vocab_hash"]
+
+
+def test_missing_remote_tokenizer_folder_is_a_config_error(store, tmp_path, capsys):
+    source = str(shared("openai/openai_cookbook_toy_chat_fine_tuning.jsonl"))
+    assert run_job(["--input", source, "--output", str(tmp_path / "o"), "--tokenizer", f"{PREFIX}bucket/nothing"]) == 2
+    assert "holds no files" in capsys.readouterr().err
+
+
+def test_shards_are_streamed_to_storage_with_the_contract_bytes(store, tmp_path):
+    """WriteShards streams the Arrow IPC stream to the file (never holding the serialised shard);
+    the bytes are exactly ``shard_format.ipc_stream_bytes``, locally and on the object store."""
+    import numpy as np
+
+    from pipeline.sink import write_table_atomically
+
+    schema = sf.arrow_schema()
+    rows = []
+    for i in range(500):
+        ids = np.arange(i % 37 + 1, dtype=np.int32)
+        rows.append({"input_ids": ids, "labels": ids, "length": len(ids), "num_loss_tokens": 1, "truncated": False,
+                     "source": "s.jsonl", "index": i, "record_id": f"{i:064x}"})
+    import pyarrow as pa
+
+    def default(field):
+        return "x" if pa.types.is_string(field.type) else False if pa.types.is_boolean(field.type) else 0
+
+    rows = [{field.name: row.get(field.name, default(field)) for field in schema} for row in rows]
+    table = sf.table_from_rows(rows, schema)
+    expected = sf.ipc_stream_bytes(table)
+    for root in (str(tmp_path / "local-out"), f"{PREFIX}bucket/stream-out"):
+        path = root + "/data/shard-00000-of-00001.arrow"
+        size, sha256 = write_table_atomically(path, table, tmp_root=root + "/.tmp")
+        assert (size, sha256) == (len(expected), hashlib.sha256(expected).hexdigest())
+    assert (tmp_path / "local-out" / "data" / "shard-00000-of-00001.arrow").read_bytes() == expected
+    assert (store / "bucket" / "stream-out" / "data" / "shard-00000-of-00001.arrow").read_bytes() == expected
