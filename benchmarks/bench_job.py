@@ -25,15 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from real_data import REPO, SHARED, SOURCES  # noqa: E402 (benchmarks/ is on sys.path)
+
 sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared" / "data"
-SOURCES = [
-    "alpaca/llamafactory_alpaca_en_demo.json",
-    "sharegpt/fastchat_dummy_conversation.json",
-    "openai/llamafactory_v1_sft_demo.jsonl",
-    "tool_calling/llamafactory_glaive_toolcall_en_demo.json",
-]
 
 
 def build_input(folder: Path, records: int):

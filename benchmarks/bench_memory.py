@@ -40,14 +40,8 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-SOURCES = [
-    "alpaca/llamafactory_alpaca_en_demo.json",
-    "sharegpt/fastchat_dummy_conversation.json",
-    "openai/llamafactory_v1_sft_demo.jsonl",
-    "tool_calling/llamafactory_glaive_toolcall_en_demo.json",
-]
+from real_data import REPO, SHARED, SOURCES  # noqa: E402 (benchmarks/ is on sys.path)
+
 
 
 def base_records() -> list[str]:

@@ -90,6 +90,7 @@ from transforms.errors import (
     UNKNOWN_FORMAT,
     RecordRejected,
 )
+from transforms.reading import json_type_name
 
 __all__ = [
     "FORMATS", "VISION_FORMATS", "ALL_FORMATS", "VISION_FIELDS", "IMAGE_TAG", "ROLES", "TOP_LEVEL_FIELDS", "MESSAGE_FIELDS", "DEFAULT_ROLE_MAP",
@@ -303,22 +304,6 @@ def _show(value: Any) -> str:
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 def detect_format(record: Any, options: FormatOptions | None = None) -> str:
     """The concrete format of ``record`` (``options.format`` unless it is ``auto``)."""
     options = options or FormatOptions()
@@ -334,7 +319,7 @@ def detect_format(record: Any, options: FormatOptions | None = None) -> str:
         raise RecordRejected(UNKNOWN_FORMAT, f"record is a list (bare messages) but the format "
                                              f"is {options.format!r}")
     if not isinstance(record, dict):
-        raise RecordRejected(UNKNOWN_FORMAT, f"record is a {_type_name(record)}, expected a JSON "
+        raise RecordRejected(UNKNOWN_FORMAT, f"record is a {json_type_name(record)}, expected a JSON "
                                              f"object or a list of messages")
     if options.format != "auto":
         return options.format
@@ -396,13 +381,13 @@ def _decode_arguments(args: Any, where: str) -> dict | str:
                 break
         return _check_text(args, where)
     raise RecordRejected(INVALID_CONTENT, f"{where}: tool call arguments must be an object or a "
-                                          f"JSON string, got a {_type_name(args)}")
+                                          f"JSON string, got a {json_type_name(args)}")
 
 
 def _tool_call(call: Any, where: str) -> dict:
     if not isinstance(call, dict):
         raise RecordRejected(INVALID_CONTENT, f"{where}: a tool call must be an object, got a "
-                                              f"{_type_name(call)}")
+                                              f"{json_type_name(call)}")
     fn = call.get("function")
     if isinstance(fn, dict):
         name, args = fn.get("name"), fn.get("arguments")
@@ -427,7 +412,7 @@ def _tool_calls(value: Any, where: str) -> list[dict]:
         value = [value]
     if not isinstance(value, list):
         raise RecordRejected(INVALID_CONTENT, f"{where}: tool_calls must be a list, got a "
-                                              f"{_type_name(value)}")
+                                              f"{json_type_name(value)}")
     return [_tool_call(c, where) for c in value]
 
 
@@ -437,7 +422,7 @@ def _tool_calls_from_text(text: Any, where: str) -> list[dict]:
     else:
         if not isinstance(text, str):
             raise RecordRejected(INVALID_CONTENT, f"{where}: a function call must be JSON text, got a "
-                                                  f"{_type_name(text)}")
+                                                  f"{json_type_name(text)}")
         try:
             parsed = json.loads(text)
         except (json.JSONDecodeError, RecursionError):
@@ -459,7 +444,7 @@ def _content(value: Any, where: str) -> tuple[str, str | None, list[dict]]:
         return _check_text(value, where), None, []
     if not isinstance(value, list):
         raise RecordRejected(INVALID_CONTENT, f"{where}: content must be a string or a list of "
-                                              f"parts, got a {_type_name(value)}")
+                                              f"parts, got a {json_type_name(value)}")
     texts: list[str] = []
     reasoning: list[str] = []
     calls: list[dict] = []
@@ -469,7 +454,7 @@ def _content(value: Any, where: str) -> tuple[str, str | None, list[dict]]:
             texts.append(_check_text(part, pwhere))
             continue
         if not isinstance(part, dict):
-            raise RecordRejected(INVALID_CONTENT, f"{pwhere} is a {_type_name(part)}, expected an "
+            raise RecordRejected(INVALID_CONTENT, f"{pwhere} is a {json_type_name(part)}, expected an "
                                                   f"object with a 'type'")
         ptype = part.get("type", "text" if "text" in part else None)
         typed_refs = _TYPED_REFS.get()
@@ -493,7 +478,7 @@ def _content(value: Any, where: str) -> tuple[str, str | None, list[dict]]:
             continue
         if not isinstance(payload, str):
             raise RecordRejected(INVALID_CONTENT, f"{pwhere}: {ptype} part text must be a string, "
-                                                  f"got a {_type_name(payload)}")
+                                                  f"got a {json_type_name(payload)}")
         (texts if ptype == "text" else reasoning).append(_check_text(payload, pwhere))
     return "".join(texts), ("".join(reasoning) if reasoning else None), calls
 
@@ -537,7 +522,7 @@ def _resolve_role(source_role: Any, options: FormatOptions, index: int) -> str:
 
 def _message(item: Any, index: int, options: FormatOptions) -> _Msg:
     if not isinstance(item, dict):
-        raise RecordRejected(INVALID_CONTENT, f"message {index} is a {_type_name(item)}, expected "
+        raise RecordRejected(INVALID_CONTENT, f"message {index} is a {json_type_name(item)}, expected "
                                               f"an object")
     k = options.key
     if k("role") in item:
@@ -587,7 +572,7 @@ def _message_list(value: Any, options: FormatOptions, field_name: str) -> list[_
         return []
     if not isinstance(value, list):
         raise RecordRejected(INVALID_CONTENT, f"{field_name!r} must be a list of messages, got a "
-                                              f"{_type_name(value)}")
+                                              f"{json_type_name(value)}")
     return [_message(item, i, options) for i, item in enumerate(value)]
 
 
@@ -618,7 +603,7 @@ def _optional_str(record: dict, name: str, options: FormatOptions) -> str | None
         return None
     if not isinstance(value, str):
         raise RecordRejected(INVALID_CONTENT, f"{options.key(name)!r} must be a string, got a "
-                                              f"{_type_name(value)}")
+                                              f"{json_type_name(value)}")
     return _check_text(value, repr(options.key(name)))
 
 
@@ -650,7 +635,7 @@ def _turn_text(value: Any, where: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise RecordRejected(INVALID_CONTENT, f"{where} must be a string, got a {_type_name(value)}")
+        raise RecordRejected(INVALID_CONTENT, f"{where} must be a string, got a {json_type_name(value)}")
     return _check_text(value, where)
 
 
@@ -700,7 +685,7 @@ def _prompt_completion(record: Any, options: FormatOptions) -> list[_Msg]:
                 m.trainable = False
     elif prompt is not None:
         raise RecordRejected(INVALID_CONTENT, f"{k('prompt')!r} must be a string or a list of "
-                                              f"messages, got a {_type_name(prompt)}")
+                                              f"messages, got a {json_type_name(prompt)}")
     completion = record.get(k("completion"))
     if isinstance(completion, str):
         msgs.append(_Msg({"role": "assistant",
@@ -713,7 +698,7 @@ def _prompt_completion(record: Any, options: FormatOptions) -> list[_Msg]:
             msgs.append(m)
     elif completion is not None:
         raise RecordRejected(INVALID_CONTENT, f"{k('completion')!r} must be a string or a list of "
-                                              f"messages, got a {_type_name(completion)}")
+                                              f"messages, got a {json_type_name(completion)}")
     return msgs
 
 

@@ -317,7 +317,9 @@ def _line_raw(line: bytes) -> str:
     return _decode_replace(line).rstrip("\r\n")
 
 
-def _kind(value: Any) -> str:
+def json_type_name(value: Any) -> str:
+    """The JSON name of a parsed value's type (``null``, ``boolean``, ``number``, ``string``,
+    ``list``, ``object``), for error messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -326,6 +328,10 @@ def _kind(value: Any) -> str:
         return "number"
     if isinstance(value, str):
         return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
     return type(value).__name__
 
 
@@ -335,14 +341,14 @@ def _parse_line(text: str) -> tuple[Any, str | None]:
     try:
         value, end = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as exc:
-        return None, f"invalid JSON: {exc.msg} at column {exc.colno}"
+        return None, f"invalid JSON: {exc.msg} (column {exc.colno})"
     except RecursionError:
         return None, "invalid JSON: nesting too deep"
     end = _WS.match(text, end).end()
     if end != len(text):
         return None, f"invalid JSON: extra data after the value at column {end + 1}"
     if not isinstance(value, (dict, list)):
-        return None, f"expected a JSON object or array, got a {_kind(value)}"
+        return None, f"expected a JSON object or array, got a {json_type_name(value)}"
     return value, None
 
 
@@ -386,7 +392,7 @@ def _array_records(items: list, counter: _Counter) -> Iterator[RawRecord]:
             yield counter.good(item)
         else:
             yield counter.bad(json.dumps(item, ensure_ascii=False),
-                              f"expected a JSON object or array, got a {_kind(item)}")
+                              f"expected a JSON object or array, got a {json_type_name(item)}")
 
 
 def _position(text: str, pos: int) -> str:
@@ -428,7 +434,7 @@ def _checked(text: str, start: int, end: int, value: Any, had_bad_bytes: bool,
                 f"invalid UTF-8: undecodable byte 0x{ord(m.group()) - 0xdc00:02x} at "
                 f"{_position(text, m.start())}")
     if not isinstance(value, (dict, list)):
-        return counter.bad(text[start:end], f"expected a JSON object or array, got a {_kind(value)}")
+        return counter.bad(text[start:end], f"expected a JSON object or array, got a {json_type_name(value)}")
     return counter.good(value)
 
 
