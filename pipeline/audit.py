@@ -49,6 +49,7 @@ def _differences(a, b, path="") -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from transforms import shard_format as sf
+    from pipeline.remote import load_job_tokenizer
     from transforms.audit.dataset import (
         check_against_manifest,
         compute_stats,
@@ -72,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     needs_tokenizer = not (args.check or args.no_report) or "template_probe" not in (manifest.get("audit") or {})
     try:
         if needs_tokenizer:
-            tokenizer, warnings = load_dataset_tokenizer(manifest, args.tokenizer, args.chat_template)
+            tokenizer, warnings = load_dataset_tokenizer(manifest, args.tokenizer, args.chat_template,
+                                                         loader=load_job_tokenizer)
             template_matches = not any("chat template" in w for w in warnings)
             notes += warnings
     except Exception as exc:  # noqa: BLE001 - statistics need no tokenizer; only decoded samples do

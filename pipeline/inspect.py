@@ -68,6 +68,7 @@ def select_shards(manifest, shard: str | None) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from transforms import shard_format as sf
+    from pipeline.remote import load_job_tokenizer
     from transforms.audit.dataset import iter_table_rows, load_dataset_tokenizer, read_shard_table
     from transforms.audit.masks import (
         ANSI_RESET, ANSI_TRAINED, CLOSE, COLLAPSE_REPEATS, OPEN, decoded_row, render_terminal,
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chatshards inspect: error: {exc}", file=sys.stderr)
         return 2
     try:
-        tokenizer, warnings = load_dataset_tokenizer(manifest, args.tokenizer)
+        tokenizer, warnings = load_dataset_tokenizer(manifest, args.tokenizer, loader=load_job_tokenizer)
     except Exception as exc:  # noqa: BLE001
         print(f"chatshards inspect: error: cannot load the tokenizer: {exc} (pass --tokenizer)", file=sys.stderr)
         return 2

@@ -98,11 +98,12 @@ def run(job: JobArgs, *, wait: bool = True):
     from pipeline.sources import expand_inputs
     from transforms.config import JobConfig
     from transforms.template_check import TemplateUnusable, check_template
-    from transforms.tokenizer_loading import TokenizerConfigError, load_tokenizer, tokenizer_description
+    from pipeline.remote import load_job_tokenizer
+    from transforms.tokenizer_loading import TokenizerConfigError, tokenizer_description
     from transforms.vision import VisionConfigError
 
     try:
-        tokenizer = load_tokenizer(job.tokenizer, chat_template_file=job.chat_template,
+        tokenizer = load_job_tokenizer(job.tokenizer, chat_template_file=job.chat_template,
                                    trust_remote_code=job.trust_remote_code)
         report = check_template(tokenizer, loss=job.tokenize_options.loss)
         files = expand_inputs(job.inputs) if job.validate_inputs else None

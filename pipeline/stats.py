@@ -127,9 +127,9 @@ def _decoding_tokenizer(spec: str | None, trust_remote_code: bool):
     key = (spec, trust_remote_code)
     tokenizer = _TOKENIZERS.get(key)
     if tokenizer is None:
-        from transforms.tokenizer_loading import load_tokenizer
+        from pipeline.remote import load_job_tokenizer
 
-        tokenizer = _TOKENIZERS[key] = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+        tokenizer = _TOKENIZERS[key] = load_job_tokenizer(spec, trust_remote_code=trust_remote_code)
     return tokenizer
 
 

@@ -212,7 +212,9 @@ def test_partial_run_on_an_object_store_is_detected_and_replaced(store, capsys):
 
 
 def test_tokenizer_folder_on_an_object_store_is_staged_locally(store, llama3_style_dir):
-    from transforms.tokenizer_loading import load_tokenizer, stage_tokenizer_folder, vocab_hash
+    from pipeline.remote import load_job_tokenizer as load_tokenizer
+    from pipeline.remote import stage_folder as stage_tokenizer_folder
+    from transforms.tokenizer_loading import vocab_hash
 
     url = f"{PREFIX}bucket/tokenizers/llama3-style"
     for path in Path(llama3_style_dir).rglob("*"):

@@ -15,16 +15,12 @@ Two sources:
 """
 from __future__ import annotations
 
-import atexit
 import functools
 import hashlib
 import importlib.resources
 import json
 import os
 import re
-import shutil
-import tempfile
-import threading
 from typing import Any
 
 BUNDLED_NAME = "bundled"
@@ -156,26 +152,32 @@ def bundled_tokenizer(*, chat_template: str | None = None):
     return tokenizer
 
 
-def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, trust_remote_code: bool = False):
+def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, trust_remote_code: bool = False,
+                   fetch_folder=None, read_text=None):
     """Load the job's tokenizer.
 
     Args:
         spec: local directory or hub id for ``AutoTokenizer``; ``None`` or ``"bundled"`` for the default;
-            or a folder on a Beam filesystem (``gs://bucket/tokenizers/my-tok``), which is copied once
-            per process to a local temporary folder (:func:`stage_tokenizer_folder`) and loaded from
-            there. The tokenizer keeps ``spec`` as its name, so the manifest names the remote folder.
-        chat_template_file: a Jinja file whose text replaces the tokenizer's chat template. Local
-            path or any Beam filesystem path (read through ``open_text`` below).
+            or a remote folder (``gs://bucket/tokenizers/my-tok``) when ``fetch_folder`` is given.
+            The tokenizer keeps ``spec`` as its name, so the manifest names the remote folder.
+        chat_template_file: a Jinja file whose text replaces the tokenizer's chat template.
         trust_remote_code: passed to ``AutoTokenizer.from_pretrained``.
+        fetch_folder: ``url -> local folder`` for remote specs (the job passes
+            ``pipeline.remote.stage_folder``; this module never touches remote storage itself).
+        read_text: ``path -> str`` for the template file (default: local files only).
 
     Raises:
         TokenizerConfigError: the tokenizer cannot be loaded, is not a fast tokenizer, or has no chat
             template.
     """
-    template = _read_text(chat_template_file) if chat_template_file else None
+    template = (read_text or _read_local_text)(chat_template_file) if chat_template_file else None
     if spec in (None, "", BUNDLED_NAME):
         return bundled_tokenizer(chat_template=template)
-    source = stage_tokenizer_folder(spec) if is_remote_path(spec) else spec
+    if is_remote_path(spec) and fetch_folder is None:
+        raise TokenizerConfigError(
+            f"tokenizer {spec!r} is a remote folder: load it through the job side (pipeline.remote.load_job_tokenizer)"
+        )
+    source = fetch_folder(spec) if is_remote_path(spec) else spec
     try:
         from transformers import AutoTokenizer
 
@@ -204,69 +206,18 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
 
 
 _REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_STAGED: dict[str, str] = {}
-_STAGE_LOCK = threading.Lock()
 
 
 def is_remote_path(path: str) -> bool:
-    """``scheme://...`` (``gs://``, ``s3://``, ...): read through Beam's ``FileSystems``. Hub ids never match."""
+    """``scheme://...`` (``gs://``, ``s3://``, ...): remote storage, read by the job side. Hub ids never match."""
     return bool(_REMOTE.match(path))
 
 
-def stage_tokenizer_folder(url: str) -> str:
-    """Copy every file under the remote folder ``url`` to a local temporary folder; return that folder.
-
-    Done once per process (the job's launcher and each worker process call it; threads share the
-    copy) through Beam's ``FileSystems``, so any filesystem Beam knows works. The folder is removed
-    when the process exits.
-
-    Raises:
-        TokenizerConfigError: nothing under ``url``, or a file cannot be read.
-    """
-    prefix = url.rstrip("/")
-    with _STAGE_LOCK:
-        if prefix in _STAGED and os.path.isdir(_STAGED[prefix]):
-            return _STAGED[prefix]
-        try:
-            from apache_beam.io.filesystem import CompressionTypes
-            from apache_beam.io.filesystems import FileSystems  # only on the job side
-        except ImportError as exc:  # pragma: no cover
-            raise TokenizerConfigError(f"cannot read {url}: apache_beam is needed for remote paths") from exc
-        try:
-            matched = FileSystems.match([prefix + "/**"])[0].metadata_list
-        except Exception as exc:  # noqa: BLE001 - listing failures are config errors
-            raise TokenizerConfigError(f"cannot list tokenizer folder {url}: {exc}") from exc
-        files = sorted(m.path for m in matched if m.path.startswith(prefix + "/") and not m.path.endswith("/"))
-        if not files:
-            raise TokenizerConfigError(
-                f"tokenizer folder {url} holds no files (expected tokenizer.json, tokenizer_config.json, ...)"
-            )
-        local = os.path.realpath(tempfile.mkdtemp(prefix="chatshards-tokenizer-"))
-        atexit.register(shutil.rmtree, local, True)
-        for path in files:
-            relative = path[len(prefix) + 1:]
-            target = os.path.join(local, *relative.split("/"))
-            if os.path.commonpath([local, os.path.realpath(target)]) != local:
-                continue  # a name with ".." segments: never written outside the staging folder
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            try:
-                with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as remote, \
-                        open(target, "wb") as handle:
-                    shutil.copyfileobj(remote, handle, 1 << 20)
-            except Exception as exc:  # noqa: BLE001
-                raise TokenizerConfigError(f"cannot copy {path}: {exc}") from exc
-        _STAGED[prefix] = local
-        return local
-
-
-def _read_text(path: str) -> str:
+def _read_local_text(path: str) -> str:
     if is_remote_path(path):
-        try:
-            from apache_beam.io.filesystems import FileSystems  # only on the job side
-        except ImportError as exc:  # pragma: no cover
-            raise TokenizerConfigError(f"cannot read {path}: apache_beam is needed for remote paths") from exc
-        with FileSystems.open(path) as handle:
-            return handle.read().decode("utf-8")
+        raise TokenizerConfigError(
+            f"cannot read {path}: remote files are read by the job side (pipeline.remote.load_job_tokenizer)"
+        )
     if not os.path.isfile(path):
         raise TokenizerConfigError(f"chat template file {path!r} does not exist")
     with open(path, encoding="utf-8") as handle:

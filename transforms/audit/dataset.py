@@ -76,7 +76,7 @@ def iter_rejections(root: str, manifest: Mapping[str, Any]) -> Iterator[dict[str
 
 
 def load_dataset_tokenizer(manifest: Mapping[str, Any], override: str | None = None,
-                           chat_template_file: str | None = None):
+                           chat_template_file: str | None = None, *, loader=None):
     """The tokenizer a dataset was made with: ``override`` or the manifest's tokenizer name (the bundled
     tokenizer for its name). Returns ``(tokenizer, warnings)``; warns when the vocabulary hash differs."""
     from transforms.tokenizer_loading import BUNDLED_TOKENIZER_ID, load_tokenizer, template_hash, vocab_hash
@@ -84,7 +84,7 @@ def load_dataset_tokenizer(manifest: Mapping[str, Any], override: str | None = N
     info = manifest.get("tokenizer") or {}
     name = override or info.get("name")
     spec = None if name in (None, "", BUNDLED_TOKENIZER_ID, "bundled") else name
-    tokenizer = load_tokenizer(spec, chat_template_file=chat_template_file)
+    tokenizer = (loader or load_tokenizer)(spec, chat_template_file=chat_template_file)
     warnings = []
     if info.get("vocab_hash") and vocab_hash(tokenizer) != info["vocab_hash"]:
         warnings.append(f"tokenizer {name!r} has a different vocabulary than the one that made this dataset "

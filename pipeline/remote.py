@@ -1,0 +1,94 @@
+"""Remote files for the job side: tokenizer folders and template files on any Beam filesystem.
+
+``transforms`` never touches remote storage (it must import without Beam); it takes these functions
+as hooks. :func:`load_job_tokenizer` is what every job-side caller uses.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import threading
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.tokenizer_loading import TokenizerConfigError, is_remote_path, load_tokenizer
+
+_STAGED: dict[str, str] = {}
+_STAGE_LOCK = threading.Lock()
+
+
+def stage_folder(url: str) -> str:
+    """Copy every file under the remote folder ``url`` to a local temporary folder; return that folder.
+
+    Done once per process (the job's launcher and each worker process call it; threads share the
+    copy) through Beam's ``FileSystems``, so any filesystem Beam knows works. The folder is removed
+    when the process exits.
+
+    Raises:
+        TokenizerConfigError: nothing under ``url``, or a file cannot be read.
+    """
+    prefix = url.rstrip("/")
+    with _STAGE_LOCK:
+        if prefix in _STAGED and os.path.isdir(_STAGED[prefix]):
+            return _STAGED[prefix]
+        try:
+            matched = FileSystems.match([prefix + "/**"])[0].metadata_list
+        except Exception as exc:  # noqa: BLE001 - listing failures are config errors
+            raise TokenizerConfigError(f"cannot list tokenizer folder {url}: {exc}") from exc
+        files = sorted(m.path for m in matched if m.path.startswith(prefix + "/") and not m.path.endswith("/"))
+        if not files:
+            raise TokenizerConfigError(
+                f"tokenizer folder {url} holds no files (expected tokenizer.json, tokenizer_config.json, ...)"
+            )
+        local = os.path.realpath(tempfile.mkdtemp(prefix="chatshards-tokenizer-"))
+        atexit.register(shutil.rmtree, local, True)
+        for path in files:
+            relative = path[len(prefix) + 1:]
+            target = os.path.join(local, *relative.split("/"))
+            if os.path.commonpath([local, os.path.realpath(target)]) != local:
+                continue  # a name with ".." segments: never written outside the staging folder
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            try:
+                with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as remote, \
+                        open(target, "wb") as handle:
+                    shutil.copyfileobj(remote, handle, 1 << 20)
+            except Exception as exc:  # noqa: BLE001
+                raise TokenizerConfigError(f"cannot copy {path}: {exc}") from exc
+        _STAGED[prefix] = local
+        return local
+
+
+def _read_text(path: str) -> str:
+    if is_remote_path(path):
+        try:
+            from apache_beam.io.filesystems import FileSystems  # only on the job side
+        except ImportError as exc:  # pragma: no cover
+            raise TokenizerConfigError(f"cannot read {path}: apache_beam is needed for remote paths") from exc
+        with FileSystems.open(path) as handle:
+            return handle.read().decode("utf-8")
+    if not os.path.isfile(path):
+        raise TokenizerConfigError(f"chat template file {path!r} does not exist")
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def read_text(path: str) -> str:
+    """A text file from a local path or any Beam filesystem path."""
+    if not is_remote_path(path):
+        if not os.path.isfile(path):
+            raise TokenizerConfigError(f"chat template file {path!r} does not exist")
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            return handle.read().decode("utf-8")
+    except Exception as exc:  # noqa: BLE001 - unreadable remote file: a config error
+        raise TokenizerConfigError(f"cannot read {path}: {exc}") from exc
+
+
+def load_job_tokenizer(spec: str | None, **options):
+    """``transforms.tokenizer_loading.load_tokenizer`` with remote folders and files enabled."""
+    return load_tokenizer(spec, fetch_folder=stage_folder, read_text=read_text, **options)
