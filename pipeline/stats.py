@@ -44,6 +44,15 @@ NO_AUDIT_ENV = "CHATSHARDS_NO_AUDIT"
 ROWS, REJECTIONS = "rows", "rejections"
 
 
+
+def merge_into_first(accumulators):
+    """Merge accumulators that have a ``merge(other)`` method into the first one."""
+    accumulators = iter(accumulators)
+    merged = next(accumulators)
+    for other in accumulators:
+        merged.merge(other)
+    return merged
+
 class AuditCombineFn(beam.CombineFn):
     """Rows (``kind="rows"``) or rejection dicts (``kind="rejections"``) -> :class:`AuditAccumulator`."""
 
@@ -65,11 +74,7 @@ class AuditCombineFn(beam.CombineFn):
         return accumulator
 
     def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for other in accumulators:
-            merged.merge(other)
-        return merged
+        return merge_into_first(accumulators)
 
     def extract_output(self, accumulator):
         return accumulator
@@ -106,11 +111,7 @@ class DuplicateSummaryFn(beam.CombineFn):
         return accumulator
 
     def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for other in accumulators:
-            merged.merge(other)
-        return merged
+        return merge_into_first(accumulators)
 
     def extract_output(self, accumulator):
         return accumulator
