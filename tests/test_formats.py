@@ -20,7 +20,7 @@ from transforms.formats import (
 )
 from transforms.reading import iter_raw_records_from_path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from chatshards_testing import SHARED_DATA as DATA
 
 
 def need_data() -> Path:

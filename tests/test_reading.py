@@ -11,7 +11,7 @@ import pytest
 
 from transforms.reading import RawRecord, iter_raw_records, iter_raw_records_from_path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from chatshards_testing import SHARED_DATA as DATA
 
 
 def need_data() -> Path:

@@ -611,24 +611,23 @@ def _optional_str(record: dict, name: str, options: FormatOptions) -> str | None
 # per-format builders
 
 
-def _openai(record: Any, options: FormatOptions) -> list[_Msg]:
+def _messages_field(record: Any, options: FormatOptions, field_name: str, format_name: str) -> list[_Msg]:
+    """The message list of a record: the record itself when it is a bare list, else ``field_name``."""
     if isinstance(record, list):
         return _message_list(record, options, "record")
-    key = options.key("messages")
+    key = options.key(field_name)
     if key not in record:
-        raise RecordRejected(UNKNOWN_FORMAT, f"no {key!r} field for the openai format (see "
+        raise RecordRejected(UNKNOWN_FORMAT, f"no {key!r} field for the {format_name} format (see "
                                              f"--field-map)")
     return _message_list(record[key], options, key)
+
+
+def _openai(record: Any, options: FormatOptions) -> list[_Msg]:
+    return _messages_field(record, options, "messages", "openai")
 
 
 def _sharegpt(record: Any, options: FormatOptions) -> list[_Msg]:
-    if isinstance(record, list):
-        return _message_list(record, options, "record")
-    key = options.key("conversations")
-    if key not in record:
-        raise RecordRejected(UNKNOWN_FORMAT, f"no {key!r} field for the sharegpt format (see "
-                                             f"--field-map)")
-    return _message_list(record[key], options, key)
+    return _messages_field(record, options, "conversations", "sharegpt")
 
 
 def _turn_text(value: Any, where: str) -> str:

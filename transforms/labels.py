@@ -19,51 +19,12 @@ from transforms.shard_format import IGNORE_INDEX
 TRUNCATION_MODES = ("right", "left", "turns", "drop")  # applied by ExampleBuilder
 
 
-def offsets_array(offsets: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Token character offsets as an ``(n, 2)`` int64 array."""
-    if len(offsets) == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    return np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-
-
-def trained_token_mask(offsets: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Boolean mask of tokens that overlap any trained character span.
-
-    A token ``[a, b)`` is trained when some span ``[s, e)`` has ``a < e`` and ``b > s`` (the rule
-    ``apply_chat_template(return_assistant_tokens_mask=True)`` uses). Token offsets must be
-    non-decreasing, as a tokenizer's are; each span then selects a contiguous run of tokens, found
-    by binary search.
-
-    Args:
-        offsets: ``(n, 2)`` character offsets of the tokens.
-        spans: ``(start, end)`` character spans.
-    Returns:
-        ``(n,)`` bool array.
-    """
-    mask = np.zeros(len(offsets), dtype=bool)
-    if len(offsets) == 0:
-        return mask
-    starts = offsets[:, 0]
-    ends = offsets[:, 1]
-    # Running max makes the search valid even if a tokenizer reports a zero-width token out of order.
-    ends_sorted = np.maximum.accumulate(ends)
-    for span_start, span_end in spans:
-        if span_end <= span_start:
-            continue
-        first = int(np.searchsorted(ends_sorted, span_start, side="right"))
-        last = int(np.searchsorted(starts, span_end, side="left"))
-        if last > first:
-            window = slice(first, last)
-            mask[window] |= (starts[window] < span_end) & (ends[window] > span_start)
-    return mask
-
-
 def span_token_ranges(encoding, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """Token index ranges ``[first, last)`` covering each character span, from a ``tokenizers.Encoding``.
 
-    Same rule as :func:`trained_token_mask` (a token is in the range when it overlaps the span), but
-    found with the encoding's ``char_to_token`` at the two span ends instead of converting every
-    token's offsets. Characters that belong to no token (e.g. whitespace for WordPiece) are skipped
+    A token is in the range when it overlaps the span (the rule
+    ``apply_chat_template(return_assistant_tokens_mask=True)`` uses), found with the encoding's
+    ``char_to_token`` at the two span ends instead of converting every token's offsets. Characters that belong to no token (e.g. whitespace for WordPiece) are skipped
     inward. An empty or token-less span gives ``(0, 0)``.
     """
     ranges = []

@@ -37,7 +37,7 @@ import hashlib
 import io
 import json
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -98,14 +98,6 @@ def shard_file_name(shard_index: int, num_shards: int) -> str:
 def shard_relative_path(shard_index: int, num_shards: int) -> str:
     """Path of a shard relative to the dataset root, with ``/`` separators (as in the manifest)."""
     return f"{DATA_DIR}/{shard_file_name(shard_index, num_shards)}"
-
-
-def stable_hash64(key: str) -> int:
-    """A 64-bit integer hash of ``key`` that is identical in every process and on every machine.
-
-    (Python's ``hash()`` of a ``str`` is salted per process and must never decide shard placement.)
-    """
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
 
 
 def row_sort_key(source: str, index: int) -> str:
@@ -239,13 +231,3 @@ def verify_shard_file(path: str, *, expected_sha256: str, expected_bytes: int | 
 def shard_paths(root: str, manifest: Mapping[str, Any]) -> list[str]:
     """Absolute local paths of the shards listed in the manifest, in manifest order."""
     return [os.path.join(root, *shard["path"].split("/")) for shard in manifest["shards"]]
-
-
-def iter_rows_for_shards(rows: Iterable[Mapping[str, Any]], num_shards: int) -> dict[int, list]:
-    """Group rows (each with a ``sort_key``) by shard and sort each group by that key."""
-    groups: dict[int, list] = {}
-    for row in rows:
-        groups.setdefault(shard_of(row["sort_key"], num_shards), []).append(row)
-    for group in groups.values():
-        group.sort(key=lambda r: r["sort_key"])
-    return groups

@@ -22,7 +22,7 @@ import numpy as np
 
 from transforms.chat_render import ChatRenderer
 from transforms.errors import RecordRejected
-from transforms.labels import offsets_array, trained_token_mask
+from transforms.labels import span_token_ranges
 from transforms.tokenizer_loading import special_tokens_for_template
 
 PROBE_CONVERSATION = (
@@ -82,17 +82,15 @@ def check_template(tokenizer, *, loss: str = "assistant") -> TemplateReport:
     backend = tokenizer.backend_tokenizer
     encoding = backend.encode(rendered.text, add_special_tokens=False)
     ids = np.asarray(encoding.ids, dtype=np.int64)
-    offsets = offsets_array(encoding.offsets)
     special_ids = set(tokenizer.all_special_ids) | {
         token_id for token_id, token in tokenizer.added_tokens_decoder.items() if token.special
     }
     stop_tokens: list[str] = []
-    for turn, span in enumerate(rendered.turn_spans, start=1):
-        mask = trained_token_mask(offsets, [span])
-        if not mask.any():
+    for turn, (first, end) in enumerate(span_token_ranges(encoding, rendered.turn_spans), start=1):
+        if end <= first:
             problems.append(f"assistant turn {turn} of the probe has no trained token")
             continue
-        last = int(ids[np.flatnonzero(mask)[-1]])
+        last = int(ids[end - 1])
         if last not in special_ids and last != tokenizer.eos_token_id:
             problems.append(
                 f"assistant turn {turn} is not closed by a trained stop token (its last trained token is "
