@@ -11,15 +11,10 @@ import apache_beam as beam
 from apache_beam.pvalue import AsList, AsSingleton
 
 from pipeline.build import REJECTED_TAG, BuildExamplesFn, BuilderSpec, ParseRecordsFn
-from pipeline.sink import (
-    CommitManifestFn,
-    WriteRejectedFn,
-    WriteShardFn,
-    auto_num_shards,
-    estimated_row_bytes,
-    split_by_shard,
-)
+from pipeline.fragments import FRAGMENT_DIR, WriteFragmentsFn
+from pipeline.sink import TMP_DIR, CommitManifestFn, WriteRejectedFn, WriteShardFn, auto_num_shards, join
 from pipeline.sources import ReadRawRecords
+from pipeline.spill import SPILL_DIR, read_spilled
 from transforms import errors
 from transforms import shard_format as sf
 from transforms.example_builder import conversation_hash, rejection
@@ -88,8 +83,11 @@ def build_graph(
     ``RawRecord``, ``rows`` single rows and ``rejected`` single rejection dicts; each dict is merged
     into the manifest, which is written only after they are all computed.
     """
-    raw_batches = p | "Read" >> ReadRawRecords(patterns=patterns, files=files, batch_size=batch_size)
-    read_count = raw_batches | "CountRead" >> beam.Map(len) | "TotalRead" >> beam.CombineGlobally(sum)
+    tmp_root = join(output, TMP_DIR)
+    spilled = p | "Read" >> ReadRawRecords(patterns=patterns, files=files, batch_size=batch_size,
+                                           spill_folder=join(tmp_root, SPILL_DIR))
+    raw_batches = spilled | "ReadSpilled" >> beam.Map(read_spilled)
+    read_count = spilled | "CountRead" >> beam.Map(lambda ref: ref.records) | "TotalRead" >> beam.CombineGlobally(sum)
     rejected_parts = []
     if dedup:
         deduped = (
@@ -106,21 +104,23 @@ def build_graph(
     rejected_parts.append(built[REJECTED_TAG])
     rejected = tuple(rejected_parts) | "AllRejected" >> beam.Flatten()
 
+    padded = spec.tokenize_options.pad_to == "max_length"
+    extra_fields = spec.extra_fields()
+    fragments = row_batches | "WriteFragments" >> beam.ParDo(
+        WriteFragmentsFn(folder=join(tmp_root, FRAGMENT_DIR),
+                         schema=sf.arrow_schema(padded=padded, extra_fields=extra_fields)))
     if num_shards is not None:
         shard_count = p | "ShardCount" >> beam.Create([num_shards])
     else:
         shard_count = (
-            row_batches
-            | "RowBytes" >> beam.Map(lambda rows: sum(estimated_row_bytes(row) for row in rows))
+            fragments
+            | "FragmentBytes" >> beam.Map(lambda ref: ref.nbytes)
             | "TotalBytes" >> beam.CombineGlobally(sum)
             | "AutoShardCount" >> beam.Map(auto_num_shards)
         )
-    padded = spec.tokenize_options.pad_to == "max_length"
-    extra_fields = spec.extra_fields()
     shards = (
-        row_batches
-        | "KeyByShard" >> beam.FlatMap(split_by_shard, num_shards=AsSingleton(shard_count),
-                                       schema=sf.arrow_schema(padded=padded, extra_fields=extra_fields))
+        fragments
+        | "ShardBatches" >> beam.FlatMap(lambda ref, n: ref.shard_batches(n), n=AsSingleton(shard_count))
         | "GroupShards" >> beam.GroupByKey()
         | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, padded=padded, extra_fields=extra_fields),
                                       num_shards=AsSingleton(shard_count))

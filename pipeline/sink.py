@@ -3,9 +3,10 @@
 Beam's file sinks place rows in shards at random, so shards are written here:
 
 1. every row carries a ``sort_key`` (a hash of its provenance); its shard is ``shard_of(sort_key, N)``;
-2. rows are grouped by shard, sorted by ``sort_key``, serialised as an Arrow IPC stream, written to a
-   temporary name under ``<out>/.tmp/`` and renamed into ``<out>/data/`` (a retried bundle rewrites
-   identical bytes under the same final name);
+2. rows reach their shard through fragment files (:mod:`pipeline.fragments`), are sorted by
+   ``sort_key``, serialised as an Arrow IPC stream, written to a temporary name under ``<out>/.tmp/``
+   and renamed into ``<out>/data/`` (a retried bundle rewrites identical bytes under the same final
+   name);
 3. the manifest is written last (to a temporary name, then renamed): it is the commit point. A run
    that dies before that leaves no manifest, and readers refuse the folder.
 
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.fragments import SORT_KEY, payload_schema, read_shard_rows
 from transforms import shard_format as sf
 
 # A worker holds one shard's rows (sorted) plus its Arrow table while writing it, so the shard size
@@ -37,12 +39,6 @@ TMP_DIR = ".tmp"
 
 def join(root: str, *parts: str) -> str:
     return FileSystems.join(root, *parts)
-
-
-def estimated_row_bytes(row: Mapping[str, Any]) -> int:
-    """Rough Arrow size of a row: 4 bytes per id and per label, fixed columns, stored images."""
-    images = row.get("image_bytes") or row.get("image_pixels") or ()
-    return 8 * len(row["input_ids"]) + 256 + sum(len(image) for image in images)
 
 
 def auto_num_shards(total_bytes: int) -> int:
@@ -165,37 +161,20 @@ def shard_entry(index: int, num_shards: int, rows: int, tokens: int, loss_tokens
     }
 
 
-SORT_KEY = "sort_key"
-
-
-def payload_schema(schema: pa.Schema) -> pa.Schema:
-    """The shard schema plus the ``sort_key`` column that orders rows (dropped when writing)."""
-    return schema.append(pa.field(SORT_KEY, pa.string(), nullable=False))
-
-
-def split_by_shard(rows, num_shards: int, schema: pa.Schema):
-    """A batch of rows -> ``(shard index, Arrow IPC bytes of that shard's rows)`` pairs.
-
-    Rows cross the shard shuffle as one compact Arrow payload per shard and batch, instead of one
-    pickled dict of numpy arrays per row.
-    """
-    groups: dict[int, list] = {}
-    for row in rows:
-        groups.setdefault(sf.shard_of(row[SORT_KEY], num_shards), []).append(row)
-    with_key = payload_schema(schema)
-    return [(index, sf.ipc_stream_bytes(sf.table_from_rows(group, with_key))) for index, group in sorted(groups.items())]
-
-
-def merge_payloads(payloads, schema: pa.Schema) -> pa.Table:
-    """Concatenate a shard's payloads, sort by ``sort_key`` and drop it: one chunk, shard schema."""
-    tables = [pa.ipc.open_stream(payload).read_all() for payload in payloads]
+def merge_fragments(batches, schema: pa.Schema, *, shard: int, num_shards: int) -> pa.Table:
+    """Shard ``shard``'s rows from its fragment record batches (``(path, batch)`` pairs, see
+    :mod:`pipeline.fragments`): merged, sorted by ``sort_key``, ``sort_key`` dropped; one chunk,
+    shard schema."""
+    tables = [read_shard_rows(path, batch, shard=shard, num_shards=num_shards) for path, batch in sorted(batches)]
     table = pa.concat_tables(tables) if tables else payload_schema(schema).empty_table()
+    if table.num_rows == 0:  # same bytes as the empty shards the manifest step writes
+        return schema.empty_table()
     table = table.take(pc.sort_indices(table, sort_keys=[(SORT_KEY, "ascending")]))
     return table.drop_columns([SORT_KEY]).combine_chunks().cast(schema)
 
 
 class WriteShardFn(beam.DoFn):
-    """``(shard_index, Arrow payloads) -> shard entry`` for the manifest; writes ``data/shard-*.arrow``."""
+    """``(shard_index, [(fragment path, batch)]) -> shard entry`` for the manifest; writes ``data/shard-*.arrow``."""
 
     def __init__(self, *, output: str, padded: bool = False, extra_fields=()):
         self.output = output
@@ -203,8 +182,9 @@ class WriteShardFn(beam.DoFn):
         self.extra_fields = tuple(extra_fields)
 
     def process(self, element, num_shards):
-        index, payloads = element
-        table = merge_payloads(list(payloads), sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields))
+        index, batches = element
+        table = merge_fragments(list(batches), sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields),
+                                shard=index, num_shards=num_shards)
         path = join(self.output, *sf.shard_relative_path(index, num_shards).split("/"))
         # streamed to the file: the serialised shard (same bytes as ipc_stream_bytes) is never in memory
         size, sha256 = write_table_atomically(path, table, tmp_root=join(self.output, TMP_DIR))

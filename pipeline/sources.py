@@ -1,8 +1,8 @@
 """Reading input files into :class:`transforms.reading.RawRecord` elements.
 
 One element per matched file is read by one worker (the file is streamed, not loaded, for JSON
-Lines), then the records are reshuffled so that one large file does not pin all later work to the
-worker that read it.
+Lines); its records are spilled in batches to temporary chunk files and references to the batches are
+reshuffled, so that one large file does not pin all later work to the worker that read it.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipeline.spill import spill_batches
 from transforms.reading import RawRecord, iter_records
 
 
@@ -55,29 +56,37 @@ def read_file_batches(path: str, batch_size: int) -> Iterator[list[RawRecord]]:
 
 
 class ReadRawRecords(beam.PTransform):
-    """``PBegin -> PCollection[list[RawRecord]]``: the records of every input, in batches.
+    """``PBegin -> PCollection[SpillRef]``: every input's records, spilled in batches, as references.
 
-    Records travel in lists of up to ``batch_size`` through the whole job (read, parse, tokenize,
-    shard), which divides Beam's per-element cost (serialisation between stages, bundle
-    bookkeeping) by the batch size; tokenization needs batches anyway.
+    Each matched file is read (streamed) by one worker, which writes its records in lists of up to
+    ``batch_size`` to chunk files under ``spill_folder`` (:mod:`pipeline.spill`) and emits one
+    :class:`~pipeline.spill.SpillRef` per batch. The refs, not the records, are then reshuffled, so one
+    large file does not pin later work to the worker that read it, and no runner ever holds the
+    records in memory to move them. ``Map(read_spilled)`` turns a ref back into its batch.
+
+    Records travel in lists through the whole job (read, parse, tokenize, shard), which divides Beam's
+    per-element cost (serialisation, bundle bookkeeping) by the batch size; tokenization needs
+    batches anyway.
 
     Args:
         patterns: input globs. With ``files`` given (already expanded at launch), those files are
             read; otherwise the patterns are matched when the pipeline runs.
-        batch_size: records per element.
-        spread_records: reshuffle the record batches after reading (default). Without it, every later
-            stage fused with the read runs on the worker that read the file, so one large file is
-            processed by one worker (kept only so tests can show the difference).
+        spill_folder: where chunk files go (the job uses ``<out>/.tmp/spill``).
+        batch_size: records per batch.
+        spread_records: reshuffle the refs after reading (default). Without it, every later stage
+            fused with the read runs on the worker that read the file, so one large file is processed
+            by one worker (kept only so tests can show the difference).
     """
 
-    def __init__(self, *, patterns: Sequence[str], files: Sequence[str] | None = None, spread_records: bool = True,
-                 batch_size: int = 256):
+    def __init__(self, *, patterns: Sequence[str], spill_folder: str, files: Sequence[str] | None = None,
+                 spread_records: bool = True, batch_size: int = 256):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.patterns = tuple(patterns)
         self.files = tuple(files) if files is not None else None
+        self.spill_folder = spill_folder
         self.spread_records = spread_records
 
     def expand(self, pbegin):
@@ -91,9 +100,10 @@ class ReadRawRecords(beam.PTransform):
                 | "Paths" >> beam.Map(lambda metadata: metadata.path)
                 | "DistinctPaths" >> beam.Distinct()
             )
-        records = (
+        batch_size, folder = self.batch_size, self.spill_folder
+        refs = (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.FlatMap(read_file_batches, self.batch_size)
+            | "ReadFiles" >> beam.FlatMap(lambda path: spill_batches(read_file_batches(path, batch_size), folder=folder))
         )
-        return records | "SpreadRecords" >> beam.Reshuffle() if self.spread_records else records
+        return refs | "SpreadRecords" >> beam.Reshuffle() if self.spread_records else refs

@@ -110,8 +110,9 @@ def row_sort_key(source: str, index: int) -> str:
 
 
 def shard_of(sort_key: str, num_shards: int) -> int:
-    """The shard (0-based) a row with this sort key goes to."""
-    return int(sort_key[:16], 16) % num_shards
+    """The shard (0-based) a row with this sort key goes to: shards split the 64-bit key prefix range
+    into ``num_shards`` equal, contiguous ranges, so a key-sorted run of rows covers consecutive shards."""
+    return (int(sort_key[:16], 16) * num_shards) >> 64
 
 
 def canonical_json(value: Any) -> str:

@@ -1,0 +1,79 @@
+"""Spilling record batches to temporary files, so that only small references cross a shuffle.
+
+Why: a local runner (FnApiRunner) holds every PCollection that crosses a GroupByKey/Reshuffle in the
+runner process's memory, so reshuffling the records themselves makes the job's memory grow with the
+input. Here the reader writes its batches to chunk files under ``<out>/.tmp/spill/`` and emits one
+:class:`SpillRef` per batch (a file, an offset, a length); the refs are reshuffled (a few dozen bytes
+each), and whichever worker receives a ref reads that one batch back. Peak memory is then one chunk
+per reader and one batch per consumer, whatever the input size. On Dataflow the same holds (the refs
+are what the shuffle service carries).
+
+Contracts:
+* a chunk file is the concatenation of pickled batches (``list[RawRecord]``); it is complete before
+  any of its refs is emitted, and never modified afterwards;
+* a retried reader writes new chunk files under new names (uuid); the refs of the failed attempt are
+  discarded by the runner, so an orphaned chunk is never read; ``<out>/.tmp`` is deleted after the
+  manifest is committed.
+"""
+from __future__ import annotations
+
+import pickle
+import uuid
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+SPILL_DIR = "spill"
+# A chunk file is closed once it holds this many bytes (or its input file ends): few files on object
+# stores, little memory in the reader (one batch is pickled at a time, the file is written as it goes).
+CHUNK_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SpillRef:
+    """One spilled batch: ``length`` bytes at ``offset`` in ``path`` unpickle to ``records`` RawRecords."""
+
+    path: str
+    offset: int
+    length: int
+    records: int
+
+
+def spill_batches(batches: Iterable[list], *, folder: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[SpillRef]:
+    """Write ``batches`` to chunk files under ``folder``; yield each chunk's refs once the chunk is closed.
+
+    Refs come in batch order; a chunk holds whole batches (a batch larger than ``chunk_bytes`` gets a
+    chunk of its own).
+    """
+    handle = path = None
+    pending: list[SpillRef] = []
+    offset = 0
+    for batch in batches:
+        if handle is None:
+            path = FileSystems.join(folder, f"chunk-{uuid.uuid4().hex}.pkl")
+            handle = FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+            offset = 0
+        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        handle.write(data)
+        pending.append(SpillRef(path, offset, len(data), len(batch)))
+        offset += len(data)
+        if offset >= chunk_bytes:
+            handle.close()
+            handle = None
+            yield from pending
+            pending = []
+    if handle is not None:
+        handle.close()
+        yield from pending
+
+
+def read_spilled(ref: SpillRef) -> list:
+    """The batch (``list[RawRecord]``) that ``ref`` points to."""
+    with FileSystems.open(ref.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        handle.seek(ref.offset)
+        data = handle.read(ref.length)
+    if len(data) != ref.length:
+        raise IOError(f"spill chunk {ref.path} is truncated: wanted {ref.length} bytes at {ref.offset}, got {len(data)}")
+    return pickle.loads(data)

@@ -1,0 +1,131 @@
+"""The two ways data leaves a worker without crossing a shuffle: spilled record batches and row
+fragments (``pipeline.spill``, ``pipeline.fragments``), called directly, without a runner."""
+from __future__ import annotations
+
+import os
+import random
+
+import pyarrow as pa
+import pytest
+
+from pipeline.fragments import SORT_KEY, WriteFragmentsFn, payload_schema, read_shard_rows, write_fragment
+from pipeline.sink import merge_fragments
+from pipeline.spill import read_spilled, spill_batches
+from transforms import shard_format as sf
+from transforms.reading import RawRecord
+
+
+def raw_batches(n_records: int, batch_size: int) -> list[list[RawRecord]]:
+    records = [RawRecord(source="f.jsonl", index=i, value={"messages": [{"role": "user", "content": "x" * (i % 97)}]})
+               for i in range(n_records)]
+    records.append(RawRecord(source="f.jsonl", index=n_records, value=None, raw="{oops", error="bad json"))
+    return [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+
+
+def test_spilled_batches_read_back_identical_and_chunks_are_closed_before_their_refs(tmp_path):
+    batches = raw_batches(500, 32)
+    seen = []
+    for ref in spill_batches(iter(batches), folder=str(tmp_path), chunk_bytes=4096):
+        # each ref is usable the moment it is emitted: its chunk file is complete
+        seen.append(read_spilled(ref))
+        assert ref.records == len(seen[-1])
+    assert seen == batches
+    chunks = sorted(os.listdir(tmp_path))
+    assert len(chunks) > 3, "chunk_bytes should have split the spill into several files"
+    assert all(name.startswith("chunk-") and name.endswith(".pkl") for name in chunks)
+
+
+def test_one_chunk_when_the_batches_are_small(tmp_path):
+    refs = list(spill_batches(iter(raw_batches(50, 10)), folder=str(tmp_path)))
+    assert len({ref.path for ref in refs}) == 1 and [ref.offset for ref in refs] == sorted(ref.offset for ref in refs)
+
+
+def test_a_truncated_chunk_is_an_error_not_a_short_batch(tmp_path):
+    ref = list(spill_batches(iter(raw_batches(40, 40)), folder=str(tmp_path)))[0]
+    with open(ref.path, "r+b") as handle:
+        handle.truncate(ref.length // 2)
+    with pytest.raises(IOError, match="truncated"):
+        read_spilled(ref)
+
+
+def test_shard_of_splits_the_key_range_into_contiguous_ranges():
+    keys = sorted(sf.row_sort_key("s", i) for i in range(3000))
+    for n in (1, 2, 3, 7, 64):
+        shards = [sf.shard_of(key, n) for key in keys]
+        assert shards == sorted(shards) and set(shards) == set(range(n))  # monotone, every shard used
+        mean = 3000 / n
+        assert all(abs(shards.count(s) - mean) < 5 * mean ** 0.5 for s in range(n))  # a uniform hash: balanced
+
+
+SCHEMA = sf.arrow_schema(padded=False)
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        length = rng.randint(1, 40)
+        ids = [rng.randrange(1000) for _ in range(length)]
+        row = {"input_ids": ids, "labels": [t if rng.random() < 0.5 else -100 for t in ids], "length": length,
+                "num_loss_tokens": 0, "truncated": False, "source": f"s{i % 3}", "index": i,
+                "record_id": f"r{i}", "sort_key": sf.row_sort_key(f"s{i % 3}", i)}
+        for field in SCHEMA:  # any further columns: a neutral value of their type
+            row.setdefault(field.name, "" if pa.types.is_string(field.type) else
+                           False if pa.types.is_boolean(field.type) else 0)
+        rows.append(row)
+    return rows
+
+
+def shard_tables(refs, num_shards: int) -> dict[int, pa.Table]:
+    grouped: dict[int, list] = {}
+    for ref in refs:
+        for shard, item in ref.shard_batches(num_shards):
+            grouped.setdefault(shard, []).append(item)
+    return {shard: merge_fragments(items, SCHEMA, shard=shard, num_shards=num_shards)
+            for shard, items in grouped.items()}
+
+
+@pytest.mark.parametrize("num_shards", [1, 3, 8])
+def test_shards_do_not_depend_on_how_rows_were_fragmented(tmp_path, num_shards):
+    rows = make_rows(2500)
+    table = sf.table_from_rows(rows, payload_schema(SCHEMA))
+    one = [write_fragment(table, folder=str(tmp_path / "one"), batch_rows=100)]
+    cuts = [0, 7, 900, 901, 2500]
+    many = [write_fragment(table.slice(a, b - a), folder=str(tmp_path / "many"), batch_rows=64)
+            for a, b in zip(cuts, cuts[1:])]
+    by_one, by_many = shard_tables(one, num_shards), shard_tables(many, num_shards)
+    assert by_one.keys() == by_many.keys()
+    for shard in by_one:
+        assert by_one[shard].equals(by_many[shard])
+        assert by_one[shard].schema == SCHEMA  # sort_key dropped
+    # every row in exactly one shard: the one shard_of names, sorted by sort key within it
+    expected: dict[int, list] = {}
+    for row in sorted(rows, key=lambda row: row["sort_key"]):
+        expected.setdefault(sf.shard_of(row["sort_key"], num_shards), []).append(row["index"])
+    got = {shard: t["index"].to_pylist() for shard, t in by_one.items() if t.num_rows}
+    assert got == expected
+
+
+def test_a_shard_reads_only_its_rows_from_a_batch_that_straddles_two_shards(tmp_path):
+    rows = make_rows(300, seed=1)
+    ref = write_fragment(sf.table_from_rows(rows, payload_schema(SCHEMA)), folder=str(tmp_path), batch_rows=300)
+    assert [shard for shard, _ in ref.shard_batches(2)] == [0, 1]  # one batch, both shards
+    left = read_shard_rows(ref.path, 0, shard=0, num_shards=2)
+    right = read_shard_rows(ref.path, 0, shard=1, num_shards=2)
+    assert left.num_rows + right.num_rows == 300
+    assert all(sf.shard_of(key, 2) == 0 for key in left[SORT_KEY].to_pylist())
+    assert all(sf.shard_of(key, 2) == 1 for key in right[SORT_KEY].to_pylist())
+
+
+def test_fragment_writer_buffers_until_its_threshold_then_at_bundle_end(tmp_path):
+    fn = WriteFragmentsFn(folder=str(tmp_path), schema=SCHEMA, fragment_bytes=20_000)
+    fn.start_bundle()
+    rows = make_rows(601, seed=2)
+    emitted = [ref for start in range(0, 600, 50) for ref in fn.process(rows[start:start + 50])]
+    assert len(emitted) >= 2
+    assert list(fn.process(rows[600:])) == []  # one small row: below the threshold, kept for the bundle end
+    tail = [wv.value for wv in fn.finish_bundle()]
+    refs = emitted + tail
+    assert len(tail) == 1 and tail[0].rows >= 1
+    assert sum(ref.rows for ref in refs) == 601 and len(os.listdir(tmp_path)) == len(refs)
+    assert sorted(i for t in shard_tables(refs, 4).values() for i in t["index"].to_pylist()) == list(range(601))
