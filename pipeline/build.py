@@ -11,7 +11,7 @@ from apache_beam.metrics import Metrics
 from transforms.config import TokenizeOptions
 from transforms.example_builder import PARSED, ROW, ExampleBuilder, parse_record
 from transforms.formats import FormatOptions
-from pipeline.remote import load_job_tokenizer
+from pipeline.remote import shared_job_tokenizer
 from transforms.vision import VisionConfig
 from transforms.vision_builder import ImageOptions, VisionExampleBuilder, image_fields
 
@@ -37,7 +37,7 @@ class BuilderSpec:
     image_options: ImageOptions | None = None
 
     def create_builder(self) -> ExampleBuilder:
-        tokenizer = load_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)
+        tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)
         tokenizer.chat_template = self.chat_template
         if self.vision is not None:
             return VisionExampleBuilder(tokenizer=tokenizer, format_options=self.format_options,

@@ -98,7 +98,7 @@ def run(job: JobArgs, *, wait: bool = True):
     from pipeline.sources import expand_inputs
     from transforms.config import JobConfig
     from transforms.template_check import TemplateUnusable, check_template
-    from pipeline.remote import load_job_tokenizer
+    from pipeline.remote import load_job_tokenizer, share_job_tokenizer
     from transforms.tokenizer_loading import TokenizerConfigError, tokenizer_description
     from transforms.vision import VisionConfigError
 
@@ -116,6 +116,8 @@ def run(job: JobArgs, *, wait: bool = True):
     else:
         prepare_output(job.output, overwrite=job.overwrite)
 
+    # the in-process runner's builder and audit writer reuse it (the job's chat template is already set)
+    share_job_tokenizer(job.tokenizer, tokenizer, trust_remote_code=job.trust_remote_code)
     tokenizer_info = tokenizer_description(tokenizer)
     config = JobConfig(format=job.format_options.to_json(), tokenize=job.tokenize_options,
                        tokenizer=tokenizer_info, dedup=job.dedup, num_shards=job.num_shards,

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import apache_beam as beam
 from apache_beam.pvalue import AsSingleton
 
+from pipeline.remote import shared_job_tokenizer
 from pipeline.sink import TMP_DIR, join, write_atomically
 from transforms.audit.report import render_report, render_samples
 from transforms.audit.stats import (
@@ -117,23 +118,6 @@ class DuplicateSummaryFn(beam.CombineFn):
         return accumulator
 
 
-# Tokenizers already loaded in this process (by the launcher, for the template probe), by
-# (spec, trust_remote_code). With the in-process runner the writer runs in the launcher's process and
-# decodes its samples with that tokenizer instead of loading a second copy (about 1-2 s); workers of
-# other runners load their own. Decoding needs only the vocabulary, never the chat template.
-_TOKENIZERS: dict[tuple, Any] = {}
-
-
-def _decoding_tokenizer(spec: str | None, trust_remote_code: bool):
-    key = (spec, trust_remote_code)
-    tokenizer = _TOKENIZERS.get(key)
-    if tokenizer is None:
-        from pipeline.remote import load_job_tokenizer
-
-        tokenizer = _TOKENIZERS[key] = load_job_tokenizer(spec, trust_remote_code=trust_remote_code)
-    return tokenizer
-
-
 class WriteAuditFn(beam.DoFn):
     """Runs once: merges the partial statistics, writes ``audit/stats.json`` and ``audit/report.html``,
     yields the manifest's ``audit`` section."""
@@ -154,7 +138,7 @@ class WriteAuditFn(beam.DoFn):
         stats = build_stats(acc, duplicates, manifest=self.manifest_base, computed_by="job")
         notes = []
         try:
-            tokenizer = _decoding_tokenizer(self.tokenizer, self.trust_remote_code)
+            tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)  # vocabulary only
             samples = render_samples(tokenizer, acc.samples())
         except Exception as exc:  # noqa: BLE001 - the statistics stand without decoded samples
             LOG.warning("chatshards: audit report without decoded samples: %s", exc)
@@ -210,6 +194,5 @@ def section_builders_for(job, *, spec, manifest_base: Mapping[str, Any], tokeniz
     if audit_disabled(job):
         return []
     probe = template_probe(tokenizer, manifest_base.get("template_check") or {})
-    _TOKENIZERS[(spec.tokenizer, spec.trust_remote_code)] = tokenizer
     return [audit_section_builder(manifest_base=manifest_base, probe=probe, format_options=spec.format_options,
                                   tokenizer=spec.tokenizer, trust_remote_code=spec.trust_remote_code)]
