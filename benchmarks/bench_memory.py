@@ -5,26 +5,22 @@ Builds JSON Lines inputs of N and 10N real records (../shared/data, repeated, 4 
 process tree every 50 ms: the launcher/runner process, each worker process, and their sum. Prints the
 peaks and the 10N/N ratios (target: total < 2x).
 
-Where memory goes (local runners, read in Beam 2.77's ``fn_api_runner/execution.py``): the FnApiRunner
-keeps every PCollection between two fused stages in the *runner* process (its in-memory shuffle), and
-hands a GroupByKey's output to each worker as one encoded chunk holding that worker's whole share
-(``_GroupingBuffer.partition``), so on this runner both the runner and the workers grow with the data.
-The job's own working set is bounded: a worker tokenizes one batch at a time and writes one shard at
-a time (rows + Arrow table; the IPC bytes are streamed to the file, and automatic shards target
-64 MiB). On Dataflow the shuffle is a service and grouped values are paged in, so the job's own
-working set is what a worker needs there.
+Why it stays flat: a local FnApiRunner keeps every PCollection that crosses a GroupByKey in the
+*runner* process (its in-memory shuffle, read in Beam 2.77's ``fn_api_runner/execution.py``). So the
+job never moves data through a shuffle: readers spill record batches to ``<out>/.tmp/spill/`` and the
+shuffle carries references; tokenizing workers write row fragments (about 32 MiB each) to
+``<out>/.tmp/fragments/`` and only ``(shard, fragment batch)`` references are grouped; a writer holds
+one shard (automatic shards target 64 MiB). ``--dedup`` is the exception (it groups the records).
 
 Usage::
 
     python benchmarks/bench_memory.py [--records 20000] [--factor 10] [--mode multi_processing] [--workers 2]
         [--num-shards N | --records-per-shard K] [--json results.json]
 
-Measured here (2 shared cores, 24 GiB, FnApiRunner multi_processing x2, 20k vs 200k records, after
-rows started crossing the shuffle as Arrow payloads): automatic shards (1 x 37 MiB vs 6 x 63 MiB):
-total 2.16 -> 5.07 GiB = 2.35x, runner 0.83 -> 2.97 GiB = 3.58x, largest worker 0.88 -> 1.72 GiB = 1.95x.
-With equal 20 MiB shards (--records-per-shard 10000, earlier build) the worker still grew 2.05x: the
-growth is the runner's (its in-memory shuffle and whole-share GroupByKey chunks), not the shards'.
-The < 2x target is not met on this runner.
+Measured here (2 cores, 24 GiB, FnApiRunner multi_processing x2, 20k vs 200k records, automatic
+shards: 1 x 37 MiB vs 7 x <= 54 MiB): total 1730 -> 1806 MiB = 1.04x, runner 513 -> 521 MiB = 1.02x,
+largest worker 662 -> 747 MiB = 1.13x (target < 2x). Before spilling (rows crossed the shuffle as
+Arrow payloads) the same run grew 2.35x.
 """
 from __future__ import annotations
 

@@ -16,12 +16,12 @@ Usage::
 
     python benchmarks/bench_scaling.py [--records 60000] [--parallelism false,true] [--stage-records 10000] [--repeat 2]
 
-Measured here (2 cores shared with other work, load 1-2; 100k records, best of 2):
-TOKENIZERS_PARALLELISM=false: 1 worker 1400 records/s, 2 workers 2362 records/s = 1.69x wall (1.88x
-without the ~8.5 s fixed cost); =true: 1895 and 2492 records/s = 1.31x (the tokenizer's threads
+Measured here (2 cores, load ~1): TOKENIZERS_PARALLELISM=false, 100k records: 1 worker 1703
+records/s, 2 workers 3048 records/s = 1.79x wall (2.02x without the ~6 s fixed cost); 60k records:
+1.59x wall (1.85x without it). =true, 60k: 2205 and 2853 records/s = 1.29x (the tokenizer's threads
 already use the second core). Pure work per record, 1 process: tokenize (encode_batch) 61%, chat
-template 15%, labels 13%, write 5%, parse 4%, read 1%; the runner's own cost is ~23% of a 1-worker
-job. Tokenization is the bottleneck.
+template 15%, labels 13%, write 5%, parse 4%, read 1%; the runner's own cost is ~5% of a 1-worker
+job (23% before records and rows stopped crossing the shuffle). Tokenization is the bottleneck.
 """
 from __future__ import annotations
 
