@@ -10,9 +10,14 @@ Same input (real records from ../shared/data, repeated to --records), same real-
   using the same vocabulary with a generation-marked ChatML template so its mask is meaningful;
 * ceiling: the tokenizer's own ``encode_batch`` on the pre-rendered texts (rendering excluded).
 
-Prints records/s, tokens/s and the ratios. Usage::
+Prints records/s, tokens/s and the ratios, end to end. With ``--small M`` (default 4000) the job and
+the recipe also run on the first M records, and the steady rate ``(N - M) / (t_N - t_M)`` (fixed
+start-up costs removed) is printed for both: the job pays a larger fixed cost (Beam, worker
+processes, the tokenizer in each) than the recipe, so the end-to-end ratio grows with N.
 
-    python benchmarks/bench_job.py [--records 40000] [--workers 2]
+Usage::
+
+    python benchmarks/bench_job.py [--records 40000] [--small 4000] [--workers 2]
 """
 from __future__ import annotations
 
@@ -108,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=40000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--small", type=int, default=4000, help="also run on this many records (0: skip)")
     args = parser.parse_args()
     if not SHARED.exists():
         sys.exit("../shared/data is needed for this benchmark")
@@ -118,6 +124,16 @@ def main() -> None:
         job_s, manifest = run_chatshards(folder, Path(tmp) / "out", args.workers)
         recipe_s, recipe_tokens = run_recipe(conversations, args.workers)
         ceiling_s, ceiling_tokens = run_ceiling(conversations)
+        steady = None
+        if 0 < args.small < args.records:
+            small = Path(tmp) / "small"
+            small.mkdir()
+            small_conversations = build_input(small, args.small)
+            job_small_s, _ = run_chatshards(small, Path(tmp) / "out-small", args.workers)
+            recipe_small_s, _ = run_recipe(small_conversations, args.workers)
+            extra = args.records - args.small
+            steady = (extra / max(job_s - job_small_s, 1e-9), extra / max(recipe_s - recipe_small_s, 1e-9),
+                      job_small_s, recipe_small_s)
     n = args.records
     job_tokens = manifest["totals"]["tokens"]
     rows = [
@@ -131,6 +147,11 @@ def main() -> None:
         print(f"{name:42s} {seconds:8.2f} s  {n / seconds:10.0f} records/s  {tokens / seconds:12.0f} tokens/s")
     print(f"ratio job / recipe  (records/s): {recipe_s / job_s:.2f}x")
     print(f"ratio job / ceiling (records/s): {ceiling_s / job_s:.2f}  (target >= 0.60)")
+    if steady:
+        job_rate, recipe_rate, job_small_s, recipe_small_s = steady
+        print(f"steady rate (records {args.small}..{n}, fixed costs removed): job {job_rate:.0f} records/s, "
+              f"recipe {recipe_rate:.0f} records/s, ratio {job_rate / recipe_rate:.2f}x; on {args.small} records: "
+              f"job {job_small_s:.1f} s, recipe {recipe_small_s:.1f} s")
 
 
 if __name__ == "__main__":

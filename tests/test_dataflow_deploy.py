@@ -42,8 +42,8 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_image_is_the_beam_sdk_image_of_the_pinned_version():
     beam_version = setup_constant("BEAM_VERSION")
     froms = [args for op, args in dockerfile_instructions() if op == "FROM"]
-    assert len(froms) == 1, froms
-    image, _, tag = froms[0].split()[0].partition(":")
+    assert len(froms) == 2, froms  # the template-launcher stage, then the worker image (the last stage)
+    image, _, tag = froms[-1].split()[0].partition(":")
     assert image == "apache/beam_python3.11_sdk"
     assert tag == beam_version, f"deploy/Dockerfile uses Beam {tag}, setup.py pins {beam_version}"
     setup_text = (REPO / "setup.py").read_text(encoding="utf-8")
@@ -59,8 +59,14 @@ def test_image_installs_the_job_extra_and_serves_as_flex_template_launcher():
     assert re.search(r"pip install [^&]*\"?\.\[job\]\"?", runs), runs
     assert "torch" not in runs and ".[train]" not in runs and ".[dev]" not in runs
     copies = [args for op, args in instructions if op == "COPY"]
-    assert any("python311-template-launcher-base" in c and "/opt/google/dataflow/python_template_launcher" in c
-               for c in copies)
+    # Docker does not expand variables in `COPY --from=`: the launcher image must be a named stage
+    stages = {args.split()[-1]: args.split()[0] for op, args in instructions
+              if op == "FROM" and len(args.split()) == 3 and args.split()[1].upper() == "AS"}
+    sources = [c.split()[0].removeprefix("--from=") for c in copies if c.startswith("--from=")]
+    assert sources and all("$" not in source for source in sources), sources
+    assert any(stages.get(source, "").startswith("gcr.io/dataflow-templates-base/python311-template-launcher-base:")
+               and "/opt/google/dataflow/python_template_launcher" in c
+               for source, c in zip(sources, [c for c in copies if c.startswith("--from=")]))
     env = " ".join(args for op, args in instructions if op == "ENV")
     match = re.search(r"FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)", env)
     assert match and match.group(1).endswith("deploy/launcher.py")
