@@ -10,7 +10,7 @@ Why it stays flat: a local FnApiRunner keeps every PCollection that crosses a Gr
 job never moves data through a shuffle: readers spill record batches to ``<out>/.tmp/spill/`` and the
 shuffle carries references; tokenizing workers write row fragments (about 32 MiB each) to
 ``<out>/.tmp/fragments/`` and only ``(shard, fragment batch)`` references are grouped; a writer holds
-one shard (automatic shards target 64 MiB). ``--dedup`` is the exception (it groups the records).
+one shard (automatic shards target 64 MiB). ``--dedup`` groups conversation hashes, not records.
 
 Usage::
 

@@ -11,56 +11,12 @@ import apache_beam as beam
 from apache_beam.pvalue import AsList, AsSingleton
 
 from pipeline.build import REJECTED_TAG, BuildExamplesFn, BuilderSpec, ParseRecordsFn
+from pipeline.dedup import FindDuplicates, drop_duplicates
 from pipeline.fragments import FRAGMENT_DIR, WriteFragmentsFn
 from pipeline.sink import TMP_DIR, CommitManifestFn, WriteRejectedFn, WriteShardFn, auto_num_shards, join
 from pipeline.sources import ReadRawRecords
 from pipeline.spill import SPILL_DIR, read_spilled
-from transforms import errors
 from transforms import shard_format as sf
-from transforms.example_builder import conversation_hash, rejection
-from transforms.formats import FormatOptions, to_conversation
-from transforms.reading import RawRecord
-
-
-def dedup_key(raw: RawRecord, format_options: FormatOptions) -> str:
-    """Records whose conversations are identical share a key; anything unconvertible gets a unique key
-    (it is rejected later with its own reason)."""
-    if raw.value is not None:
-        try:
-            return "c:" + conversation_hash(to_conversation(raw.value, format_options))
-        except Exception:  # noqa: BLE001 - rejected later by the builder with the right reason
-            pass
-    return "u:" + sf.row_sort_key(raw.source, raw.index)
-
-
-def _keep_first(element):
-    """Of a group of duplicates, keep the one first in the stable order; reject the others."""
-    _, raws = element
-    raws = sorted(raws, key=lambda raw: sf.row_sort_key(raw.source, raw.index))
-    kept = raws[0]
-    yield kept
-    for raw in raws[1:]:
-        yield beam.pvalue.TaggedOutput(
-            REJECTED_TAG,
-            rejection(raw, errors.DUPLICATE, f"same conversation as {kept.source} record {kept.index}"),
-        )
-
-
-class DropDuplicates(beam.PTransform):
-    """``RawRecord -> RawRecord`` (main) + ``rejected`` duplicates (tagged), deterministic."""
-
-    def __init__(self, *, format_options: FormatOptions):
-        super().__init__()
-        self.format_options = format_options
-
-    def expand(self, raws):
-        options = self.format_options
-        return (
-            raws
-            | "KeyByConversation" >> beam.Map(lambda raw: (dedup_key(raw, options), raw))
-            | "GroupDuplicates" >> beam.GroupByKey()
-            | "KeepFirst" >> beam.FlatMap(_keep_first).with_outputs(REJECTED_TAG, main="kept")
-        )
 
 
 def build_graph(
@@ -89,14 +45,11 @@ def build_graph(
     raw_batches = spilled | "ReadSpilled" >> beam.Map(read_spilled)
     read_count = spilled | "CountRead" >> beam.Map(lambda ref: ref.records) | "TotalRead" >> beam.CombineGlobally(sum)
     rejected_parts = []
-    if dedup:
-        deduped = (
-            raw_batches
-            | "Records" >> beam.FlatMap(lambda batch: batch)
-            | "Dedup" >> DropDuplicates(format_options=spec.format_options)
-        )
-        raw_batches = deduped.kept | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=batch_size)
-        rejected_parts.append(deduped[REJECTED_TAG])
+    if dedup:  # decided on keys; the records stay spilled (pipeline.dedup)
+        duplicates = spilled | "Dedup" >> FindDuplicates(format_options=spec.format_options)
+        raw_batches = raw_batches | "DropDuplicates" >> beam.Map(drop_duplicates,
+                                                                  AsSingleton(duplicates["dropped"]))
+        rejected_parts.append(duplicates["rejected"])
     parsed = raw_batches | "Parse" >> beam.ParDo(ParseRecordsFn(spec)).with_outputs(REJECTED_TAG, main="parsed")
     rejected_parts.append(parsed[REJECTED_TAG])
     built = parsed.parsed | "Tokenize" >> beam.ParDo(BuildExamplesFn(spec)).with_outputs(REJECTED_TAG, main="rows")

@@ -129,3 +129,54 @@ def test_fragment_writer_buffers_until_its_threshold_then_at_bundle_end(tmp_path
     assert len(tail) == 1 and tail[0].rows >= 1
     assert sum(ref.rows for ref in refs) == 601 and len(os.listdir(tmp_path)) == len(refs)
     assert sorted(i for t in shard_tables(refs, 4).values() for i in t["index"].to_pylist()) == list(range(601))
+
+
+# -- --dedup decided on keys, the records staying spilled (pipeline.dedup) ------------------------
+
+def test_dedup_keeps_the_first_record_of_each_conversation_and_rejects_the_others_with_the_record(tmp_path):
+    """Real data with duplicates (within and across files); the job's choice is checked against an
+    independent computation: for each conversation, the record first by sort key is kept."""
+    import json
+
+    from chatshards_testing import run_job, shared
+    from pipeline.dedup import dedup_key
+    from transforms.formats import FormatOptions
+    from transforms.reading import iter_raw_records_from_path
+
+    relatives = ["alpaca/llamafactory_alpaca_en_demo.json", "openai/llamafactory_v1_sft_demo.jsonl",
+                 "alpaca/llamafactory_identity.json"]
+    paths = [shared(relative) for relative in relatives]
+    inputs = [arg for path in paths for arg in ("--input", str(path))]
+    groups: dict[str, list] = {}
+    for path in paths:
+        for raw in iter_raw_records_from_path(str(path)):
+            groups.setdefault(dedup_key(raw, FormatOptions()), []).append(
+                (sf.row_sort_key(raw.source, raw.index), raw.source, raw.index, raw.value))
+    expected_dups = {(s, i): (min(g)[1], min(g)[2], v) for g in groups.values() if len(g) > 1
+                     for _, s, i, v in sorted(g)[1:]}
+    assert len(expected_dups) >= 15
+
+    outputs = {}
+    for mode in ("in_memory", "multi_processing"):
+        out = tmp_path / mode
+        assert run_job([*inputs, "--output", str(out), "--dedup", "--num-shards", "2", "--runner=FnApiRunner",
+                        f"--direct_running_mode={mode}", "--direct_num_workers=2"]) == 0
+        outputs[mode] = out
+    manifest = json.loads((outputs["in_memory"] / "manifest.json").read_text())
+    rejected = [json.loads(line) for path in sorted((outputs["in_memory"] / "rejected").glob("*.jsonl"))
+                for line in path.read_text().splitlines()]
+    dups = {(r["source"], r["index"]): r for r in rejected if r["reason"] == "duplicate"}
+    assert set(dups) == set(expected_dups)
+    for key, (kept_source, kept_index, value) in expected_dups.items():
+        assert dups[key]["record"] == value  # the original record, read back from its spill chunk
+        assert dups[key]["detail"] == f"same conversation as {kept_source} record {kept_index}"
+    counts = manifest["counts"]
+    assert counts["read"] == sum(len(g) for g in groups.values())
+    assert counts["read"] == counts["written"] + counts["rejected"]
+    assert manifest["rejected_by_reason"]["duplicate"] == len(expected_dups)
+    written = pa.concat_tables([pa.ipc.open_stream(p.read_bytes()).read_all()
+                                for p in sorted((outputs["in_memory"] / "data").glob("*.arrow"))])
+    assert not set(zip(written["source"].to_pylist(), written["index"].to_pylist())) & set(expected_dups)
+    # same bytes whatever the runner mode
+    for name in ["manifest.json", *[f"data/{p.name}" for p in (outputs["in_memory"] / "data").glob("*.arrow")]]:
+        assert (outputs["in_memory"] / name).read_bytes() == (outputs["multi_processing"] / name).read_bytes(), name

@@ -1,0 +1,121 @@
+"""``--dedup``: keep the first of records with identical conversations, without moving the records.
+
+The records stay in their spill chunks (:mod:`pipeline.spill`). Only small keys cross shuffles:
+
+1. ``dedup_entries``: per spilled batch, one ``(conversation key, (sort_key, source, index, ref, position))``
+   per record; grouped by conversation key;
+2. ``pick_duplicates``: in a group, the record first by ``sort_key`` is kept; every other one is a
+   duplicate, emitted as ``(its spill ref, (position, sort_key, kept source, kept index))``;
+3. duplicates are grouped by spill ref, and ``duplicate_rejections`` reads each such batch once to
+   write the ``duplicate`` rejection with the original record;
+4. the sort keys of all duplicates form one set (a side input, ~100 bytes per duplicate), and
+   ``drop_duplicates`` removes them from each batch before parsing.
+
+So read = written + rejected still holds, and the result does not depend on bundling or runner.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import apache_beam as beam
+
+from pipeline.spill import SpillRef, read_spilled
+from transforms import errors
+from transforms import shard_format as sf
+from transforms.example_builder import conversation_hash, rejection
+from transforms.formats import FormatOptions, to_conversation
+from transforms.reading import RawRecord
+
+
+def dedup_key(raw: RawRecord, format_options: FormatOptions) -> str:
+    """Records whose conversations are identical share a key; anything unconvertible gets a unique key
+    (it is rejected later with its own reason)."""
+    if raw.value is not None:
+        try:
+            return "c:" + conversation_hash(to_conversation(raw.value, format_options))
+        except Exception:  # noqa: BLE001 - rejected later by the builder with the right reason
+            pass
+    return "u:" + sf.row_sort_key(raw.source, raw.index)
+
+
+def _ref_key(ref: SpillRef) -> tuple:
+    """A spill ref as a tuple of primitives (a deterministic GroupByKey key)."""
+    return (ref.path, ref.offset, ref.length, ref.records)
+
+
+def dedup_entries(ref: SpillRef, format_options: FormatOptions) -> Iterator[tuple[str, tuple]]:
+    """``(conversation key, (sort_key, source, index, ref key, position))`` for each record of a batch."""
+    for position, raw in enumerate(read_spilled(ref)):
+        yield dedup_key(raw, format_options), (sf.row_sort_key(raw.source, raw.index), raw.source, raw.index,
+                                               _ref_key(ref), position)
+
+
+def pick_duplicates(element) -> Iterator[tuple[tuple, tuple]]:
+    """For one conversation group: ``(ref key, (position, sort_key, kept source, kept index))`` per duplicate."""
+    _, entries = element
+    entries = sorted(entries)  # by sort_key first: the same choice whatever the order of arrival
+    kept = entries[0]
+    for sort_key, _, _, ref_key, position in entries[1:]:
+        yield ref_key, (position, sort_key, kept[1], kept[2])
+
+
+def duplicate_rejections(element) -> Iterator[dict]:
+    """Read one spilled batch once and write the ``duplicate`` rejection of each duplicate in it."""
+    ref_key, duplicates = element
+    batch = read_spilled(SpillRef(*ref_key))
+    for position, _, kept_source, kept_index in sorted(duplicates):
+        yield rejection(batch[position], errors.DUPLICATE, f"same conversation as {kept_source} record {kept_index}")
+
+
+def drop_duplicates(batch: list[RawRecord], duplicates: frozenset) -> list[RawRecord]:
+    """The records of ``batch`` that are not duplicates (by sort key)."""
+    if not duplicates:
+        return batch
+    return [raw for raw in batch if sf.row_sort_key(raw.source, raw.index) not in duplicates]
+
+
+class _KeySet(beam.CombineFn):
+    """Strings -> one frozenset."""
+
+    def create_accumulator(self):
+        return set()
+
+    def add_input(self, accumulator, key):
+        accumulator.add(key)
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[set]):
+        merged = set()
+        for accumulator in accumulators:
+            merged |= accumulator
+        return merged
+
+    def extract_output(self, accumulator):
+        return frozenset(accumulator)
+
+
+class FindDuplicates(beam.PTransform):
+    """``PCollection[SpillRef] -> {"dropped": singleton frozenset of sort keys, "rejected": rejections}``."""
+
+    def __init__(self, *, format_options: FormatOptions):
+        super().__init__()
+        self.format_options = format_options
+
+    def expand(self, refs):
+        duplicates = (
+            refs
+            | "KeyByConversation" >> beam.FlatMap(dedup_entries, self.format_options)
+            | "GroupConversations" >> beam.GroupByKey()
+            | "PickDuplicates" >> beam.FlatMap(pick_duplicates)
+        )
+        rejected = (
+            duplicates
+            | "GroupByBatch" >> beam.GroupByKey()
+            | "RejectDuplicates" >> beam.FlatMap(duplicate_rejections)
+        )
+        dropped = (
+            duplicates
+            | "DuplicateKeys" >> beam.Map(lambda item: item[1][1])
+            | "DuplicateSet" >> beam.CombineGlobally(_KeySet())
+        )
+        return {"dropped": dropped, "rejected": rejected}
