@@ -15,7 +15,7 @@ one shard (automatic shards target 64 MiB). ``--dedup`` groups conversation hash
 Usage::
 
     python benchmarks/bench_memory.py [--records 20000] [--factor 10] [--mode multi_processing] [--workers 2]
-        [--num-shards N | --records-per-shard K] [--json results.json]
+        [--num-shards N | --records-per-shard K] [--dedup] [--json results.json]
 
 Measured here (2 cores, 24 GiB, FnApiRunner multi_processing x2, 20k vs 200k records, automatic
 shards: 1 x 37 MiB vs 7 x <= 54 MiB): total 1730 -> 1806 MiB = 1.04x, runner 513 -> 521 MiB = 1.02x,
@@ -99,9 +99,11 @@ class TreeSampler(threading.Thread):
             time.sleep(self.every_s)
 
 
-def run_job(inputs: Path, out: Path, mode: str, workers: int, num_shards: int | None) -> dict:
+def run_job(inputs: Path, out: Path, mode: str, workers: int, num_shards: int | None, dedup: bool = False) -> dict:
     cmd = [sys.executable, "-m", "pipeline", "--input", str(inputs / "*.jsonl"), "--output", str(out),
            "--runner=FnApiRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
+    if dedup:
+        cmd.append("--dedup")
     if num_shards:
         cmd += ["--num-shards", str(num_shards)]
     env = {**os.environ, "CHATSHARDS_NO_AUDIT": os.environ.get("CHATSHARDS_NO_AUDIT", "")}
@@ -119,6 +121,7 @@ def run_job(inputs: Path, out: Path, mode: str, workers: int, num_shards: int | 
     return {
         "seconds": seconds,
         "records": manifest["counts"]["read"],
+        "rejected": manifest["counts"]["rejected"],
         "num_shards": manifest["num_shards"],
         "largest_shard_bytes": max(entry["bytes"] for entry in manifest["shards"]),
         "peak_total_rss": sampler.peak_total,
@@ -141,6 +144,8 @@ def main() -> None:
     parser.add_argument("--num-shards", type=int, default=None, help="default: the job's automatic shard count")
     parser.add_argument("--records-per-shard", type=int, default=None,
                         help="pass --num-shards = records / this to both runs (equal shard sizes)")
+    parser.add_argument("--dedup", action="store_true",
+                        help="run with --dedup (the repeated inputs are then mostly duplicates: rejected with their record)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     if not SHARED.exists():
@@ -152,11 +157,11 @@ def main() -> None:
             inputs = Path(tmp) / f"in-{records}"
             input_bytes = write_inputs(inputs, records, texts)
             shards = -(-records // args.records_per_shard) if args.records_per_shard else args.num_shards
-            result = run_job(inputs, Path(tmp) / f"out-{records}", args.mode, args.workers, shards)
+            result = run_job(inputs, Path(tmp) / f"out-{records}", args.mode, args.workers, shards, args.dedup)
             result["input_bytes"] = input_bytes
             results[label] = result
             print(f"{label:>4}: {records:8d} records ({input_bytes / 2**20:.0f} MiB input) in {result['seconds']:.1f} s; "
-                  f"{result['num_shards']} shard(s), largest {result['largest_shard_bytes'] / 2**20:.0f} MiB; peak RSS "
+                  f"{result['rejected']} rejected; {result['num_shards']} shard(s), largest {result['largest_shard_bytes'] / 2**20:.0f} MiB; peak RSS "
                   f"total {mib(result['peak_total_rss'])}, runner {mib(result['peak_runner_rss'])}, "
                   f"largest worker {mib(result['peak_worker_rss'])} ({result['processes']} processes)", flush=True)
             import shutil

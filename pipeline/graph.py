@@ -13,7 +13,8 @@ from apache_beam.pvalue import AsList, AsSingleton
 from pipeline.build import REJECTED_TAG, BuildExamplesFn, BuilderSpec, ParseRecordsFn
 from pipeline.dedup import FindDuplicates, drop_duplicates
 from pipeline.fragments import FRAGMENT_DIR, WriteFragmentsFn
-from pipeline.sink import TMP_DIR, CommitManifestFn, WriteRejectedFn, WriteShardFn, auto_num_shards, join
+from pipeline.rejected import REJECTED_FRAGMENT_DIR, WriteRejectedFn, WriteRejectedFragmentsFn
+from pipeline.sink import TMP_DIR, CommitManifestFn, WriteShardFn, auto_num_shards, join
 from pipeline.sources import ReadRawRecords
 from pipeline.spill import SPILL_DIR, read_spilled
 from transforms import shard_format as sf
@@ -80,10 +81,8 @@ def build_graph(
     )
     rejected_files = (
         rejected
-        | "KeyRejected" >> beam.Map(
-            lambda item, n: (sf.shard_of(sf.row_sort_key(str(item["source"]), int(item["index"])), n), item),
-            n=AsSingleton(shard_count),
-        )
+        | "RejectedFragments" >> beam.ParDo(WriteRejectedFragmentsFn(folder=join(tmp_root, REJECTED_FRAGMENT_DIR)))
+        | "RejectedChunks" >> beam.FlatMap(lambda ref, n: ref.file_chunks(n), n=AsSingleton(shard_count))
         | "GroupRejected" >> beam.GroupByKey()
         | "WriteRejected" >> beam.ParDo(WriteRejectedFn(output=output), num_files=AsSingleton(shard_count))
     )

@@ -15,7 +15,6 @@ All file access goes through ``FileSystems`` (local paths and ``gs://`` alike).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import uuid
 from typing import Any, Mapping
@@ -48,10 +47,10 @@ def auto_num_shards(total_bytes: int) -> int:
 
 def write_atomically(path: str, data: bytes, *, tmp_root: str) -> None:
     """Write ``data`` under a unique temporary name in ``tmp_root`` and rename it to ``path``."""
-    tmp = _tmp_name(path, tmp_root)
+    tmp = tmp_name(path, tmp_root)
     with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.write(data)
-    _publish(tmp, path)
+    publish_tmp(tmp, path)
 
 
 class _DigestingSink:
@@ -88,20 +87,20 @@ def write_table_atomically(path: str, table, *, tmp_root: str) -> tuple[int, str
     """
     import pyarrow as pa
 
-    tmp = _tmp_name(path, tmp_root)
+    tmp = tmp_name(path, tmp_root)
     with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         sink = _DigestingSink(handle)
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=max(1, table.num_rows))
-    _publish(tmp, path)
+    publish_tmp(tmp, path)
     return sink.size, sink.digest.hexdigest()
 
 
-def _tmp_name(path: str, tmp_root: str) -> str:
+def tmp_name(path: str, tmp_root: str) -> str:
     return join(tmp_root, f"{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}")
 
 
-def _publish(tmp: str, path: str) -> None:
+def publish_tmp(tmp: str, path: str) -> None:
     """Rename a finished temporary file to its final name (replacing an earlier attempt's copy)."""
     _ensure_dir(path.rsplit("/", 1)[0])
     if FileSystems.exists(path):
@@ -192,33 +191,6 @@ class WriteShardFn(beam.DoFn):
             index, num_shards, table.num_rows, int(pc.sum(table["length"]).as_py() or 0),
             int(pc.sum(table["num_loss_tokens"]).as_py() or 0), size=size, sha256=sha256,
         )
-
-
-def rejected_line(item: Mapping[str, Any]) -> str:
-    return json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)
-
-
-def rejected_file_name(index: int, count: int) -> str:
-    return f"{sf.REJECTED_DIR}/rejected-{index:05d}-of-{count:05d}.jsonl"
-
-
-class WriteRejectedFn(beam.DoFn):
-    """``(file_index, rejections) -> {"path", "rows", "by_reason"}``; writes ``rejected/*.jsonl``."""
-
-    def __init__(self, *, output: str):
-        self.output = output
-
-    def process(self, element, num_files):
-        index, items = element
-        items = sorted(items, key=lambda item: sf.row_sort_key(str(item["source"]), int(item["index"])))
-        data = "".join(rejected_line(item) + "\n" for item in items).encode("utf-8")
-        relative = rejected_file_name(index, num_files)
-        write_atomically(join(self.output, *relative.split("/")), data, tmp_root=join(self.output, TMP_DIR))
-        by_reason: dict[str, int] = {}
-        for item in items:
-            by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
-        yield {"path": relative, "rows": len(items), "bytes": len(data), "sha256": sf.sha256_hex(data),
-               "by_reason": by_reason}
 
 
 class CommitManifestFn(beam.DoFn):

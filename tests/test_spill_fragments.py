@@ -180,3 +180,52 @@ def test_dedup_keeps_the_first_record_of_each_conversation_and_rejects_the_other
     # same bytes whatever the runner mode
     for name in ["manifest.json", *[f"data/{p.name}" for p in (outputs["in_memory"] / "data").glob("*.arrow")]]:
         assert (outputs["in_memory"] / name).read_bytes() == (outputs["multi_processing"] / name).read_bytes(), name
+
+
+# -- rejected output through fragments (pipeline.rejected) ----------------------------------------
+
+def write_rejected_files(refs, num_files: int, output) -> dict[str, tuple[bytes, dict]]:
+    from pipeline.rejected import WriteRejectedFn
+
+    grouped: dict[int, list] = {}
+    for ref in refs:
+        for index, chunk in ref.file_chunks(num_files):
+            grouped.setdefault(index, []).append(chunk)
+    fn = WriteRejectedFn(output=str(output))
+    entries = [entry for item in sorted(grouped.items()) for entry in fn.process(item, num_files)]
+    return {entry["path"]: ((output / entry["path"]).read_bytes(), entry) for entry in entries}
+
+
+def test_rejected_files_do_not_depend_on_fragmenting_and_hold_sorted_original_lines(tmp_path):
+    import json
+
+    from pipeline.rejected import rejected_line, sort_key_of, write_rejected_fragment
+
+    items = [{"reason": ("invalid_json", "empty_turn", "too_long")[i % 3], "detail": f"d{i}", "source": f"f{i % 2}",
+              "index": i, "record": {"text": "é" * (i % 5), "n": i}} for i in range(700)]
+    one = [write_rejected_fragment(items, folder=str(tmp_path / "frag1"), chunk_lines=50)]
+    many = [write_rejected_fragment(items[a:b], folder=str(tmp_path / "frag2"), chunk_lines=7)
+            for a, b in [(0, 1), (1, 333), (333, 700)]]
+    for num_files in (1, 4):
+        a = write_rejected_files(one, num_files, tmp_path / f"a{num_files}")
+        b = write_rejected_files(many, num_files, tmp_path / f"b{num_files}")
+        assert {k: v[0] for k, v in a.items()} == {k: v[0] for k, v in b.items()}
+        lines = [json.loads(line) for data, _ in a.values() for line in data.decode().splitlines()]
+        assert sorted(map(rejected_line, lines)) == sorted(map(rejected_line, items))  # every rejection, once
+        for path, (data, entry) in a.items():
+            keys = [sort_key_of(json.loads(line)) for line in data.decode().splitlines()]
+            assert keys == sorted(keys) and entry["rows"] == len(keys) and entry["bytes"] == len(data)
+            assert all(sf.shard_of(key, num_files) == int(path[-20:-15]) for key in keys)
+            assert sum(entry["by_reason"].values()) == len(keys)
+
+
+def test_no_rejected_file_for_an_index_without_lines(tmp_path):
+    from pipeline.rejected import WriteRejectedFn, write_rejected_fragment
+
+    item = {"reason": "invalid_json", "detail": "", "source": "s", "index": 0, "record": "{"}
+    ref = write_rejected_fragment([item], folder=str(tmp_path / "frag"))
+    own = sf.shard_of(sf.row_sort_key("s", 0), 2)
+    other = 1 - own
+    (path, offset, length), = [chunk for _, chunk in ref.file_chunks(2)]
+    assert list(WriteRejectedFn(output=str(tmp_path)).process((other, [(path, offset, length)]), 2)) == []
+    assert not (tmp_path / "rejected").exists() or not list((tmp_path / "rejected").iterdir())

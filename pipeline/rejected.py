@@ -1,0 +1,144 @@
+"""The rejected output (``rejected/rejected-*.jsonl``), written without moving the rejections through a shuffle.
+
+Like rows (:mod:`pipeline.fragments`), rejections are buffered per bundle and written as *fragments*
+under ``<out>/.tmp/rejected/``: JSON lines sorted by the record's sort key, each prefixed with
+``"<sort_key> <reason> "``, in chunks of at most ``CHUNK_LINES`` lines. A :class:`RejectedRef` carries
+each chunk's byte range and first/last key, so only ``(file index, chunk)`` references are grouped; the
+writer of rejected file ``i`` merges its lines from those chunks (a streaming k-way merge: it holds one
+line per chunk) into the file, hashing and counting reasons as it goes.
+
+Rejected file ``i`` of ``N`` holds the rejections whose sort key has ``shard_of(key, N) == i``
+(``N`` = the shard count), sorted by that key; a file exists only when it has lines.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from pipeline.sink import TMP_DIR, join, publish_tmp, tmp_name
+from transforms import shard_format as sf
+
+REJECTED_FRAGMENT_DIR = "rejected"
+FRAGMENT_BYTES = 16 * 1024 * 1024
+CHUNK_LINES = 1000
+
+
+def rejected_line(item: Mapping[str, Any]) -> str:
+    """One line of the rejected output (without the newline)."""
+    return json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def rejected_file_name(index: int, count: int) -> str:
+    return f"{sf.REJECTED_DIR}/rejected-{index:05d}-of-{count:05d}.jsonl"
+
+
+def sort_key_of(item: Mapping[str, Any]) -> str:
+    return sf.row_sort_key(str(item["source"]), int(item["index"]))
+
+
+@dataclass(frozen=True)
+class RejectedRef:
+    """A rejected fragment: per chunk ``(first key, last key, byte offset, byte length)``."""
+
+    path: str
+    chunks: tuple[tuple[str, str, int, int], ...]
+
+    def file_chunks(self, num_files: int) -> Iterator[tuple[int, tuple[str, int, int]]]:
+        """``(rejected file index, (path, offset, length))`` for every file a chunk has lines of."""
+        for first, last, offset, length in self.chunks:
+            for index in range(sf.shard_of(first, num_files), sf.shard_of(last, num_files) + 1):
+                yield index, (self.path, offset, length)
+
+
+def write_rejected_fragment(items: list[Mapping[str, Any]], *, folder: str, chunk_lines: int = CHUNK_LINES) -> RejectedRef:
+    """Write rejections sorted by sort key as one fragment file under ``folder``."""
+    keyed = sorted((sort_key_of(item), str(item["reason"]), rejected_line(item)) for item in items)
+    path = FileSystems.join(folder, f"rejected-{uuid.uuid4().hex}.txt")
+    chunks = []
+    offset = 0
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        for start in range(0, len(keyed), chunk_lines):
+            part = keyed[start:start + chunk_lines]
+            data = "".join(f"{key} {reason} {line}\n" for key, reason, line in part).encode("utf-8")
+            handle.write(data)
+            chunks.append((part[0][0], part[-1][0], offset, len(data)))
+            offset += len(data)
+    return RejectedRef(path, tuple(chunks))
+
+
+def _chunk_lines(path: str, offset: int, length: int, *, index: int, num_files: int) -> Iterator[tuple[str, str, str]]:
+    """``(sort_key, reason, line)`` of the chunk's lines that belong to rejected file ``index``, in order."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        handle.seek(offset)
+        data = handle.read(length)
+    for text in data.decode("utf-8").splitlines():
+        key, reason, line = text.split(" ", 2)
+        if sf.shard_of(key, num_files) == index:
+            yield key, reason, line
+
+
+class WriteRejectedFragmentsFn(beam.DoFn):
+    """``rejection dict -> RejectedRef``: buffered until ``fragment_bytes`` (or the bundle's end)."""
+
+    def __init__(self, *, folder: str, fragment_bytes: int = FRAGMENT_BYTES):
+        self.folder = folder
+        self.fragment_bytes = fragment_bytes
+
+    def start_bundle(self):
+        self._items: list = []
+        self._bytes = 0
+
+    def process(self, item):
+        self._items.append(item)
+        self._bytes += len(str(item.get("record", ""))) + 256
+        if self._bytes >= self.fragment_bytes:
+            yield self._flush()
+
+    def finish_bundle(self):
+        if self._items:
+            yield WindowedValue(self._flush(), MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _flush(self) -> RejectedRef:
+        items, self._items, self._bytes = self._items, [], 0
+        return write_rejected_fragment(items, folder=self.folder)
+
+
+class WriteRejectedFn(beam.DoFn):
+    """``(file index, [(path, offset, length)]) -> {"path", "rows", "bytes", "sha256", "by_reason"}``;
+    merges the chunks' lines into ``rejected/rejected-<index>-of-<N>.jsonl`` (nothing when none belong
+    to it)."""
+
+    def __init__(self, *, output: str):
+        self.output = output
+
+    def process(self, element, num_files):
+        index, chunks = element
+        merged = heapq.merge(*(_chunk_lines(*chunk, index=index, num_files=num_files) for chunk in sorted(set(chunks))))
+        relative = rejected_file_name(index, num_files)
+        path = join(self.output, *relative.split("/"))
+        tmp = tmp_name(path, join(self.output, TMP_DIR))
+        digest, size, rows, by_reason = hashlib.sha256(), 0, 0, {}
+        with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            for _, reason, line in merged:
+                data = (line + "\n").encode("utf-8")
+                handle.write(data)
+                digest.update(data)
+                size += len(data)
+                rows += 1
+                by_reason[reason] = by_reason.get(reason, 0) + 1
+        if not rows:
+            FileSystems.delete([tmp])
+            return
+        publish_tmp(tmp, path)
+        yield {"path": relative, "rows": rows, "bytes": size, "sha256": digest.hexdigest(), "by_reason": by_reason}
