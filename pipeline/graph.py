@@ -37,7 +37,9 @@ def build_graph(
 
     Records and rows travel in batches (lists); ``section_builders`` are callables
     ``(p=, raws=, rows=, rejected=, output=) -> PCollection[dict]`` where ``raws`` holds lists of
-    ``RawRecord``, ``rows`` single rows and ``rejected`` single rejection dicts; each dict is merged
+    ``RawRecord``, ``rows`` single rows and ``rejected`` is a tuple of PCollections of single
+    rejection dicts (one per producing stage; consume each where it is, never flatten the dicts:
+    local runners would hold them all in memory); each dict is merged
     into the manifest, which is written only after they are all computed.
     """
     tmp_root = join(output, TMP_DIR)
@@ -56,7 +58,6 @@ def build_graph(
     built = parsed.parsed | "Tokenize" >> beam.ParDo(BuildExamplesFn(spec)).with_outputs(REJECTED_TAG, main="rows")
     row_batches = built.rows
     rejected_parts.append(built[REJECTED_TAG])
-    rejected = tuple(rejected_parts) | "AllRejected" >> beam.Flatten()
 
     padded = spec.tokenize_options.pad_to == "max_length"
     extra_fields = spec.extra_fields()
@@ -79,9 +80,13 @@ def build_graph(
         | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, padded=padded, extra_fields=extra_fields),
                                       num_shards=AsSingleton(shard_count))
     )
+    # Each part is written to fragments in the stage that produced it; only the refs are flattened (a
+    # Flatten of parts from several stages is materialised by local runners, in the runner process).
+    rejected_folder = join(tmp_root, REJECTED_FRAGMENT_DIR)
     rejected_files = (
-        rejected
-        | "RejectedFragments" >> beam.ParDo(WriteRejectedFragmentsFn(folder=join(tmp_root, REJECTED_FRAGMENT_DIR)))
+        tuple(part | f"RejectedFragments{i}" >> beam.ParDo(WriteRejectedFragmentsFn(folder=rejected_folder))
+              for i, part in enumerate(rejected_parts))
+        | "AllRejected" >> beam.Flatten()
         | "RejectedChunks" >> beam.FlatMap(lambda ref, n: ref.file_chunks(n), n=AsSingleton(shard_count))
         | "GroupRejected" >> beam.GroupByKey()
         | "WriteRejected" >> beam.ParDo(WriteRejectedFn(output=output), num_files=AsSingleton(shard_count))
@@ -90,7 +95,7 @@ def build_graph(
     rows = row_batches | "Rows" >> beam.FlatMap(lambda batch: batch) if section_builders else None
     raws = raw_batches
     extra_sections = (
-        tuple(section_builder(p=p, raws=raws, rows=rows, rejected=rejected, output=output)
+        tuple(section_builder(p=p, raws=raws, rows=rows, rejected=tuple(rejected_parts), output=output)
               for section_builder in section_builders)
         | "ExtraSections" >> beam.Flatten()
     ) if section_builders else p | "NoExtraSections" >> beam.Create([])
@@ -106,5 +111,5 @@ def build_graph(
             extra_sections=AsList(extra_sections),
         )
     )
-    return {"raw_batches": raw_batches, "row_batches": row_batches, "rejected": rejected, "shards": shards,
+    return {"raw_batches": raw_batches, "row_batches": row_batches, "rejected_parts": tuple(rejected_parts), "shards": shards,
             "manifest": manifest, "read_count": read_count}

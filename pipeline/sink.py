@@ -1,4 +1,4 @@
-"""Writing shards, rejected records and the manifest, deterministically.
+"""Writing shards and the manifest, deterministically (rejected records: :mod:`pipeline.rejected`).
 
 Beam's file sinks place rows in shards at random, so shards are written here:
 

@@ -8,8 +8,8 @@ manifest (the commit point) is written after the audit files.
 
 Graph::
 
-    rows     -> CombineGlobally(AuditCombineFn rows)       --+
-    rejected -> CombineGlobally(AuditCombineFn rejections) --+--> WriteAudit -> {"audit": ...}
+    rows        -> CombineGlobally(AuditCombineFn rows)               --+
+    rejected[i] -> CombineGlobally(AuditCombineFn rejections), each --+--> WriteAudit -> {"audit": ...}
     rows     -> (hash, first) -> CombinePerKey -> >1 -> CombineGlobally(duplicates) --+
 
 Switch it off with ``CHATSHARDS_NO_AUDIT=1`` (or a ``no_audit`` attribute on the job arguments).
@@ -21,7 +21,7 @@ import os
 from typing import Any, Mapping
 
 import apache_beam as beam
-from apache_beam.pvalue import AsSingleton
+from apache_beam.pvalue import AsList, AsSingleton
 
 from pipeline.remote import shared_job_tokenizer
 from pipeline.sink import TMP_DIR, join, write_atomically
@@ -134,7 +134,9 @@ class WriteAuditFn(beam.DoFn):
 
     def process(self, _, row_stats, rejection_stats, duplicates):
         # Side-input values may be shared with retries: merge into a fresh accumulator.
-        acc = AuditAccumulator(self.probe, self.format_options).merge(row_stats).merge(rejection_stats)
+        acc = AuditAccumulator(self.probe, self.format_options).merge(row_stats)
+        for part in rejection_stats:  # one per stage that rejects records
+            acc = acc.merge(part)
         stats = build_stats(acc, duplicates, manifest=self.manifest_base, computed_by="job")
         notes = []
         try:
@@ -158,8 +160,11 @@ def audit_section_builder(*, manifest_base: Mapping[str, Any], probe: TemplatePr
     def build(*, p, raws, rows, rejected, output):
         row_stats = rows | "AuditRows" >> beam.CombineGlobally(
             AuditCombineFn(kind=ROWS, probe=probe, format_options=format_options))
-        rejection_stats = rejected | "AuditRejections" >> beam.CombineGlobally(
-            AuditCombineFn(kind=REJECTIONS, probe=probe, format_options=format_options))
+        rejection_stats = tuple(  # one partial per producing stage (see build_graph), merged by WriteAudit
+            part | f"AuditRejections{i}" >> beam.CombineGlobally(
+                AuditCombineFn(kind=REJECTIONS, probe=probe, format_options=format_options))
+            for i, part in enumerate(rejected)
+        ) | "AuditRejectionParts" >> beam.Flatten()
         duplicates = (
             rows
             | "AuditHashKeys" >> beam.Map(lambda row: (row["conversation_hash"], first_of(row)))
@@ -174,7 +179,7 @@ def audit_section_builder(*, manifest_base: Mapping[str, Any], probe: TemplatePr
                 WriteAuditFn(output=output, manifest_base=manifest_base, probe=probe, format_options=format_options,
                              tokenizer=tokenizer, trust_remote_code=trust_remote_code),
                 row_stats=AsSingleton(row_stats),
-                rejection_stats=AsSingleton(rejection_stats),
+                rejection_stats=AsList(rejection_stats),
                 duplicates=AsSingleton(duplicates),
             )
         )
