@@ -21,6 +21,7 @@ by the runner, so they are never read; ``<out>/.tmp`` is deleted once the manife
 """
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Iterator
@@ -67,17 +68,20 @@ class FragmentRef:
                 yield shard, (self.path, batch)
 
 
-class _CountingSink:
-    """Write-only file object that forwards to ``handle`` and knows its position (for Arrow's writer)."""
+class DigestingSink:
+    """A write-only file object that forwards to ``handle`` while counting bytes (``tell()``, which
+    Arrow's writers need) and hashing them (``digest``, sha256)."""
 
     def __init__(self, handle):
         self.handle = handle
+        self.digest = hashlib.sha256()
         self.size = 0
         self.closed = False
 
     def write(self, data) -> int:
         data = bytes(data)
         self.handle.write(data)
+        self.digest.update(data)
         self.size += len(data)
         return len(data)
 
@@ -98,7 +102,7 @@ def write_fragment(table: pa.Table, *, folder: str, batch_rows: int = BATCH_ROWS
     keys = table[SORT_KEY]
     bounds = []
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        with pa.ipc.new_file(_CountingSink(handle), table.schema) as writer:
+        with pa.ipc.new_file(DigestingSink(handle), table.schema) as writer:
             for start in range(0, table.num_rows, batch_rows):
                 part = table.slice(start, batch_rows)
                 writer.write_batch(part.to_batches()[0])  # one chunk: the table was combined

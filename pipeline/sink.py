@@ -14,7 +14,6 @@ All file access goes through ``FileSystems`` (local paths and ``gs://`` alike).
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import uuid
 from typing import Any, Mapping
@@ -25,7 +24,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.fragments import SORT_KEY, payload_schema, read_shard_rows
+from pipeline.fragments import SORT_KEY, DigestingSink, payload_schema, read_shard_rows
 from transforms import shard_format as sf
 
 # A worker holds one shard's rows (sorted) plus its Arrow table while writing it, so the shard size
@@ -53,32 +52,6 @@ def write_atomically(path: str, data: bytes, *, tmp_root: str) -> None:
     publish_tmp(tmp, path)
 
 
-class _DigestingSink:
-    """A write-only file object that forwards to ``handle`` while counting bytes and hashing them."""
-
-    def __init__(self, handle):
-        self.handle = handle
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self.closed = False
-
-    def write(self, data) -> int:
-        data = bytes(data)
-        self.handle.write(data)
-        self.digest.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-
 def write_table_atomically(path: str, table, *, tmp_root: str) -> tuple[int, str]:
     """Stream ``table`` as the Arrow IPC stream :func:`transforms.shard_format.ipc_stream_bytes` would
     return (same bytes) to a temporary file, rename it to ``path``; return ``(bytes, sha256)``.
@@ -89,7 +62,7 @@ def write_table_atomically(path: str, table, *, tmp_root: str) -> tuple[int, str
 
     tmp = tmp_name(path, tmp_root)
     with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        sink = _DigestingSink(handle)
+        sink = DigestingSink(handle)
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=max(1, table.num_rows))
     publish_tmp(tmp, path)
