@@ -123,31 +123,53 @@ def read_shard_rows(path: str, batch: int, *, shard: int, num_shards: int) -> pa
     return table.slice(first, end - first)
 
 
-class WriteFragmentsFn(beam.DoFn):
+class BundleBufferFn(beam.DoFn):
+    """Buffers a bundle's elements and writes them in groups of about ``flush_bytes`` (and the rest at
+    the bundle's end), emitting what ``write`` returns for each group (a file reference).
+
+    Subclasses give ``prepare(element) -> (item, size in bytes)`` and ``write(items) -> reference``.
+    """
+
+    flush_bytes: int
+
+    def start_bundle(self):
+        self._items: list = []
+        self._bytes = 0
+
+    def process(self, element):
+        item, size = self.prepare(element)
+        self._items.append(item)
+        self._bytes += size
+        if self._bytes >= self.flush_bytes:
+            yield self._flush()
+
+    def finish_bundle(self):
+        if self._items:  # outputs of finish_bundle need an explicit window
+            yield WindowedValue(self._flush(), MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _flush(self):
+        items, self._items, self._bytes = self._items, [], 0
+        return self.write(items)
+
+    def prepare(self, element):
+        raise NotImplementedError
+
+    def write(self, items):
+        raise NotImplementedError
+
+
+class WriteFragmentsFn(BundleBufferFn):
     """``list[row] -> FragmentRef``: rows converted to Arrow per batch, buffered until
     ``fragment_bytes`` (or the bundle's end), then written as one fragment under ``folder``."""
 
     def __init__(self, *, folder: str, schema: pa.Schema, fragment_bytes: int = FRAGMENT_BYTES):
         self.folder = folder
         self.schema = payload_schema(schema)
-        self.fragment_bytes = fragment_bytes
+        self.flush_bytes = fragment_bytes
 
-    def start_bundle(self):
-        self._tables: list[pa.Table] = []
-        self._bytes = 0
-
-    def process(self, rows):
+    def prepare(self, rows):
         table = sf.table_from_rows(rows, self.schema)
-        self._tables.append(table)
-        self._bytes += table.nbytes
-        if self._bytes >= self.fragment_bytes:
-            yield self._flush()
+        return table, table.nbytes
 
-    def finish_bundle(self):
-        if self._tables:
-            yield WindowedValue(self._flush(), MIN_TIMESTAMP, [GlobalWindow()])
-
-    def _flush(self) -> FragmentRef:
-        table = pa.concat_tables(self._tables)
-        self._tables, self._bytes = [], 0
-        return write_fragment(table, folder=self.folder)
+    def write(self, tables) -> FragmentRef:
+        return write_fragment(pa.concat_tables(tables), folder=self.folder)

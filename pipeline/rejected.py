@@ -22,10 +22,8 @@ from typing import Any, Iterator, Mapping
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
+from pipeline.fragments import BundleBufferFn
 from pipeline.sink import TMP_DIR, join, publish_tmp, tmp_name
 from transforms import shard_format as sf
 
@@ -88,29 +86,17 @@ def _chunk_lines(path: str, offset: int, length: int, *, index: int, num_files: 
             yield key, reason, line
 
 
-class WriteRejectedFragmentsFn(beam.DoFn):
+class WriteRejectedFragmentsFn(BundleBufferFn):
     """``rejection dict -> RejectedRef``: buffered until ``fragment_bytes`` (or the bundle's end)."""
 
     def __init__(self, *, folder: str, fragment_bytes: int = FRAGMENT_BYTES):
         self.folder = folder
-        self.fragment_bytes = fragment_bytes
+        self.flush_bytes = fragment_bytes
 
-    def start_bundle(self):
-        self._items: list = []
-        self._bytes = 0
+    def prepare(self, item):
+        return item, len(str(item.get("record", ""))) + 256  # rough size of its line
 
-    def process(self, item):
-        self._items.append(item)
-        self._bytes += len(str(item.get("record", ""))) + 256
-        if self._bytes >= self.fragment_bytes:
-            yield self._flush()
-
-    def finish_bundle(self):
-        if self._items:
-            yield WindowedValue(self._flush(), MIN_TIMESTAMP, [GlobalWindow()])
-
-    def _flush(self) -> RejectedRef:
-        items, self._items, self._bytes = self._items, [], 0
+    def write(self, items) -> RejectedRef:
         return write_rejected_fragment(items, folder=self.folder)
 
 
