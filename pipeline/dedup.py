@@ -15,7 +15,7 @@ So read = written + rejected still holds, and the result does not depend on bund
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import apache_beam as beam
 
@@ -67,35 +67,15 @@ def duplicate_rejections(element) -> Iterator[dict]:
         yield rejection(batch[position], errors.DUPLICATE, f"same conversation as {kept_source} record {kept_index}")
 
 
-def drop_duplicates(batch: list[RawRecord], duplicates: frozenset) -> list[RawRecord]:
+def drop_duplicates(batch: list[RawRecord], duplicates: set) -> list[RawRecord]:
     """The records of ``batch`` that are not duplicates (by sort key)."""
     if not duplicates:
         return batch
     return [raw for raw in batch if sf.row_sort_key(raw.source, raw.index) not in duplicates]
 
 
-class _KeySet(beam.CombineFn):
-    """Strings -> one frozenset."""
-
-    def create_accumulator(self):
-        return set()
-
-    def add_input(self, accumulator, key):
-        accumulator.add(key)
-        return accumulator
-
-    def merge_accumulators(self, accumulators: Iterable[set]):
-        merged = set()
-        for accumulator in accumulators:
-            merged |= accumulator
-        return merged
-
-    def extract_output(self, accumulator):
-        return frozenset(accumulator)
-
-
 class FindDuplicates(beam.PTransform):
-    """``PCollection[SpillRef] -> {"dropped": singleton frozenset of sort keys, "rejected": rejections}``."""
+    """``PCollection[SpillRef] -> {"dropped": singleton set of sort keys, "rejected": rejections}``."""
 
     def __init__(self, *, format_options: FormatOptions):
         super().__init__()
@@ -116,6 +96,6 @@ class FindDuplicates(beam.PTransform):
         dropped = (
             duplicates
             | "DuplicateKeys" >> beam.Map(lambda item: item[1][1])
-            | "DuplicateSet" >> beam.CombineGlobally(_KeySet())
+            | "DuplicateSet" >> beam.combiners.ToSet()
         )
         return {"dropped": dropped, "rejected": rejected}

@@ -110,11 +110,22 @@ def write_fragment(table: pa.Table, *, folder: str, batch_rows: int = BATCH_ROWS
     return FragmentRef(path, table.num_rows, table.nbytes, tuple(bounds))
 
 
+def read_shard_batches(path: str, batches, *, shard: int, num_shards: int) -> list[pa.Table]:
+    """The rows of ``shard`` in the given record batches of the fragment ``path`` (payload schema),
+    one table per batch; the file (and its footer) is opened once."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        reader = pa.ipc.open_file(handle)
+        return [_shard_slice(pa.Table.from_batches([reader.get_batch(batch)]), shard, num_shards)
+                for batch in batches]
+
+
 def read_shard_rows(path: str, batch: int, *, shard: int, num_shards: int) -> pa.Table:
     """The rows of ``shard`` in record batch ``batch`` of the fragment ``path`` (payload schema)."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        record_batch = pa.ipc.open_file(handle).get_batch(batch)
-    table = pa.Table.from_batches([record_batch])
+    return read_shard_batches(path, [batch], shard=shard, num_shards=num_shards)[0]
+
+
+def _shard_slice(table: pa.Table, shard: int, num_shards: int) -> pa.Table:
+    """The run of ``table``'s rows (sorted by key) that belong to ``shard``."""
     keys = table[SORT_KEY].to_pylist()
     first = next((i for i, key in enumerate(keys) if sf.shard_of(key, num_shards) == shard), len(keys))
     end = first

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.fragments import SORT_KEY, DigestingSink, payload_schema, read_shard_rows
+from pipeline.fragments import SORT_KEY, DigestingSink, payload_schema, read_shard_batches
 from transforms import shard_format as sf
 
 # A worker holds one shard's rows (sorted) plus its Arrow table while writing it, so the shard size
@@ -137,7 +137,11 @@ def merge_fragments(batches, schema: pa.Schema, *, shard: int, num_shards: int) 
     """Shard ``shard``'s rows from its fragment record batches (``(path, batch)`` pairs, see
     :mod:`pipeline.fragments`): merged, sorted by ``sort_key``, ``sort_key`` dropped; one chunk,
     shard schema."""
-    tables = [read_shard_rows(path, batch, shard=shard, num_shards=num_shards) for path, batch in sorted(batches)]
+    by_path: dict[str, list[int]] = {}
+    for path, batch in sorted(batches):
+        by_path.setdefault(path, []).append(batch)
+    tables = [table for path, numbers in by_path.items()
+              for table in read_shard_batches(path, numbers, shard=shard, num_shards=num_shards)]
     table = pa.concat_tables(tables) if tables else payload_schema(schema).empty_table()
     if table.num_rows == 0:  # same bytes as the empty shards the manifest step writes
         return schema.empty_table()
