@@ -75,6 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, "loss", default="assistant", choices=("assistant", "all", "last"),
           help="which tokens are trained (default: assistant)")
     _flag(parser, "pad-to", default=None, choices=("max_length",), help="write fixed-length padded rows")
+    _flag(parser, "multi-turn", default="auto", choices=("auto", "split", "single"),
+          help="one row per record when the template renders every supervised turn in the full conversation as "
+          "at inference, else one row per supervised turn (auto, default); always split; or single (reject instead)")
+    _flag(parser, "no-train-reasoning", action="store_true",
+          help="keep the supervised turns' reasoning in the rows but do not train it")
+    _flag(parser, "fold-system", action="store_true",
+          help="templates without system messages: prepend a record's system text to its first user message "
+          "(default: reject such records as system_not_supported)")
+    _flag(parser, "control-tokens-in-data", default="text", choices=("text", "reject", "special"),
+          help="control-token strings inside the data (e.g. a literal <|im_end|>): tokenized as text (default), "
+          "rejected, or obeyed as control tokens (special)")
+    _flag(parser, "chat-template-kwargs", default=None, metavar="JSON",
+          help='extra template variables for every record, e.g. \'{"enable_thinking": false}\' (a record\'s own '
+          '"chat_template_kwargs" field wins)')
+    _flag(parser, "template-date", default=None, metavar="YYYY-MM-DD",
+          help="the date strftime_now gives templates that read the clock (default: today, recorded in the manifest)")
+    _flag(parser, "template-timeout", type=float, default=10.0, metavar="SECONDS",
+          help="render time budget per record; a record over it is rejected as template_limit (default: 10)")
     _flag(parser, "num-shards", type=int, default=None, metavar="N", help="number of shards (default: from data size)")
     _flag(parser, "system-prompt", default=None, metavar="TEXT", help="system message for records without one")
     _flag(parser, "dedup", action="store_true", help="keep only the first of exact-duplicate conversations")
@@ -131,8 +149,22 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             system_prompt=known.system_prompt,
             images=known.processor is not None,
         )
+        template_kwargs = {}
+        if known.chat_template_kwargs:
+            import json
+
+            try:
+                template_kwargs = json.loads(known.chat_template_kwargs)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--chat-template-kwargs is not valid JSON: {exc.msg}") from None
+            if not isinstance(template_kwargs, dict):
+                raise ConfigError("--chat-template-kwargs must be a JSON object")
         tokenize_options = TokenizeOptions(
-            max_length=known.max_length, truncation=known.truncation, loss=known.loss, pad_to=known.pad_to
+            max_length=known.max_length, truncation=known.truncation, loss=known.loss, pad_to=known.pad_to,
+            multi_turn=known.multi_turn, train_reasoning=not known.no_train_reasoning,
+            system_mode="fold" if known.fold_system else "reject", control_tokens=known.control_tokens_in_data,
+            template_kwargs=template_kwargs, template_date=known.template_date,
+            render_seconds=known.template_timeout,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

@@ -83,6 +83,24 @@ def _beam_args(job: JobArgs) -> list[str]:
     return args
 
 
+def _pin_template_date(job: JobArgs, tokenizer) -> JobArgs:
+    """A template that reads the clock (``strftime_now``, Llama 3) renders the date pinned here (today unless
+    ``--template-date``), recorded in the config, so reruns with the same config are byte-identical; other
+    templates get no date (it would change nothing)."""
+    import dataclasses
+
+    from transforms.template_env import TemplateRefused, template_traits, today_iso
+
+    try:
+        traits = template_traits(tokenizer.chat_template)
+    except TemplateRefused as exc:
+        raise ConfigError(str(exc)) from exc
+    date = (job.tokenize_options.template_date or today_iso()) if traits.reads_clock else None
+    if date == job.tokenize_options.template_date:
+        return job
+    return dataclasses.replace(job, tokenize_options=dataclasses.replace(job.tokenize_options, template_date=date))
+
+
 def run(job: JobArgs, *, wait: bool = True):
     """Validate, build and run the job; returns the Beam result.
 
@@ -105,7 +123,8 @@ def run(job: JobArgs, *, wait: bool = True):
     try:
         tokenizer = load_job_tokenizer(job.tokenizer, chat_template_file=job.chat_template,
                                    trust_remote_code=job.trust_remote_code)
-        report = check_template(tokenizer, loss=job.tokenize_options.loss)
+        job = _pin_template_date(job, tokenizer)
+        report = check_template(tokenizer, loss=job.tokenize_options.loss, options=job.tokenize_options)
         files = expand_inputs(job.inputs) if job.validate_inputs else None
         vision, vision_section = load_vision(job, tokenizer)  # --processor: config + manifest section
     except (TokenizerConfigError, TemplateUnusable, FileNotFoundError, VisionConfigError) as exc:
@@ -185,8 +204,9 @@ def _print_summary(job: JobArgs, seconds: float) -> None:
         return
     counts = manifest["counts"]
     reasons = ", ".join(f"{k}={v}" for k, v in manifest["rejected_by_reason"].items()) or "none"
+    split = f" from {counts['written']} records" if counts.get("rows", counts["written"]) != counts["written"] else ""
     print(
-        f"chatshards: read {counts['read']} records, wrote {counts['written']} rows "
+        f"chatshards: read {counts['read']} records, wrote {counts.get('rows', counts['written'])} rows{split} "
         f"({manifest['totals']['tokens']} tokens, {manifest['totals']['loss_tokens']} trained) in "
         f"{manifest['num_shards']} shard(s), rejected {counts['rejected']} ({reasons}) in {seconds:.1f}s "
         f"({counts['read'] / max(seconds, 1e-9):.0f} records/s) -> {job.output}"

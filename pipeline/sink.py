@@ -121,11 +121,15 @@ def _ensure_dir(folder: str) -> None:
 
 
 def shard_entry(index: int, num_shards: int, rows: int, tokens: int, loss_tokens: int, data: bytes | None = None,
-                *, size: int | None = None, sha256: str | None = None) -> dict:
-    """The manifest entry of a shard, from its bytes or from their ``size`` and ``sha256``."""
+                *, size: int | None = None, sha256: str | None = None, records: int | None = None) -> dict:
+    """The manifest entry of a shard, from its bytes or from their ``size`` and ``sha256``.
+
+    ``records``: how many input records its rows come from (a record split into one row per supervised
+    turn counts once; the rows of a record are always in one shard)."""
     return {
         "path": sf.shard_relative_path(index, num_shards),
         "rows": rows,
+        "records": rows if records is None else records,
         "tokens": tokens,
         "loss_tokens": loss_tokens,
         "bytes": len(data) if data is not None else size,
@@ -167,7 +171,16 @@ class WriteShardFn(beam.DoFn):
         yield shard_entry(
             index, num_shards, table.num_rows, int(pc.sum(table["length"]).as_py() or 0),
             int(pc.sum(table["num_loss_tokens"]).as_py() or 0), size=size, sha256=sha256,
+            records=records_in(table),
         )
+
+
+def records_in(table: pa.Table) -> int:
+    """Distinct records among a shard's rows (sorted, so the rows of one record are adjacent)."""
+    if table.num_rows == 0:
+        return 0
+    source, index = table["source"].to_pylist(), table["index"].to_pylist()
+    return 1 + sum(1 for k in range(1, len(source)) if source[k] != source[k - 1] or index[k] != index[k - 1])
 
 
 class CommitManifestFn(beam.DoFn):
@@ -193,7 +206,8 @@ class CommitManifestFn(beam.DoFn):
                 write_atomically(join(self.output, *relative.split("/")), data, tmp_root=tmp_root)
                 shards[relative] = shard_entry(index, num_shards, 0, 0, 0, data)
         shard_list = [shards[key] for key in sorted(shards)]
-        written = sum(entry["rows"] for entry in shard_list)
+        rows = sum(entry["rows"] for entry in shard_list)
+        written = sum(entry.get("records", entry["rows"]) for entry in shard_list)
         rejected_list = sorted(rejected_files, key=lambda entry: entry["path"])
         rejected = sum(entry["rows"] for entry in rejected_list)
         by_reason: dict[str, int] = {}
@@ -202,20 +216,20 @@ class CommitManifestFn(beam.DoFn):
                 by_reason[reason] = by_reason.get(reason, 0) + count
         if read_count != written + rejected:
             raise RuntimeError(
-                f"count mismatch: read {read_count} records but wrote {written} rows and {rejected} rejections; "
+                f"count mismatch: read {read_count} records but wrote {written} records and {rejected} rejections; "
                 "refusing to commit the dataset"
             )
         manifest = dict(self.manifest_base)
         manifest.update({
             "schema_version": sf.SCHEMA_VERSION,
             "format": sf.FORMAT_NAME,
-            "counts": {"read": read_count, "written": written, "rejected": rejected},
+            "counts": {"read": read_count, "written": written, "rejected": rejected, "rows": rows},
             "rejected_by_reason": dict(sorted(by_reason.items())),
             "num_shards": num_shards,
             "shards": shard_list,
             "rejected_files": [{k: v for k, v in entry.items() if k != "by_reason"} for entry in rejected_list],
             "totals": {
-                "rows": written,
+                "rows": rows,
                 "tokens": sum(entry["tokens"] for entry in shard_list),
                 "loss_tokens": sum(entry["loss_tokens"] for entry in shard_list),
             },

@@ -136,7 +136,7 @@ def test_accumulator_per_row_template_checks_and_merge_is_order_free():
     assert a["by_format"] == {"(unparsed)": {"rejected": 1, "written": 0}, "openai": {"rejected": 1, "written": 2},
                               "sharegpt": {"rejected": 1, "written": 2}}
     assert a["by_source"]["a.jsonl"]["read"] == 4 and a["by_source"]["b.json"]["read"] == 3
-    assert a["counts"] == {"read": 7, "written": 4, "rejected": 3, "turns": 8, "trained_turns": 4}
+    assert a["counts"] == {"read": 7, "written": 4, "rejected": 3, "rows": 4, "turns": 8, "trained_turns": 4}
     # the example of a reason is the rejection with the smallest sort key
     expected = min((i for i in rejections if i["reason"] == "no_loss_tokens"),
                    key=lambda i: row_sort_key(i["source"], i["index"]))

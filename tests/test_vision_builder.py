@@ -66,6 +66,7 @@ def test_input_shapes_put_images_at_their_position(images_dir):
                           {"role": "user", "content": "two<image><image>"}, {"role": "assistant", "content": "b"}],
              "images": ["red.png", "blue.jpg", "red.png"]}
     kind, row = one("llava", value, source)
+    assert kind == "row", row
     assert row["image_index"].tolist() == [0, 1, 0] and len(row["image_bytes"]) == 2  # stored once
     assert row["image_sources"] == ["red.png", "blue.jpg", "red.png"]
     assert row["num_image_tokens"] == 3 * 256 == len(image_token_positions(row, loaded("llava")[1]))
@@ -139,7 +140,12 @@ def test_each_image_problem_has_its_own_reason(images_dir):
     # count mismatches: tags vs list, and literal image tokens in the text
     kind, item = one("qwen", qa("<image><image>two?", images=["red.png"]), source)
     assert item["reason"] == errors.IMAGE_COUNT_MISMATCH
+    # a literal image token in the text stays text (--control-tokens-in-data text): the image count is exact
     kind, item = one("qwen", qa("<image> and a literal <|image_pad|>", images=["red.png"]), source)
+    assert kind == "row" and item["literal_control_tokens"] == 1, item
+    assert item["num_image_tokens"] == len(image_token_positions(item, loaded("qwen")[1]))
+    kind, item = one("qwen", qa("<image> and a literal <|image_pad|>", images=["red.png"]), source,
+                     control_tokens="special")
     assert item["reason"] == errors.IMAGE_COUNT_MISMATCH
     kind, item = one("llava", qa("literal <image> tag", answer="x"), source, format="auto")
     assert kind == "rejected" and item["reason"] == errors.IMAGE_COUNT_MISMATCH  # a stray tag is never trained as text

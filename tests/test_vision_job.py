@@ -85,7 +85,8 @@ def llava_job(inputs, tmp_path_factory):
 
 def test_job_counts_rejections_columns_and_manifest(llava_job):
     manifest = json.loads((llava_job / "manifest.json").read_text())
-    assert manifest["counts"] == {"read": 6 + 3 + 3 + 5 + 2, "written": 6 + 3 + 2 + 2, "rejected": 6}
+    assert manifest["counts"] == {"read": 6 + 3 + 3 + 5 + 2, "written": 6 + 3 + 2 + 2, "rejected": 6,
+                                  "rows": 6 + 3 + 2 + 2}
     assert manifest["rejected_by_reason"] == {"bad_image": 1, "image_count_mismatch": 1, "image_path_escape": 1,
                                               "missing_image": 3}
     vision = manifest["vision"]
@@ -133,7 +134,7 @@ def test_qwen_job_store_pixels_image_root_and_pixel_limits(tmp_path):
             "--image-root", str(folder.parent), "--store-pixels", "--max-pixels", str(28 * 28 * 64), "--dedup"]
     assert run_job(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"read": 24, "written": 6, "rejected": 18}  # each demo record is repeated 4x
+    assert manifest["counts"] == {"read": 24, "written": 6, "rejected": 18, "rows": 6}  # each demo record is repeated 4x
     assert manifest["vision"]["config"]["max_pixels"] == 28 * 28 * 64 and manifest["vision"]["images"]["store_pixels"]
     assert "image_pixels" in manifest["columns"] and "image_grid_thw" in manifest["columns"]
     reference = AutoImageProcessor.from_pretrained(qwen_dir(), max_pixels=28 * 28 * 64)

@@ -1,184 +1,562 @@
 """Render a conversation with the tokenizer's own chat template and find the trained character spans.
 
-The conversation is rendered **once** into the text that is tokenized. Which characters are trained
-is decided on that text, before tokenization, as half-open character spans ``[start, end)``:
+What is trained, whatever the template: for a supervised assistant message ``i``, the model at
+inference sees the **prompt** ``P_i`` = the template's rendering of ``messages[:i]`` with the generation
+prompt, and must generate the **turn** ``G_i``: its reasoning (where the template renders it), its
+content, its tool calls as the template renders them, and the end-of-turn token(s) that close it. The
+trained characters are exactly ``G_i``; never text of ``P_i`` (role headers, the newline after a header,
+a template-injected default system prompt), never user/system/tool text, never whitespace after the
+end-of-turn token or an end-of-conversation suffix (Phi-3's trailing eos).
 
-* Template with ``{% generation %}`` blocks: the spans are exactly the generation blocks (the same
-  spans ``apply_chat_template(return_assistant_tokens_mask=True)`` uses).
-* Template without them (most real templates): for assistant message ``i`` the renderer also renders
-  ``messages[:i]`` with the generation prompt (``P``) and ``messages[:i+1]`` (``R``). The assistant turn
-  is ``R`` after its common prefix with ``P`` (so the role header that the generation prompt writes is
-  never trained), up to the end of ``R`` without trailing whitespace: the content, tool calls, and the
-  end-of-turn token(s) that close it (``<|im_end|>``, ``<|eot_id|>``, ``</s>``...). ``R`` must be a
-  prefix of the full render (the template is *prefix-preserving*); otherwise the record is rejected
-  with ``template_error``, never trained on a guess.
+Three strategies find ``G_i`` (:class:`ChatRenderer` picks one per template and record):
 
-A template-injected default system prompt lies outside every assistant span, so it is never trained.
+* **generation markers** (``{% generation %}`` blocks, e.g. TRL's ``*_training`` templates): the spans
+  are the blocks, less the part the generation prompt already wrote and trailing whitespace; one
+  render per record;
+* **one row** (templates without markers): ``P_i`` is rendered; the turn is what the template renders
+  for ``messages[:i+1]`` after ``P_i``, cut where the conversation's continuation departs from it (so an
+  end-of-conversation suffix is not trained) and without trailing whitespace. When every supervised
+  turn appears in the whole conversation's rendering exactly so (``P_i`` a prefix, ``G_i`` right after
+  it), the record is **one row**;
+* **per-turn split**: otherwise (Qwen3 and DeepSeek-R1 drop earlier reasoning, Mistral v0.3 moves the
+  system prompt into the last user turn, GPT-OSS closes a final answer differently...) each supervised
+  turn becomes its own row, ``P_i + G_i``: exactly the text the model sees at inference
+  (``--multi-turn auto``; ``split`` always splits, ``single`` rejects instead).
 
-Loss modes: ``assistant`` (every trainable assistant turn), ``last`` (the last assistant turn only),
-``all`` (the whole rendered text).
+Templates whose generation prompt opens a reasoning block that the rendered turn lacks (DeepSeek-R1 and
+its distills: the prompt ends with ``<think>\\n`` and the template strips reasoning from every turn): the
+turn is what the model generates after that prompt: the reasoning, ``\\n</think>\\n\\n``, then what the
+template renders for the answer and the end of turn.
+
+Never a guess: a record whose trained part cannot be determined exactly is rejected with a reason
+(``ambiguous_span``, ``tool_call_not_rendered``, ``reasoning_not_rendered``, ``content_not_rendered``,
+``system_not_supported``, ``no_stop_token``, ``not_prefix_preserving``, ``template_limit``,
+``template_error``), and the job goes on.
+
+Loss modes: ``assistant`` (every trainable assistant turn), ``last`` (the last assistant turn only, if
+trainable), ``all`` (the whole rendered text, one row).
 """
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from transforms.errors import TEMPLATE_ERROR, RecordRejected
+from transforms import errors
+from transforms.errors import RecordRejected
+from transforms.template_env import (
+    DEFAULT_RENDER_SECONDS,
+    ChatTemplate,
+    RenderBudget,
+    TemplateLimitExceeded,
+    has_generation_markers,  # noqa: F401 - re-exported (older import path)
+)
 
 LOSS_MODES = ("assistant", "all", "last")
-_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
-_JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
+MULTI_TURN_MODES = ("auto", "split", "single")
+SYSTEM_MODES = ("reject", "fold")
+WHOLE_CONVERSATION = -1  # ``turn`` of a row that holds the whole conversation
 
-
-def has_generation_markers(template: str) -> bool:
-    """True when the template (comments excluded) contains a ``{% generation %}`` block."""
-    return bool(_GENERATION_TAG.search(_JINJA_COMMENT.sub("", template)))
+_OPEN_REASONING = re.compile(r"<(think|thinking|reasoning)>[ \t]*\n?\Z")
+_INLINE_REASONING_KEY = "\x00chatshards_inline_reasoning"  # never reaches a template
+_PROBE_USER = "chatshards probe question"
+_PROBE_REASONING = "chatshards probe reasoning"
+_PROBE_ANSWER = "chatshards probe answer"
+_PROBE_SYSTEM = "chatshards probe system"
 
 
 @dataclass(frozen=True)
 class RenderedConversation:
-    """The text to tokenize and its trained character spans.
+    """One row's text and its trained character spans.
 
     Attributes:
-        text: the conversation rendered by the chat template (no generation prompt).
+        text: the text to tokenize (may hold control-token markers, see ``transforms.control_tokens``).
         trained_spans: sorted, non-overlapping ``(start, end)`` character spans of ``text`` to train.
-        turn_spans: one ``(start, end)`` span per assistant turn (trained or not), in order; used to
-            count trained turns after truncation.
+        turn_spans: one ``(start, end)`` span per supervised assistant turn in this row, in order (counts
+            trained turns after truncation).
+        turn: ``-1`` when the row holds the whole conversation, else the index (in the conversation's
+            messages) of the assistant message this row supervises.
+        reasoning_spans: the parts of ``turn_spans`` that are the turns' reasoning (trained or not).
+        reasoning_trained: whether the reasoning spans are inside ``trained_spans``.
     """
 
     text: str
     trained_spans: tuple[tuple[int, int], ...]
     turn_spans: tuple[tuple[int, int], ...]
+    turn: int = WHOLE_CONVERSATION
+    reasoning_spans: tuple[tuple[int, int], ...] = ()
+    reasoning_trained: bool = True
 
 
-def _compile(template: str):
-    try:  # transformers' own sandboxed environment: same filters/globals as apply_chat_template
-        from transformers.utils.chat_template_utils import _compile_jinja_template
+@dataclass(frozen=True)
+class TemplateProfile:
+    """What a template does with the structures that trouble labels (found by rendering probes).
 
-        return _compile_jinja_template(template)
-    except ImportError:  # pragma: no cover - older/newer transformers without the helper
-        return None
+    Attributes:
+        supports_system: renders a system message (does not raise on it, does not drop its text).
+        renders_reasoning: renders a final assistant turn's ``reasoning_content``, or its generation
+            prompt opens a reasoning block (``<think>``).
+        end_suffix: after the last message the template writes something that a continued conversation
+            does not have there (e.g. Phi-3's eos), so the last turn's end is found by a continuation render.
+    """
+
+    supports_system: bool = True
+    renders_reasoning: bool = False
+    end_suffix: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"supports_system": self.supports_system, "renders_reasoning": self.renders_reasoning,
+                "end_suffix": self.end_suffix, "notes": list(self.notes)}
+
+
+def _reject(reason: str, detail: str):
+    raise RecordRejected(reason, detail)
+
+
+def _common_prefix_length(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 class ChatRenderer:
-    """Renders conversations with one chat template; pure and picklable (compiles lazily).
+    """Renders conversations with one chat template and finds trained spans; picklable.
 
     Args:
-        chat_template: the Jinja template text.
-        template_variables: the special-token variables (``bos_token``, ``eos_token``, ...), as
-            ``tokenizer_loading.special_tokens_for_template`` returns them.
+        chat_template: the template text, or a :class:`~transforms.template_env.ChatTemplate`.
+        template_variables: what ``apply_chat_template`` passes besides the messages: the tokenizer's
+            ``special_tokens_map`` (see ``tokenizer_loading.special_tokens_for_template``).
         loss: one of ``LOSS_MODES``.
+        multi_turn: one of ``MULTI_TURN_MODES`` (see the module docstring).
+        train_reasoning: train the supervised turns' reasoning (default) or keep it untrained.
+        system_mode: ``reject`` or ``fold`` a system message the template does not support.
+        control_tokens: the control-token strings of the tokenizer (a turn must end with one).
+        render_seconds: time budget for all renders of one record.
     """
 
-    def __init__(self, *, chat_template: str, template_variables: Mapping[str, Any], loss: str = "assistant"):
+    def __init__(self, *, chat_template: str | ChatTemplate, template_variables: Mapping[str, Any],
+                 loss: str = "assistant", multi_turn: str = "auto", train_reasoning: bool = True,
+                 system_mode: str = "reject", control_tokens: Sequence[str] = (),
+                 render_seconds: float = DEFAULT_RENDER_SECONDS, profile: TemplateProfile | None = None,
+                 template_date: str | None = None):
         if loss not in LOSS_MODES:
             raise ValueError(f"loss must be one of {LOSS_MODES}, got {loss!r}")
-        self.chat_template = chat_template
+        if multi_turn not in MULTI_TURN_MODES:
+            raise ValueError(f"multi_turn must be one of {MULTI_TURN_MODES}, got {multi_turn!r}")
+        if system_mode not in SYSTEM_MODES:
+            raise ValueError(f"system_mode must be one of {SYSTEM_MODES}, got {system_mode!r}")
+        self.template = chat_template if isinstance(chat_template, ChatTemplate) \
+            else ChatTemplate(chat_template, template_date=template_date)
+        self.chat_template = self.template.source
         self.template_variables = dict(template_variables)
         self.loss = loss
-        self.uses_generation_markers = has_generation_markers(chat_template)
-        self._compiled = None
+        self.multi_turn = multi_turn
+        self.train_reasoning = train_reasoning
+        self.system_mode = system_mode
+        self.control_tokens = tuple(control_tokens)
+        self._control_pattern = re.compile("|".join(map(re.escape, self.control_tokens))) \
+            if self.control_tokens else None
+        self.render_seconds = render_seconds
+        self.uses_generation_markers = self.template.uses_generation_markers
+        self._profile = profile
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_compiled"] = None
-        return state
+    # -- the template's behaviour -----------------------------------------------------------------
+    @property
+    def profile(self) -> TemplateProfile:
+        if self._profile is None:
+            self._profile = profile_template(self.template, self.template_variables)
+        return self._profile
 
     # -- rendering -------------------------------------------------------------------------------
-    def render_text(self, messages: Sequence[Mapping], *, tools=None, add_generation_prompt: bool = False) -> str:
+    def _variables(self, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {**self.template_variables, **kwargs} if kwargs else self.template_variables
+
+    def render_text(self, messages: Sequence[Mapping], *, tools=None, add_generation_prompt: bool = False,
+                    template_kwargs: Mapping[str, Any] | None = None, budget: RenderBudget | None = None) -> str:
         """Render ``messages`` exactly as ``tokenizer.apply_chat_template(tokenize=False)`` would."""
-        if self._compiled is None:
-            self._compiled = _compile(self.chat_template)
-        if self._compiled is None:  # pragma: no cover
-            from transformers.utils.chat_template_utils import render_jinja_template
+        budget = budget or RenderBudget(self.render_seconds)
+        with budget.running():
+            return self.template.render(messages=_template_messages(messages), tools=tools,
+                                        add_generation_prompt=add_generation_prompt,
+                                        variables=self._variables(template_kwargs))
 
-            rendered, _ = render_jinja_template(
-                conversations=[list(messages)], tools=tools, chat_template=self.chat_template,
-                add_generation_prompt=add_generation_prompt, **self.template_variables,
-            )
-            return rendered[0]
-        return self._compiled.render(
-            messages=list(messages), tools=tools, documents=None,
-            add_generation_prompt=add_generation_prompt, **self.template_variables,
-        )
+    def render(self, messages: Sequence[Mapping], *, tools=None, trainable: Sequence[bool] | None = None,
+               template_kwargs: Mapping[str, Any] | None = None) -> RenderedConversation:
+        """One row for the whole conversation (``--multi-turn single``), or a rejection."""
+        rows = self.render_rows(messages, tools=tools, trainable=trainable, template_kwargs=template_kwargs,
+                                multi_turn="single")
+        return rows[0]
 
-    def _render_with_generation_spans(self, messages, tools) -> tuple[str, list[tuple[int, int]]]:
-        from transformers.utils.chat_template_utils import render_jinja_template
-
-        rendered, indices = render_jinja_template(
-            conversations=[list(messages)], tools=tools, chat_template=self.chat_template,
-            return_assistant_tokens_mask=True, add_generation_prompt=False, **self.template_variables,
-        )
-        return rendered[0], [tuple(span) for span in indices[0]]
-
-    def render(self, messages: Sequence[Mapping], *, tools=None, trainable: Sequence[bool] | None = None) -> RenderedConversation:
-        """Render a conversation and compute its trained character spans.
+    def render_rows(self, messages: Sequence[Mapping], *, tools=None, trainable: Sequence[bool] | None = None,
+                    template_kwargs: Mapping[str, Any] | None = None,
+                    multi_turn: str | None = None) -> list[RenderedConversation]:
+        """The rows of one conversation (one, or one per supervised turn) with their trained spans.
 
         Args:
-            messages: canonical messages (``role``/``content`` plus tool fields).
+            messages: canonical messages (``role``/``content`` plus tool and reasoning fields).
             tools: tool schemas passed to the template, or ``None``.
             trainable: per message, whether an assistant message may be trained (default: all).
+            template_kwargs: extra template variables of this record (e.g. ``enable_thinking``).
+            multi_turn: overrides the renderer's mode for this call.
 
         Raises:
-            RecordRejected: ``template_error`` when the template raises on this conversation or is not
-                prefix-preserving for it.
+            RecordRejected: see the module docstring for the reasons.
         """
-        messages = list(messages)
+        messages = [dict(m) for m in messages]
         trainable = list(trainable) if trainable is not None else [True] * len(messages)
-        assistant_positions = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+        budget = RenderBudget(self.render_seconds)
+        state = _Record(self, messages, tools, template_kwargs, budget)
         try:
+            messages = state.prepare_system(messages, trainable)
+            trainable = state.trainable
+            if not self.profile.renders_reasoning:
+                messages = [_inline_reasoning(m) for m in messages]
+            state.messages = messages
+            if self.loss == "all":
+                text = state.render(messages)
+                state.check_system(text)
+                return [RenderedConversation(text=text, trained_spans=((0, len(text)),) if text else (),
+                                             turn_spans=((0, len(text)),) if text else ())]
+            assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+            supervised = [i for i in assistants if trainable[i]]
+            if self.loss == "last":
+                supervised = [i for i in supervised if i == assistants[-1]]
             if self.uses_generation_markers:
-                text, turn_spans = self._render_with_generation_spans(messages, tools)
-            else:
-                text = self.render_text(messages, tools=tools)
-                turn_spans = self._assistant_spans_by_prefix(messages, tools, text, assistant_positions)
+                return state.marker_rows(assistants, supervised, multi_turn or self.multi_turn)
+            return state.diff_rows(supervised, multi_turn or self.multi_turn)
         except RecordRejected:
             raise
+        except TemplateLimitExceeded as exc:
+            raise RecordRejected(errors.TEMPLATE_LIMIT, str(exc)) from None
+        except RecursionError:
+            raise RecordRejected(errors.TEMPLATE_LIMIT, "the template recursed too deeply on this record") from None
         except Exception as exc:  # noqa: BLE001 - the template is user code; any failure is per record
-            raise RecordRejected(TEMPLATE_ERROR, f"chat template failed: {type(exc).__name__}: {exc}") from exc
+            detail = f"chat template failed: {type(exc).__name__}: {exc}"
+            if state.has_system and "system" in str(exc).lower():
+                raise RecordRejected(errors.SYSTEM_NOT_SUPPORTED, detail) from exc
+            raise RecordRejected(errors.TEMPLATE_ERROR, detail) from exc
 
-        if self.loss == "all":
-            trained = [(0, len(text))] if text else []
+    # -- helpers shared with the record state --------------------------------------------------------
+    def control_token_end(self, text: str) -> bool:
+        """True when ``text`` ends with a control token (or no control tokens are known)."""
+        if self._control_pattern is None:
+            return True
+        return any(text.endswith(token) for token in self.control_tokens)
+
+    def atomic_cut(self, text: str, length: int) -> int:
+        """``length`` moved back so ``text[:length]`` does not end inside a control-token string."""
+        if self._control_pattern is None or length >= len(text):
+            return length
+        for match in self._control_pattern.finditer(text, max(0, length - 64), length + 64):
+            if match.start() < length < match.end():
+                return match.start()
+        return length
+
+
+def _template_messages(messages: Sequence[Mapping]) -> list[dict]:
+    """Assistant tool-call messages without text get no ``content`` (as OpenAI data has them: null), so
+    templates that render tool calls only when the content is null do."""
+    out = []
+    for m in messages:
+        if _INLINE_REASONING_KEY in m:
+            m = {k: v for k, v in m.items() if k != _INLINE_REASONING_KEY}
+        if m.get("role") == "assistant" and m.get("tool_calls") and not m.get("content"):
+            m = {k: v for k, v in m.items() if k != "content"}
+        out.append(m)
+    return out
+
+
+def _inline_reasoning(message: dict) -> dict:
+    """For templates that do not render reasoning: the reasoning written before the content as
+    ``<think>\\n...\\n</think>\\n\\n`` (the form reasoning models emit), so it is never dropped."""
+    reasoning = message.get("reasoning_content")
+    if message.get("role") != "assistant" or not reasoning:
+        return message
+    out = {k: v for k, v in message.items() if k != "reasoning_content"}
+    out["content"] = f"<think>\n{reasoning}\n</think>\n\n" + (message.get("content") or "")
+    out[_INLINE_REASONING_KEY] = reasoning
+    return out
+
+
+class _Record:
+    """The renders of one record (shares one time budget)."""
+
+    def __init__(self, renderer: ChatRenderer, messages, tools, kwargs, budget):
+        self.r = renderer
+        self.messages = messages
+        self.tools = tools
+        self.kwargs = kwargs
+        self.budget = budget
+        self.has_system = any(m.get("role") == "system" and (m.get("content") or "").strip() for m in messages)
+        self.trainable: list[bool] = []
+
+    def render(self, messages, gen: bool = False) -> str:
+        return self.r.render_text(messages, tools=self.tools, add_generation_prompt=gen,
+                                  template_kwargs=self.kwargs, budget=self.budget)
+
+    # -- system messages --------------------------------------------------------------------------
+    def prepare_system(self, messages, trainable):
+        self.trainable = list(trainable)
+        if not self.has_system or self.r.profile.supports_system:
+            return messages
+        if self.r.system_mode != "fold":
+            _reject(errors.SYSTEM_NOT_SUPPORTED, "the chat template does not support a system message and this "
+                                                 "record has one (--fold-system puts it into the first user turn)")
+        systems = [m for m in messages if m.get("role") == "system"]
+        rest = [(m, t) for m, t in zip(messages, trainable) if m.get("role") != "system"]
+        text = "\n\n".join(m.get("content") or "" for m in systems if (m.get("content") or "").strip())
+        for k, (m, _) in enumerate(rest):
+            if m.get("role") == "user":
+                rest[k] = ({**m, "content": text + "\n\n" + (m.get("content") or "")}, rest[k][1])
+                break
         else:
-            if len(turn_spans) == len(assistant_positions):
-                flags = [trainable[i] for i in assistant_positions]
-            elif all(trainable[i] for i in assistant_positions):
-                flags = [True] * len(turn_spans)
-            else:
-                raise RecordRejected(
-                    TEMPLATE_ERROR,
-                    f"template has {len(turn_spans)} generation blocks for {len(assistant_positions)} assistant "
-                    "messages, so per-message train flags cannot be applied",
-                )
-            chosen = [span for span, flag in zip(turn_spans, flags) if flag and span[1] > span[0]]
-            if self.loss == "last":
-                last = [span for span in turn_spans if span[1] > span[0]][-1:]
-                chosen = [span for span in chosen if span in last]
-            trained = chosen
-        return RenderedConversation(text=text, trained_spans=tuple(trained), turn_spans=tuple(turn_spans))
+            _reject(errors.SYSTEM_NOT_SUPPORTED, "the chat template does not support a system message and the "
+                                                 "record has no user message to fold it into")
+        self.has_system = False
+        self.trainable = [t for _, t in rest]
+        return [m for m, _ in rest]
 
-    def _generation_prompt(self, history, tools) -> str:
+    def check_system(self, text: str) -> None:
+        for m in self.messages:
+            content = (m.get("content") or "").strip() if m.get("role") == "system" else ""
+            if content and content not in text:
+                _reject(errors.SYSTEM_NOT_SUPPORTED, "the chat template drops this record's system message")
+
+    # -- the prompt of a turn ------------------------------------------------------------------------
+    def prompt(self, i: int) -> str:
         try:
-            return self.render_text(history, tools=tools, add_generation_prompt=True)
+            return self.render(self.messages[:i], gen=True)
+        except TemplateLimitExceeded:
+            raise
         except Exception:  # noqa: BLE001 - e.g. templates that index messages[0] of an empty history
-            if history:
+            if i:
                 raise
             return ""
 
-    def _assistant_spans_by_prefix(self, messages, tools, full_text, assistant_positions):
-        spans = []
-        for i in assistant_positions:
-            prompt = self._generation_prompt(messages[:i], tools)
-            upto = full_text if i == len(messages) - 1 else self.render_text(messages[: i + 1], tools=tools)
-            if not full_text.startswith(upto):
-                raise RecordRejected(
-                    TEMPLATE_ERROR,
-                    f"chat template is not prefix-preserving at message {i}: rendering the conversation up to "
-                    "this assistant turn is not a prefix of the full rendering, so its span is ambiguous",
-                )
-            start = len(prompt) if upto.startswith(prompt) else len(os.path.commonprefix([prompt, upto]))
-            end = len(upto.rstrip())
-            spans.append((start, max(start, end)))
-        return spans
+    # -- checks on a turn ------------------------------------------------------------------------------
+    def check_turn(self, i: int, turn: str) -> None:
+        message = self.messages[i]
+        for call in message.get("tool_calls") or ():
+            name = (call.get("function") or {}).get("name") or call.get("name")
+            if name and name not in turn:
+                _reject(errors.TOOL_CALL_NOT_RENDERED, f"message {i}: the chat template does not render the tool "
+                                                       f"call {name!r}: the turn would be trained without it")
+        content = (message.get("content") or "").strip()
+        if content and content not in turn:
+            first_line = content.splitlines()[0].strip()
+            if not first_line or first_line not in turn:
+                _reject(errors.CONTENT_NOT_RENDERED, f"message {i}: the chat template does not render this "
+                                                     f"assistant message's content as given")
+        reasoning = (message.get("reasoning_content") or "").strip()
+        if reasoning and reasoning not in turn:
+            _reject(errors.REASONING_NOT_RENDERED, f"message {i}: the chat template drops this turn's reasoning")
+        if not self.r.control_token_end(turn):
+            _reject(errors.NO_STOP_TOKEN, f"message {i}: the assistant turn is not closed by a control token "
+                                          f"(it ends with {turn[-20:]!r}); the model would not learn to stop")
+
+    def reasoning_span(self, i: int, turn: str, known_end: int | None = None) -> tuple[int, int] | None:
+        """``(0, end)``: the part of the turn text that is the reasoning block, or ``None``."""
+        if known_end is not None:
+            return (0, known_end)
+        message = self.messages[i]
+        reasoning = (message.get("reasoning_content") or message.get(_INLINE_REASONING_KEY) or "").strip()
+        if not reasoning:
+            return None
+        at = turn.find(reasoning)
+        if at < 0:
+            return None
+        end = at + len(reasoning)
+        close = re.match(r"\s*</\w+>\s*", turn[end:])
+        if close:
+            end += close.end()
+        return (0, end)
+
+    # -- the turn after its prompt ------------------------------------------------------------------------
+    def turn_after(self, i: int, prompt: str, full: str) -> tuple[str, int | None]:
+        """``(G_i, end of its reasoning block or None)``: what the model generates after ``prompt``."""
+        last = i == len(self.messages) - 1
+        upto = full if last else self.render(self.messages[:i + 1])
+        if upto.startswith(prompt):
+            completion = upto[len(prompt):]
+            continuation = None
+            if not last and full.startswith(prompt):
+                continuation = full[len(prompt):]
+            elif last and self.r.profile.end_suffix:
+                continued = self.render(self.messages + [{"role": "user", "content": _PROBE_USER}])
+                if continued.startswith(prompt):
+                    continuation = continued[len(prompt):]
+            turn = completion.rstrip()
+            if continuation is not None:  # the turn ends where a continued conversation departs from it ...
+                length = self.r.atomic_cut(completion, _common_prefix_length(completion, continuation))
+                cut = completion[:length].rstrip()
+                if cut and self.r.control_token_end(cut):  # ... if a control token still closes it there
+                    turn = cut
+            return turn, None
+        opened = _OPEN_REASONING.search(prompt)
+        if opened is None or not upto.startswith(prompt[:opened.start()]):
+            _reject(errors.AMBIGUOUS_SPAN, f"message {i}: the template renders this turn differently from what "
+                                           "follows its own generation prompt, so the trained part is ambiguous")
+        # DeepSeek-R1 style: the prompt opens a reasoning block the rendered turn lacks.
+        base = prompt[:opened.start()]
+        answer = upto[len(base):]
+        if not last and full.startswith(base):
+            cut = answer[:self.r.atomic_cut(answer, _common_prefix_length(answer, full[len(base):]))].rstrip()
+            if cut and self.r.control_token_end(cut):
+                answer = cut
+        answer = answer.rstrip()
+        reasoning = (self.messages[i].get("reasoning_content") or "").strip("\n")
+        block = f"{reasoning}\n</{opened.group(1)}>\n\n"
+        return block + answer.lstrip(), len(block)
+
+    def diff_rows(self, supervised: list[int], mode: str) -> list[RenderedConversation]:
+        full = self.render(self.messages)
+        self.check_system(full)
+        if not supervised:
+            return [RenderedConversation(text=full, trained_spans=(), turn_spans=())]
+        turns = []
+        exact = True
+        for i in supervised:
+            prompt = self.prompt(i)
+            turn, reasoning_end = self.turn_after(i, prompt, full)
+            self.check_turn(i, turn)
+            turns.append((i, prompt, turn, self.reasoning_span(i, turn, reasoning_end)))
+            exact = exact and full.startswith(prompt) and full.startswith(turn, len(prompt))
+        if mode == "single" and not exact:
+            _reject(errors.NOT_PREFIX_PRESERVING, "the chat template renders an earlier turn differently once later "
+                                                  "turns follow (e.g. it drops earlier reasoning or moves the system "
+                                                  "prompt); use --multi-turn auto or split")
+        if mode == "split" or not exact:
+            return [self._row(prompt + turn, [(len(prompt), turn, rspan)], turn=i)
+                    for i, prompt, turn, rspan in turns]
+        return [self._row(full, [(len(prompt), turn, rspan) for _, prompt, turn, rspan in turns])]
+
+    def _row(self, text: str, parts, *, turn: int = WHOLE_CONVERSATION) -> RenderedConversation:
+        turn_spans, trained, reasoning = [], [], []
+        for start, body, rspan in parts:
+            end = start + len(body)
+            turn_spans.append((start, end))
+            if rspan is not None and rspan[1] > rspan[0]:
+                reasoning.append((start + rspan[0], start + rspan[1]))
+                if not self.r.train_reasoning:
+                    if start + rspan[1] < end:
+                        trained.append((start + rspan[1], end))
+                    continue
+            if end > start:
+                trained.append((start, end))
+        return RenderedConversation(text=text, trained_spans=tuple(trained), turn_spans=tuple(turn_spans),
+                                    turn=turn, reasoning_spans=tuple(reasoning),
+                                    reasoning_trained=self.r.train_reasoning)
+
+    # -- generation markers -----------------------------------------------------------------------------
+    def _marked(self, messages):
+        with self.budget.running():
+            return self.r.template.render_with_generation_spans(
+                messages=_template_messages(messages), tools=self.tools, variables=self.r._variables(self.kwargs))
+
+    def _trim_block(self, text: str, start: int, end: int, generation_prompt: str) -> tuple[int, int]:
+        for j in range(min(len(generation_prompt), end - start), 0, -1):
+            if text[:start + j].endswith(generation_prompt):
+                start += j
+                break
+        end = start + len(text[start:end].rstrip())
+        return start, max(start, end)
+
+    def _generation_prompt(self, assistants: list[int]) -> str:
+        if not assistants:
+            return ""
+        i = assistants[0]
+        try:
+            plain = self.render(self.messages[:i])
+        except Exception:  # noqa: BLE001
+            plain = ""
+        prompt = self.prompt(i)
+        return prompt[len(plain):] if prompt.startswith(plain) else ""
+
+    def marker_rows(self, assistants, supervised, mode) -> list[RenderedConversation]:
+        generation_prompt = self._generation_prompt(assistants)
+        if mode == "split" and len(supervised) > 1:
+            rows = []
+            for i in supervised:
+                text, blocks = self._marked(self.messages[:i + 1])
+                if not blocks:
+                    _reject(errors.AMBIGUOUS_SPAN, f"message {i}: the template's generation blocks do not cover it")
+                start, end = self._trim_block(text, *blocks[-1], generation_prompt)
+                self.check_turn(i, text[start:end])
+                rows.append(self._row(text, [(start, text[start:end], self.reasoning_span(i, text[start:end]))],
+                                      turn=i))
+            return rows
+        text, blocks = self._marked(self.messages)
+        self.check_system(text)
+        if len(blocks) == len(assistants):
+            owners = assistants
+        elif all(self.trainable[i] for i in assistants) and self.r.loss == "assistant":
+            owners = [None] * len(blocks)
+        else:
+            _reject(errors.AMBIGUOUS_SPAN, f"the template has {len(blocks)} generation blocks for {len(assistants)} "
+                                           "assistant messages, so per-message train flags cannot be applied")
+        parts = []
+        for owner, (s, e) in zip(owners, blocks):
+            if owner is not None and owner not in supervised:
+                continue
+            start, end = self._trim_block(text, s, e, generation_prompt)
+            body = text[start:end]
+            if owner is not None:
+                self.check_turn(owner, body)
+            parts.append((start, body, self.reasoning_span(owner, body) if owner is not None else None))
+        if self.r.loss == "last" and parts:
+            parts = parts[-1:]
+        return [self._row(text, parts)]
+
+
+def profile_template(template: ChatTemplate, variables: Mapping[str, Any]) -> TemplateProfile:
+    """Probe what ``template`` does with system messages, reasoning and the end of a conversation."""
+    notes = []
+    user = {"role": "user", "content": _PROBE_USER}
+    answer = {"role": "assistant", "content": _PROBE_ANSWER}
+
+    def render(messages, gen=False):
+        return template.render(messages=_template_messages(messages), add_generation_prompt=gen, variables=variables)
+
+    supports_system = True
+    try:
+        text = render([{"role": "system", "content": _PROBE_SYSTEM}, user, answer])
+        if _PROBE_SYSTEM not in text:
+            supports_system = False
+            notes.append("drops system messages")
+    except Exception as exc:  # noqa: BLE001
+        supports_system = False
+        notes.append(f"raises on a system message ({type(exc).__name__}: {exc})")
+    renders_reasoning = False
+    try:
+        thought = render([user, {**answer, "reasoning_content": _PROBE_REASONING}])
+        renders_reasoning = _PROBE_REASONING in thought
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        if not renders_reasoning and _OPEN_REASONING.search(render([user], gen=True)):
+            renders_reasoning = True
+    except Exception:  # noqa: BLE001
+        pass
+    end_suffix = False
+    try:
+        ended = render([user, answer])
+        continued = render([user, answer, {"role": "user", "content": _PROBE_USER + " 2"}])
+        at, at_continued = ended.rfind(_PROBE_ANSWER), continued.rfind(_PROBE_ANSWER)
+        if at >= 0 and at_continued >= 0:
+            tail_end = ended[at:]
+            tail_continued = continued[at_continued:]
+            common = _common_prefix_length(tail_end, tail_continued)
+            end_suffix = bool(tail_end[common:].strip())
+    except Exception:  # noqa: BLE001
+        pass
+    return TemplateProfile(supports_system=supports_system, renders_reasoning=renders_reasoning,
+                           end_suffix=end_suffix, notes=tuple(notes))

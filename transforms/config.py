@@ -12,8 +12,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from transforms.chat_render import LOSS_MODES
+from transforms.chat_render import LOSS_MODES, MULTI_TURN_MODES, SYSTEM_MODES
+from transforms.control_tokens import POLICIES as CONTROL_TOKEN_POLICIES
 from transforms.labels import TRUNCATION_MODES
+from transforms.template_env import DEFAULT_RENDER_SECONDS
+
+MAX_LENGTH_LIMIT = 1 << 20  # tokens per row: beyond this a row is not a training example but a mistake
 
 PAD_TO_MODES = (None, "max_length")
 
@@ -36,10 +40,29 @@ class TokenizeOptions:
     truncation: str = "right"
     loss: str = "assistant"
     pad_to: str | None = None
+    multi_turn: str = "auto"
+    train_reasoning: bool = True
+    system_mode: str = "reject"
+    control_tokens: str = "text"
+    template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    template_date: str | None = None
+    render_seconds: float = DEFAULT_RENDER_SECONDS
 
     def __post_init__(self):
-        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
-            raise ValueError(f"--max-length must be an integer >= 2, got {self.max_length!r}")
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2
+                                            or self.max_length > MAX_LENGTH_LIMIT):
+            raise ValueError(f"--max-length must be an integer in [2, {MAX_LENGTH_LIMIT}], got {self.max_length!r}")
+        if self.multi_turn not in MULTI_TURN_MODES:
+            raise ValueError(f"--multi-turn must be one of {', '.join(MULTI_TURN_MODES)}, got {self.multi_turn!r}")
+        if self.system_mode not in SYSTEM_MODES:
+            raise ValueError(f"system mode must be one of {', '.join(SYSTEM_MODES)}, got {self.system_mode!r}")
+        if self.control_tokens not in CONTROL_TOKEN_POLICIES:
+            raise ValueError(f"--control-tokens-in-data must be one of {', '.join(CONTROL_TOKEN_POLICIES)}, "
+                             f"got {self.control_tokens!r}")
+        if not isinstance(self.template_kwargs, Mapping) or not all(isinstance(k, str) for k in self.template_kwargs):
+            raise ValueError("--chat-template-kwargs must be a JSON object")
+        if not (isinstance(self.render_seconds, (int, float)) and 0 < self.render_seconds <= 3600):
+            raise ValueError(f"--template-timeout must be in (0, 3600] seconds, got {self.render_seconds!r}")
         if self.truncation not in TRUNCATION_MODES:
             raise ValueError(f"--truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
         if self.loss not in LOSS_MODES:
@@ -50,7 +73,11 @@ class TokenizeOptions:
             raise ValueError("--pad-to max_length needs --max-length N")
 
     def to_json(self) -> dict[str, Any]:
-        return {"max_length": self.max_length, "truncation": self.truncation, "loss": self.loss, "pad_to": self.pad_to}
+        return {"max_length": self.max_length, "truncation": self.truncation, "loss": self.loss, "pad_to": self.pad_to,
+                "multi_turn": self.multi_turn, "train_reasoning": self.train_reasoning,
+                "system_mode": self.system_mode, "control_tokens": self.control_tokens,
+                "template_kwargs": dict(self.template_kwargs), "template_date": self.template_date,
+                "render_seconds": self.render_seconds}
 
 
 @dataclass(frozen=True, kw_only=True)

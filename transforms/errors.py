@@ -18,6 +18,16 @@ TOO_LONG = "too_long"
 NO_LOSS_TOKENS = "no_loss_tokens"
 DUPLICATE = "duplicate"
 INTERNAL_ERROR = "internal_error"
+# chat-template reasons (the trained part cannot be determined exactly, or the template drops data)
+NOT_PREFIX_PRESERVING = "not_prefix_preserving"
+TOOL_CALL_NOT_RENDERED = "tool_call_not_rendered"
+SYSTEM_NOT_SUPPORTED = "system_not_supported"
+REASONING_NOT_RENDERED = "reasoning_not_rendered"
+CONTENT_NOT_RENDERED = "content_not_rendered"
+CONTROL_TOKEN_IN_TEXT = "control_token_in_text"
+AMBIGUOUS_SPAN = "ambiguous_span"
+NO_STOP_TOKEN = "no_stop_token"
+TEMPLATE_LIMIT = "template_limit"
 # image reasons (vision-language records)
 MISSING_IMAGE = "missing_image"
 BAD_IMAGE = "bad_image"
@@ -29,6 +39,8 @@ ALL_REASONS = (
     INVALID_JSON, UNKNOWN_FORMAT, INVALID_ROLE, EMPTY_CONVERSATION, NO_ASSISTANT_TURN, EMPTY_TURN,
     INVALID_CONTENT, TEMPLATE_ERROR, TOO_LONG, NO_LOSS_TOKENS, DUPLICATE, INTERNAL_ERROR,
     MISSING_IMAGE, BAD_IMAGE, IMAGE_TOO_LARGE, IMAGE_PATH_ESCAPE, IMAGE_COUNT_MISMATCH,
+    NOT_PREFIX_PRESERVING, TOOL_CALL_NOT_RENDERED, SYSTEM_NOT_SUPPORTED, REASONING_NOT_RENDERED,
+    CONTENT_NOT_RENDERED, CONTROL_TOKEN_IN_TEXT, AMBIGUOUS_SPAN, NO_STOP_TOKEN, TEMPLATE_LIMIT,
 )
 
 

@@ -126,6 +126,10 @@ _IMAGE_MARKERS = re.compile(re.escape(IMAGE_TAG) + "|" + re.escape(_TYPED_IMAGE)
 # References of typed image parts met while converting one record (vision jobs only).
 _TYPED_REFS: ContextVar[list | None] = ContextVar("chatshards_typed_image_refs", default=None)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")  # message fields holding a turn's reasoning
+_INLINE_REASONING = re.compile(r"\A\s*<think>(.*?)</think>\s*", re.DOTALL)
+TEMPLATE_KWARGS_FIELD = "chat_template_kwargs"
+_RESERVED_TEMPLATE_KWARGS = frozenset({"messages", "tools", "documents", "add_generation_prompt"})
 _MAX_SHOWN = 60
 
 
@@ -142,6 +146,7 @@ class Conversation:
     format: str
     trainable: tuple[bool, ...]
     images: tuple = ()
+    template_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
 class FrozenMap(Mapping):
@@ -357,6 +362,16 @@ class _Msg:
         self.index = index
 
 
+def split_inline_reasoning(content: str) -> tuple[str | None, str]:
+    """``(reasoning, answer)`` of an assistant text that starts with ``<think>...</think>``, else
+    ``(None, content)``. Newlines around the reasoning and whitespace before the answer are dropped (what
+    reasoning templates do when they render the two parts)."""
+    match = _INLINE_REASONING.match(content) if "<think>" in content else None
+    if match is None:
+        return None, content
+    return match.group(1).strip("\n"), content[match.end():]
+
+
 def _check_text(text: str, where: str) -> str:
     if _SURROGATE.search(text):
         raise RecordRejected(INVALID_CONTENT, f"{where} contains a lone surrogate (not valid Unicode)")
@@ -552,10 +567,26 @@ def _message(item: Any, index: int, options: FormatOptions) -> _Msg:
     for key in ("name", "tool_call_id"):
         if isinstance(item.get(key), str) and item[key]:
             msg[key] = item[key]
-    rc = item.get("reasoning_content")
-    if isinstance(rc, str) and rc:
-        reasoning = rc if reasoning is None else reasoning + rc
-    if reasoning:
+    for key in REASONING_FIELDS:
+        value = item.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise RecordRejected(INVALID_CONTENT, f"{where}: {key!r} must be a string, got a {json_type_name(value)}")
+        if reasoning is not None and reasoning != value:
+            raise RecordRejected(INVALID_CONTENT, f"{where}: two different reasonings ({key!r} and another "
+                                                  f"reasoning field or part); keep one")
+        reasoning = value
+    if role == "assistant":
+        inline, answer = split_inline_reasoning(msg["content"])
+        if inline is not None:
+            if reasoning is not None:
+                raise RecordRejected(INVALID_CONTENT, f"{where}: reasoning given both as a field and as "
+                                                      f"<think>...</think> in the content; keep one")
+            reasoning, msg["content"] = inline, answer
+    if reasoning is not None and reasoning.strip():
+        if role != "assistant":
+            raise RecordRejected(INVALID_CONTENT, f"{where}: only assistant messages can carry reasoning")
         msg["reasoning_content"] = _check_text(reasoning, where)
     trainable = not (role == "assistant" and _zero_weight(item))
     return _Msg(msg, trainable, index)
@@ -814,6 +845,16 @@ def to_conversation(record: Any, options: FormatOptions | None = None) -> Conver
             m.message["role"] == "system" for m in msgs):
         msgs.insert(0, _Msg({"role": "system", "content": options.system_prompt}, True, -1))
 
+    template_kwargs: dict[str, Any] = {}
+    if isinstance(record, dict) and record.get(TEMPLATE_KWARGS_FIELD) is not None:
+        value = record[TEMPLATE_KWARGS_FIELD]
+        if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
+            raise RecordRejected(INVALID_CONTENT, f"{TEMPLATE_KWARGS_FIELD!r} must be an object with string keys")
+        reserved = sorted(_RESERVED_TEMPLATE_KWARGS & set(value))
+        if reserved:
+            raise RecordRejected(INVALID_CONTENT, f"{TEMPLATE_KWARGS_FIELD!r} may not set {', '.join(reserved)}")
+        template_kwargs = dict(value)
+
     if not msgs:
         raise RecordRejected(EMPTY_CONVERSATION, "the record has no messages")
     if not any(m.message["role"] == "assistant" for m in msgs):
@@ -829,4 +870,5 @@ def to_conversation(record: Any, options: FormatOptions | None = None) -> Conver
         format=fmt,
         trainable=tuple(m.trainable for m in msgs),
         images=images,
+        template_kwargs=template_kwargs,
     )

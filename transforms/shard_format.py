@@ -29,7 +29,13 @@ Audit columns (also always present): ``format`` (string), ``num_turns`` (int32: 
 conversation as rendered), ``num_trained_turns`` (int32: assistant turns with at least one trained
 token), ``prompt_tokens`` (int32: real tokens that are not trained), ``truncated_tokens`` (int32:
 tokens removed by truncation), ``conversation_hash`` (string: sha256 of the normalised conversation,
-used for duplicate detection).
+used for duplicate detection), ``turn`` (int32: -1 when the row holds the whole conversation, else the
+index of the assistant message this row supervises: templates that render earlier turns differently
+give one row per supervised turn), ``reasoning_tokens`` (int32: trained tokens that are reasoning),
+``literal_control_tokens`` (int32: control-token strings of the record's text kept as text),
+``row_of_record`` (int32: 0 for a record's first row, 1, 2... for its next rows; records written = rows
+with 0), ``split_extra_tokens`` (int32, on a split record's first row: the tokens its rows hold beyond
+its longest row, i.e. the prompt tokens that splitting repeats; 0 elsewhere).
 """
 from __future__ import annotations
 
@@ -64,6 +70,11 @@ _BASE_FIELDS = (
     pa.field("prompt_tokens", pa.int32(), nullable=False),
     pa.field("truncated_tokens", pa.int32(), nullable=False),
     pa.field("conversation_hash", pa.string(), nullable=False),
+    pa.field("turn", pa.int32(), nullable=False),
+    pa.field("reasoning_tokens", pa.int32(), nullable=False),
+    pa.field("literal_control_tokens", pa.int32(), nullable=False),
+    pa.field("row_of_record", pa.int32(), nullable=False),
+    pa.field("split_extra_tokens", pa.int32(), nullable=False),
 )
 _ATTENTION_MASK_FIELD = pa.field("attention_mask", pa.list_(pa.int8()), nullable=False)
 

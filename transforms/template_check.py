@@ -3,12 +3,13 @@
 The job refuses to start (clear message, non-zero exit) when the template:
 
 * fails to render a plain system/user/assistant conversation;
-* is not prefix-preserving (rendering a conversation up to an assistant turn is not a prefix of
-  rendering the whole conversation), when it has no ``{% generation %}`` markers;
-* does not close assistant turns with a trained stop token (the model would never learn to stop);
+* does not close assistant turns with a trained stop token (the model would never learn to stop), naming
+  the string when it is not a single token of the tokenizer (``<|eot_id|>`` with another model's tokenizer);
 * trains nothing for an assistant turn.
 
-It also reports, for the manifest and the audit, facts that are not fatal: whether the template
+A template that is not prefix-preserving is accepted: records are then written as one row per supervised
+turn (``chat_render``). The probe conversation is one the template supports (no system message when
+it refuses one). It also reports, for the manifest and the audit, facts that are not fatal: whether the template
 renders a BOS itself (and whether that BOS appears twice after tokenization: the double-BOS bug),
 whether it injects a default system prompt, and which stop tokens are trained.
 """
@@ -23,7 +24,7 @@ import numpy as np
 from transforms.chat_render import ChatRenderer
 from transforms.errors import RecordRejected
 from transforms.labels import span_token_ranges
-from transforms.tokenizer_loading import special_tokens_for_template
+from transforms.tokenizer_loading import control_tokens_for, special_tokens_for_template
 
 PROBE_CONVERSATION = (
     {"role": "system", "content": "You are a careful assistant."},
@@ -33,6 +34,7 @@ PROBE_CONVERSATION = (
     {"role": "assistant", "content": "Three plus three is six."},
 )
 _PROBE_USER = "Probe question for the default system prompt check."
+_TOKEN_LIKE = re.compile(r"(<\|?[^<>\s]{1,40}\|?>|\[/?[A-Z_]{2,30}\])\s*\Z")
 _ROLE_WORDS = {"system", "user", "assistant", "model", "human", "bot"}
 
 
@@ -50,9 +52,21 @@ class TemplateReport:
     injects_default_system_prompt: bool
     default_system_prompt: str | None
     problems: tuple[str, ...] = field(default=())
+    supports_system: bool = True
+    renders_reasoning: bool = False
+    end_of_conversation_suffix: bool = False
+    reads_clock: bool = False
+    template_date: str | None = None
+    notes: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "supports_system": self.supports_system,
+            "renders_reasoning": self.renders_reasoning,
+            "end_of_conversation_suffix": self.end_of_conversation_suffix,
+            "reads_clock": self.reads_clock,
+            "template_date": self.template_date,
+            "notes": list(self.notes),
             "uses_generation_markers": self.uses_generation_markers,
             "prefix_preserving": self.prefix_preserving,
             "stop_tokens_trained": list(self.stop_tokens_trained),
@@ -64,48 +78,73 @@ class TemplateReport:
         }
 
 
-def check_template(tokenizer, *, loss: str = "assistant") -> TemplateReport:
-    """Probe the tokenizer's chat template; raise :class:`TemplateUnusable` when labels would be wrong."""
-    renderer = ChatRenderer(
-        chat_template=tokenizer.chat_template, template_variables=special_tokens_for_template(tokenizer), loss="assistant"
-    )
+def check_template(tokenizer, *, loss: str = "assistant", options=None) -> TemplateReport:
+    """Probe the tokenizer's chat template; raise :class:`TemplateUnusable` when labels would be wrong.
+
+    The probe conversation is one the template supports: without a system message when the template
+    refuses or drops one (records that have one are then rejected per record, or folded with
+    ``--fold-system``). ``options`` (a ``TokenizeOptions``) gives the multi-turn, reasoning and template
+    settings the job uses.
+    """
+    from transforms.template_env import ChatTemplate, TemplateRefused
+
+    template_date = getattr(options, "template_date", None)
+    try:
+        template = ChatTemplate(tokenizer.chat_template, template_date=template_date)
+    except TemplateRefused as exc:
+        raise TemplateUnusable(str(exc)) from exc
+    control = control_tokens_for(tokenizer, tokenizer.chat_template)
+    renderer = ChatRenderer(chat_template=template, template_variables=special_tokens_for_template(tokenizer),
+                            loss="assistant", multi_turn=getattr(options, "multi_turn", "auto"),
+                            control_tokens=(), render_seconds=getattr(options, "render_seconds", 10.0))
+    profile = renderer.profile
+    probe = PROBE_CONVERSATION if profile.supports_system else PROBE_CONVERSATION[1:]
     problems: list[str] = []
     try:
-        rendered = renderer.render(PROBE_CONVERSATION)
+        rows = renderer.render_rows(probe)
     except RecordRejected as exc:
         raise TemplateUnusable(
-            f"the chat template cannot be used for training: {exc.detail}. Fix the template or pass a "
-            "prefix-preserving one with --chat-template FILE (one with {% generation %} markers also works)."
+            f"the chat template cannot be used for training: {exc.detail}. Fix the template or pass another "
+            "one with --chat-template FILE."
         ) from exc
-    prefix_preserving = True  # render() rejects non-prefix-preserving templates when it relies on it
+    prefix_preserving = len(rows) == 1
 
     backend = tokenizer.backend_tokenizer
-    encoding = backend.encode(rendered.text, add_special_tokens=False)
-    ids = np.asarray(encoding.ids, dtype=np.int64)
     special_ids = set(tokenizer.all_special_ids) | {
         token_id for token_id, token in tokenizer.added_tokens_decoder.items() if token.special
-    }
+    } | {token_id for token_id, token in tokenizer.added_tokens_decoder.items() if token.content in control}
     stop_tokens: list[str] = []
-    for turn, (first, end) in enumerate(span_token_ranges(encoding, rendered.turn_spans), start=1):
-        if end <= first:
-            problems.append(f"assistant turn {turn} of the probe has no trained token")
-            continue
-        last = int(ids[end - 1])
-        if last not in special_ids and last != tokenizer.eos_token_id:
-            problems.append(
-                f"assistant turn {turn} is not closed by a trained stop token (its last trained token is "
-                f"{tokenizer.convert_ids_to_tokens(last)!r}); the model would not learn to stop"
-            )
-        else:
-            stop_tokens.append(tokenizer.convert_ids_to_tokens(last))
+    ids = np.zeros(0, dtype=np.int64)
+    for row in rows:
+        encoding = backend.encode(row.text, add_special_tokens=False)
+        ids = np.asarray(encoding.ids, dtype=np.int64)
+        for turn, ((first, end), (s, e)) in enumerate(zip(span_token_ranges(encoding, row.turn_spans),
+                                                          row.turn_spans), start=1):
+            if end <= first:
+                problems.append(f"assistant turn {turn} of the probe has no trained token")
+                continue
+            last = int(ids[end - 1])
+            if last in special_ids or last == tokenizer.eos_token_id:
+                stop_tokens.append(tokenizer.convert_ids_to_tokens(last))
+                continue
+            tail = _TOKEN_LIKE.search(row.text[s:e])
+            if tail is not None:
+                problems.append(f"{tail.group(0)!r} is not a single token of this tokenizer (the template closes "
+                                f"assistant turns with it); pass the model's own tokenizer with --tokenizer")
+            else:
+                problems.append(
+                    f"assistant turn {turn} is not closed by a trained stop token (its last trained token is "
+                    f"{tokenizer.convert_ids_to_tokens(last)!r}); the model would not learn to stop")
     if problems:
-        raise TemplateUnusable("the chat template cannot be used for training: " + "; ".join(problems))
+        raise TemplateUnusable("the chat template cannot be used for training: " + "; ".join(dict.fromkeys(problems)))
 
     bos = tokenizer.bos_token
-    renders_bos = bool(bos) and rendered.text.startswith(bos)
+    text = rows[0].text
+    renders_bos = bool(bos) and text.startswith(bos)
+    first_ids = backend.encode(text, add_special_tokens=False).ids[:2]
     double_bos = False
-    if tokenizer.bos_token_id is not None and len(ids) >= 2:
-        double_bos = bool(ids[0] == tokenizer.bos_token_id and ids[1] == tokenizer.bos_token_id)
+    if tokenizer.bos_token_id is not None and len(first_ids) >= 2:
+        double_bos = bool(first_ids[0] == tokenizer.bos_token_id and first_ids[1] == tokenizer.bos_token_id)
         if double_bos:
             raise TemplateUnusable("the chat template renders BOS twice (double BOS); fix the template")
 
@@ -118,6 +157,12 @@ def check_template(tokenizer, *, loss: str = "assistant") -> TemplateReport:
         double_bos=double_bos,
         injects_default_system_prompt=injected is not None,
         default_system_prompt=injected,
+        supports_system=profile.supports_system,
+        renders_reasoning=profile.renders_reasoning,
+        end_of_conversation_suffix=profile.end_suffix,
+        reads_clock=template.traits.reads_clock,
+        template_date=template.template_date if template.traits.reads_clock else None,
+        notes=profile.notes,
     )
 
 

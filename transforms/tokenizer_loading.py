@@ -256,8 +256,15 @@ def tokenizer_description(tokenizer) -> dict[str, Any]:
 
 
 def special_tokens_for_template(tokenizer) -> dict[str, Any]:
-    """The variables ``apply_chat_template`` exposes to templates (``bos_token``, ``eos_token``, ...)."""
-    values = dict(tokenizer.special_tokens_map)
-    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
-        values.setdefault(key, getattr(tokenizer, key, None))
-    return json.loads(json.dumps(values, default=str))
+    """The variables ``apply_chat_template`` exposes to templates: the tokenizer's named special tokens
+    (``bos_token``, ``eos_token``, ...) that are set. A token the tokenizer does not have is *undefined* in
+    the template (never the string ``"None"``), exactly as in ``apply_chat_template``."""
+    return {key: str(value) for key, value in dict(tokenizer.special_tokens_map).items() if value is not None}
+
+
+def control_tokens_for(tokenizer, template: str) -> tuple[str, ...]:
+    """The control-token strings of ``tokenizer`` under ``template`` (see ``transforms.control_tokens``)."""
+    from transforms.control_tokens import control_tokens_of
+
+    added = [(token.content, bool(token.special)) for token in tokenizer.added_tokens_decoder.values()]
+    return control_tokens_of(added, template)

@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from transforms import errors
 from transforms.config import TokenizeOptions
+from transforms.control_tokens import ControlTokens
 from transforms.errors import RecordRejected
 from transforms.example_builder import ExampleBuilder, conversation_hash
 from transforms.formats import IMAGE_TAG, Conversation, FormatOptions
@@ -136,6 +137,7 @@ class _VisionPending:
     images: list            # PreparedImage per occurrence
     labels: list            # source label per occurrence
     message_images: list    # per message: occurrence indices
+    literal_control_tokens: int = 0
 
 
 class VisionExampleBuilder(ExampleBuilder):
@@ -159,6 +161,8 @@ class VisionExampleBuilder(ExampleBuilder):
         if not format_options.images:
             format_options = replace(format_options, images=True)
         super().__init__(tokenizer=tokenizer, format_options=format_options, tokenize_options=tokenize_options)
+        # ``<image>`` in a vision record is the image position (the format's tag), never literal text
+        self.control_tokens = ControlTokens([t for t in self.control_tokens.tokens if t != IMAGE_TAG])
         self.vision = with_token_ids(vision, tokenizer)
         self.image_options = image_options or ImageOptions()
         self.reader = ImageReader(image_root=self.image_options.image_root,
@@ -266,7 +270,11 @@ class VisionExampleBuilder(ExampleBuilder):
         self._batch = {}
 
     # -- steps -----------------------------------------------------------------------------------
+    def _prepare_rows(self, raw: RawRecord, conversation: Conversation) -> list[_VisionPending]:
+        return [self._prepare(raw, conversation)]  # a vision record is one row
+
     def _prepare(self, raw: RawRecord, conversation: Conversation) -> _VisionPending:
+        conversation, literal = self._guard_control_tokens(conversation)
         images: list[PreparedImage] = []
         labels: list[str] = []
         for i, ref in enumerate(conversation.images):
@@ -283,7 +291,8 @@ class VisionExampleBuilder(ExampleBuilder):
         messages, message_images = self._expand(conversation, images)
         rendered = self._render(conversation, messages, conversation.trainable)
         return _VisionPending(raw=raw, conversation=conversation, rendered=rendered, messages=messages,
-                              images=images, labels=labels, message_images=message_images)
+                              images=images, labels=labels, message_images=message_images,
+                              literal_control_tokens=literal)
 
     def _expand(self, conversation: Conversation, images: Sequence[PreparedImage]):
         """Messages with every ``<image>`` replaced by its expanded placeholder; image indices per message."""
@@ -442,6 +451,11 @@ class VisionExampleBuilder(ExampleBuilder):
             "prompt_tokens": length - num_loss,
             "truncated_tokens": full_length - length,
             "conversation_hash": digest,
+            "turn": -1,
+            "reasoning_tokens": 0,
+            "literal_control_tokens": item.literal_control_tokens,
+            "row_of_record": 0,
+            "split_extra_tokens": 0,
             "sort_key": row_sort_key(item.raw.source, item.raw.index),
         }
         row.update(self._image_columns(item, kept))

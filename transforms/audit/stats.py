@@ -144,7 +144,7 @@ def rejected_format(item: Mapping[str, Any], format_options=None) -> str:
 
 
 def _source_entry() -> dict[str, Any]:
-    return {"rows": 0, "rejected": 0, "tokens": 0, "trained_tokens": 0, "truncated": 0,
+    return {"rows": 0, "records": 0, "rejected": 0, "tokens": 0, "trained_tokens": 0, "truncated": 0,
             "double_bos": 0, "default_system_prompt": 0, "last_trained_not_stop": 0,
             "formats": {}, "rejected_by_reason": {}}
 
@@ -199,6 +199,7 @@ class AuditAccumulator:
         self._stops = frozenset(self.probe.stop_token_ids)
         self._prefix = np.asarray(self.probe.default_system_prefix, dtype=np.int64)
         self.rows = 0
+        self.records = 0  # records with rows (a record split into one row per turn counts once)
         self.rejected = 0
         self.hists: dict[str, IntHistogram] = {name: IntHistogram() for name in ROW_DISTRIBUTIONS}
         self.fraction = FractionHistogram()
@@ -212,6 +213,9 @@ class AuditAccumulator:
             "truncated_rows": 0, "rejected_no_loss_after_truncation": 0, "rejected_too_long": 0,
             "double_bos_rows": 0, "bos_rows": 0, "default_system_prompt_rows": 0,
             "last_trained_is_stop_rows": 0, "last_trained_not_stop_rows": 0,
+            "split_rows": 0, "split_records": 0, "split_extra_tokens": 0,
+            "rows_with_trained_reasoning": 0, "trained_reasoning_tokens": 0,
+            "records_with_literal_control_tokens": 0,
         }
         self.first_by_format: dict[str, tuple] = {}
         self.first_truncated: tuple | None = None
@@ -258,13 +262,26 @@ class AuditAccumulator:
         if length > 0:
             self.fraction.add(trained, length)
         self.rows += 1
-        self.formats_written[fmt] = self.formats_written.get(fmt, 0) + 1
+        first = int(row.get("row_of_record", 0) or 0) == 0
+        self.records += 1 if first else 0
+        counters = self.counters
+        if first:
+            self.formats_written[fmt] = self.formats_written.get(fmt, 0) + 1
+        if int(row.get("turn", -1)) >= 0:
+            counters["split_rows"] += 1
+            counters["split_records"] += 1 if first else 0
+            counters["split_extra_tokens"] += int(row.get("split_extra_tokens", 0) or 0)
+        if int(row.get("reasoning_tokens", 0) or 0) > 0:
+            counters["rows_with_trained_reasoning"] += 1
+            counters["trained_reasoning_tokens"] += int(row["reasoning_tokens"])
+        if first and int(row.get("literal_control_tokens", 0) or 0) > 0:
+            counters["records_with_literal_control_tokens"] += 1
         entry = self._source(source)
         entry["rows"] += 1
+        entry["records"] += 1 if first else 0
         entry["tokens"] += length
         entry["trained_tokens"] += trained
-        entry["formats"][fmt] = entry["formats"].get(fmt, 0) + 1
-        counters = self.counters
+        entry["formats"][fmt] = entry["formats"].get(fmt, 0) + 1 if first else entry["formats"].get(fmt, 0)
         if truncated:
             counters["truncated_rows"] += 1
             entry["truncated"] += 1
@@ -333,6 +350,7 @@ class AuditAccumulator:
     # -- merging ---------------------------------------------------------------------------------------
     def merge(self, other: "AuditAccumulator") -> "AuditAccumulator":
         self.rows += other.rows
+        self.records += other.records
         self.rejected += other.rejected
         for name, hist in other.hists.items():
             self.hists[name].merge(hist)
@@ -502,8 +520,9 @@ def build_stats(acc: AuditAccumulator, duplicates: DuplicateSummary, *, manifest
     for source in sorted(acc.sources):
         entry = acc.sources[source]
         sources[source] = {
-            "read": entry["rows"] + entry["rejected"],
-            "written": entry["rows"],
+            "read": entry["records"] + entry["rejected"],
+            "written": entry["records"],
+            "rows": entry["rows"],
             "rejected": entry["rejected"],
             "rejected_by_reason": sorted_counts(entry["rejected_by_reason"]),
             "formats": sorted_counts(entry["formats"]),
@@ -535,9 +554,10 @@ def build_stats(acc: AuditAccumulator, duplicates: DuplicateSummary, *, manifest
             "dedup": bool(config.get("dedup", False)),
         },
         "counts": {
-            "read": acc.rows + acc.rejected,
-            "written": acc.rows,
+            "read": acc.records + acc.rejected,
+            "written": acc.records,
             "rejected": acc.rejected,
+            "rows": acc.rows,
             "turns": acc.hists["turns"].total,
             "trained_turns": acc.hists["trained_turns"].total,
         },
@@ -559,6 +579,19 @@ def build_stats(acc: AuditAccumulator, duplicates: DuplicateSummary, *, manifest
             "rejected_too_long": counters["rejected_too_long"],
         },
         "duplicates": dup,
+        "turns_split": {
+            "rows": counters["split_rows"],
+            "records": counters["split_records"],
+            "extra_tokens": counters["split_extra_tokens"],
+            "meaning": "records whose template renders earlier turns differently are written as one row per "
+                       "supervised turn; extra_tokens = tokens those rows hold beyond each record's longest row "
+                       "(the prompt tokens that splitting repeats)",
+        },
+        "reasoning": {
+            "rows_with_trained_reasoning": counters["rows_with_trained_reasoning"],
+            "trained_reasoning_tokens": counters["trained_reasoning_tokens"],
+        },
+        "control_tokens": {"records_with_literal_control_tokens": counters["records_with_literal_control_tokens"]},
         "template": {
             "double_bos": bool(check.get("double_bos", False)),
             "renders_bos": bool(check.get("renders_bos", False)),

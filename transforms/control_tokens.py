@@ -1,0 +1,174 @@
+"""Control-token strings inside the data: tokenized as text, never obeyed (unless asked).
+
+A *control token* is a token that steers the model: every special token of the tokenizer, and every
+added token that the chat template writes itself (Qwen's ``<tool_call>``, Gemma's ``<start_of_turn>``
+when it is not special...), except whitespace tokens. A message that contains such a string
+(``"...<|im_end|>\\n<|im_start|>assistant\\n..."``) would otherwise become real control tokens: a spoofed
+assistant turn in the training data, or a model taught to emit a control token mid-answer.
+
+Policies (``--control-tokens-in-data``):
+
+* ``text`` (default): the strings stay text. Before rendering, each occurrence in the record's strings
+  is wrapped in two noncharacters (:data:`MARK_OPEN` ... :data:`MARK_CLOSE`); after rendering, the
+  marked occurrences are encoded as plain text (a tokenizer without those added tokens) and the rest of
+  the text as usual, piece by piece, the way ``apply_chat_template(..., sanitize_control_tokens=True)``
+  encodes it. The markers stay in the rendered text the labels are computed on; :func:`encode_marked`
+  maps their positions, so no other code needs to know.
+* ``reject``: such a record is rejected as ``control_token_in_text``.
+* ``special``: the old behaviour (the strings become control tokens).
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+MARK_OPEN = "\ufdd0"
+MARK_CLOSE = "\ufdd1"
+POLICIES = ("text", "reject", "special")
+_MARKED = re.compile(f"{MARK_OPEN}([^{MARK_OPEN}{MARK_CLOSE}]*){MARK_CLOSE}|[{MARK_OPEN}{MARK_CLOSE}]")
+
+
+def control_tokens_of(added_tokens: Iterable[tuple[str, bool]], template: str) -> tuple[str, ...]:
+    """The control tokens of a tokenizer and template: ``added_tokens`` is ``(content, special)`` pairs.
+
+    Special tokens always count; a non-special added token counts when the template's text contains
+    it (whitespace tokens never). Longest first, so a token wins over the tokens it contains.
+    """
+    chosen = {content for content, special in added_tokens
+              if content and not content.isspace() and (special or content in template)}
+    return tuple(sorted(chosen, key=lambda token: (-len(token), token)))
+
+
+class ControlTokens:
+    """Finds and marks control-token strings in a record's values (strings, lists, dicts; keys untouched)."""
+
+    def __init__(self, tokens: Sequence[str]):
+        self.tokens = tuple(tokens)
+        self._pattern = re.compile("|".join(map(re.escape, self.tokens))) if self.tokens else None
+
+    def count(self, value: Any) -> int:
+        """Occurrences of control-token strings in ``value`` (recursively)."""
+        if self._pattern is None:
+            return 0
+        if isinstance(value, str):
+            return len(self._pattern.findall(value))
+        if isinstance(value, dict):
+            return sum(self.count(item) for item in value.values())
+        if isinstance(value, (list, tuple)):
+            return sum(self.count(item) for item in value)
+        return 0
+
+    def mark(self, value: Any) -> Any:
+        """``value`` with every occurrence wrapped in :data:`MARK_OPEN`/:data:`MARK_CLOSE` (a copy)."""
+        if self._pattern is None:
+            return value
+        if isinstance(value, str):
+            return self._pattern.sub(lambda m: MARK_OPEN + m.group(0) + MARK_CLOSE, value)
+        if isinstance(value, dict):
+            return {key: self.mark(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.mark(item) for item in value]
+        if isinstance(value, tuple):
+            return tuple(self.mark(item) for item in value)
+        return value
+
+
+def has_marks(value: Any) -> bool:
+    """True when a string in ``value`` already holds a marker character (such data cannot be marked)."""
+    if isinstance(value, str):
+        return MARK_OPEN in value or MARK_CLOSE in value
+    if isinstance(value, dict):
+        return any(has_marks(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(has_marks(item) for item in value)
+    return False
+
+
+def strip_marks(text: str) -> str:
+    """The rendered text without its markers (what the row's tokens spell)."""
+    return text.replace(MARK_OPEN, "").replace(MARK_CLOSE, "")
+
+
+def plain_text_backend(backend, tokens: Sequence[str]):
+    """A copy of the ``tokenizers.Tokenizer`` ``backend`` that does not know ``tokens`` as added tokens,
+    so it spells them with ordinary vocabulary (their text)."""
+    from tokenizers import Tokenizer
+
+    definition = json.loads(backend.to_str())
+    drop = set(tokens)
+    definition["added_tokens"] = [t for t in definition.get("added_tokens", []) if t.get("content") not in drop]
+    return Tokenizer.from_str(json.dumps(definition))
+
+
+@dataclass
+class MarkedEncoding:
+    """Token ids of a marked text, with ``char_to_token`` over positions of the *marked* text.
+
+    Attributes:
+        ids: token ids (``list[int]``).
+        starts, ends: per token, its ``[start, end)`` character offsets in the marked text.
+    """
+
+    ids: list[int]
+    starts: list[int]
+    ends: list[int]
+
+    def char_to_token(self, position: int) -> int | None:
+        """Index of the token covering character ``position`` of the marked text, or ``None``."""
+        i = bisect.bisect_right(self.starts, position) - 1
+        found = None
+        while i >= 0 and position - self.starts[i] < 64:  # tokens sharing characters sit next to each other
+            if self.starts[i] <= position < self.ends[i]:
+                found = i
+            elif found is not None:
+                break
+            i -= 1
+        return found
+
+
+def _encode_piece(backend, piece: str, first: bool, newline: list[int]):
+    """``(ids, offsets)`` of ``piece`` encoded as if it continued a text (no SentencePiece prefix space)."""
+    if not first and newline:
+        encoding = backend.encode("\n" + piece, add_special_tokens=False)
+        if encoding.ids[:len(newline)] == newline:
+            offsets = [(max(s - 1, 0), max(e - 1, 0)) for s, e in encoding.offsets[len(newline):]]
+            return encoding.ids[len(newline):], offsets
+    encoding = backend.encode(piece, add_special_tokens=False)
+    return encoding.ids, list(encoding.offsets)
+
+
+def encode_marked(text: str, backend, plain_backend) -> MarkedEncoding:
+    """Encode a rendered text that holds marked control-token strings.
+
+    Unmarked pieces are encoded by ``backend`` (control tokens the template wrote stay control tokens),
+    marked strings by ``plain_backend`` (as text). A lone marker (the template split a marked string)
+    only separates pieces.
+    """
+    ids: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    newline = backend.encode("\n", add_special_tokens=False).ids
+    position = 0
+    first = True
+
+    def add(piece: str, offset: int, encoder):
+        nonlocal first
+        if not piece:
+            return
+        piece_ids, offsets = _encode_piece(encoder, piece, first, newline)
+        first = False
+        for token_id, (s, e) in zip(piece_ids, offsets):
+            ids.append(token_id)
+            starts.append(offset + s)
+            ends.append(offset + max(e, s))
+
+    for match in _MARKED.finditer(text):
+        add(text[position:match.start()], position, backend)
+        if match.group(1) is not None:
+            add(match.group(1), match.start() + 1, plain_backend)
+        position = match.end()
+    add(text[position:], position, backend)
+    return MarkedEncoding(ids=ids, starts=starts, ends=ends)

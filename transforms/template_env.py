@@ -1,0 +1,409 @@
+"""The Jinja environment chat templates run in: the one ``apply_chat_template`` uses, plus limits.
+
+A chat template is untrusted code from a model repository. :class:`ChatTemplate` compiles it once in a
+sandboxed environment configured exactly as ``transformers`` configures its own (immutable sandbox,
+``trim_blocks`` and ``lstrip_blocks``, the ``loopcontrols`` extension, the ``{% generation %}`` block,
+``tojson`` without HTML escaping, ``raise_exception``, ``strftime_now``, ``dict`` and a ``namespace`` that
+refuses underscore names), and passes the same variables (see :meth:`ChatTemplate.render`), so it renders
+the same text as ``tokenizer.apply_chat_template(..., tokenize=False)`` (tested on every published
+template the tests collect). It needs ``jinja2`` only, not ``transformers``.
+
+What it adds, so one record can neither hang nor exhaust a worker, and reruns are reproducible:
+
+* a **time limit** per record (:class:`RenderBudget`): a watchdog thread interrupts a render that runs
+  past its deadline (an asynchronous exception, delivered between two bytecodes of the rendering
+  thread); the record is rejected as ``template_limit``;
+* a **size limit**: rendered text longer than ``max_chars``, or a ``*``/``+``/``**`` that would build a
+  larger string, list or number, or a ``center``/``indent`` wider than it, stops the render;
+* a **pinned clock**: ``strftime_now`` formats the date the job pinned at launch (``template_date`` in
+  the manifest), never the wall clock; a template using ``random`` or ``lipsum`` is refused at launch.
+"""
+from __future__ import annotations
+
+import ctypes
+import datetime as _dt
+import functools
+import heapq
+import json
+import re
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+DEFAULT_RENDER_SECONDS = 10.0
+DEFAULT_MAX_CHARS = 16 * 1024 * 1024
+_NONDETERMINISTIC = ("random", "lipsum")
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+_JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
+
+
+class TemplateLimitExceeded(Exception):
+    """A render ran past its time budget or would build text larger than its size limit."""
+
+
+class TemplateRefused(ValueError):
+    """The template cannot be used at all (syntax error, randomness): a configuration error."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TemplateLimits:
+    """Per-record limits of template rendering.
+
+    Attributes:
+        seconds: wall-clock budget for all renders of one record (every turn's prompt included).
+        max_chars: the largest text (or string/list built by an operator) one render may produce.
+    """
+
+    seconds: float = DEFAULT_RENDER_SECONDS
+    max_chars: int = DEFAULT_MAX_CHARS
+
+    def __post_init__(self):
+        if not (isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 3600):
+            raise ValueError(f"template time limit must be in (0, 3600] seconds, got {self.seconds!r}")
+        if not (isinstance(self.max_chars, int) and 1024 <= self.max_chars <= 1 << 31):
+            raise ValueError(f"template size limit must be in [1024, 2**31] characters, got {self.max_chars!r}")
+
+
+def has_generation_markers(template: str) -> bool:
+    """True when the template (comments excluded) contains a ``{% generation %}`` block."""
+    return bool(_GENERATION_TAG.search(_JINJA_COMMENT.sub("", template)))
+
+
+# ------------------------------------------------------------------------------------------------
+# the time limit: one watchdog thread per process
+
+
+class _Watchdog:
+    """Interrupts threads whose deadline passed, with an asynchronous :class:`TemplateLimitExceeded`."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._heap: list[tuple[float, int, int]] = []  # (deadline, ticket, thread id)
+        self._live: dict[int, tuple[int, bool]] = {}   # ticket -> (thread id, fired)
+        self._tickets = 0
+        self._thread: threading.Thread | None = None
+
+    def _ensure_thread(self):
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="chatshards-template-watchdog", daemon=True)
+            self._thread.start()
+
+    def arm(self, seconds: float) -> int:
+        with self._lock:
+            self._ensure_thread()
+            self._tickets += 1
+            ticket = self._tickets
+            self._live[ticket] = (threading.get_ident(), False)
+            heapq.heappush(self._heap, (time.monotonic() + seconds, ticket, threading.get_ident()))
+            self._wake.notify()
+            return ticket
+
+    def disarm(self, ticket: int) -> bool:
+        """Forget ``ticket``; True when it fired (a pending interrupt, if any, is cancelled)."""
+        with self._lock:
+            thread_id, fired = self._live.pop(ticket, (None, False))
+            if fired and thread_id is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+            return fired
+
+    def _run(self):
+        with self._lock:
+            while True:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._wake.wait()
+                    continue
+                deadline, ticket, thread_id = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._wake.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                self._live[ticket] = (thread_id, True)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(thread_id), ctypes.py_object(TemplateLimitExceeded))
+
+
+_WATCHDOG = _Watchdog()
+
+
+class RenderBudget:
+    """The time left for one record's renders; ``with budget.running():`` around each render.
+
+    Raises :class:`TemplateLimitExceeded` when the budget is spent (before or during a render).
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = float(seconds)
+        self.deadline = time.monotonic() + self.seconds
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s")
+        ticket = _WATCHDOG.arm(left)
+        try:
+            yield
+        except TemplateLimitExceeded:
+            _WATCHDOG.disarm(ticket)
+            raise TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s") from None
+        except BaseException:
+            if _WATCHDOG.disarm(ticket):
+                raise TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s") from None
+            raise
+        if _WATCHDOG.disarm(ticket):
+            raise TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s")
+
+
+# ------------------------------------------------------------------------------------------------
+# the environment
+
+
+class _GenerationSpans(jinja2.ext.Extension):
+    """``{% generation %}...{% endgeneration %}``: records the character span of each block's output."""
+
+    tags = {"generation"}
+
+    def __init__(self, environment):
+        super().__init__(environment)
+        environment.extend(generation_tracking=threading.local())
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_block"), [], [], body).set_lineno(lineno)
+
+    def _block(self, caller):
+        text = caller()
+        tracking = getattr(self.environment.generation_tracking, "state", None)
+        if tracking is not None:  # [characters rendered so far, spans]
+            start = tracking[0]
+            tracking[1].append((start, start + len(text)))
+        return text
+
+
+class _Namespace(jinja2.utils.Namespace):
+    """Jinja's ``namespace`` refusing underscore-prefixed attributes (as transformers' does)."""
+
+    def __init__(*args, **kwargs):  # noqa: N805 - Jinja's own signature trick
+        self, args = args[0], args[1:]
+        attrs = dict(*args, **kwargs)
+        for name in attrs:
+            _Namespace._check(name)
+        jinja2.utils.Namespace.__init__(self, attrs)
+
+    def __setitem__(self, name, value):
+        _Namespace._check(name)
+        jinja2.utils.Namespace.__setitem__(self, name, value)
+
+    @staticmethod
+    def _check(name):
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.exceptions.SecurityError(
+                f"chat templates cannot store underscore-prefixed attributes on a namespace ({name!r})")
+
+
+class _TemplateDict:
+    def __call__(self, *args, **kwargs):
+        return dict(*args, **kwargs)
+
+    def fromkeys(self, *args, **kwargs):
+        return dict.fromkeys(*args, **kwargs)
+
+
+class _LimitedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox with size checks on the operators that can build huge values from small ones."""
+
+    intercepted_binops = frozenset({"*", "+", "**"})
+
+    def __init__(self, *, max_chars: int, **options):
+        super().__init__(**options)
+        self.max_chars = max_chars
+
+    def call_binop(self, context, operator, left, right):
+        limit = self.max_chars
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and not isinstance(count, bool) \
+                        and len(seq) * max(count, 0) > limit:
+                    raise TemplateLimitExceeded(f"the template builds a value of {len(seq) * count} items "
+                                                f"(limit {limit})")
+        elif operator == "+":
+            if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)) \
+                    and len(left) + len(right) > limit:
+                raise TemplateLimitExceeded(f"the template builds a value of {len(left) + len(right)} items "
+                                            f"(limit {limit})")
+        elif operator == "**":
+            if isinstance(left, (int, float)) and isinstance(right, (int, float)) and abs(left) > 1 \
+                    and right > 0 and right * max(abs(float(left)).bit_length() if isinstance(left, int)
+                                                  else 64, 1) > 64 * 1024:
+                raise TemplateLimitExceeded("the template computes a power too large to render")
+        return super().call_binop(context, operator, left, right)
+
+
+def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _raise_exception(message):
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _checked_width(filter_fn, limit):
+    def wrapped(value, width=80, *args, **kwargs):
+        if isinstance(width, int) and width > limit:
+            raise TemplateLimitExceeded(f"the template pads text to {width} characters (limit {limit})")
+        return filter_fn(value, width, *args, **kwargs)
+    return wrapped
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(max_chars: int, template_date: str) -> _LimitedEnvironment:
+    env = _LimitedEnvironment(max_chars=max_chars, trim_blocks=True, lstrip_blocks=True,
+                              extensions=[_GenerationSpans, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = _tojson
+    for name in ("center", "indent"):
+        env.filters[name] = _checked_width(env.filters[name], max_chars)
+    pinned = _dt.datetime.fromisoformat(template_date)
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: pinned.strftime(fmt)
+    env.globals["dict"] = _TemplateDict()
+    env.globals["namespace"] = _Namespace
+    return env
+
+
+def today_iso() -> str:
+    """Today's date (UTC) as ``YYYY-MM-DD``: the default ``template_date``."""
+    return _dt.datetime.now(_dt.timezone.utc).date().isoformat()
+
+
+@dataclass(frozen=True)
+class TemplateTraits:
+    """What a template's source shows: markers, clock use, randomness."""
+
+    uses_generation_markers: bool
+    reads_clock: bool
+    uses_randomness: bool
+
+
+def template_traits(source: str) -> TemplateTraits:
+    """Parse ``source`` (raises :class:`TemplateRefused` on a syntax error) and report its traits."""
+    env = _environment(DEFAULT_MAX_CHARS, "2000-01-01")
+    try:
+        ast = env.parse(source)
+    except jinja2.exceptions.TemplateSyntaxError as exc:
+        raise TemplateRefused(f"the chat template is not valid Jinja: {exc.message} (line {exc.lineno})") from exc
+    names = {node.name for node in ast.find_all(jinja2.nodes.Name)}
+    filters = {node.name for node in ast.find_all(jinja2.nodes.Filter)}
+    return TemplateTraits(
+        uses_generation_markers=has_generation_markers(source),
+        reads_clock="strftime_now" in names,
+        uses_randomness=bool(set(_NONDETERMINISTIC) & (names | filters)),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# message normalisation, as apply_chat_template does it
+
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+def template_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Messages as ``apply_chat_template`` hands them to the template: keys whose value is ``None`` dropped,
+    and a message's reasoning given under ``reasoning_content`` and ``thinking`` (as transformers 5 does)."""
+    out = []
+    for message in messages:
+        item = {key: value for key, value in message.items() if value is not None}
+        reasoning = next((item[key] for key in _REASONING_FIELDS if item.get(key) is not None), None)
+        if reasoning is not None:
+            item = {"thinking": reasoning, **item, "reasoning_content": reasoning}
+        out.append(item)
+    return out
+
+
+class ChatTemplate:
+    """One compiled chat template with its limits; picklable (compiles lazily in each process).
+
+    Args:
+        source: the Jinja template text.
+        template_date: the date ``strftime_now`` formats (ISO ``YYYY-MM-DD``; default: today, UTC).
+        max_chars: the size limit of one render.
+
+    Raises:
+        TemplateRefused: the template does not parse, or it uses randomness (``random``, ``lipsum``):
+            its rows could not be reproduced.
+    """
+
+    def __init__(self, source: str, *, template_date: str | None = None, max_chars: int = DEFAULT_MAX_CHARS):
+        self.source = source
+        self.template_date = template_date or today_iso()
+        try:
+            _dt.date.fromisoformat(self.template_date)
+        except ValueError:
+            raise TemplateRefused(f"template date must be YYYY-MM-DD, got {self.template_date!r}") from None
+        self.max_chars = max_chars
+        self.traits = template_traits(source)
+        if self.traits.uses_randomness:
+            raise TemplateRefused("the chat template uses randomness (random/lipsum): its rows could not be "
+                                  "reproduced; remove it from the template")
+        self._compiled = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_compiled"] = None
+        return state
+
+    @property
+    def uses_generation_markers(self) -> bool:
+        return self.traits.uses_generation_markers
+
+    def _template(self):
+        if self._compiled is None:
+            self._compiled = _environment(self.max_chars, self.template_date).from_string(self.source)
+        return self._compiled
+
+    def _generate(self, context: Mapping[str, Any], tracking: list | None = None) -> str:
+        chunks = []
+        total = 0
+        for chunk in self._template().generate(**context):
+            total += len(chunk)
+            if total > self.max_chars:
+                raise TemplateLimitExceeded(f"the rendered text exceeds {self.max_chars} characters")
+            chunks.append(chunk)
+            if tracking is not None:
+                tracking[0] = total
+        return "".join(chunks)
+
+    def render(self, *, messages: Sequence[Mapping[str, Any]], tools=None, add_generation_prompt: bool = False,
+               variables: Mapping[str, Any] = ()) -> str:
+        """The text ``apply_chat_template(messages, tools=tools, add_generation_prompt=..., tokenize=False,
+        **kwargs)`` renders, where ``variables`` are the special tokens and template kwargs
+        (``{**tokenizer.special_tokens_map, **kwargs}``)."""
+        context = {**dict(variables), "messages": template_messages(messages), "tools": tools, "documents": None,
+                   "add_generation_prompt": add_generation_prompt}
+        return self._generate(context)
+
+    def render_with_generation_spans(self, *, messages, tools=None, variables: Mapping[str, Any] = ()
+                                     ) -> tuple[str, list[tuple[int, int]]]:
+        """:meth:`render` (no generation prompt) plus the ``[start, end)`` span of each generation block."""
+        env = self._template().environment
+        spans: list[tuple[int, int]] = []
+        tracking = [0, spans]
+        env.generation_tracking.state = tracking
+        try:
+            context = {**dict(variables), "messages": template_messages(messages), "tools": tools,
+                       "documents": None, "add_generation_prompt": False}
+            text = self._generate(context, tracking)
+        finally:
+            env.generation_tracking.state = None
+        return text, spans
