@@ -149,8 +149,14 @@ HARMONY = ("<|startoftext|>", "<|endoftext|>", "<|start|>", "<|end|>", "<|messag
            "<|return|>", "<|call|>")
 
 
+#: run by the default test (one family per template style); the rest with CHATSHARDS_FULL_MATRIX=1
+CORE = {"llama3", "llama3_1", "mistral_v03", "mistral_v7", "gemma2", "gemma3", "phi3", "phi4", "qwen2_5", "qwen3",
+        "deepseek_r1_distill", "smollm3", "gptoss", "qwen3_training", "phi3_training"}
+
+
 def _f(name, label, source, **kw) -> Family:
-    return Family(name=name, label=label, source=source, **kw)
+    kw.pop("core", None)
+    return Family(name=name, label=label, source=source, core=name in CORE, **kw)
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -270,7 +276,7 @@ FAMILIES: tuple[Family, ...] = (
 TRAINING_FAMILIES: tuple[Family, ...] = tuple(
     Family(**{**{k: getattr(f, k) for k in Family.__dataclass_fields__}, "name": f.name + "_training",
               "label": f.label + " [TRL training variant]", "source": f.training, "training": f.training,
-              "core": f.name in ("llama3", "gemma3", "phi3", "qwen2_5", "qwen3", "deepseek_r1_distill")})
+              "core": f.name + "_training" in CORE})
     for f in FAMILIES if f.training
 )
 
