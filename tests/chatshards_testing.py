@@ -1,12 +1,14 @@
 """Helpers shared by the tests (importable as ``chatshards_testing``: tests/ is on pytest's pythonpath)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ../shared/data next to the checkout; CHATSHARDS_SHARED_DATA points elsewhere (e.g. from a git worktree)
+SHARED_DATA = Path(os.environ.get("CHATSHARDS_SHARED_DATA") or REPO.parent / "shared" / "data")
 # Tests never use the default DirectRunner (it tries to download Prism first).
 RUNNER_ARGS = ["--runner=FnApiRunner"]
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]

@@ -1,0 +1,69 @@
+"""Template-family matrix for issue 10: per family, template source, accepted at start-up, rows checked, rows exact.
+
+Runs the real job (in-process) on the real records of ../shared/data with each family's published template and a
+tokenizer with its control tokens, and compares every row with the test oracle (tests/chat_oracle.py).
+
+    CHATSHARDS_SHARED_DATA=/path/to/shared/data python benchmarks/template_matrix.py [FAMILY ...] [--core]
+
+Prints one line per family (markdown table) and, with -v, the first problems of each family.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import family_records as records  # noqa: E402
+import template_families as tf  # noqa: E402
+from test_template_families import check_counts, compare, read_job, run_family  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("families", nargs="*", help="family names (default: all)")
+    parser.add_argument("--core", action="store_true", help="only the families the default test runs")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    families = [tf.BY_NAME[n] for n in args.families] if args.families else [
+        f for f in tf.ALL_FAMILIES if f.core or not args.core]
+    inputs = records.real_records()
+    print("| family | template | accepted | rows checked | rows exact | problems |")
+    print("|---|---|---|---|---|---|")
+    totals = [0, 0, 0]
+    for family in families:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = tf.family_tokenizer(family, Path(tmp) / "tok")
+            tokenizer = tf.load_family_tokenizer(folder)
+            err = io.StringIO()
+            with redirect_stderr(err), redirect_stdout(io.StringIO()):
+                try:
+                    code, out = run_family(family, folder, inputs, Path(tmp))
+                except SystemExit as exc:
+                    code = exc.code
+            accepted = code == 0
+            checked = exact = 0
+            problems = [err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else f"exit {code}"]
+            if accepted:
+                manifest, rows, rejected = read_job(out)
+                checked, exact, problems = compare(family, tokenizer, inputs, manifest, rows, rejected)
+                problems += check_counts(manifest, rows, rejected, inputs)
+        totals[0] += accepted
+        totals[1] += checked
+        totals[2] += exact
+        print(f"| {family.name} | {tf.provenance(family.source)} | {'yes' if accepted else 'no'} | {checked} | "
+              f"{exact} | {len(problems)} |", flush=True)
+        if args.verbose:
+            for line in problems[:6]:
+                print(f"    {line[:300]}")
+    print(f"\nfamilies accepted {totals[0]}/{len(families)}, rows checked {totals[1]}, rows exact {totals[2]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
