@@ -58,7 +58,6 @@ SYSTEM_MODES = ("reject", "fold")
 WHOLE_CONVERSATION = -1  # ``turn`` of a row that holds the whole conversation
 
 _OPEN_REASONING = re.compile(r"<(think|thinking|reasoning)>[ \t]*\n?\Z")
-_INLINE_REASONING_KEY = "\x00chatshards_inline_reasoning"  # never reaches a template
 _PROBE_USER = "chatshards probe question"
 _PROBE_REASONING = "chatshards probe reasoning"
 _PROBE_ANSWER = "chatshards probe answer"
@@ -218,8 +217,6 @@ class ChatRenderer:
         try:
             messages = state.prepare_system(messages, trainable)
             trainable = state.trainable
-            if not self.profile.renders_reasoning:
-                messages = [_inline_reasoning(m) for m in messages]
             state.messages = messages
             if self.loss == "all":
                 text = state.render(messages)
@@ -267,23 +264,9 @@ def _template_messages(messages: Sequence[Mapping]) -> list[dict]:
     templates that render tool calls only when the content is null do."""
     out = []
     for m in messages:
-        if _INLINE_REASONING_KEY in m:
-            m = {k: v for k, v in m.items() if k != _INLINE_REASONING_KEY}
         if m.get("role") == "assistant" and m.get("tool_calls") and not m.get("content"):
             m = {k: v for k, v in m.items() if k != "content"}
         out.append(m)
-    return out
-
-
-def _inline_reasoning(message: dict) -> dict:
-    """For templates that do not render reasoning: the reasoning written before the content as
-    ``<think>\\n...\\n</think>\\n\\n`` (the form reasoning models emit), so it is never dropped."""
-    reasoning = message.get("reasoning_content")
-    if message.get("role") != "assistant" or not reasoning:
-        return message
-    out = {k: v for k, v in message.items() if k != "reasoning_content"}
-    out["content"] = f"<think>\n{reasoning}\n</think>\n\n" + (message.get("content") or "")
-    out[_INLINE_REASONING_KEY] = reasoning
     return out
 
 
@@ -368,7 +351,7 @@ class _Record:
         if known_end is not None:
             return (0, known_end)
         message = self.messages[i]
-        reasoning = (message.get("reasoning_content") or message.get(_INLINE_REASONING_KEY) or "").strip()
+        reasoning = (message.get("reasoning_content") or "").strip()
         if not reasoning:
             return None
         at = turn.find(reasoning)
