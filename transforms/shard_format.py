@@ -149,11 +149,31 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def ipc_stream_bytes(table: pa.Table) -> bytes:
-    """Serialise a table as an uncompressed Arrow IPC stream (memory-mappable, deterministic bytes)."""
-    sink = io.BytesIO()
+def write_ipc_stream(sink: Any, table: pa.Table) -> None:
+    """Write ``table`` to ``sink`` (a file-like object) as an uncompressed Arrow IPC stream.
+
+    The rows go in one record batch. A table without rows is written as its schema followed by one
+    *empty* record batch (not by the schema alone): readers that assemble their columns from the
+    stream's batches, ``datasets.Dataset.from_file`` among them, fail on a stream without any
+    ("cannot construct ChunkedArray from empty vector and omitted type").
+    """
     with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max(1, table.num_rows))
+        if table.num_rows == 0:
+            writer.write_batch(empty_record_batch(table.schema))
+        else:
+            writer.write_table(table, max_chunksize=table.num_rows)
+
+
+def empty_record_batch(schema: pa.Schema) -> pa.RecordBatch:
+    """A record batch with ``schema`` and no rows."""
+    return pa.RecordBatch.from_arrays([pa.array([], type=field.type) for field in schema], schema=schema)
+
+
+def ipc_stream_bytes(table: pa.Table) -> bytes:
+    """Serialise a table as an uncompressed Arrow IPC stream (memory-mappable, deterministic bytes;
+    see :func:`write_ipc_stream`, an empty table included)."""
+    sink = io.BytesIO()
+    write_ipc_stream(sink, table)
     return sink.getvalue()
 
 
