@@ -58,13 +58,10 @@ def write_table_atomically(path: str, table, *, tmp_root: str) -> tuple[int, str
 
     The serialised shard is never held in memory (a shard's rows and table already are).
     """
-    import pyarrow as pa
-
     tmp = tmp_name(path, tmp_root)
     with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         sink = DigestingSink(handle)
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=max(1, table.num_rows))
+        sf.write_ipc_stream(sink, table)  # an empty shard too holds one (empty) record batch
     publish_tmp(tmp, path)
     return sink.size, sink.digest.hexdigest()
 

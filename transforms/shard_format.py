@@ -160,11 +160,31 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def ipc_stream_bytes(table: pa.Table) -> bytes:
-    """Serialise a table as an uncompressed Arrow IPC stream (memory-mappable, deterministic bytes)."""
-    sink = io.BytesIO()
+def write_ipc_stream(sink: Any, table: pa.Table) -> None:
+    """Write ``table`` to ``sink`` (a file-like object) as an uncompressed Arrow IPC stream.
+
+    The rows go in one record batch. A table without rows is written as its schema followed by one
+    *empty* record batch (not by the schema alone): readers that assemble their columns from the
+    stream's batches, ``datasets.Dataset.from_file`` among them, fail on a stream without any
+    ("cannot construct ChunkedArray from empty vector and omitted type").
+    """
     with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max(1, table.num_rows))
+        if table.num_rows == 0:
+            writer.write_batch(empty_record_batch(table.schema))
+        else:
+            writer.write_table(table, max_chunksize=table.num_rows)
+
+
+def empty_record_batch(schema: pa.Schema) -> pa.RecordBatch:
+    """A record batch with ``schema`` and no rows."""
+    return pa.RecordBatch.from_arrays([pa.array([], type=field.type) for field in schema], schema=schema)
+
+
+def ipc_stream_bytes(table: pa.Table) -> bytes:
+    """Serialise a table as an uncompressed Arrow IPC stream (memory-mappable, deterministic bytes;
+    see :func:`write_ipc_stream`, an empty table included)."""
+    sink = io.BytesIO()
+    write_ipc_stream(sink, table)
     return sink.getvalue()
 
 
@@ -220,11 +240,47 @@ def validate_manifest(manifest: Any, *, where: str = MANIFEST_NAME) -> dict:
     for key in ("counts", "shards", "tokenizer", "config", "config_fingerprint"):
         if key not in manifest:
             raise ManifestError(f"{where}: required key {key!r} is missing")
+    if not isinstance(manifest["shards"], list):
+        raise ManifestError(f"{where}: 'shards' must be a list")
+    seen: set[str] = set()
     for shard in manifest["shards"]:
+        if not isinstance(shard, dict):
+            raise ManifestError(f"{where}: shard entry {shard!r} is not an object")
         for key in ("path", "rows", "tokens", "bytes", "sha256"):
             if key not in shard:
                 raise ManifestError(f"{where}: shard entry {shard!r} lacks {key!r}")
+        check_shard_path(shard["path"], where=where)
+        if shard["path"] in seen:
+            raise ManifestError(f"{where}: shard {shard['path']!r} is listed twice; refusing to serve its rows twice")
+        seen.add(shard["path"])
+        for key in ("rows", "bytes"):
+            if type(shard[key]) is not int or shard[key] < 0:
+                raise ManifestError(f"{where}: shard {shard['path']!r} has {key}={shard[key]!r}, not a count")
+    written = manifest["counts"].get("written") if isinstance(manifest["counts"], dict) else None
+    if written is not None and written != sum(shard["rows"] for shard in manifest["shards"]):
+        raise ManifestError(
+            f"{where}: the shards hold {sum(shard['rows'] for shard in manifest['shards'])} rows "
+            f"but counts.written is {written!r}"
+        )
     return manifest
+
+
+def check_shard_path(path: Any, *, where: str = MANIFEST_NAME) -> None:
+    """Refuse a manifest shard path that could name a file outside the dataset folder.
+
+    A shard path is relative to the dataset root, ``/``-separated, without empty, ``.`` or ``..``
+    parts, backslashes, NUL bytes or a drive letter (the job writes ``data/shard-...arrow``).
+    Symbolic links are checked where the path is resolved (:func:`shard_paths`).
+    """
+    if not isinstance(path, str) or not path:
+        raise ManifestError(f"{where}: shard path {path!r} is not a non-empty string")
+    parts = path.split("/")
+    if (path.startswith("/") or "\\" in path or "\x00" in path or (path[1:2] == ":" and path[0].isalpha())
+            or any(part in ("", ".", "..") for part in parts)):
+        raise ManifestError(
+            f"{where}: shard path {path!r} leaves the dataset folder or is not a plain relative path "
+            "('/'-separated, no '.', '..' or empty parts, not absolute); refusing to read it"
+        )
 
 
 def verify_shard_file(path: str, *, expected_sha256: str, expected_bytes: int | None = None) -> None:
@@ -241,5 +297,30 @@ def verify_shard_file(path: str, *, expected_sha256: str, expected_bytes: int | 
 
 
 def shard_paths(root: str, manifest: Mapping[str, Any]) -> list[str]:
-    """Absolute local paths of the shards listed in the manifest, in manifest order."""
-    return [os.path.join(root, *shard["path"].split("/")) for shard in manifest["shards"]]
+    """Local paths (``root`` joined with each entry's path) of the shards listed in the manifest, in
+    manifest order.
+
+    Raises:
+        ManifestError: a path that is not a plain relative path (:func:`check_shard_path`), that
+            resolves outside ``root`` once symbolic links are followed, or two entries that name the
+            same file (through a link, for example).
+    """
+    real_root = os.path.realpath(root)
+    paths: list[str] = []
+    seen: dict[str, str] = {}
+    for shard in manifest["shards"]:
+        relative = shard["path"]
+        check_shard_path(relative)
+        path = os.path.join(root, *relative.split("/"))
+        real = os.path.realpath(path)
+        if os.path.commonpath([real_root, real]) != real_root:
+            raise ManifestError(
+                f"shard {relative!r} resolves to {real}, outside the dataset folder {real_root} "
+                "(a symbolic link pointing out?); refusing to read it"
+            )
+        if real in seen:
+            raise ManifestError(f"shards {seen[real]!r} and {relative!r} are the same file {real}; "
+                                "refusing to serve its rows twice")
+        seen[real] = relative
+        paths.append(path)
+    return paths

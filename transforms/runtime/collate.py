@@ -6,6 +6,14 @@ numpy arrays (the zero-copy views of :class:`ShardDataset`), torch tensors or pl
 (the model shifts), and ``IGNORE_INDEX`` (-100) means "no loss here". A row without ``labels`` is
 trained on every real token (``labels = input_ids``, -100 only on padding).
 
+Malformed features raise ``ValueError`` naming the row (its position in the batch) and the problem,
+before any tensor is returned: a missing ``input_ids``, a feature that is not a mapping, values that
+are not integers (floats, strings, ``None``, ids beyond int64), ``labels`` or ``attention_mask`` of
+another length than ``input_ids``, negative ids, ids beyond int32 (or ``>= vocab_size`` when known,
+e.g. from the manifest), labels that are neither a token id nor -100, a mask value other than 0/1.
+Structure is checked per row (a few attribute reads); values are checked on the whole batch at once
+with numpy reductions, and only a failing batch is scanned row by row to name the culprit.
+
 Output dtypes: every tensor is ``torch.int64`` except ``cu_seq_lens_q/k`` (``torch.int32``) and
 the optional 4D mask; ``max_length_q/k`` are Python ints. The hot path fills preallocated numpy
 arrays with slice copies (one per row and column) and wraps them with ``torch.from_numpy``.
@@ -32,6 +40,9 @@ _MASK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 
 
 _RAMP = np.arange(4096, dtype=np.int64)
+INT32_MAX = 2**31 - 1
+_INT_KINDS = "iu"
+_MASK_KINDS = "biu"
 
 
 def _ramp(n: int) -> np.ndarray:
@@ -100,6 +111,11 @@ class CollatorConfig:
         mask_dtype: dtype name of the additive mask (``float32``, ``bfloat16``, ``float16``, ``float64``).
         pin_memory: pin the batch tensors (ignored when CUDA is not available). Inside DataLoader
             workers prefer ``DataLoader(pin_memory=True)``, which pins in the main process.
+        vocab_size: when set, token ids (and labels other than -100) must be below it
+            (``from_manifest`` takes it from the manifest's tokenizer); otherwise they must fit int32.
+        check_values: check the values of every batch (negative ids, ids out of range, labels that
+            are neither ids nor -100, mask values). Costs a few numpy reductions over the batch's
+            tokens; row structure (keys, integer types, lengths) is always checked.
     """
 
     pad_token_id: int | None = None
@@ -115,8 +131,17 @@ class CollatorConfig:
     causal: bool = True
     mask_dtype: str = "float32"
     pin_memory: bool = False
+    vocab_size: int | None = None
+    check_values: bool = True
 
     def __post_init__(self) -> None:
+        if self.vocab_size is not None and (isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int)
+                                            or not 1 <= self.vocab_size <= INT32_MAX + 1):
+            raise ValueError(f"vocab_size must be an int in [1, 2**31], not {self.vocab_size!r}")
+        if self.pad_token_id is not None:
+            if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) \
+                    or not 0 <= self.pad_token_id <= self.max_token_id:
+                raise ValueError(f"pad_token_id must be a token id in [0, {self.max_token_id}], not {self.pad_token_id!r}")
         if self.padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', not {self.padding_side!r}")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
@@ -135,6 +160,11 @@ class CollatorConfig:
                 raise ValueError("padded mode needs pad_token_id (or use Collator.from_manifest)")
             if self.mask_4d is not None:
                 raise ValueError("mask_4d is a padding-free option")
+
+    @property
+    def max_token_id(self) -> int:
+        """The largest valid token id: ``vocab_size - 1``, or the int32 maximum without a vocabulary."""
+        return INT32_MAX if self.vocab_size is None else self.vocab_size - 1
 
 
 class Collator:
@@ -172,19 +202,12 @@ class Collator:
 
     @classmethod
     def from_manifest(cls, path: str, **options: Any) -> "Collator":
-        """A collator whose ``pad_token_id`` is the dataset's (``manifest["tokenizer"]``).
+        """A collator whose ``pad_token_id`` and ``vocab_size`` are the dataset's (``manifest["tokenizer"]``).
 
-        An explicit ``pad_token_id`` option wins. A tokenizer without a pad token falls back to its
+        Explicit ``pad_token_id`` / ``vocab_size`` options win. A tokenizer without a pad token falls back to its
         ``eos_token_id``; this is safe because padding is tracked by position (mask and -100 labels).
         """
-        manifest = load_manifest(str(path))
-        if "pad_token_id" not in options:
-            tok = manifest.get("tokenizer") or {}
-            pad = tok.get("pad_token_id")
-            if pad is None:
-                pad = tok.get("eos_token_id")
-            options["pad_token_id"] = pad
-        return cls(**options)
+        return cls(**manifest_options(load_manifest(str(path)), options))
 
     # -- entry point --------------------------------------------------------------------------
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
@@ -207,10 +230,109 @@ class Collator:
         """
 
     # -- padded ---------------------------------------------------------------------------------
+    def _rows(self, features: Sequence[Mapping[str, Any]]) -> tuple[list, list, list | None]:
+        """Every row's ``input_ids``, ``labels`` (``input_ids`` when absent) and ``attention_mask``
+        (``None`` when no row has one), as given, after checking the keys and that the lengths agree.
+
+        The hot path: a few lookups per row. Element types are checked batch-wide by
+        :meth:`_check_values`; anything unusual goes through :meth:`_rows_strict`, which names the row."""
+        ids_list, lab_list, mask_list = [], [], None
+        try:
+            for i, f in enumerate(features):
+                ids = f["input_ids"]
+                size = len(ids)  # a scalar or None fails here
+                lab = f.get("labels")
+                if lab is None:
+                    lab = ids
+                elif len(lab) != size:
+                    raise ValueError(f"row {i}: labels has {len(lab)} values but input_ids has {size}")
+                m = f.get("attention_mask")
+                if m is not None or mask_list is not None:
+                    if mask_list is None:
+                        mask_list = [None] * i
+                    mask_list.append(m)
+                ids_list.append(ids)
+                lab_list.append(lab)
+        except ValueError:
+            raise
+        except Exception:  # noqa: BLE001 - a missing key, a scalar, an odd type: name the row
+            self._rows_strict(features)
+            raise
+        if mask_list is not None:  # rows written padded (rare): check them one by one
+            return self._rows_strict(features)
+        return ids_list, lab_list, mask_list
+
+    def _rows_strict(self, features: Sequence[Mapping[str, Any]]) -> tuple[list, list, list | None]:
+        """:meth:`_rows` with every column converted to a 1-D integer numpy array (bool allowed for
+        masks); raises ``ValueError`` naming the first malformed row."""
+        ids_list, lab_list, mask_list = [], [], None
+        for i, f in enumerate(features):
+            try:
+                ids = f["input_ids"]
+                get = f.get
+            except (KeyError, TypeError, IndexError, AttributeError):
+                raise _missing_ids(f, i) from None
+            ids = _as_row_array(ids, i, "input_ids", _INT_KINDS)
+            lab = get("labels")
+            if lab is None:
+                lab = ids
+            else:
+                lab = _as_row_array(lab, i, "labels", _INT_KINDS)
+                if len(lab) != len(ids):
+                    raise ValueError(f"row {i}: labels has {len(lab)} values but input_ids has {len(ids)}")
+            m = get("attention_mask")
+            if m is not None:
+                m = _as_row_array(m, i, "attention_mask", _MASK_KINDS)
+                if len(m) != len(ids):
+                    raise ValueError(f"row {i}: attention_mask has {len(m)} values but input_ids has {len(ids)}")
+                if mask_list is None:
+                    mask_list = [None] * i
+            if mask_list is not None:
+                mask_list.append(m)
+            ids_list.append(ids)
+            lab_list.append(lab)
+        return ids_list, lab_list, mask_list
+
+    def _check_values(self, features: Sequence[Mapping[str, Any]], ids_list: list, lab_list: list,
+                      mask_list: list | None, flat_ids: np.ndarray | None = None,
+                      flat_labels: np.ndarray | None = None, rows: Sequence[int] | None = None) -> None:
+        """Check element types and token values of the whole batch at once (one concatenation and a
+        few reductions); on failure, find and name the first bad row.
+
+        ``flat_ids`` / ``flat_labels``: the rows already concatenated (padding-free mode), else built
+        here. ``rows``: the feature index of every entry of the lists (default: their positions)."""
+        if not self.config.check_values:
+            return
+        limit = self.config.max_token_id
+        same = all(a is b for a, b in zip(lab_list, ids_list))
+        try:
+            ids = np.concatenate(ids_list) if flat_ids is None else flat_ids
+            labels = ids if same else (np.concatenate(lab_list) if flat_labels is None else flat_labels)
+            shaped = ids.ndim == 1 and labels.ndim == 1 and ids.dtype.kind in _INT_KINDS \
+                and labels.dtype.kind in _INT_KINDS
+        except (ValueError, TypeError):
+            shaped = False
+        if shaped and _ids_ok(ids, limit) and (same or _labels_ok(labels, limit, self._ignore_ids)) \
+                and (mask_list is None or _mask_ok(mask_list)):
+            return
+        # slow path: the strict pass names a row with bad element types or shapes, the scan a bad value
+        ids_list, lab_list, mask_list = self._rows_strict(features)
+        if rows is not None:
+            ids_list = [ids_list[r] for r in rows]
+            lab_list = [lab_list[r] for r in rows]
+            mask_list = None if mask_list is None else [mask_list[r] for r in rows]
+        _scan_rows(ids_list, lab_list, mask_list, limit, self._ignore_ids, self.config.vocab_size, rows)
+
+    @property
+    def _ignore_ids(self) -> tuple[int, ...]:
+        """Negative label values that mean "no loss" in the features: -100 and a negative ``label_pad_token_id``."""
+        return tuple(sorted(v for v in {IGNORE_INDEX, self.config.label_pad_token_id} if v < 0))
+
     def _pad(self, features: Sequence[Mapping[str, Any]]) -> tuple[Batch, RowLayout]:
         cfg = self.config
         n = len(features)
-        ids_list = [f["input_ids"] for f in features]
+        ids_list, lab_list, mask_list = self._rows(features)
+        self._check_values(features, ids_list, lab_list, mask_list)
         lens = np.fromiter((len(x) for x in ids_list), dtype=np.int64, count=n)
         longest = int(lens.max())
         width = cfg.max_length if cfg.max_length is not None else longest
@@ -237,16 +359,14 @@ class Collator:
             buf[2:].fill(0)
         ramp = _ramp(width) if pos is not None else None
         own_mask = False
-        for i, f in enumerate(features):
+        for i in range(n):
             s = int(starts[i])
             length = int(lens[i])
             e = s + length
-            ids = ids_list[i]
-            input_ids[i, s:e] = ids
-            lab = f.get("labels")
-            labels[i, s:e] = ids if lab is None else lab
+            input_ids[i, s:e] = ids_list[i]
+            labels[i, s:e] = lab_list[i]
             if mask is not None:
-                m = f.get("attention_mask")
+                m = None if mask_list is None else mask_list[i]
                 if m is None:
                     mask[i, s:e] = 1
                 else:
@@ -269,22 +389,24 @@ class Collator:
     # -- padding-free ---------------------------------------------------------------------------
     def _flatten(self, features: Sequence[Mapping[str, Any]]) -> tuple[Batch, RowLayout]:
         cfg = self.config
+        all_ids, all_labels, all_masks = self._rows(features)
         ids_list, lab_list, rows = [], [], []
-        for i, f in enumerate(features):
-            ids = f["input_ids"]
+        for i, ids in enumerate(all_ids):
             if len(ids) == 0:
                 continue
-            lab = f.get("labels")
-            m = f.get("attention_mask")
-            if m is not None:  # rows written padded: keep the real tokens only
-                keep = np.asarray(m).astype(bool)
+            lab = all_labels[i]
+            m = None if all_masks is None else all_masks[i]
+            if m is not None:  # rows written padded (arrays, see _rows): keep the real tokens only
+                if cfg.check_values and not _mask_ok([m]):
+                    _scan_rows([ids], [lab], [m], cfg.max_token_id, self._ignore_ids, cfg.vocab_size, [i])
+                keep = m.astype(bool)
                 if not keep.all():
-                    ids = np.asarray(ids)[keep]
-                    lab = None if lab is None else np.asarray(lab)[keep]
+                    ids = ids[keep]
+                    lab = ids if lab is all_ids[i] else lab[keep]
                     if len(ids) == 0:
                         continue
             ids_list.append(ids)
-            lab_list.append(ids if lab is None else lab)
+            lab_list.append(lab)
             rows.append(i)
         if not ids_list:
             raise ValueError("every row of the batch is empty")
@@ -298,8 +420,18 @@ class Collator:
         planes = 3 if cfg.return_position_ids else 2  # one storage for all int64 outputs (see _pad)
         storage = torch.empty((planes, 1, total), dtype=torch.int64)
         buf = storage.numpy()
-        np.concatenate(ids_list, out=buf[0, 0], casting="same_kind")
-        np.concatenate(lab_list, out=buf[1, 0], casting="same_kind")
+        try:  # same_kind: floats, strings and objects are refused here, not truncated
+            np.concatenate(ids_list, out=buf[0, 0], casting="same_kind")
+            np.concatenate(lab_list, out=buf[1, 0], casting="same_kind")
+            flat_ids, flat_labels = buf[0, 0], buf[1, 0]
+        except (ValueError, TypeError):
+            if not cfg.check_values:
+                raise
+            flat_ids = flat_labels = None  # _check_values concatenates again and names a bad row
+        self._check_values(features, ids_list, lab_list, None, flat_ids=flat_ids, flat_labels=flat_labels, rows=rows)
+        if flat_ids is None:  # valid after all (e.g. uint64 rows among signed ones): copy them now
+            np.concatenate(ids_list, out=buf[0, 0], casting="unsafe")
+            np.concatenate(lab_list, out=buf[1, 0], casting="unsafe")
         buf[1, 0, starts] = cfg.label_pad_token_id
 
         batch = Batch(input_ids=storage[0], labels=storage[1])
@@ -332,3 +464,132 @@ class Collator:
 
     def __repr__(self) -> str:
         return f"Collator({self.config!r})"
+
+
+def manifest_options(manifest: Mapping[str, Any], options: dict) -> dict:
+    """``options`` completed with the dataset's ``pad_token_id`` (its ``eos_token_id`` when it has no
+    pad token) and ``vocab_size`` from ``manifest["tokenizer"]``; explicit options win."""
+    options = dict(options)
+    tok = manifest.get("tokenizer") or {}
+    if "pad_token_id" not in options:
+        pad = tok.get("pad_token_id")
+        options["pad_token_id"] = tok.get("eos_token_id") if pad is None else pad
+    if "vocab_size" not in options and isinstance(tok.get("vocab_size"), int) and tok["vocab_size"] > 0:
+        vocab = tok["vocab_size"]
+        pad = options.get("pad_token_id")
+        # a pad id appended after the vocabulary still counts as an id of the dataset
+        options["vocab_size"] = max(vocab, pad + 1) if isinstance(pad, int) else vocab
+    return options
+
+
+# -- validation helpers (vectorised checks; the row-by-row scan runs only for a failing batch) ------
+
+def _missing_ids(feature: Any, row: int) -> ValueError:
+    if not isinstance(feature, Mapping):
+        return ValueError(f"row {row}: a feature must be a mapping with 'input_ids', not {type(feature).__name__}")
+    return ValueError(f"row {row}: no 'input_ids' (keys: {sorted(map(str, feature))})")
+
+
+def _as_row_array(value: Any, row: int, name: str, kinds: str) -> np.ndarray:
+    """``value`` as a 1-D numpy array of an integer kind (bool too for masks), or ``ValueError``."""
+    if value is None:
+        raise ValueError(f"row {row}: {name} is None")
+    array = value
+    if not isinstance(array, np.ndarray):
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
+            raise ValueError(f"row {row}: {name} is not a sequence of integers ({exc})") from None
+    if array.ndim != 1:
+        raise ValueError(f"row {row}: {name} must be a flat sequence of integers, got shape {tuple(array.shape)}")
+    if array.dtype.kind in kinds:
+        return array
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if isinstance(value, (list, tuple)):
+        for j, x in enumerate(value):
+            if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+                raise ValueError(f"row {row}: {name} has a non-integer value {x!r} at position {j}")
+            if not -2**63 <= x < 2**63:
+                raise ValueError(f"row {row}: {name} has {x} at position {j}, beyond int64")
+    raise ValueError(f"row {row}: {name} holds non-integer values (dtype {array.dtype}, first {array[0]!r}); "
+                     "token ids must be integers")
+
+
+def _as_unsigned(values: np.ndarray) -> np.ndarray | None:
+    """A same-size unsigned view (negative values become huge), or ``None`` for other dtypes."""
+    if values.dtype.kind == "u":
+        return values
+    if values.dtype.kind == "i" and values.dtype.itemsize >= 4:
+        return values.view(values.dtype.str.replace("i", "u"))
+    return None
+
+
+def _ids_ok(ids: np.ndarray, limit: int) -> bool:
+    """All of ``ids`` in ``[0, limit]``: one reduction (negative ids are huge seen unsigned).
+
+    ``False`` may also mean "cannot tell here" (a float array from mixing uint64 with signed
+    rows): the row scan decides."""
+    if ids.size == 0:
+        return True
+    unsigned = _as_unsigned(ids)
+    if unsigned is not None:
+        return int(unsigned.max()) <= limit
+    if ids.dtype.kind == "i":  # int8 / int16
+        return int(ids.min()) >= 0 and int(ids.max()) <= limit
+    return False
+
+
+def _labels_ok(labels: np.ndarray, limit: int, ignore: tuple[int, ...]) -> bool:
+    """Every label in ``[0, limit]`` or one of the ``ignore`` values (all negative)."""
+    if labels.size == 0:
+        return True
+    if labels.dtype.kind not in _INT_KINDS:
+        return False
+    if int(labels.max()) > limit:
+        return False
+    negative = np.count_nonzero(labels < 0)
+    return negative == 0 or negative == sum(np.count_nonzero(labels == v) for v in ignore)
+
+
+def _mask_ok(masks: list) -> bool:
+    present = [m for m in masks if m is not None and len(m)]
+    if not present:
+        return True
+    flat = np.concatenate(present)
+    return flat.dtype.kind == "b" or bool(((flat == 0) | (flat == 1)).all())
+
+
+def _scan_rows(ids_list: list, lab_list: list, mask_list: list | None, limit: int,
+               ignore: tuple[int, ...], vocab_size: int | None, rows: Sequence[int] | None = None) -> None:
+    """Check the rows one by one; raise ``ValueError`` naming the first bad value (the slow path,
+    run only when a batch-wide check failed or could not decide)."""
+    beyond = f"beyond the vocabulary (vocab_size={vocab_size})" if vocab_size is not None else f"beyond int32 ({INT32_MAX})"
+    for k, ids in enumerate(ids_list):
+        row = k if rows is None else rows[k]
+        values = ids.astype(object) if ids.dtype == np.uint64 else ids
+        bad = np.flatnonzero((values < 0) | (values > limit))
+        if len(bad):
+            j = int(bad[0])
+            v = int(ids[j])
+            if v < 0:
+                raise ValueError(f"row {row}: input_ids has a negative id ({v} at position {j})")
+            raise ValueError(f"row {row}: input_ids has id {v} at position {j}, {beyond}")
+        lab = lab_list[k]
+        if lab is not ids:
+            values = lab.astype(object) if lab.dtype == np.uint64 else lab
+            bad_mask = values > limit
+            if values.dtype.kind == "i" or values.dtype == object:
+                bad_mask |= (values < 0) & ~np.isin(values, ignore)
+            bad = np.flatnonzero(bad_mask)
+            if len(bad):
+                j = int(bad[0])
+                v = int(lab[j])
+                reason = beyond if v > limit else f"a label is a token id or {' / '.join(map(str, ignore))} (no loss)"
+                raise ValueError(f"row {row}: labels has {v} at position {j}: {reason}")
+        m = None if mask_list is None else mask_list[k]
+        if m is not None and m.dtype.kind != "b":
+            bad = np.flatnonzero((m != 0) & (m != 1))
+            if len(bad):
+                j = int(bad[0])
+                raise ValueError(f"row {row}: attention_mask has {int(m[j])} at position {j}; it must be 0 or 1")

@@ -7,11 +7,21 @@ of ints is built. Token data is therefore never held in anonymous (heap) memory;
 maps in while you read are file-backed page cache that the kernel can drop at any time, and
 ``max_open_shards`` bounds how many shards stay mapped (unmapping the least recently used one
 releases its pages from the process's resident set).
+
+Open files: a shard's file descriptor is closed as soon as its stream is parsed (the mapping, and
+every view into it, outlives the descriptor), so a dataset holds no open file between calls
+whatever its shard count or ``ulimit -n``. Mappings are bounded by ``max_open_shards`` (by default
+:func:`default_max_open_shards`, well under the kernel's per-process mapping limit). Failing to
+open or map a file for lack of resources (``EMFILE``, ``ENFILE``, ``ENOMEM``) or permission raises
+``OSError`` saying so, never :class:`ManifestError`: only a missing or malformed shard is reported as
+a damaged dataset.
 """
 from __future__ import annotations
 
 import bisect
 import collections
+import errno
+import functools
 import operator
 import os
 from typing import Any, Iterator, Sequence
@@ -23,26 +33,87 @@ import torch.utils.data
 from .. import shard_format as sf
 from ..shard_format import ManifestError
 
-__all__ = ["ShardDataset", "ManifestError"]
+__all__ = ["ShardDataset", "ManifestError", "default_max_open_shards"]
 
 _VERSION_KEY = b"chatshards.schema_version"
 _TOKEN_COLUMNS = ("input_ids", "labels")
+# errors that say something about the process or the machine, not about the shard's bytes
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EACCES, errno.EPERM, errno.EAGAIN})
+_MAX_DEFAULT_OPEN_SHARDS = 4096
+
+
+@functools.lru_cache(maxsize=1)
+def default_max_open_shards() -> int:
+    """The number of shards a :class:`ShardDataset` keeps mapped when ``max_open_shards`` is ``None``.
+
+    4096 (the job's largest automatic shard count, so a global shuffle over such a dataset never
+    re-maps), or an eighth of the kernel's per-process limit on memory mappings
+    (``/proc/sys/vm/max_map_count``, 65530 by default on Linux) where that is lower. Open file
+    descriptors do not enter into it: a mapped shard holds none.
+    """
+    try:
+        with open("/proc/sys/vm/max_map_count") as handle:
+            limit = int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _MAX_DEFAULT_OPEN_SHARDS
+    return max(1, min(_MAX_DEFAULT_OPEN_SHARDS, limit // 8))
+
+
+def _resource_error(path: str, exc: OSError) -> OSError:
+    """An ``OSError`` (same errno) saying that ``path`` could not be opened for lack of resources."""
+    detail = exc.strerror or str(exc)
+    hint = ""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        try:
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            hint = f" (this process's limit, ulimit -n, is {soft})"
+        except (ImportError, OSError, ValueError):
+            pass
+        hint += "; chatshards holds no open file per shard, so other code holds them"
+    return OSError(exc.errno, f"cannot open shard {path}: {detail}{hint}. The dataset is not damaged")
+
+
+def _map_stream(path: str) -> tuple[pa.Schema, list[pa.RecordBatch]]:
+    """Memory-map ``path``, parse its Arrow IPC stream and close the file (the mapping stays alive
+    as long as the returned batches or views into them do).
+
+    Raises:
+        ManifestError: the file is missing or is not a readable Arrow IPC stream.
+        OSError: the file could not be opened or mapped for lack of resources or permission.
+    """
+    try:
+        source = pa.memory_map(path, "r")
+    except FileNotFoundError as exc:
+        raise ManifestError(f"shard {path} listed in the manifest is missing") from exc
+    except OSError as exc:
+        if exc.errno in _RESOURCE_ERRNOS:
+            raise _resource_error(path, exc) from exc
+        raise ManifestError(f"shard {path} cannot be read: {exc}") from exc
+    try:
+        reader = pa.ipc.open_stream(source)
+        return reader.schema, list(reader)
+    except OSError as exc:
+        if exc.errno in _RESOURCE_ERRNOS:
+            raise _resource_error(path, exc) from exc
+        raise ManifestError(f"shard {path} is corrupted or not an Arrow IPC stream: {exc}") from exc
+    except (pa.ArrowException, ValueError) as exc:
+        raise ManifestError(f"shard {path} is corrupted or not an Arrow IPC stream: {exc}") from exc
+    finally:
+        source.close()  # the descriptor only: the batches keep the mapped region alive
 
 
 class _MappedShard:
-    """One memory-mapped shard: per record batch, numpy views of the requested columns."""
+    """One memory-mapped shard: per record batch, numpy views of the requested columns.
 
-    __slots__ = ("path", "chunk_starts", "chunks", "_source")
+    Holds no open file: only the mapping, through the views."""
+
+    __slots__ = ("path", "chunk_starts", "chunks")
 
     def __init__(self, path: str, *, expected_rows: int, columns: Sequence[str]):
         self.path = path
-        try:
-            self._source = pa.memory_map(path, "r")
-            reader = pa.ipc.open_stream(self._source)
-            schema = reader.schema
-            batches = list(reader)
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise ManifestError(f"shard {path} is corrupted or not an Arrow IPC stream: {exc}") from exc
+        schema, batches = _map_stream(path)
         _check_schema(path, schema, columns)
         rows = sum(b.num_rows for b in batches)
         if rows != expected_rows:
@@ -78,7 +149,7 @@ class _MappedShard:
     def flat_values(self, name: str) -> Iterator[np.ndarray]:
         for chunk in self.chunks:
             for n, kind, a, b in chunk:
-                if n == name and kind == 0:
+                if n == name and kind == 0 and len(a):
                     yield b[a[0]:a[-1]]
 
 
@@ -141,12 +212,18 @@ class ShardDataset(torch.utils.data.Dataset):
             ``attention_mask``. List columns come back as numpy views, fixed-width scalars as Python
             numbers, other types through ``pyarrow``'s ``as_py()``.
         max_open_shards: keep at most this many shards mapped (least recently used is unmapped).
-            ``None`` (default) keeps every shard mapped once touched. Bound it to keep the resident
-            set small when iterating a large dataset shard by shard.
+            ``None`` (default): :func:`default_max_open_shards` (4096, fewer where the kernel's
+            mapping limit is low), so every shard of a typical dataset stays mapped once touched.
+            Bound it lower to keep the resident set small when iterating a large dataset shard by
+            shard. No open file is held either way (see the module docstring).
 
     Raises:
-        ManifestError: no/invalid manifest, unsupported schema version, missing or wrong-sized shard,
-            sha256 mismatch (``verify=True``), or a shard that is not a readable Arrow stream.
+        ManifestError: no/invalid manifest, unsupported schema version, a shard path that leaves the
+            dataset folder (``..``, absolute, a symbolic link pointing out), a shard listed twice,
+            missing or wrong-sized shard, sha256 mismatch (``verify=True``), or a shard that is not
+            a readable Arrow stream.
+        OSError: a shard could not be opened or mapped for lack of resources (too many open
+            files, memory) or permission; the dataset itself is not damaged.
     """
 
     def __init__(
@@ -173,9 +250,11 @@ class ShardDataset(torch.utils.data.Dataset):
         self._starts = [0]
         for entry in entries:
             self._starts.append(self._starts[-1] + int(entry["rows"]))
-        if max_open_shards is not None and max_open_shards < 1:
+        if max_open_shards is None:
+            max_open_shards = default_max_open_shards()
+        elif isinstance(max_open_shards, bool) or operator.index(max_open_shards) < 1:
             raise ValueError("max_open_shards must be >= 1 or None")
-        self.max_open_shards = max_open_shards
+        self.max_open_shards = int(max_open_shards)
         self.columns = tuple(columns) if columns is not None else self._default_columns()
         self._open: collections.OrderedDict[int, _MappedShard] = collections.OrderedDict()
         self._pid = os.getpid()
@@ -254,11 +333,7 @@ class ShardDataset(torch.utils.data.Dataset):
     def _default_columns(self) -> tuple[str, ...]:
         if not self.paths:
             return _TOKEN_COLUMNS
-        try:
-            with pa.memory_map(self.paths[0], "r") as source:
-                names = pa.ipc.open_stream(source).schema.names
-        except (pa.ArrowException, OSError) as exc:
-            raise ManifestError(f"shard {self.paths[0]} is corrupted or not an Arrow IPC stream: {exc}") from exc
+        names = _map_stream(self.paths[0])[0].names
         return _TOKEN_COLUMNS + (("attention_mask",) if "attention_mask" in names else ())
 
     def _shard(self, k: int, columns: Sequence[str] | None = None) -> _MappedShard:
@@ -271,9 +346,9 @@ class ShardDataset(torch.utils.data.Dataset):
         if shard is None:
             shard = _MappedShard(self.paths[k], expected_rows=self._starts[k + 1] - self._starts[k], columns=self.columns)
             self._open[k] = shard
-            if self.max_open_shards is not None and len(self._open) > self.max_open_shards:
+            if len(self._open) > self.max_open_shards:
                 self._open.popitem(last=False)
-        elif self.max_open_shards is not None:
+        else:
             self._open.move_to_end(k)
         return shard
 

@@ -92,7 +92,7 @@ def _shard_table(
 
 
 def _stream_bytes(table: pa.Table, chunk_rows: int | None) -> bytes:
-    if not chunk_rows:
+    if not chunk_rows or table.num_rows == 0:
         return sf.ipc_stream_bytes(table)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:

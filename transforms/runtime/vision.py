@@ -38,7 +38,7 @@ import torch
 from ..images import decode_stored
 from ..shard_format import load_manifest
 from ..vision import DYNAMIC, VisionConfig, normalisation_table, pixel_values
-from .collate import Batch, Collator, RowLayout
+from .collate import Batch, Collator, RowLayout, manifest_options
 
 __all__ = ["VisionCollator", "vision_columns", "IMAGE_COLUMNS"]
 
@@ -93,16 +93,12 @@ class VisionCollator(Collator):
 
     @classmethod
     def from_manifest(cls, path: str, **options: Any) -> "VisionCollator":
-        """A collator with the dataset's pad id and processor configuration."""
+        """A collator with the dataset's pad id, vocabulary size and processor configuration."""
         manifest = load_manifest(str(path))
         section = manifest.get("vision")
         if not section:
             raise ValueError(f"{path} is not a vision dataset (its manifest has no 'vision' section)")
-        if "pad_token_id" not in options:
-            tok = manifest.get("tokenizer") or {}
-            pad = tok.get("pad_token_id")
-            options["pad_token_id"] = tok.get("eos_token_id") if pad is None else pad
-        return cls(vision=section["config"], **options)
+        return cls(vision=section["config"], **manifest_options(manifest, options))
 
     # -- images ---------------------------------------------------------------------------------
     def row_images(self, feature: Mapping[str, Any]) -> list[np.ndarray]:
