@@ -18,6 +18,9 @@ TOO_LONG = "too_long"
 NO_LOSS_TOKENS = "no_loss_tokens"
 DUPLICATE = "duplicate"
 INTERNAL_ERROR = "internal_error"
+# input files that end early or cannot be read (see transforms/reading.py, pipeline/sources.py)
+TRUNCATED_INPUT = "truncated_input"
+UNREADABLE_INPUT = "unreadable_input"
 # image reasons (vision-language records)
 MISSING_IMAGE = "missing_image"
 BAD_IMAGE = "bad_image"
@@ -28,6 +31,7 @@ IMAGE_COUNT_MISMATCH = "image_count_mismatch"
 ALL_REASONS = (
     INVALID_JSON, UNKNOWN_FORMAT, INVALID_ROLE, EMPTY_CONVERSATION, NO_ASSISTANT_TURN, EMPTY_TURN,
     INVALID_CONTENT, TEMPLATE_ERROR, TOO_LONG, NO_LOSS_TOKENS, DUPLICATE, INTERNAL_ERROR,
+    TRUNCATED_INPUT, UNREADABLE_INPUT,
     MISSING_IMAGE, BAD_IMAGE, IMAGE_TOO_LARGE, IMAGE_PATH_ESCAPE, IMAGE_COUNT_MISMATCH,
 )
 
