@@ -109,7 +109,8 @@ def run(job: JobArgs, *, wait: bool = True):
 
     from pipeline.build import BuilderSpec, load_vision
     from pipeline.graph import build_graph
-    from pipeline.sources import expand_inputs
+    from pipeline.cli import check_num_shards_for_input
+    from pipeline.sources import expand_input_sizes
     from transforms.config import JobConfig
     from transforms.template_check import TemplateUnusable, check_template
     from pipeline.remote import load_job_tokenizer, share_job_tokenizer
@@ -120,8 +121,11 @@ def run(job: JobArgs, *, wait: bool = True):
         tokenizer = load_job_tokenizer(job.tokenizer, chat_template_file=job.chat_template,
                                    trust_remote_code=job.trust_remote_code)
         report = check_template(tokenizer, loss=job.tokenize_options.loss)
-        files = expand_inputs(job.inputs) if job.validate_inputs else None
+        sizes = expand_input_sizes(job.inputs) if job.validate_inputs else None
+        files = sorted(sizes) if sizes is not None else None
         check_input_files(files)
+        if sizes is not None:
+            check_num_shards_for_input(job.num_shards, sum(sizes.values()))
         vision, vision_section = load_vision(job, tokenizer)  # --processor: config + manifest section
     except (TokenizerConfigError, TemplateUnusable, FileNotFoundError, VisionConfigError) as exc:
         raise ConfigError(str(exc)) from exc

@@ -25,13 +25,17 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     Raises:
         FileNotFoundError: a pattern matches no file (the message names the pattern).
     """
-    files: set[str] = set()
+    return sorted(expand_input_sizes(patterns))
+
+
+def expand_input_sizes(patterns: Sequence[str]) -> dict[str, int]:
+    """:func:`expand_inputs` with each file's size in bytes (``{path: size}``)."""
+    files: dict[str, int] = {}
     for pattern, result in zip(patterns, FileSystems.match(list(patterns))):
-        matched = [metadata.path for metadata in result.metadata_list]
-        if not matched:
+        if not result.metadata_list:
             raise FileNotFoundError(f"--input {pattern!r} matches no file")
-        files.update(matched)
-    return sorted(files)
+        files.update((metadata.path, int(metadata.size_in_bytes or 0)) for metadata in result.metadata_list)
+    return files
 
 
 class _StopAtFault:

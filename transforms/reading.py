@@ -46,7 +46,8 @@ inputs: :func:`iter_records`, see "Parquet and Arrow inputs" below). Decisions:
 
 * **Records no later stage can carry are refused here**, so that no single record can end a job:
   a value holding a lone surrogate (``"\\ud800"``: not Unicode, no UTF-8 encoder or Beam coder can
-  carry it) anywhere, keys included, is unparseable with reason ``invalid_content``; a value nested
+  carry it) anywhere, keys and JSON text inside strings (tool-call arguments) included, is
+  unparseable with reason ``invalid_content``; a value nested
   more than :data:`MAX_NESTING` levels deep (it would overflow the recursion of pickle, ``json`` or a
   Beam coder later) and an integer literal longer than Python's 4,300-digit limit are ``invalid_json``.
   The rejected ``raw`` is the record's text, escapes intact (it is always writable).
@@ -365,6 +366,13 @@ def _lone_surrogate_at(value: Any) -> str | None:
         if isinstance(item, str):
             if _SURROGATES.search(item) and _has_lone_surrogate(item):
                 return where
+            if _SURROGATE_ESCAPE.search(item) and item.lstrip()[:1] in ("{", "[", '"'):
+                # JSON inside a string (tool-call arguments, tools, messages given as text) is decoded
+                # later (transforms.formats): look at what it decodes to
+                try:
+                    stack.append((_DECODER.decode(item), f"{where} (as JSON)"))
+                except (ValueError, RecursionError):
+                    pass
         elif isinstance(item, dict):
             for key, child in item.items():
                 if isinstance(key, str) and _SURROGATES.search(key) and _has_lone_surrogate(key):
