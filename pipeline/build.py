@@ -9,8 +9,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.config import TokenizeOptions
-from transforms.example_builder import PARSED, ROW, ExampleBuilder, parse_record
+from transforms.example_builder import PARSED, REJECTED, ROW, ExampleBuilder, parse_record, rejection
 from transforms.formats import FormatOptions
+from pipeline.rejected import writable_rejection
 from pipeline.remote import shared_job_tokenizer
 from transforms.vision import VisionConfig
 from transforms.vision_builder import ImageOptions, VisionExampleBuilder, image_fields
@@ -53,6 +54,17 @@ class BuilderSpec:
         return ()
 
 
+def parse_raw_record(raw, format_options: FormatOptions):
+    """:func:`transforms.example_builder.parse_record`, plus the reader's own reject code: a record
+    the reader could not use (``raw.reason``: ``truncated_input``, ``unreadable_input``,
+    ``invalid_content`` for a lone surrogate) is rejected with that code instead of ``invalid_json``.
+    Never raises; the rejection is always writable (:func:`pipeline.rejected.writable_rejection`)."""
+    if raw.value is None and getattr(raw, "reason", None):
+        return REJECTED, writable_rejection(rejection(raw, raw.reason, raw.error or raw.reason))
+    kind, item = parse_record(raw, format_options)
+    return (kind, item) if kind == PARSED else (kind, writable_rejection(item))
+
+
 def read_remote_file(path: str) -> bytes:
     """Whole-file read through Beam's filesystems (image paths under ``gs://`` and the like)."""
     from apache_beam.io.filesystem import CompressionTypes
@@ -79,7 +91,7 @@ class ParseRecordsFn(beam.DoFn):
     def process(self, batch):
         parsed = []
         for raw in batch:
-            kind, item = parse_record(raw, self.spec.format_options)
+            kind, item = parse_raw_record(raw, self.spec.format_options)
             if kind == PARSED:
                 parsed.append(item)
             else:
@@ -128,7 +140,7 @@ class BuildExamplesFn(beam.DoFn):
                 rows.append(item)
             else:
                 self._rejected.inc()
-                yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
+                yield beam.pvalue.TaggedOutput(REJECTED_TAG, writable_rejection(item))
         self._rows.inc(len(rows))
         self._tokens.inc(sum(int(row["length"]) for row in rows))
         self._progress.add(len(batch))

@@ -21,6 +21,14 @@ class ConfigError(ValueError):
     """A user configuration error: reported as ``chatshards: error: ...`` with exit status 2."""
 
 
+# Launch-time bounds on what one flag can make the job cost (README, "Reliability").
+MAX_LENGTH_LIMIT = 1_048_576          # --max-length: tokens per row
+PADDED_TOKENS_PER_BATCH = 64 * 1024 * 1024  # --pad-to max_length: --batch-size x --max-length (~600 MB of columns)
+MAX_NUM_SHARDS = 10_000               # --num-shards
+INPUT_BYTES_PER_SHARD = 64            # --num-shards: at most one shard per 64 input bytes (16 always allowed)
+MIN_SHARDS_ALLOWED = 16
+
+
 @dataclass(frozen=True, kw_only=True)
 class JobArgs:
     inputs: tuple[str, ...]
@@ -131,10 +139,77 @@ def _processor_tokenizer(processor: str) -> str | None:
     return processor if any(os.path.isfile(os.path.join(processor, name)) for name in names) else None
 
 
+def check_beam_args(beam_args: Sequence[str], parser: argparse.ArgumentParser) -> None:
+    """Refuse what neither chatshards nor Beam knows (Beam would log "Discarding unparseable args" and
+    run without the setting): an unknown flag, with a suggestion (``--max-lenght`` -> did you mean
+    ``--max-length``?), or a stray argument. Beam's flags are recognised by Beam's own parser
+    (``PipelineOptions.get_all_options``: options it must retain as unknown are the unknown ones)."""
+    import difflib
+    import logging
+
+    if not beam_args:
+        return
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_logger.level
+    beam_logger.setLevel(logging.ERROR)  # its "Discarding unparseable args" warning: we say it better
+    try:
+        options = PipelineOptions(list(beam_args))
+        known = set(options.get_all_options(retain_unknown_options=False))
+        unknown = set(options.get_all_options(retain_unknown_options=True)) - known
+    finally:
+        beam_logger.setLevel(level)
+    ours = sorted(flag for flag in parser._option_string_actions if flag.startswith("--") and "_" not in flag[2:])
+    beam_flags = sorted(f"--{name}" for name in known)
+    previous_takes_value = False
+    for arg in beam_args:
+        if arg.startswith("-"):
+            name = arg.split("=", 1)[0]
+            previous_takes_value = "=" not in arg
+            if name.lstrip("-").replace("-", "_") in unknown:
+                guess = (difflib.get_close_matches(name, ours, n=1, cutoff=0.75)
+                         or difflib.get_close_matches(name, ours + beam_flags, n=1, cutoff=0.6))
+                hint = f"; did you mean {guess[0]}?" if guess else " (not a chatshards flag, nor a Beam option)"
+                raise ConfigError(f"unknown flag {name}{hint}")
+        elif not previous_takes_value:
+            raise ConfigError(f"unexpected argument {arg!r} (every value needs a flag; several inputs are given "
+                              "as --input A --input B or one glob)")
+        else:
+            previous_takes_value = False
+
+
+def check_limits(known: argparse.Namespace) -> None:
+    """Fail fast on settings whose cost has no sensible bound (see the constants above)."""
+    if known.max_length is not None and known.max_length > MAX_LENGTH_LIMIT:
+        raise ConfigError(f"--max-length {known.max_length} is above the limit of {MAX_LENGTH_LIMIT:,} tokens per row")
+    if known.num_shards is not None and known.num_shards > MAX_NUM_SHARDS:
+        raise ConfigError(f"--num-shards {known.num_shards} is above the limit of {MAX_NUM_SHARDS:,} shards")
+    if known.pad_to == "max_length" and known.max_length is not None:
+        padded = known.batch_size * known.max_length
+        if padded > PADDED_TOKENS_PER_BATCH:
+            raise ConfigError(
+                f"--pad-to max_length with --max-length {known.max_length} and --batch-size {known.batch_size} pads "
+                f"{padded:,} tokens per batch, above the limit of {PADDED_TOKENS_PER_BATCH:,}; use --batch-size "
+                f"{max(1, PADDED_TOKENS_PER_BATCH // known.max_length)} or less")
+
+
+def check_num_shards_for_input(num_shards: int | None, input_bytes: int) -> None:
+    """``--num-shards`` may not be absurdly larger than the input: at most one shard per
+    ``INPUT_BYTES_PER_SHARD`` input bytes (``MIN_SHARDS_ALLOWED`` are always allowed)."""
+    if num_shards is None:
+        return
+    allowed = max(MIN_SHARDS_ALLOWED, input_bytes // INPUT_BYTES_PER_SHARD)
+    if num_shards > allowed:
+        raise ConfigError(f"--num-shards {num_shards} is far more than {input_bytes:,} input bytes can fill (at most "
+                          f"{allowed} here: one shard per {INPUT_BYTES_PER_SHARD} bytes); most shards would be empty")
+
+
 def parse_args(argv: Sequence[str] | None) -> JobArgs:
     """Parse and validate the command line. Raises :class:`ConfigError` on a bad configuration."""
     parser = build_parser()
     known, beam_args = parser.parse_known_args(argv)
+    check_beam_args(beam_args, parser)
     mappings = {}
     for flag, text in (("--field-map", known.field_map), ("--role-map", known.role_map)):
         try:
@@ -172,6 +247,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         raise ConfigError(f"--num-shards must be >= 1, got {known.num_shards}")
     if known.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {known.batch_size}")
+    check_limits(known)
     if known.truncation in ("turns", "drop", "left") and known.max_length is None:
         raise ConfigError(f"--truncation {known.truncation} needs --max-length N")
     image_options = None

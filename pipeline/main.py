@@ -1,8 +1,9 @@
 """``python -m pipeline``: validate the configuration, then build and run the Beam job.
 
-Config errors (bad flags, unloadable tokenizer, unusable chat template, inputs that match nothing,
-an output folder that already holds a dataset) exit with status 2 and one clear line on stderr
-before any Beam work starts.
+Config errors (bad flags, unloadable tokenizer, unusable chat template, inputs that match nothing
+or cannot be read, an output folder that already holds a dataset, is not this tool's, overlaps the
+inputs or is in use by another run) exit with status 2 and one clear line on stderr before any Beam
+work starts.
 """
 from __future__ import annotations
 
@@ -13,13 +14,10 @@ import time
 from typing import Sequence
 
 from pipeline.cli import ConfigError, JobArgs, parse_args
+from pipeline.output_folder import OutputExists  # noqa: F401 - re-exported (older imports)
 
 LOG = logging.getLogger("chatshards")
 CHATSHARDS_VERSION = "0.1.0"
-
-
-class OutputExists(ConfigError):
-    pass
 
 
 def library_versions() -> dict[str, str]:
@@ -40,30 +38,46 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def prepare_output(output: str, *, overwrite: bool) -> None:
-    """Refuse to write into a folder holding a dataset (finished or not) unless ``overwrite``.
+def prepare_output(output: str, *, overwrite: bool, input_files=()) -> None:
+    """Refuse to write into a folder holding a dataset (finished or not) unless ``overwrite``; with it,
+    delete only what an earlier run of this tool wrote there (manifest first), never an input file;
+    refuse a folder holding files this tool did not write. See :mod:`pipeline.output_folder`.
+    Folders are listed, not ``exists()``-checked, so this also holds on object stores (``gs://``)."""
+    from pipeline.output_folder import prepare_output as prepare
 
-    With ``overwrite`` the old manifest is deleted first (so the folder stops being a finished
-    dataset at once), then the old shards, rejected records, audit files and temporaries: shards of
-    two runs are never mixed. Folders are listed, not ``exists()``-checked, so this also holds on
-    object stores (``gs://``), which have no folders. Other files in ``output`` are left alone.
-    """
-    from apache_beam.io.filesystems import FileSystems
+    prepare(output, overwrite=overwrite, input_files=input_files)
 
-    from pipeline.sink import delete_tree, path_present
-    from transforms import shard_format as sf
 
-    names = [sf.MANIFEST_NAME, sf.DATA_DIR, sf.REJECTED_DIR, "audit", ".tmp"]
-    present = [name for name in names if path_present(FileSystems.join(output, name))]
-    if not present:
-        return
-    if not overwrite:
-        raise OutputExists(
-            f"--output {output!r} already holds a dataset or a partial run ({', '.join(present)}); "
-            "pass --overwrite to replace it, or choose another folder"
-        )
-    for name in names:  # manifest first
-        delete_tree(FileSystems.join(output, name))
+def claim_output(job: JobArgs, files):
+    """Launch-time checks and claim of ``--output``: a folder, not overlapping the inputs, locked for this
+    run (:class:`pipeline.output_folder.OutputLock`), then prepared. Returns the held lock (release it
+    when the run ends); raises ``ConfigError``."""
+    from pipeline.output_folder import OutputLock, check_inputs_outside_output, check_output_target
+
+    check_output_target(job.output)
+    check_inputs_outside_output(job.output, job.inputs, files)
+    lock = OutputLock(job.output).acquire()
+    try:
+        prepare_output(job.output, overwrite=job.overwrite, input_files=files or ())
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def check_input_files(files) -> None:
+    """Local inputs that are directories, unreadable, or compressed files that do not decode are
+    configuration errors (``ConfigError``); FIFOs and other non-regular files are rejected by the job
+    (``unreadable_input``) and announced here."""
+    from pipeline.input_files import launch_problem, not_regular_reason
+
+    for path in files or ():
+        problem = launch_problem(path)
+        if problem is not None:
+            raise ConfigError(problem)
+        reason = not_regular_reason(path)
+        if reason is not None:
+            LOG.warning("chatshards: --input %s %s; it is rejected as unreadable_input", path, reason)
 
 
 def is_dry_run(options) -> bool:
@@ -113,7 +127,8 @@ def run(job: JobArgs, *, wait: bool = True):
 
     from pipeline.build import BuilderSpec, load_vision
     from pipeline.graph import build_graph
-    from pipeline.sources import expand_inputs
+    from pipeline.cli import check_num_shards_for_input
+    from pipeline.sources import expand_input_sizes
     from transforms.config import JobConfig
     from transforms.template_check import TemplateUnusable, check_template
     from pipeline.remote import load_job_tokenizer, share_job_tokenizer
@@ -125,15 +140,20 @@ def run(job: JobArgs, *, wait: bool = True):
                                    trust_remote_code=job.trust_remote_code)
         job = _pin_template_date(job, tokenizer)
         report = check_template(tokenizer, loss=job.tokenize_options.loss, options=job.tokenize_options)
-        files = expand_inputs(job.inputs) if job.validate_inputs else None
+        sizes = expand_input_sizes(job.inputs) if job.validate_inputs else None
+        files = sorted(sizes) if sizes is not None else None
+        check_input_files(files)
+        if sizes is not None:
+            check_num_shards_for_input(job.num_shards, sum(sizes.values()))
         vision, vision_section = load_vision(job, tokenizer)  # --processor: config + manifest section
     except (TokenizerConfigError, TemplateUnusable, FileNotFoundError, VisionConfigError) as exc:
         raise ConfigError(str(exc)) from exc
     options = PipelineOptions(_beam_args(job))
+    lock = None
     if is_dry_run(options):
         LOG.warning("chatshards: --dry_run: --output %s is not checked and nothing is submitted", job.output)
     else:
-        prepare_output(job.output, overwrite=job.overwrite)
+        lock = claim_output(job, files)
 
     # the in-process runner's builder and audit writer reuse it (the job's chat template is already set)
     share_job_tokenizer(job.tokenizer, tokenizer, trust_remote_code=job.trust_remote_code)
@@ -161,9 +181,13 @@ def run(job: JobArgs, *, wait: bool = True):
                 dedup=job.dedup,
                 section_builders=section_builders_for(job, spec=spec, manifest_base=manifest_base,
                                                       tokenizer=tokenizer))
-    result = pipeline.run()
-    if wait:
-        result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        if wait:
+            result.wait_until_finish()
+    finally:  # wait=False (Dataflow): the lock covers only the submission (see README, "Reliability")
+        if lock is not None:
+            lock.release()
     return result
 
 

@@ -33,8 +33,43 @@ CHUNK_LINES = 1000
 
 
 def rejected_line(item: Mapping[str, Any]) -> str:
-    """One line of the rejected output (without the newline)."""
-    return json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)
+    """One line of the rejected output (without the newline); always UTF-8 encodable: a rejection
+    holding characters UTF-8 cannot carry (lone surrogates) is written with ASCII escapes."""
+    try:
+        line = json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)
+        line.encode("utf-8")
+        return line
+    except UnicodeEncodeError:
+        return json.dumps(item, ensure_ascii=True, sort_keys=True, default=str)
+    except (RecursionError, ValueError):
+        return json.dumps(writable_rejection(item), ensure_ascii=True, sort_keys=True, default=str)
+
+
+def _escaped_text(value: Any) -> str:
+    """``value`` as text that any encoder carries: JSON with non-ASCII escaped, or an escaped repr."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    try:
+        return json.dumps(value, ensure_ascii=True, sort_keys=True, default=str)
+    except (RecursionError, ValueError):
+        return repr(value)[:100_000].encode("ascii", "backslashreplace").decode("ascii")
+
+
+def writable_rejection(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``item`` itself when its line can be written as UTF-8 (and so crosses Beam's coders: they
+    encode text as UTF-8); otherwise a copy whose ``record`` is its escaped JSON text (the raw
+    characters stay visible as ``\\udXXX`` escapes) and whose other text fields are escaped alike.
+    Never raises: no rejection can end the job."""
+    try:
+        json.dumps(item, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")
+        return item
+    except (UnicodeEncodeError, RecursionError, ValueError, TypeError):
+        pass
+    fixed = {key: value if isinstance(value, (int, float, bool, type(None))) else _escaped_text(value)
+             for key, value in item.items()}
+    fixed["detail"] = (f"{fixed.get('detail', '')} (the record is shown as escaped JSON text: it holds "
+                       "characters UTF-8 cannot encode, or nests too deep to write)")
+    return fixed
 
 
 def rejected_file_name(index: int, count: int) -> str:

@@ -66,13 +66,22 @@ def read_text(path: str) -> str:
     if not is_remote_path(path):
         if not os.path.isfile(path):
             raise TokenizerConfigError(f"chat template file {path!r} does not exist")
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise TokenizerConfigError(f"cannot read chat template file {path!r}: {exc.strerror or exc}") from exc
+    else:
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                data = handle.read()
+        except Exception as exc:  # noqa: BLE001 - unreadable remote file: a config error
+            raise TokenizerConfigError(f"cannot read {path}: {exc}") from exc
     try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            return handle.read().decode("utf-8")
-    except Exception as exc:  # noqa: BLE001 - unreadable remote file: a config error
-        raise TokenizerConfigError(f"cannot read {path}: {exc}") from exc
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TokenizerConfigError(f"chat template file {path!r} is not UTF-8 text (byte 0x{data[exc.start]:02x} "
+                                   f"at offset {exc.start}); save it as UTF-8") from None
 
 
 def load_job_tokenizer(spec: str | None, **options):

@@ -183,7 +183,8 @@ def records_in(table: pa.Table) -> int:
 class CommitManifestFn(beam.DoFn):
     """Runs once after every shard is written: fills empty shards, checks counts, writes the manifest.
 
-    Raises (failing the job, so no manifest is written) when ``read != written + rejected``.
+    Raises (failing the job, so no manifest is written) when ``read != written + rejected``, or when
+    ``data/`` or ``rejected/`` hold other files than this run's (another writer in the same folder).
     """
 
     def __init__(self, *, output: str, manifest_base: Mapping[str, Any], padded: bool, extra_fields=()):
@@ -216,6 +217,11 @@ class CommitManifestFn(beam.DoFn):
                 f"count mismatch: read {read_count} records but wrote {written} records and {rejected} rejections; "
                 "refusing to commit the dataset"
             )
+        from pipeline.output_folder import check_folder_holds_exactly
+
+        # never commit over a folder mixed with another run's files (refuses with a RuntimeError)
+        check_folder_holds_exactly(self.output, [entry["path"] for entry in shard_list],
+                                   [entry["path"] for entry in rejected_list])
         manifest = dict(self.manifest_base)
         manifest.update({
             "schema_version": sf.SCHEMA_VERSION,

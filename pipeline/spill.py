@@ -55,7 +55,7 @@ def spill_batches(batches: Iterable[list], *, folder: str, chunk_bytes: int = CH
             path = FileSystems.join(folder, f"chunk-{uuid.uuid4().hex}.pkl")
             handle = FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
             offset = 0
-        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        data = _pickled(batch)
         handle.write(data)
         pending.append(SpillRef(path, offset, len(data), len(batch)))
         offset += len(data)
@@ -67,6 +67,28 @@ def spill_batches(batches: Iterable[list], *, folder: str, chunk_bytes: int = CH
     if handle is not None:
         handle.close()
         yield from pending
+
+
+def _pickled(batch: list) -> bytes:
+    """The batch pickled; a record too deeply nested to pickle (``RecursionError``) is replaced by an
+    unparseable record saying so (reason ``invalid_json``), so that it is rejected, not fatal. (The
+    JSON reader already rejects records nested beyond ``transforms.reading.MAX_NESTING``; this
+    guards every other source of records.)"""
+    try:
+        return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+    except RecursionError:
+        pass
+    from transforms.reading import RawRecord
+
+    safe = []
+    for raw in batch:
+        try:
+            pickle.dumps(raw, protocol=pickle.HIGHEST_PROTOCOL)
+            safe.append(raw)
+        except RecursionError:
+            safe.append(RawRecord(raw.source, raw.index, None, raw="",
+                                  error="invalid JSON: nested too deep to process (recursion limit)"))
+    return pickle.dumps(safe, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def read_spilled(ref: SpillRef) -> list:

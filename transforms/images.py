@@ -107,6 +107,9 @@ def image_source(ref: Any) -> ImageSource:
     text = ref.strip()
     if not text:
         raise RecordRejected(errors.MISSING_IMAGE, "empty image path")
+    if "\x00" in text:  # no filesystem path can hold it (os functions raise ValueError)
+        raise RecordRejected(errors.BAD_IMAGE, f"{_short(text.replace(chr(0), '<NUL>'))}: an image reference "
+                                               "cannot contain a NUL character")
     if text.startswith(_DATA_URI_PREFIX):
         data = _data_uri_bytes(text)
         if not data:

@@ -44,6 +44,18 @@ inputs: :func:`iter_records`, see "Parquet and Arrow inputs" below). Decisions:
     one unparseable record, so nothing is silently lost. If nothing parses after the error the
     remaining text is a single unparseable record.
 
+* **Records no later stage can carry are refused here**, so that no single record can end a job:
+  a value holding a lone surrogate (``"\\ud800"``: not Unicode, no UTF-8 encoder or Beam coder can
+  carry it) anywhere, keys and JSON text inside strings (tool-call arguments) included, is
+  unparseable with reason ``invalid_content``; a value nested
+  more than :data:`MAX_NESTING` levels deep (it would overflow the recursion of pickle, ``json`` or a
+  Beam coder later) and an integer literal longer than Python's 4,300-digit limit are ``invalid_json``.
+  The rejected ``raw`` is the record's text, escapes intact (it is always writable).
+* **Truncated documents.** A JSON array whose closing ``]`` never comes (the file ends between or
+  inside elements), an object cut short at the end of the file, and a last JSON Lines line cut
+  inside a value yield an unparseable record with reason ``truncated_input``: elements before the
+  cut are kept, and the cut is reported, never a silent short read. (Truncated *compressed* streams
+  are detected by the pipeline's file reader, ``pipeline/sources.py``.)
 * ``RawRecord.index`` is the 0-based ordinal of the record in the file (unparseable ones
   included); ``raw`` holds the record's text only when it could not be parsed. Very long raw
   text is kept whole: truncating is up to whoever writes the rejected output.
@@ -56,6 +68,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator
+
+from transforms.errors import INVALID_CONTENT, INVALID_JSON, TRUNCATED_INPUT
 
 __all__ = ["RawRecord", "iter_raw_records", "iter_raw_records_from_path", "iter_records", "iter_columnar_records",
            "columnar_kind"]
@@ -76,6 +90,12 @@ _LINE_VALUE_START = re.compile(r"(?:^|\n)([{\[])")
 _SPECIAL = re.compile(r'["\\{}\[\],]')
 _RECORD_WRAPPER_KEYS = frozenset(
     {"messages", "conversations", "instruction", "prompt", "completion", "output"})
+# Deepest nesting of objects/arrays a record may have (real chat records nest about ten levels; pickle
+# and Beam's coders recurse once or more per level and hit Python's recursion limit near 500).
+MAX_NESTING = 100
+# A JSON escape that decodes to a surrogate code point (a pair is fine, a lone one is not Unicode).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -83,7 +103,9 @@ class RawRecord:
     """One record of an input file, parsed or not.
 
     ``value`` is the parsed JSON object/array, or ``None`` when the record could not be parsed,
-    in which case ``raw`` is its text and ``error`` the parse error detail.
+    in which case ``raw`` is its text and ``error`` the parse error detail. ``reason`` is the reject
+    code to use for an unparseable record when it is not ``invalid_json`` (``truncated_input``,
+    ``unreadable_input``, ``invalid_content``); ``None`` means ``invalid_json``.
     """
 
     source: str
@@ -91,6 +113,7 @@ class RawRecord:
     value: Any
     raw: str | None = None
     error: str | None = None
+    reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -250,11 +273,11 @@ def iter_raw_records(stream: BinaryIO, *, source: str) -> Iterator[RawRecord]:
         if not second:
             # A one-line file: a document (a record, or an array of records).
             if isinstance(first_value, list):
-                yield from _array_records(first_value, counter)
+                yield from _array_records(first_value, counter, first_text)
             else:
-                yield counter.good(first_value)
+                yield counter.good(first_value, first_text)
             return
-        yield counter.good(first_value)
+        yield counter.good(first_value, first_text)
         yield from _jsonl(second, readline, counter)
         return
 
@@ -290,15 +313,124 @@ class _Counter:
         self.source = source
         self.next = 0
 
-    def good(self, value: Any) -> RawRecord:
+    def good(self, value: Any, text: str | None = None, start: int = 0, end: int | None = None) -> RawRecord:
+        """A parsed record; ``text[start:end]`` is its JSON text (when known), used to find values no
+        later stage can carry (:func:`_value_problem`), which make the record unparseable instead."""
+        if text is not None:
+            end = len(text) if end is None else end
+            problem = _value_problem(value, *_suspects(text, start, end))
+            if problem is not None:
+                return self.bad(_clean_raw(text[start:end].strip()), problem[1], problem[0])
         rec = RawRecord(self.source, self.next, value, None, None)
         self.next += 1
         return rec
 
-    def bad(self, raw: str, error: str) -> RawRecord:
-        rec = RawRecord(self.source, self.next, None, raw, error)
+    def bad(self, raw: str, error: str, reason: str | None = None) -> RawRecord:
+        rec = RawRecord(self.source, self.next, None, raw, error, None if reason == INVALID_JSON else reason)
         self.next += 1
         return rec
+
+
+def _suspects(text: str, start: int, end: int) -> tuple[bool, bool]:
+    """``(may hold a lone surrogate, may nest too deep)`` from the JSON text (C-speed scans), so that
+    the value walks of :func:`_value_problem` run only for the rare records that need them."""
+    return (_SURROGATE_ESCAPE.search(text, start, end) is not None,
+            text.count("{", start, end) + text.count("[", start, end) > MAX_NESTING)
+
+
+def _value_problem(value: Any, surrogates: bool, deep: bool) -> tuple[str, str] | None:
+    """``(reason, detail)`` when a parsed value cannot travel through the job: a lone surrogate in a
+    string or key, or nesting deeper than :data:`MAX_NESTING`."""
+    if surrogates:
+        where = _lone_surrogate_at(value)
+        if where is not None:
+            return INVALID_CONTENT, f"{where} contains a lone surrogate (not valid Unicode)"
+    if deep and _nested_deeper(value, MAX_NESTING):
+        return INVALID_JSON, f"invalid JSON: nested more than {MAX_NESTING} levels deep"
+    return None
+
+
+def _escaped_json(value: Any) -> str:
+    """A value's JSON text with every non-ASCII character escaped (writable whatever it holds)."""
+    try:
+        return json.dumps(value, ensure_ascii=True, default=str)
+    except (RecursionError, ValueError):
+        return repr(value)[:10000]
+
+
+def _lone_surrogate_at(value: Any) -> str | None:
+    """Where (``messages[0].content``, ``a key of meta``) the first lone surrogate of ``value`` is."""
+    stack: list[tuple[Any, str]] = [(value, "the record")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATES.search(item) and _has_lone_surrogate(item):
+                return where
+            if _SURROGATE_ESCAPE.search(item) and item.lstrip()[:1] in ("{", "[", '"'):
+                # JSON inside a string (tool-call arguments, tools, messages given as text) is decoded
+                # later (transforms.formats): look at what it decodes to
+                try:
+                    stack.append((_DECODER.decode(item), f"{where} (as JSON)"))
+                except (ValueError, RecursionError):
+                    pass
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and _SURROGATES.search(key) and _has_lone_surrogate(key):
+                    return f"a key of {where}"
+                stack.append((child, f"{where}.{key}" if where != "the record" else str(key)))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether objects/arrays nest more than ``limit`` levels (iterative: no recursion limit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _unterminated(text: str, pos: int) -> bool:
+    """Whether the value starting at ``text[pos]`` (an object, array or string) is still open when the
+    text ends: the file was cut inside it."""
+    if pos >= len(text) or text[pos] not in "{[\"":
+        return False
+    depth = 0
+    in_string = False
+    i, n = pos, len(text)
+    while i < n:
+        ch = text[i]
+        if in_string:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == '"':
+                in_string = False
+                if depth == 0:
+                    return False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth <= 0:
+                return False
+        i += 1
+    return True
 
 
 def _decode_replace(data: bytes) -> str:
@@ -344,6 +476,8 @@ def _parse_line(text: str) -> tuple[Any, str | None]:
         return None, f"invalid JSON: {exc.msg} (column {exc.colno})"
     except RecursionError:
         return None, "invalid JSON: nesting too deep"
+    except ValueError as exc:  # an integer literal beyond Python's int/str conversion limit
+        return None, f"invalid JSON: {exc}"
     end = _WS.match(text, end).end()
     if end != len(text):
         return None, f"invalid JSON: extra data after the value at column {end + 1}"
@@ -360,7 +494,11 @@ def _jsonl(line: bytes, readline, counter: _Counter) -> Iterator[RawRecord]:
             if err is None:
                 value, err = _parse_line(text)
             if err is None:
-                yield counter.good(value)
+                yield counter.good(value, text)
+            elif not line.endswith(b"\n") and text is not None and _unterminated(text, _WS.match(text).end()):
+                # the last line, cut inside its value: the file ends early
+                yield counter.bad(_line_raw(line), f"truncated input: the file ends inside this line's value ({err})",
+                                  TRUNCATED_INPUT)
             else:
                 yield counter.bad(_line_raw(line), err)
         line = readline()
@@ -382,16 +520,21 @@ def _is_message(value: Any) -> bool:
         "from" in value and "value" in value)
 
 
-def _array_records(items: list, counter: _Counter) -> Iterator[RawRecord]:
-    """Records of an already parsed top-level array."""
+def _array_records(items: list, counter: _Counter, text: str) -> Iterator[RawRecord]:
+    """Records of an already parsed top-level array (``text``: the array's JSON text)."""
     if items and all(_is_message(item) for item in items):
-        yield counter.good(items)  # one conversation as a bare list of messages
+        yield counter.good(items, text)  # one conversation as a bare list of messages
         return
+    suspects = _suspects(text, 0, len(text))  # once for the whole array: linear, not per element
     for item in items:
         if isinstance(item, (dict, list)):
-            yield counter.good(item)
+            problem = _value_problem(item, *suspects) if any(suspects) else None
+            if problem is None:
+                yield counter.good(item)
+            else:  # the element's own JSON (escapes kept) is the evidence
+                yield counter.bad(_escaped_json(item), problem[1], problem[0])
         else:
-            yield counter.bad(json.dumps(item, ensure_ascii=False),
+            yield counter.bad(json.dumps(item, ensure_ascii=not isinstance(item, str) or _has_lone_surrogate(item)),
                               f"expected a JSON object or array, got a {json_type_name(item)}")
 
 
@@ -414,6 +557,8 @@ def _decode_value(text: str, pos: int) -> tuple[Any, int, str | None]:
         return None, pos, f"invalid JSON: {exc.msg} at {_position(text, exc.pos)}"
     except RecursionError:
         return None, pos, f"invalid JSON: nesting too deep at {_position(text, pos)}"
+    except ValueError as exc:  # an integer literal beyond Python's int/str conversion limit
+        return None, pos, f"invalid JSON: {exc} at {_position(text, pos)}"
 
 
 def _document(text: str, had_bad_bytes: bool, counter: _Counter) -> Iterator[RawRecord]:
@@ -435,7 +580,7 @@ def _checked(text: str, start: int, end: int, value: Any, had_bad_bytes: bool,
                 f"{_position(text, m.start())}")
     if not isinstance(value, (dict, list)):
         return counter.bad(text[start:end], f"expected a JSON object or array, got a {json_type_name(value)}")
-    return counter.good(value)
+    return counter.good(value, text, start, end)
 
 
 def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter):
@@ -456,10 +601,12 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
             buffered = None
 
     first = True
+    unterminated = False
     while True:
         pos = _WS.match(text, pos).end()
         if pos >= n:
-            break  # unterminated array: everything parsed so far is kept
+            unterminated = True  # the file ends before "]": the elements parsed so far are kept
+            break
         if text[pos] == "]":
             pos += 1
             break
@@ -470,6 +617,7 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
                     pos += 1
                     break
                 if pos >= n:
+                    unterminated = True
                     break
             else:
                 # Missing comma between elements (or garbage): treat like a bad element.
@@ -499,7 +647,11 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
             rest = text[start:].rstrip()
             if rest.endswith("]"):
                 rest = rest[:-1].rstrip()
-            yield counter.bad(_clean_raw(rest), err)
+            if _unterminated(text, start):  # the file ends inside this element
+                yield counter.bad(_clean_raw(rest), f"truncated input: the file ends inside a JSON array element ({err})",
+                                  TRUNCATED_INPUT)
+            else:
+                yield counter.bad(_clean_raw(rest), err)
             return n
         raw = text[start:elem_end].rstrip()
         yield counter.bad(_clean_raw(raw), err)
@@ -508,7 +660,16 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
         values = [v for _, _, v in buffered]
         b_start, b_end = buffered[0][0], buffered[-1][1]
         buffered = None
+        if unterminated:  # a conversation (bare list of messages) cut short: never trained as if whole
+            yield counter.bad(_clean_raw(text[b_start:].rstrip()),
+                              "truncated input: the file ends before the closing ] of this list of messages",
+                              TRUNCATED_INPUT)
+            return pos
         yield _checked(text, b_start, b_end, values, had_bad_bytes, counter)
+    elif unterminated:
+        yield counter.bad(_clean_raw(text[max(0, n - 200):].strip()),
+                          "truncated input: the file ends before the JSON array's closing ] (records after "
+                          "the last complete element are missing)", TRUNCATED_INPUT)
     return pos
 
 
@@ -564,7 +725,11 @@ def _concatenated(text: str, pos: int, had_bad_bytes: bool,
         while True:
             m = _LINE_VALUE_START.search(text, search_from)
             if m is None:
-                yield counter.bad(_clean_raw(text[bad_start:].rstrip()), err)
+                if _unterminated(text, bad_start):  # a document cut short
+                    yield counter.bad(_clean_raw(text[bad_start:].rstrip()),
+                                      f"truncated input: the file ends inside this JSON value ({err})", TRUNCATED_INPUT)
+                else:
+                    yield counter.bad(_clean_raw(text[bad_start:].rstrip()), err)
                 return
             cand = m.start(1)
             value, end, cand_err = _decode_value(text, cand)

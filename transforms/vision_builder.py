@@ -243,8 +243,8 @@ class VisionExampleBuilder(ExampleBuilder):
                 try:
                     source = image_source(ref)
                     key = self.reader.key(source, raw.source)
-                except RecordRejected:
-                    continue  # reported per record in _prepare
+                except Exception:  # noqa: BLE001 - reported per record in _prepare (inside its guard)
+                    continue
                 if key in self._cache:
                     self._batch[key] = self._cache[key]
                     self._cache.move_to_end(key)

@@ -1,0 +1,184 @@
+"""Opening input files so that every byte is accounted for (``.gz`` and friends included).
+
+Beam's own decompression (``CompressionTypes.AUTO``) stops silently when a compressed stream is cut
+short: a ``.jsonl.gz`` missing its tail reads as a shorter file. Here compressed inputs are
+decompressed with the standard decoders (gzip, bzip2, xz/lzma, raw deflate, zstd), which know where
+a stream must end: :class:`CheckedDecompression` raises :class:`TruncatedInput` when the file ends
+inside a stream and :class:`CorruptInput` when the bytes are not a valid stream. Multi-member files
+(``cat a.gz b.gz``) are read member after member, as ``gzip`` does.
+
+The job's reader (:func:`pipeline.sources.read_file`) turns those errors into one more rejected
+record of the file (reasons ``truncated_input`` / ``unreadable_input``) after the records read before
+the fault, so a bad file never ends the job and is never a silent short read. At launch,
+:func:`launch_problem` checks local inputs (a directory, an unreadable file, a ``.gz`` that is not
+gzip) so that those are configuration errors (exit status 2) before any work starts.
+
+Compression is chosen by file name, as Beam does (``.gz``, ``.bz2``, ``.xz``/``.lzma``, ``.deflate``,
+``.zst``); other files are read as they are.
+"""
+from __future__ import annotations
+
+import bz2
+import io
+import lzma
+import os
+import stat
+import zlib
+from typing import Callable
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+READ_CHUNK = 1 << 20
+# Compressed bytes fed to a decoder at once: bounds what one call can expand to (deflate: ~1000x).
+COMPRESSED_CHUNK = 64 * 1024
+
+
+class TruncatedInput(EOFError):
+    """The file ends inside a compressed stream (its end marker never came)."""
+
+
+class CorruptInput(OSError):
+    """The bytes are not a valid compressed stream of the kind the file name says."""
+
+
+def _zstd_decompressor():
+    import zstandard
+
+    return zstandard.ZstdDecompressor(max_window_size=2 ** 31).decompressobj()
+
+
+_DECOMPRESSORS: dict[str, tuple[str, Callable]] = {
+    CompressionTypes.GZIP: ("gzip", lambda: zlib.decompressobj(zlib.MAX_WBITS | 16)),
+    CompressionTypes.BZIP2: ("bzip2", bz2.BZ2Decompressor),
+    CompressionTypes.LZMA: ("xz/lzma", lambda: lzma.LZMADecompressor(format=lzma.FORMAT_AUTO)),
+    CompressionTypes.DEFLATE: ("deflate", zlib.decompressobj),
+    CompressionTypes.ZSTD: ("zstd", _zstd_decompressor),
+}
+_DECODE_ERRORS = (zlib.error, OSError, lzma.LZMAError, ValueError, EOFError)
+
+
+def compression_of(path: str) -> str | None:
+    """The compression a file name implies (Beam's rule), or ``None`` for an uncompressed file."""
+    kind = CompressionTypes.detect_compression_type(path)
+    return kind if kind in _DECOMPRESSORS else None
+
+
+class CheckedDecompression(io.RawIOBase):
+    """A read-only raw stream of the decompressed bytes of ``raw`` (a binary file object).
+
+    Raises :class:`TruncatedInput` when ``raw`` ends inside a stream, :class:`CorruptInput` when its
+    bytes do not decode (including trailing garbage after a complete stream).
+    """
+
+    def __init__(self, raw, compression: str, *, name: str = ""):
+        super().__init__()
+        self._raw = raw
+        self._label, self._make = _DECOMPRESSORS[compression]
+        self._name = name
+        self._decompressor = self._make()
+        self._started = False  # the current stream has consumed input
+        self._pending = b""  # input not yet fed
+        self._out = b""
+        self._at = 0  # read position in _out
+        self._consumed = 0  # compressed bytes read so far (for messages)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._at >= len(self._out):
+            if not self._fill():
+                return 0
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = self._out[self._at:self._at + n]
+        self._at += n
+        return n
+
+    def _fill(self) -> bool:
+        """Decompress more; ``False`` at the clean end of the input."""
+        if not self._pending:
+            self._pending = self._raw.read(COMPRESSED_CHUNK) or b""
+            self._consumed += len(self._pending)
+            if not self._pending:
+                if self._started and not self._decompressor.eof:
+                    raise TruncatedInput(
+                        f"{self._name}: the {self._label} stream ends before its end marker after "
+                        f"{self._consumed} compressed bytes (the file is truncated)")
+                return False
+        data, self._pending = self._pending, b""
+        if self._decompressor.eof:  # a new member / frame follows a complete one
+            self._decompressor = self._make()
+            self._started = False
+        try:
+            self._out, self._at = self._decompressor.decompress(data), 0
+        except _DECODE_ERRORS as exc:
+            raise CorruptInput(f"{self._name}: not a valid {self._label} stream near compressed byte "
+                               f"{self._consumed}: {exc}") from exc
+        self._started = True
+        if self._decompressor.eof:
+            self._pending = self._decompressor.unused_data
+        return True
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+def open_input(path: str):
+    """A buffered binary stream of ``path``'s content, decompressed and checked (see module doc)."""
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    compression = compression_of(path)
+    if compression is None:
+        return raw
+    return io.BufferedReader(CheckedDecompression(raw, compression, name=path), READ_CHUNK)
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def not_regular_reason(path: str) -> str | None:
+    """Why a local ``path`` cannot be read as a file (a directory, a FIFO, a socket, a device), or
+    ``None``. Never opens it (opening a FIFO blocks until a writer comes)."""
+    if not _is_local(path):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return f"is {kind}, not a regular file (never read: it could block forever)"
+
+
+def launch_problem(path: str) -> str | None:
+    """A configuration error for a local input file, found before any work: a directory, a file that
+    cannot be opened, a compressed file whose first bytes do not decode. ``None`` when it looks
+    readable (or is not local: object-store inputs are checked when read). Non-regular files other
+    than directories are not an error here: the job rejects them (:func:`not_regular_reason`)."""
+    if not _is_local(path):
+        return None
+    reason = not_regular_reason(path)
+    if reason == "is a directory":
+        return f"--input {path!r} is a directory; give a glob for its files, e.g. '{path.rstrip('/')}/*.jsonl'"
+    if reason is not None and reason.startswith("cannot stat"):
+        return f"--input {path!r}: {reason}"
+    if reason is not None:
+        return None
+    try:
+        with open_input(path) as stream:
+            stream.read(64)
+    except TruncatedInput:
+        return None  # readable up to the cut: the job reads what is there and rejects the rest
+    except CorruptInput as exc:
+        return f"--input {path!r} cannot be read: {exc}"
+    except OSError as exc:
+        return f"--input {path!r} cannot be read: {exc.strerror or exc}"
+    return None
