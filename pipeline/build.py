@@ -12,6 +12,7 @@ from transforms.config import TokenizeOptions
 from transforms.example_builder import PARSED, ROW, ExampleBuilder, parse_record
 from transforms.formats import FormatOptions
 from pipeline.remote import shared_job_tokenizer
+from pipeline.trace import mark
 from transforms.vision import VisionConfig
 from transforms.vision_builder import ImageOptions, VisionExampleBuilder, image_fields
 
@@ -115,7 +116,9 @@ class BuildExamplesFn(beam.DoFn):
         self._builder = None
 
     def setup(self):
+        mark("worker_setup_start")
         self._builder = self.spec.create_builder()
+        mark("worker_setup_done")
         self._rows = Metrics.counter("chatshards", "rows_written")
         self._rejected = Metrics.counter("chatshards", "records_rejected")
         self._tokens = Metrics.counter("chatshards", "tokens_written")
@@ -132,6 +135,7 @@ class BuildExamplesFn(beam.DoFn):
         self._rows.inc(len(rows))
         self._tokens.inc(sum(int(row["length"]) for row in rows))
         self._progress.add(len(batch))
+        mark("batch_done")
         if rows:
             yield rows
 

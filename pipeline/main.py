@@ -74,6 +74,9 @@ def is_dry_run(options) -> bool:
 
 
 def _beam_args(job: JobArgs) -> list[str]:
+    from pipeline.trace import mark
+
+    mark("launcher_checked")
     args = list(job.beam_args)
     if not any(a.startswith("--runner") for a in args):
         # Plain DirectRunner first tries to download the Prism runner; name the Python runner instead.
