@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+import os
+
+# ../shared/data, or $CHATSHARDS_SHARED_DATA (a worktree placed elsewhere)
+SHARED_DATA = Path(os.environ.get("CHATSHARDS_SHARED_DATA") or REPO.parent / "shared" / "data")
 # Tests never use the default DirectRunner (it tries to download Prism first).
 RUNNER_ARGS = ["--runner=FnApiRunner"]
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
