@@ -305,6 +305,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="a tokenizer folder (default: the bundled one, saved to a folder)")
     parser.add_argument("--job-repo", type=Path, default=REPO, help="checkout to run the job from")
     parser.add_argument("--no-default-runner", action="store_true", help="skip the default-command runs on N")
+    parser.add_argument("--mode-sizes", default="", help="comma-separated record counts: also run the job in one "
+                        "process and on W processes at each (where the default command's threshold should be)")
     args = parser.parse_args()
     if not SHARED.exists():
         sys.exit(f"{SHARED} is needed for this benchmark (set CHATSHARDS_SHARED_DATA)")
@@ -314,15 +316,23 @@ def main() -> None:
         tokenizer = args.tokenizer or str(save_bundled_tokenizer(tmp / "user-tokenizer"))
         script = tmp / "recipe.py"
         script.write_text(RECIPE_SCRIPT)
-        sizes = [n for n in (args.records, args.small, args.tiny) if n]
+        mode_sizes = [int(n) for n in args.mode_sizes.split(",") if n.strip()]
+        sizes = sorted({n for n in (args.records, args.small, args.tiny, *mode_sizes) if n}, reverse=True)
+        one = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
         inputs = {n: build_input(tmp / f"in-{n}", n) for n in sizes}
+        input_mib = {n: sum(p.stat().st_size for p in inputs[n][0].glob("*.jsonl")) / 2**20 for n in sizes}
         runs: dict[str, list[dict]] = {}
 
         def add(name, result):
             runs.setdefault(name, []).append(result)
 
         for repeat in range(args.repeats):
-            for n in sizes:
+            for n in mode_sizes:
+                add(f"one process {n}", run_job(inputs[n][0], tmp / "out", tokenizer, one, args.job_repo, tmp / "trace"))
+                add(f"job {n}", run_job(inputs[n][0], tmp / "out", tokenizer, multi, args.job_repo, tmp / "trace"))
+            for n in (args.records, args.small, args.tiny):
+                if not n:
+                    continue
                 job_dir, recipe_data, _ = inputs[n]
                 add(f"recipe {n}", run_recipe(script, tokenizer, recipe_data, tmp / "recipe-out", args.workers,
                                               tmp / "hf-cache"))
@@ -369,6 +379,10 @@ def main() -> None:
     print(f"| encode_batch alone on the rendered texts ({os.cpu_count()} cores) | "
           f"{_median([c['encode_batch'] for c in ceilings]):.1f} s |")
 
+    for m in mode_sizes:
+        print(f"| job on {m} records ({input_mib[m]:.1f} MiB): one process / {args.workers} processes | "
+              f"{wall[f'one process {m}']:.1f} s / "
+              f"{wall[f'job {m}']:.1f} s |")
     print("\nratios (records/s, higher is better for the job):")
     print(f"  end to end, job / recipe script : {wall[f'recipe {n}'] / wall[f'job {n}']:.2f}x (target >= 1.0 at 50k, "
           f">= 1.5 at 500k)")

@@ -191,7 +191,10 @@ def test_default_command_chooses_its_mode_from_the_input_size(monkeypatch, thres
 def test_default_command_on_every_core_writes_the_in_memory_bytes(mode_outputs, tmp_path, monkeypatch, capsys):
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: the default command always runs in one process")
+    from pipeline.main import _choose_running_mode
+
     monkeypatch.setenv("CHATSHARDS_PARALLEL_BYTES", "1")  # these inputs count as large
+    _choose_running_mode.cache_clear()  # decided (and said) once per process and input
     args = [arg for relative in INPUTS for arg in ("--input", str(shared(relative)))]
     out = tmp_path / "default"
     assert run_default_command([*args, "--num-shards", "3", "--max-length", "2048", "--output", str(out)]) == 0
