@@ -1,8 +1,10 @@
 """The real records the benchmarks use: paths shared by every script in this folder."""
+import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"  # ../shared/data: public sample data, never copied into the repo
+# ../shared/data (or $CHATSHARDS_SHARED_DATA): public sample data, never copied into the repo
+SHARED = Path(os.environ.get("CHATSHARDS_SHARED_DATA") or REPO.parent / "shared" / "data")
 SOURCES = [
     "alpaca/llamafactory_alpaca_en_demo.json",
     "sharegpt/fastchat_dummy_conversation.json",

@@ -13,6 +13,7 @@ from transforms.example_builder import PARSED, REJECTED, ROW, ExampleBuilder, pa
 from transforms.formats import FormatOptions
 from pipeline.rejected import writable_rejection
 from pipeline.remote import shared_job_tokenizer
+from pipeline.trace import mark
 from transforms.vision import VisionConfig
 from transforms.vision_builder import ImageOptions, VisionExampleBuilder, image_fields
 
@@ -127,7 +128,9 @@ class BuildExamplesFn(beam.DoFn):
         self._builder = None
 
     def setup(self):
+        mark("worker_setup_start")
         self._builder = self.spec.create_builder()
+        mark("worker_setup_done")
         self._rows = Metrics.counter("chatshards", "rows_written")
         self._rejected = Metrics.counter("chatshards", "records_rejected")
         self._tokens = Metrics.counter("chatshards", "tokens_written")
@@ -144,6 +147,7 @@ class BuildExamplesFn(beam.DoFn):
         self._rows.inc(len(rows))
         self._tokens.inc(sum(int(row["length"]) for row in rows))
         self._progress.add(len(batch))
+        mark("batch_done")
         if rows:
             yield rows
 

@@ -7,6 +7,7 @@ work starts.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import sys
@@ -87,12 +88,83 @@ def is_dry_run(options) -> bool:
     return bool(options.view_as(TestOptions).dry_run)
 
 
+# The default command (no --runner) runs on every core when the input holds at least this many bytes
+# (compressed files count COMPRESSED_FACTOR times their size): multi_processing with os.cpu_count()
+# worker processes. Smaller inputs run in one process, where starting worker processes (about 2-3 s)
+# would cost more than the second core saves (see README, Benchmarks). CHATSHARDS_PARALLEL_BYTES
+# overrides the threshold (0: always every core).
+PARALLEL_INPUT_BYTES = 8 * 1024 * 1024
+PARALLEL_BYTES_ENV = "CHATSHARDS_PARALLEL_BYTES"
+COMPRESSED_FACTOR = 4
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".xz", ".deflate", ".lzma", ".zip")
+
+
+def input_bytes(patterns: Sequence[str]) -> int:
+    """Total size of the files ``patterns`` match (compressed files weighted); 0 when they cannot be listed."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        results = FileSystems.match(list(patterns))
+    except Exception:  # noqa: BLE001 - the input check reports unmatched inputs; here it is only a hint
+        return 0
+    sizes = {}
+    for result in results:
+        for metadata in result.metadata_list:
+            weight = COMPRESSED_FACTOR if metadata.path.lower().endswith(_COMPRESSED_SUFFIXES) else 1
+            sizes[metadata.path] = metadata.size_in_bytes * weight
+    return sum(sizes.values())
+
+
+def parallel_threshold() -> int:
+    import os
+
+    value = os.environ.get(PARALLEL_BYTES_ENV, "").strip()
+    try:
+        return int(value) if value else PARALLEL_INPUT_BYTES
+    except ValueError:
+        raise ConfigError(f"{PARALLEL_BYTES_ENV}={value!r} is not a number of bytes") from None
+
+
+def default_running_mode(inputs: Sequence[str], validate_inputs: bool = True) -> tuple[str, int]:
+    """``(direct_running_mode, workers)`` for the default command: ``("multi_processing", cores)`` when
+    the machine has several cores and the input is at least :func:`parallel_threshold` bytes, else
+    ``("in_memory", 1)`` (also when inputs are not matched at launch). Printed on stderr when it
+    chooses several processes."""
+    import os
+
+    return _choose_running_mode(tuple(inputs), bool(validate_inputs), parallel_threshold(), os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _choose_running_mode(inputs: tuple[str, ...], validate_inputs: bool, threshold: int,
+                         cores: int) -> tuple[str, int]:
+    if cores < 2 or not validate_inputs:
+        return "in_memory", 1
+    total = input_bytes(inputs)
+    if total < threshold:
+        return "in_memory", 1
+    print(f"chatshards: input {total / 2**20:.1f} MiB: running on {cores} worker processes (every core); "
+          "for one process pass --runner=FnApiRunner --direct_running_mode=in_memory", file=sys.stderr)
+    return "multi_processing", cores
+
+
 def _beam_args(job: JobArgs) -> list[str]:
+    """The Beam flags: the user's, or for the default command the local FnApiRunner in the mode
+    :func:`default_running_mode` chooses (a ``--direct_running_mode`` or ``--direct_num_workers`` of
+    the user's is kept as given)."""
+    from pipeline.trace import mark
+
+    mark("launcher_checked")
     args = list(job.beam_args)
     if not any(a.startswith("--runner") for a in args):
         # Plain DirectRunner first tries to download the Prism runner; name the Python runner instead.
         args.append("--runner=FnApiRunner")
-        if not any(a.startswith("--direct_running_mode") for a in args):
+        if not any(a.startswith(("--direct_running_mode", "--direct_num_workers")) for a in args):
+            mode, workers = default_running_mode(job.inputs, job.validate_inputs)
+            args.append(f"--direct_running_mode={mode}")
+            if mode != "in_memory":
+                args.append(f"--direct_num_workers={workers}")
+        elif not any(a.startswith("--direct_running_mode") for a in args):
             args.append("--direct_running_mode=in_memory")
     return args
 

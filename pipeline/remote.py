@@ -14,6 +14,7 @@ import threading
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.trace import mark
 from transforms.tokenizer_loading import TokenizerConfigError, is_remote_path, load_tokenizer
 
 _STAGED: dict[str, str] = {}
@@ -85,8 +86,15 @@ def read_text(path: str) -> str:
 
 
 def load_job_tokenizer(spec: str | None, **options):
-    """``transforms.tokenizer_loading.load_tokenizer`` with remote folders and files enabled."""
-    return load_tokenizer(spec, fetch_folder=stage_folder, read_text=read_text, **options)
+    """``transforms.tokenizer_loading.load_tokenizer`` with remote folders and files enabled, and the
+    prepared-tokenizer cache on (``prepared=True`` unless given): the job's processes load a prepared
+    form with the ``tokenizers`` library alone once a folder has been seen (see
+    :mod:`transforms.prepared_tokenizer`)."""
+    options.setdefault("prepared", True)
+    mark("tokenizer_load_start")
+    tokenizer = load_tokenizer(spec, fetch_folder=stage_folder, read_text=read_text, **options)
+    mark("tokenizer_loaded")
+    return tokenizer
 
 
 # Tokenizers already loaded in this process, by (spec, trust_remote_code): the launcher's (template

@@ -158,3 +158,45 @@ def test_without_the_reshuffle_one_file_stays_on_one_worker(tmp_path, spy, monke
     assert run_multi_processing(tmp_path, big, "out") == 0
     workers = {pid: c[str(big)] for pid, c in spy().items() if c[str(big)]}
     assert len(workers) == 1 and sum(workers.values()) == N_BIG, workers
+
+
+# -- the default command (no --runner) chooses its mode from the input size ----------------------------
+
+def run_default_command(args: list[str]) -> int:
+    """``python -m pipeline`` exactly as a user types it: no runner flags at all."""
+    from pipeline.main import main
+
+    return main(list(args))
+
+
+@pytest.mark.parametrize("threshold,expected", [("1", "multi_processing"), (str(1 << 40), "in_memory")])
+def test_default_command_chooses_its_mode_from_the_input_size(monkeypatch, threshold, expected):
+    from pipeline.main import _beam_args, default_running_mode
+    from pipeline.cli import parse_args
+
+    monkeypatch.setenv("CHATSHARDS_PARALLEL_BYTES", threshold)
+    inputs = [str(shared(relative)) for relative in INPUTS]
+    mode, workers = default_running_mode(inputs)
+    assert mode == expected
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: the default command always runs in one process")
+    assert workers == (os.cpu_count() if expected == "multi_processing" else 1)
+    args = _beam_args(parse_args([a for i in inputs for a in ("--input", i)] + ["--output", "/tmp/unused"]))
+    assert f"--direct_running_mode={expected}" in args and "--runner=FnApiRunner" in args
+    # the user's choice is kept: an explicit mode or worker count is never overridden
+    given = parse_args(["--input", inputs[0], "--output", "/tmp/unused", "--direct_num_workers=3"])
+    assert "--direct_running_mode=in_memory" in _beam_args(given)
+
+
+def test_default_command_on_every_core_writes_the_in_memory_bytes(mode_outputs, tmp_path, monkeypatch, capsys):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: the default command always runs in one process")
+    from pipeline.main import _choose_running_mode
+
+    monkeypatch.setenv("CHATSHARDS_PARALLEL_BYTES", "1")  # these inputs count as large
+    _choose_running_mode.cache_clear()  # decided (and said) once per process and input
+    args = [arg for relative in INPUTS for arg in ("--input", str(shared(relative)))]
+    out = tmp_path / "default"
+    assert run_default_command([*args, "--num-shards", "3", "--max-length", "2048", "--output", str(out)]) == 0
+    assert "worker processes (every core)" in capsys.readouterr().err
+    assert tree_digest(out) == mode_outputs[("FnApiRunner", "in_memory")]

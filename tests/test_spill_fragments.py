@@ -229,3 +229,21 @@ def test_no_rejected_file_for_an_index_without_lines(tmp_path):
     (path, offset, length), = [chunk for _, chunk in ref.file_chunks(2)]
     assert list(WriteRejectedFn(output=str(tmp_path)).process((other, [(path, offset, length)]), 2)) == []
     assert not (tmp_path / "rejected").exists() or not list((tmp_path / "rejected").iterdir())
+
+
+def test_record_batches_are_spilled_compactly_and_other_batches_as_they_are(tmp_path):
+    import pickle
+
+    from pipeline.spill import PACKED
+
+    mixed = [RawRecord(source="a.jsonl", index=0, value={"x": 1}), RawRecord(source="b.jsonl", index=0, value=[1])]
+    batches = [raw_batches(20, 20)[0], mixed, [("not", "records")], []]
+    refs = list(spill_batches(iter(batches), folder=str(tmp_path)))
+    assert [read_spilled(ref) for ref in refs] == batches
+    with open(refs[0].path, "rb") as handle:
+        handle.seek(refs[0].offset)
+        stored = pickle.loads(handle.read(refs[0].length))
+    assert stored[0] == PACKED and stored[1] == "f.jsonl" and len(stored[2]) == 20  # one source, tuples
+    with open(refs[1].path, "rb") as handle:
+        handle.seek(refs[1].offset)
+        assert pickle.loads(handle.read(refs[1].length)) == mixed  # two sources: pickled as they are

@@ -154,7 +154,7 @@ def bundled_tokenizer(*, chat_template: str | None = None):
 
 
 def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, trust_remote_code: bool = False,
-                   fetch_folder=None, read_text=None):
+                   fetch_folder=None, read_text=None, prepared: bool = False):
     """Load the job's tokenizer.
 
     Args:
@@ -166,6 +166,11 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
         fetch_folder: ``url -> local folder`` for remote specs (the job passes
             ``pipeline.remote.stage_folder``; this module never touches remote storage itself).
         read_text: ``path -> str`` for the template file (default: local files only).
+        prepared: allow a :class:`transforms.prepared_tokenizer.PreparedTokenizer` (what the job reads
+            of a tokenizer, loaded with ``tokenizers`` alone) from the prepared-tokenizer cache for the
+            bundled tokenizer and for local (or staged) folders; on a cache miss the tokenizer is loaded
+            through transformers as usual and its prepared form is written for the next load. Without
+            it (the default) the result is always a transformers tokenizer.
 
     Raises:
         TokenizerConfigError: the tokenizer cannot be loaded, is not a fast tokenizer, or has no chat
@@ -173,16 +178,26 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
     """
     template = (read_text or _read_local_text)(chat_template_file) if chat_template_file else None
     if spec in (None, "", BUNDLED_NAME):
+        if prepared:
+            tokenizer = _prepared_or_none(_bundled_prepared_key(), lambda: bundled_tokenizer(),
+                                          name_or_path=BUNDLED_TOKENIZER_ID)
+            if tokenizer is not None:
+                if template is not None:
+                    tokenizer.chat_template = template
+                return tokenizer
         return bundled_tokenizer(chat_template=template)
     if is_remote_path(spec) and fetch_folder is None:
         raise TokenizerConfigError(
             f"tokenizer {spec!r} is a remote folder: load it through the job side (pipeline.remote.load_job_tokenizer)"
         )
     source = fetch_folder(spec) if is_remote_path(spec) else spec
+    tokenizer = None
+    if prepared and not trust_remote_code and os.path.isdir(source):
+        tokenizer = _prepared_or_none(_folder_prepared_key(source), lambda: _auto_tokenizer(source, False),
+                                      name_or_path=source)
     try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        if tokenizer is None:
+            tokenizer = _auto_tokenizer(source, trust_remote_code)
         if source != spec:
             tokenizer.name_or_path = spec  # the staging folder is random; the manifest names the source
     except Exception as exc:  # noqa: BLE001 - any loader failure is a config error for the user
@@ -204,6 +219,91 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
                 f"tokenizer {spec!r} has no chat template; pass --chat-template FILE"
             )
     return tokenizer
+
+
+def _auto_tokenizer(source: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+
+
+# ---------------------------------------------------------------- the prepared-tokenizer cache
+
+# Files larger than this are keyed by size and modification time, not content (a model folder's
+# weights are never read by a tokenizer load; hashing them would cost seconds per process).
+_HASHED_FILE_BYTES = 64 * 1024 * 1024
+
+
+def _library_versions_key() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from transforms.prepared_tokenizer import PREPARED_FORMAT
+
+    parts = [f"format={PREPARED_FORMAT}"]
+    for name in ("transformers", "tokenizers"):
+        try:
+            parts.append(f"{name}={version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name}=none")
+    return ";".join(parts)
+
+
+def folder_content_hash(folder: str) -> str:
+    """sha256 over every file under ``folder`` (relative path and content; for files over 64 MiB, size and
+    modification time): the identity of a tokenizer folder for the prepared-tokenizer cache."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, folder).replace(os.sep, "/")
+            stat = os.stat(path)
+            digest.update(f"{relative}\0{stat.st_size}\0".encode("utf-8"))
+            if stat.st_size > _HASHED_FILE_BYTES:
+                digest.update(f"mtime={stat.st_mtime_ns}".encode())
+                continue
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_prepared_key(folder: str) -> str:
+    return hashlib.sha256(f"folder:{folder_content_hash(folder)};{_library_versions_key()}".encode()).hexdigest()[:24]
+
+
+def _bundled_prepared_key() -> str:
+    cached, text = _bundled_backend()
+    backend_key = os.path.basename(cached) if cached else hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(f"bundled:{backend_key};{_library_versions_key()}".encode()).hexdigest()[:24]
+
+
+def prepared_folder(key: str) -> str:
+    """Where the prepared form for cache ``key`` lives (``$CHATSHARDS_CACHE/prepared/KEY``)."""
+    return os.path.join(_cache_dir(), "prepared", key)
+
+
+def _prepared_or_none(key: str, load_with_transformers, *, name_or_path: str):
+    """The prepared tokenizer for ``key`` (loaded from the cache, or prepared now from
+    ``load_with_transformers()`` and then loaded); None when this tokenizer cannot be prepared or no
+    cache can be written (the caller then loads it through transformers)."""
+    from transforms.prepared_tokenizer import load_prepared, preparable, prepare
+
+    folder = prepared_folder(key)
+    tokenizer = load_prepared(folder, name_or_path=name_or_path)
+    if tokenizer is not None:
+        return tokenizer
+    try:
+        original = load_with_transformers()
+    except Exception:  # noqa: BLE001 - the caller loads it again and reports the failure
+        return None
+    if not preparable(original):
+        return None
+    try:
+        prepare(original, folder)
+    except OSError:
+        return None
+    return load_prepared(folder, name_or_path=name_or_path)
 
 
 _REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -242,7 +342,7 @@ def tokenizer_description(tokenizer) -> dict[str, Any]:
     """The ``tokenizer`` block of the manifest: name, vocab hash, special ids, chat-template hash."""
     return {
         "name": tokenizer.name_or_path,
-        "class": type(tokenizer).__name__,
+        "class": getattr(tokenizer, "source_class_name", None) or type(tokenizer).__name__,
         "vocab_size": len(tokenizer),
         "vocab_hash": vocab_hash(tokenizer),
         "pad_token": tokenizer.pad_token,
