@@ -58,7 +58,7 @@ def test_job_with_more_shards_than_rows_writes_openable_empty_shards(tmp_path):
     out = tmp_path / "out"
     assert run_job(["--input", str(src), "--output", str(out), "--num-shards", "8"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"read": 5, "written": 3, "rejected": 2}
+    assert manifest["counts"] == {"read": 5, "written": 3, "rejected": 2, "rows": 3}
     entries = manifest["shards"]
     assert len(entries) == 8
     empty = [e for e in entries if e["rows"] == 0]

@@ -339,5 +339,5 @@ def test_a_fifo_matched_by_input_is_rejected_never_read(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "FIFO" in result.stderr  # announced at launch
     m = assert_reconciles(out)
-    assert m["counts"] == {"read": 4, "written": 3, "rejected": 1}
+    assert m["counts"] == {"read": 4, "written": 3, "rejected": 1, "rows": 3}
     assert m["rejected_by_reason"] == {errors.UNREADABLE_INPUT: 1}

@@ -237,14 +237,19 @@ class Collator:
         The hot path: a few lookups per row. Element types are checked batch-wide by
         :meth:`_check_values`; anything unusual goes through :meth:`_rows_strict`, which names the row."""
         ids_list, lab_list, mask_list = [], [], None
+        ndarray, asarray = np.ndarray, np.asarray
         try:
             for i, f in enumerate(features):
                 ids = f["input_ids"]
+                if type(ids) is not ndarray:  # lists, tensors: converted once (element types checked later)
+                    ids = asarray(ids)
                 size = len(ids)  # a scalar or None fails here
                 lab = f.get("labels")
                 if lab is None:
                     lab = ids
-                elif len(lab) != size:
+                elif type(lab) is not ndarray:
+                    lab = asarray(lab)
+                if len(lab) != size:
                     raise ValueError(f"row {i}: labels has {len(lab)} values but input_ids has {size}")
                 m = f.get("attention_mask")
                 if m is not None or mask_list is not None:
@@ -306,8 +311,14 @@ class Collator:
         limit = self.config.max_token_id
         same = all(a is b for a, b in zip(lab_list, ids_list))
         try:
-            ids = np.concatenate(ids_list) if flat_ids is None else flat_ids
-            labels = ids if same else (np.concatenate(lab_list) if flat_labels is None else flat_labels)
+            if flat_ids is not None:
+                ids, labels = flat_ids, (flat_ids if same else flat_labels)
+            elif same:
+                ids = labels = np.concatenate(ids_list)
+            else:  # one call for both (numpy's per-call cost is a good part of this check)
+                both = np.concatenate(ids_list + lab_list)
+                half = len(both) // 2  # labels has the length of input_ids in every row (checked)
+                ids, labels = both[:half], both[half:]
             shaped = ids.ndim == 1 and labels.ndim == 1 and ids.dtype.kind in _INT_KINDS \
                 and labels.dtype.kind in _INT_KINDS
         except (ValueError, TypeError):
@@ -420,10 +431,12 @@ class Collator:
         planes = 3 if cfg.return_position_ids else 2  # one storage for all int64 outputs (see _pad)
         storage = torch.empty((planes, 1, total), dtype=torch.int64)
         buf = storage.numpy()
-        try:  # same_kind: floats, strings and objects are refused here, not truncated
-            np.concatenate(ids_list, out=buf[0, 0], casting="same_kind")
-            np.concatenate(lab_list, out=buf[1, 0], casting="same_kind")
-            flat_ids, flat_labels = buf[0, 0], buf[1, 0]
+        try:  # concatenated in their own dtype (int32 from shards: half the bytes to check), then
+            # widened; same_kind: floats, strings and objects are refused here, not truncated
+            flat_ids = np.concatenate(ids_list)
+            np.copyto(buf[0, 0], flat_ids, casting="same_kind")
+            flat_labels = flat_ids if all(a is b for a, b in zip(lab_list, ids_list)) else np.concatenate(lab_list)
+            np.copyto(buf[1, 0], flat_labels, casting="same_kind")
         except (ValueError, TypeError):
             if not cfg.check_values:
                 raise

@@ -84,6 +84,11 @@ def _shard_table(
         "prompt_tokens": pa.array(prompt.astype(np.int32)),
         "truncated_tokens": pa.array(np.zeros(n, dtype=np.int32)),
         "conversation_hash": pa.array(record_ids, pa.string()),
+        "turn": pa.array(np.full(n, -1, dtype=np.int32)),
+        "reasoning_tokens": pa.array(np.zeros(n, dtype=np.int32)),
+        "literal_control_tokens": pa.array(np.zeros(n, dtype=np.int32)),
+        "row_of_record": pa.array(np.zeros(n, dtype=np.int32)),
+        "split_extra_tokens": pa.array(np.zeros(n, dtype=np.int32)),
     }
     if pad_to:
         columns["attention_mask"] = _list_column((~is_pad).astype(np.int8), offsets, pa.int8())
