@@ -306,8 +306,14 @@ class Collator:
         limit = self.config.max_token_id
         same = all(a is b for a, b in zip(lab_list, ids_list))
         try:
-            ids = np.concatenate(ids_list) if flat_ids is None else flat_ids
-            labels = ids if same else (np.concatenate(lab_list) if flat_labels is None else flat_labels)
+            if flat_ids is not None:
+                ids, labels = flat_ids, (flat_ids if same else flat_labels)
+            elif same:
+                ids = labels = np.concatenate(ids_list)
+            else:  # one call for both (numpy's per-call cost is a good part of this check)
+                both = np.concatenate(ids_list + lab_list)
+                half = len(both) // 2  # labels has the length of input_ids in every row (checked)
+                ids, labels = both[:half], both[half:]
             shaped = ids.ndim == 1 and labels.ndim == 1 and ids.dtype.kind in _INT_KINDS \
                 and labels.dtype.kind in _INT_KINDS
         except (ValueError, TypeError):
@@ -420,10 +426,12 @@ class Collator:
         planes = 3 if cfg.return_position_ids else 2  # one storage for all int64 outputs (see _pad)
         storage = torch.empty((planes, 1, total), dtype=torch.int64)
         buf = storage.numpy()
-        try:  # same_kind: floats, strings and objects are refused here, not truncated
-            np.concatenate(ids_list, out=buf[0, 0], casting="same_kind")
-            np.concatenate(lab_list, out=buf[1, 0], casting="same_kind")
-            flat_ids, flat_labels = buf[0, 0], buf[1, 0]
+        try:  # concatenated in their own dtype (int32 from shards: half the bytes to check), then
+            # widened; same_kind: floats, strings and objects are refused here, not truncated
+            flat_ids = np.concatenate(ids_list)
+            np.copyto(buf[0, 0], flat_ids, casting="same_kind")
+            flat_labels = flat_ids if all(a is b for a, b in zip(lab_list, ids_list)) else np.concatenate(lab_list)
+            np.copyto(buf[1, 0], flat_labels, casting="same_kind")
         except (ValueError, TypeError):
             if not cfg.check_values:
                 raise
