@@ -237,14 +237,19 @@ class Collator:
         The hot path: a few lookups per row. Element types are checked batch-wide by
         :meth:`_check_values`; anything unusual goes through :meth:`_rows_strict`, which names the row."""
         ids_list, lab_list, mask_list = [], [], None
+        ndarray, asarray = np.ndarray, np.asarray
         try:
             for i, f in enumerate(features):
                 ids = f["input_ids"]
+                if type(ids) is not ndarray:  # lists, tensors: converted once (element types checked later)
+                    ids = asarray(ids)
                 size = len(ids)  # a scalar or None fails here
                 lab = f.get("labels")
                 if lab is None:
                     lab = ids
-                elif len(lab) != size:
+                elif type(lab) is not ndarray:
+                    lab = asarray(lab)
+                if len(lab) != size:
                     raise ValueError(f"row {i}: labels has {len(lab)} values but input_ids has {size}")
                 m = f.get("attention_mask")
                 if m is not None or mask_list is not None:
