@@ -202,6 +202,10 @@ def test_partial_run_on_an_object_store_is_detected_and_replaced(store, capsys):
     upload(store, f"{out}/{MARKER_NAME}", MARKER_TEXT.encode())  # a run writes its marker before any file
     upload(store, f"{out}/notes.txt", b"not ours")
     args = [*upload_inputs(store), "--output", out, "--num-shards", "2", "--runner=FnApiRunner"]
+    # without the marker a run writes first, the folder is not the tool's: refused even with --overwrite
+    assert run_job([*args, "--overwrite"]) == 2
+    assert "not written by chatshards" in capsys.readouterr().err
+    upload(store, f"{out}/.chatshards-output", b"{}")  # what the killed run wrote before anything else
     assert run_job(args) == 2
     err = capsys.readouterr().err
     assert "partial run" in err and "data" in err and "--overwrite" in err

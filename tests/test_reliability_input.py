@@ -288,3 +288,10 @@ def test_open_input_reads_plain_and_compressed_files(tmp_path):
     for name in ("a.jsonl", "a.jsonl.gz"):
         with open_input(str(tmp_path / name)) as stream:
             assert stream.read() == data
+
+
+def test_a_stray_closing_brace_in_an_array_is_one_rejection_not_an_endless_loop():
+    """Found by the fuzz test: the reader looped forever (and grew without bound) on ``[{..} }, {..}]``."""
+    for data in (b'[{"a": 1}, } {"b": 2}]', b'[{"a": 1} }, {"b": 2}]', b'[{"a": 1}, }}}}]'):
+        read = records_of(data)
+        assert read[0].ok and len(read) <= 6 and sum(not r.ok for r in read) >= 1

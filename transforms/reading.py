@@ -653,6 +653,8 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
             else:
                 yield counter.bad(_clean_raw(rest), err)
             return n
+        if elem_end == start:  # a stray "}" where an element should start: consume it (always progress)
+            elem_end = start + 1
         raw = text[start:elem_end].rstrip()
         yield counter.bad(_clean_raw(raw), err)
         pos = elem_end
