@@ -81,7 +81,7 @@ def parse_record(raw: RawRecord, format_options: FormatOptions) -> tuple[str, An
     """Raw record -> ``(PARSED, (raw, conversation))`` or ``(REJECTED, rejection dict)``; never raises."""
     try:
         if raw.value is None:
-            raise RecordRejected(errors.INVALID_JSON, raw.error or "record is not valid JSON")
+            raise RecordRejected(getattr(raw, "reason", None) or errors.INVALID_JSON, raw.error or "record is not valid JSON")
         return PARSED, (raw, to_conversation(raw.value, format_options))
     except RecordRejected as exc:
         return REJECTED, rejection(raw, exc.reason, exc.detail)
