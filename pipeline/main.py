@@ -93,7 +93,7 @@ def is_dry_run(options) -> bool:
 # worker processes. Smaller inputs run in one process, where starting worker processes (about 2-3 s)
 # would cost more than the second core saves (see README, Benchmarks). CHATSHARDS_PARALLEL_BYTES
 # overrides the threshold (0: always every core).
-PARALLEL_INPUT_BYTES = 8 * 1024 * 1024
+PARALLEL_INPUT_BYTES = 12 * 1024 * 1024
 PARALLEL_BYTES_ENV = "CHATSHARDS_PARALLEL_BYTES"
 COMPRESSED_FACTOR = 4
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".xz", ".deflate", ".lzma", ".zip")
