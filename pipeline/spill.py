@@ -104,7 +104,7 @@ def read_spilled(ref: SpillRef) -> list:
     return _unpacked(pickle.loads(data))
 
 
-PACKED = "chatshards-raw-records-v1"
+PACKED = "chatshards-raw-records-v2"  # (index, value, raw, error, reason) per record
 
 
 def _packed(batch):
@@ -116,7 +116,7 @@ def _packed(batch):
     source = batch[0].source if type(batch[0]) is RawRecord else None
     if source is None or any(type(r) is not RawRecord or r.source != source for r in batch):
         return batch
-    return (PACKED, source, [(r.index, r.value, r.raw, r.error) for r in batch])
+    return (PACKED, source, [(r.index, r.value, r.raw, r.error, r.reason) for r in batch])
 
 
 def _unpacked(value):
@@ -124,5 +124,5 @@ def _unpacked(value):
         from transforms.reading import RawRecord
 
         source = value[1]
-        return [RawRecord(source, index, item, raw, error) for index, item, raw, error in value[2]]
+        return [RawRecord(source, index, item, raw, error, reason) for index, item, raw, error, reason in value[2]]
     return value

@@ -49,7 +49,6 @@ from transforms.template_env import (
     ChatTemplate,
     RenderBudget,
     TemplateLimitExceeded,
-    has_generation_markers,  # noqa: F401 - re-exported (older import path)
 )
 
 LOSS_MODES = ("assistant", "all", "last")
@@ -245,9 +244,7 @@ class ChatRenderer:
     # -- helpers shared with the record state --------------------------------------------------------
     def control_token_end(self, text: str) -> bool:
         """True when ``text`` ends with a control token (or no control tokens are known)."""
-        if self._control_pattern is None:
-            return True
-        return any(text.endswith(token) for token in self.control_tokens)
+        return not self.control_tokens or text.endswith(self.control_tokens)
 
     def atomic_cut(self, text: str, length: int) -> int:
         """``length`` moved back so ``text[:length]`` does not end inside a control-token string."""

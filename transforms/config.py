@@ -17,9 +17,13 @@ from transforms.control_tokens import POLICIES as CONTROL_TOKEN_POLICIES
 from transforms.labels import TRUNCATION_MODES
 from transforms.template_env import DEFAULT_RENDER_SECONDS
 
-MAX_LENGTH_LIMIT = 1 << 20  # tokens per row: beyond this a row is not a training example but a mistake
 
 PAD_TO_MODES = (None, "max_length")
+
+
+def _check_choice(option: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,24 +53,17 @@ class TokenizeOptions:
     render_seconds: float = DEFAULT_RENDER_SECONDS
 
     def __post_init__(self):
-        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2
-                                            or self.max_length > MAX_LENGTH_LIMIT):
-            raise ValueError(f"--max-length must be an integer in [2, {MAX_LENGTH_LIMIT}], got {self.max_length!r}")
-        if self.multi_turn not in MULTI_TURN_MODES:
-            raise ValueError(f"--multi-turn must be one of {', '.join(MULTI_TURN_MODES)}, got {self.multi_turn!r}")
-        if self.system_mode not in SYSTEM_MODES:
-            raise ValueError(f"system mode must be one of {', '.join(SYSTEM_MODES)}, got {self.system_mode!r}")
-        if self.control_tokens not in CONTROL_TOKEN_POLICIES:
-            raise ValueError(f"--control-tokens-in-data must be one of {', '.join(CONTROL_TOKEN_POLICIES)}, "
-                             f"got {self.control_tokens!r}")
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
+            raise ValueError(f"--max-length must be an integer >= 2, got {self.max_length!r}")
+        _check_choice("--multi-turn", self.multi_turn, MULTI_TURN_MODES)
+        _check_choice("system mode", self.system_mode, SYSTEM_MODES)
+        _check_choice("--control-tokens-in-data", self.control_tokens, CONTROL_TOKEN_POLICIES)
         if not isinstance(self.template_kwargs, Mapping) or not all(isinstance(k, str) for k in self.template_kwargs):
             raise ValueError("--chat-template-kwargs must be a JSON object")
         if not (isinstance(self.render_seconds, (int, float)) and 0 < self.render_seconds <= 3600):
             raise ValueError(f"--template-timeout must be in (0, 3600] seconds, got {self.render_seconds!r}")
-        if self.truncation not in TRUNCATION_MODES:
-            raise ValueError(f"--truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
-        if self.loss not in LOSS_MODES:
-            raise ValueError(f"--loss must be one of {', '.join(LOSS_MODES)}, got {self.loss!r}")
+        _check_choice("--truncation", self.truncation, TRUNCATION_MODES)
+        _check_choice("--loss", self.loss, LOSS_MODES)
         if self.pad_to not in PAD_TO_MODES:
             raise ValueError(f"--pad-to must be 'max_length' or omitted, got {self.pad_to!r}")
         if self.pad_to == "max_length" and self.max_length is None:

@@ -244,10 +244,6 @@ class ExampleBuilder:
         return [_Pending(raw=raw, conversation=conversation, rendered=row, literal_control_tokens=literal,
                          guarded=guarded) for row in rows]
 
-    def _prepare(self, raw: RawRecord, conversation: Conversation) -> _Pending:
-        rendered = self._render(conversation, conversation.messages, conversation.trainable)
-        return _Pending(raw=raw, conversation=conversation, rendered=rendered)
-
     def _render(self, conversation: Conversation, messages, trainable) -> RenderedConversation:
         """One row for ``messages`` (vision records and ``--truncation turns`` re-renders)."""
         return self.renderer.render(messages, tools=list(conversation.tools) if conversation.tools else None,
@@ -262,7 +258,8 @@ class ExampleBuilder:
             return self._backend.encode_batch(texts, add_special_tokens=False)
         if self._plain_backend is None:
             self._plain_backend = plain_text_backend(self._backend, self.control_tokens.tokens)
-        plain = [i for i in range(len(texts)) if i not in set(marked)]
+        marked_set = set(marked)
+        plain = [i for i in range(len(texts)) if i not in marked_set]
         out: list[Any] = [None] * len(texts)
         for i, encoding in zip(plain, self._backend.encode_batch([texts[i] for i in plain], add_special_tokens=False)
                                if plain else []):

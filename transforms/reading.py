@@ -403,15 +403,16 @@ def _nested_deeper(value: Any, limit: int) -> bool:
     return False
 
 
-def _unterminated(text: str, pos: int) -> bool:
-    """Whether the value starting at ``text[pos]`` (an object, array or string) is still open when the
-    text ends: the file was cut inside it."""
-    if pos >= len(text) or text[pos] not in "{[\"":
-        return False
-    depth = 0
+def _structure(text: str, pos: int) -> Iterator[tuple[int, str]]:
+    """``(index, char)`` of each bracket and comma outside strings from ``pos`` on, plus ``(index, '"')``
+    where a string closes (escapes respected)."""
     in_string = False
-    i, n = pos, len(text)
-    while i < n:
+    i = pos
+    while True:
+        m = _SPECIAL.search(text, i)  # jump between interesting characters
+        if m is None:
+            return
+        i = m.start()
         ch = text[i]
         if in_string:
             if ch == "\\":
@@ -419,17 +420,30 @@ def _unterminated(text: str, pos: int) -> bool:
                 continue
             if ch == '"':
                 in_string = False
-                if depth == 0:
-                    return False
+                yield i, ch
         elif ch == '"':
             in_string = True
+        elif ch != "\\":
+            yield i, ch
+        i += 1
+
+
+def _unterminated(text: str, pos: int) -> bool:
+    """Whether the value starting at ``text[pos]`` (an object, array or string) is still open when the
+    text ends: the file was cut inside it."""
+    if pos >= len(text) or text[pos] not in "{[\"":
+        return False
+    depth = 0
+    for _, ch in _structure(text, pos):
+        if ch == '"':
+            if depth == 0:
+                return False
         elif ch in "{[":
             depth += 1
         elif ch in "}]":
             depth -= 1
             if depth <= 0:
                 return False
-        i += 1
     return True
 
 
@@ -679,24 +693,8 @@ def _skip_element(text: str, pos: int) -> int | None:
     """End of the array element starting at ``pos``: the index of the ``,`` or ``]`` that ends it
     at nesting depth 0 (strings respected). ``None`` when the text ends first."""
     depth = 0
-    in_string = False
-    i = pos
-    n = len(text)
-    while i < n:
-        m = _SPECIAL.search(text, i)  # jump between interesting characters
-        if m is None:
-            return None
-        i = m.start()
-        ch = text[i]
-        if in_string:
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
+    for i, ch in _structure(text, pos):
+        if ch in "{[":
             depth += 1
         elif ch in "}]":
             if depth == 0:
@@ -704,7 +702,6 @@ def _skip_element(text: str, pos: int) -> int | None:
             depth -= 1
         elif ch == "," and depth == 0:
             return i
-        i += 1
     return None
 
 

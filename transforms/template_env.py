@@ -52,25 +52,6 @@ class TemplateRefused(ValueError):
     """The template cannot be used at all (syntax error, randomness): a configuration error."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class TemplateLimits:
-    """Per-record limits of template rendering.
-
-    Attributes:
-        seconds: wall-clock budget for all renders of one record (every turn's prompt included).
-        max_chars: the largest text (or string/list built by an operator) one render may produce.
-    """
-
-    seconds: float = DEFAULT_RENDER_SECONDS
-    max_chars: int = DEFAULT_MAX_CHARS
-
-    def __post_init__(self):
-        if not (isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 3600):
-            raise ValueError(f"template time limit must be in (0, 3600] seconds, got {self.seconds!r}")
-        if not (isinstance(self.max_chars, int) and 1024 <= self.max_chars <= 1 << 31):
-            raise ValueError(f"template size limit must be in [1024, 2**31] characters, got {self.max_chars!r}")
-
-
 def has_generation_markers(template: str) -> bool:
     """True when the template (comments excluded) contains a ``{% generation %}`` block."""
     return bool(_GENERATION_TAG.search(_JINJA_COMMENT.sub("", template)))
