@@ -135,7 +135,7 @@ def test_every_parameter_is_accepted_by_the_cli_in_underscore_form():
             value = "true"
         elif action.choices:
             value = str(list(action.choices)[-1])
-        elif action.type is int:
+        elif action.type in (int, float):
             value = "8"
         else:
             value = samples.get(name, "x")

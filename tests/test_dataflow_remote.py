@@ -197,9 +197,6 @@ def test_partial_run_on_an_object_store_is_detected_and_replaced(store, capsys):
              ".tmp/shard-00001-of-00003.arrow.0123"]
     for key in stale:
         upload(store, f"{out}/{key}", b"old run")
-    from pipeline.output_folder import MARKER_NAME, MARKER_TEXT
-
-    upload(store, f"{out}/{MARKER_NAME}", MARKER_TEXT.encode())  # a run writes its marker before any file
     upload(store, f"{out}/notes.txt", b"not ours")
     args = [*upload_inputs(store), "--output", out, "--num-shards", "2", "--runner=FnApiRunner"]
     # without the marker a run writes first, the folder is not the tool's: refused even with --overwrite
