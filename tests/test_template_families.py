@@ -75,7 +75,7 @@ def run_family(family, folder, inputs: dict[str, list], tmp_path: Path, *extra: 
 
 def compare(family, tokenizer, inputs, manifest, rows, rejected) -> tuple[int, int, list[str]]:
     """(rows checked, rows exact, problems) of the job's output against the oracle."""
-    date = manifest.get("template_date")
+    date = manifest["config"]["tokenize"].get("template_date")  # the launch date a clock-reading template got
     date = oracle._dt.date.fromisoformat(date[:10]) if date else oracle.DEFAULT_DATE
     by_record: dict[tuple[str, int], list[dict]] = {}
     for row in rows:
@@ -228,8 +228,6 @@ def test_oracle_equals_trl_training_mask(tokenizer_cache, family):
 # ------------------------------------------------------------------------------------------------------------
 # the job against the oracle
 # ------------------------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=False, reason="issue 10 still open: the job is not yet verified against every family "
-                   "(run benchmarks/template_matrix.py); a pass is reported as XPASS")
 @pytest.mark.parametrize("family", JOB_FAMILIES, ids=lambda f: f.name)
 def test_job_labels_match_oracle(tokenizer_cache, tmp_path, family):
     folder, tokenizer = tokenizer_cache(family.name)
@@ -244,8 +242,6 @@ def test_job_labels_match_oracle(tokenizer_cache, tmp_path, family):
         problems[:12])
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10 still open: the job is not yet verified against every family "
-                   "(run benchmarks/template_matrix.py); a pass is reported as XPASS")
 @pytest.mark.parametrize("name", REASONING_FAMILIES)
 def test_reasoning_turns_trained_once_as_rendered_at_inference(tokenizer_cache, tmp_path, name):
     """Multi-turn reasoning records (reasoning_content and <think> styles): one row per assistant turn, each

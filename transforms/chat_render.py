@@ -179,11 +179,13 @@ class ChatRenderer:
         return {**self.template_variables, **kwargs} if kwargs else self.template_variables
 
     def render_text(self, messages: Sequence[Mapping], *, tools=None, add_generation_prompt: bool = False,
-                    template_kwargs: Mapping[str, Any] | None = None, budget: RenderBudget | None = None) -> str:
-        """Render ``messages`` exactly as ``tokenizer.apply_chat_template(tokenize=False)`` would."""
+                    template_kwargs: Mapping[str, Any] | None = None, budget: RenderBudget | None = None,
+                    tool_call_content: str | None = None) -> str:
+        """Render ``messages`` exactly as ``tokenizer.apply_chat_template(tokenize=False)`` would
+        (assistant tool-call messages without text get ``content`` = ``tool_call_content``)."""
         budget = budget or RenderBudget(self.render_seconds)
         with budget.running():
-            return self.template.render(messages=_template_messages(messages), tools=tools,
+            return self.template.render(messages=_template_messages(messages, tool_call_content), tools=tools,
                                         add_generation_prompt=add_generation_prompt,
                                         variables=self._variables(template_kwargs))
 
@@ -212,7 +214,22 @@ class ChatRenderer:
         messages = [dict(m) for m in messages]
         trainable = list(trainable) if trainable is not None else [True] * len(messages)
         budget = RenderBudget(self.render_seconds)
-        state = _Record(self, messages, tools, template_kwargs, budget)
+        try:
+            return self._rows(messages, tools, trainable, template_kwargs, multi_turn, budget, None)
+        except RecordRejected as first:
+            # Tool-call messages without text go to the template with content None (the OpenAI convention,
+            # what apply_chat_template gets from such data). Templates that need a string there (they raise,
+            # or drop the call) get "" instead; either way the checks prove the rendering holds the call.
+            if first.reason not in _TOOL_CONTENT_RETRY or not any(
+                    m.get("role") == "assistant" and m.get("tool_calls") and not m.get("content") for m in messages):
+                raise
+            try:
+                return self._rows(messages, tools, trainable, template_kwargs, multi_turn, budget, "")
+            except RecordRejected:
+                raise first from None
+
+    def _rows(self, messages, tools, trainable, template_kwargs, multi_turn, budget, tool_call_content):
+        state = _Record(self, messages, tools, template_kwargs, budget, tool_call_content)
         try:
             messages = state.prepare_system(messages, trainable)
             trainable = state.trainable
@@ -256,13 +273,16 @@ class ChatRenderer:
         return length
 
 
-def _template_messages(messages: Sequence[Mapping]) -> list[dict]:
-    """Assistant tool-call messages without text get no ``content`` (as OpenAI data has them: null), so
-    templates that render tool calls only when the content is null do."""
+_TOOL_CONTENT_RETRY = (errors.TEMPLATE_ERROR, errors.TOOL_CALL_NOT_RENDERED)
+
+
+def _template_messages(messages: Sequence[Mapping], tool_call_content: str | None = None) -> list[dict]:
+    """Assistant tool-call messages without text get ``content`` = ``tool_call_content`` (``None`` by default,
+    as OpenAI data has it: null, so templates that render tool calls only when the content is null do)."""
     out = []
     for m in messages:
         if m.get("role") == "assistant" and m.get("tool_calls") and not m.get("content"):
-            m = {k: v for k, v in m.items() if k != "content"}
+            m = {**m, "content": tool_call_content}
         out.append(m)
     return out
 
@@ -270,8 +290,9 @@ def _template_messages(messages: Sequence[Mapping]) -> list[dict]:
 class _Record:
     """The renders of one record (shares one time budget)."""
 
-    def __init__(self, renderer: ChatRenderer, messages, tools, kwargs, budget):
+    def __init__(self, renderer: ChatRenderer, messages, tools, kwargs, budget, tool_call_content=None):
         self.r = renderer
+        self.tool_call_content = tool_call_content
         self.messages = messages
         self.tools = tools
         self.kwargs = kwargs
@@ -281,7 +302,8 @@ class _Record:
 
     def render(self, messages, gen: bool = False) -> str:
         return self.r.render_text(messages, tools=self.tools, add_generation_prompt=gen,
-                                  template_kwargs=self.kwargs, budget=self.budget)
+                                  template_kwargs=self.kwargs, budget=self.budget,
+                                  tool_call_content=self.tool_call_content)
 
     # -- system messages --------------------------------------------------------------------------
     def prepare_system(self, messages, trainable):
@@ -305,11 +327,17 @@ class _Record:
         self.trainable = [t for _, t in rest]
         return [m for m, _ in rest]
 
-    def check_system(self, text: str) -> None:
+    def system_rendered(self, text: str) -> bool:
+        """Whether every system message of the record appears in ``text``."""
         for m in self.messages:
             content = (m.get("content") or "").strip() if m.get("role") == "system" else ""
             if content and content not in text:
-                _reject(errors.SYSTEM_NOT_SUPPORTED, "the chat template drops this record's system message")
+                return False
+        return True
+
+    def check_system(self, text: str) -> None:
+        if not self.system_rendered(text):
+            _reject(errors.SYSTEM_NOT_SUPPORTED, "the chat template drops this record's system message")
 
     # -- the prompt of a turn ------------------------------------------------------------------------
     def prompt(self, i: int) -> str:
@@ -381,6 +409,9 @@ class _Record:
                 if cut and self.r.control_token_end(cut):  # ... if a control token still closes it there
                     turn = cut
             return turn, None
+        moved = self.turn_after_moved_system(prompt, upto)
+        if moved is not None:
+            return moved, None
         opened = _OPEN_REASONING.search(prompt)
         if opened is None or not upto.startswith(prompt[:opened.start()]):
             _reject(errors.AMBIGUOUS_SPAN, f"message {i}: the template renders this turn differently from what "
@@ -397,15 +428,43 @@ class _Record:
         block = f"{reasoning}\n</{opened.group(1)}>\n\n"
         return block + answer.lstrip(), len(block)
 
+    def turn_after_moved_system(self, prompt: str, upto: str) -> str | None:
+        """The turn when the prompt holds the system prompt where the rendered turn's history does not
+        (Mistral v0.3 writes it into the last user turn only): ``prompt = X + S + Y`` and
+        ``upto = X + Y + G`` where ``S`` is the record's system text plus whitespace, so ``G`` is the
+        turn. ``None`` when the difference is not exactly that (the caller then rejects)."""
+        if not self.has_system:
+            return None
+        systems = [(m.get("content") or "").strip() for m in self.messages if m.get("role") == "system"]
+        systems = [text for text in systems if text]
+        d = _common_prefix_length(prompt, upto)
+        rest, after = prompt[d:], upto[d:]
+        for k in range(len(rest), 0, -1):  # longest Y: a suffix of the prompt's rest that starts upto's rest
+            inserted = rest[:len(rest) - k]
+            if not after.startswith(rest[len(rest) - k:]) or not inserted.strip():
+                continue
+            for text in systems:
+                inserted = inserted.replace(text, "", 1)
+            if inserted.strip():
+                return None
+            turn = after[k:].rstrip()
+            return turn or None
+        return None
+
     def diff_rows(self, supervised: list[int], mode: str) -> list[RenderedConversation]:
         full = self.render(self.messages)
-        self.check_system(full)
+        # A template may write the system prompt only into the prompt of the last user turn (Mistral v0.3):
+        # then the whole conversation lacks it and each turn's row must have it, as at inference.
+        system_in_full = self.system_rendered(full)
         if not supervised:
+            self.check_system(full)
             return [RenderedConversation(text=full, trained_spans=(), turn_spans=())]
         turns = []
-        exact = True
+        exact = system_in_full
         for i in supervised:
             prompt = self.prompt(i)
+            if not system_in_full:
+                self.check_system(prompt)
             turn, reasoning_end = self.turn_after(i, prompt, full)
             self.check_turn(i, turn)
             turns.append((i, prompt, turn, self.reasoning_span(i, turn, reasoning_end)))
@@ -440,7 +499,8 @@ class _Record:
     def _marked(self, messages):
         with self.budget.running():
             return self.r.template.render_with_generation_spans(
-                messages=_template_messages(messages), tools=self.tools, variables=self.r._variables(self.kwargs))
+                messages=_template_messages(messages, self.tool_call_content), tools=self.tools,
+                variables=self.r._variables(self.kwargs))
 
     def _trim_block(self, text: str, start: int, end: int, generation_prompt: str) -> tuple[int, int]:
         for j in range(min(len(generation_prompt), end - start), 0, -1):
@@ -461,6 +521,23 @@ class _Record:
         prompt = self.prompt(i)
         return prompt[len(plain):] if prompt.startswith(plain) else ""
 
+    def _without_end_suffix_blocks(self, text: str, blocks):
+        """``blocks`` less those that only wrap an end-of-conversation suffix (TRL's ``phi3_training``
+        marks the eos it appends after the last turn): blocks that start where a continued conversation
+        departs from this one and hold no message text. A model stops at its end-of-turn token; the
+        suffix is not something it generates, so it is not trained (the same rule as without markers)."""
+        if not self.r.profile.end_suffix:
+            return blocks
+        continued = self.render(self.messages + [{"role": "user", "content": _PROBE_USER}])
+        departs = self.r.atomic_cut(text, _common_prefix_length(text, continued))
+        texts = [(m.get("content") or "").strip() for m in self.messages if isinstance(m.get("content"), str)]
+
+        def suffix_only(start: int, end: int) -> bool:
+            body = text[start:end]
+            return start >= departs and not any(t and t in body for t in texts)
+
+        return [block for block in blocks if not suffix_only(*block)]
+
     def marker_rows(self, assistants, supervised, mode) -> list[RenderedConversation]:
         generation_prompt = self._generation_prompt(assistants)
         if mode == "split" and len(supervised) > 1:
@@ -476,6 +553,8 @@ class _Record:
             return rows
         text, blocks = self._marked(self.messages)
         self.check_system(text)
+        if len(blocks) > len(assistants):
+            blocks = self._without_end_suffix_blocks(text, blocks)
         if len(blocks) == len(assistants):
             owners = assistants
         elif all(self.trainable[i] for i in assistants) and self.r.loss == "assistant":
@@ -491,6 +570,15 @@ class _Record:
             body = text[start:end]
             if owner is not None:
                 self.check_turn(owner, body)
+                # One row holds the turn exactly as at inference only when the turn's prompt is this row's
+                # text before the turn (not so when the template drops earlier reasoning or closes a final
+                # answer differently: DeepSeek-R1, GPT-OSS). Otherwise: the rows of the one-row/split strategy.
+                # The turn must also be what the template renders when it is the last message (GPT-OSS
+                # closes a final answer with <|return|> there, with <|end|> inside a longer conversation).
+                prompt = self.prompt(owner)
+                if start != len(prompt) or not text.startswith(prompt) \
+                        or self.turn_after(owner, prompt, text)[0] != body:
+                    return self.diff_rows(supervised, mode)
             parts.append((start, body, self.reasoning_span(owner, body) if owner is not None else None))
         if self.r.loss == "last" and parts:
             parts = parts[-1:]
@@ -507,11 +595,18 @@ def profile_template(template: ChatTemplate, variables: Mapping[str, Any]) -> Te
         return template.render(messages=_template_messages(messages), add_generation_prompt=gen, variables=variables)
 
     supports_system = True
+    system = {"role": "system", "content": _PROBE_SYSTEM}
     try:
-        text = render([{"role": "system", "content": _PROBE_SYSTEM}, user, answer])
+        text = render([system, user, answer])
         if _PROBE_SYSTEM not in text:
-            supports_system = False
-            notes.append("drops system messages")
+            # Mistral v0.3 writes the system prompt into the last user turn only: it is there at inference
+            # (the prompt ends with that user turn) and gone once an answer follows.
+            if _PROBE_SYSTEM in render([system, user], gen=True):
+                notes.append("renders the system message only in the prompt of the last user turn "
+                             "(records with one are split per turn)")
+            else:
+                supports_system = False
+                notes.append("drops system messages")
     except Exception as exc:  # noqa: BLE001
         supports_system = False
         notes.append(f"raises on a system message ({type(exc).__name__}: {exc})")
