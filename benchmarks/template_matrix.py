@@ -5,7 +5,9 @@ tokenizer with its control tokens, and compares every row with the test oracle (
 
     CHATSHARDS_SHARED_DATA=/path/to/shared/data python benchmarks/template_matrix.py [FAMILY ...] [--core]
 
-Prints one line per family (markdown table) and, with -v, the first problems of each family.
+Prints one line per family (markdown table): accepted, how labels were derived (generation markers or not;
+records kept as one row, records split per turn), rows checked against the oracle, rows exact, the records
+rejected by reason, and, with -v, the first problems of each family.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import io
 import sys
 import tempfile
+from collections import Counter
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -33,8 +36,9 @@ def main(argv=None) -> int:
     families = [tf.BY_NAME[n] for n in args.families] if args.families else [
         f for f in tf.ALL_FAMILIES if f.core or not args.core]
     inputs = records.real_records()
-    print("| family | template | accepted | rows checked | rows exact | problems |")
-    print("|---|---|---|---|---|---|")
+    print("| family | template | accepted | markers | one row / split | rows checked | rows exact | rejected | "
+          "problems |")
+    print("|---|---|---|---|---|---|---|---|---|")
     totals = [0, 0, 0]
     for family in families:
         with tempfile.TemporaryDirectory() as tmp:
@@ -48,16 +52,24 @@ def main(argv=None) -> int:
                     code = exc.code
             accepted = code == 0
             checked = exact = 0
+            derived, rejected_by = "", ""
             problems = [err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else f"exit {code}"]
             if accepted:
                 manifest, rows, rejected = read_job(out)
                 checked, exact, problems = compare(family, tokenizer, inputs, manifest, rows, rejected)
                 problems += check_counts(manifest, rows, rejected, inputs)
+                split = {(r["source"], r["index"]) for r in rows if r.get("turn", -1) >= 0}
+                whole = {(r["source"], r["index"]) for r in rows} - split
+                derived = f"{len(whole)} / {len(split)}"
+                reasons = Counter(r["reason"] for r in rejected)
+                rejected_by = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "0"
+            markers = "yes" if "{% generation" in tf.template_file(family.source).read_text() or \
+                "{%- generation" in tf.template_file(family.source).read_text() else "no"
         totals[0] += accepted
         totals[1] += checked
         totals[2] += exact
-        print(f"| {family.name} | {tf.provenance(family.source)} | {'yes' if accepted else 'no'} | {checked} | "
-              f"{exact} | {len(problems)} |", flush=True)
+        print(f"| {family.name} | {tf.provenance(family.source)} | {'yes' if accepted else 'no'} | {markers} | "
+              f"{derived} | {checked} | {exact} | {rejected_by} | {len(problems)} |", flush=True)
         if args.verbose:
             for line in problems[:6]:
                 print(f"    {line[:300]}")

@@ -569,7 +569,10 @@ class _Record:
             start, end = self._trim_block(text, s, e, generation_prompt)
             body = text[start:end]
             if owner is not None:
-                self.check_turn(owner, body)
+                try:
+                    self.check_turn(owner, body)
+                except RecordRejected:  # e.g. the block lacks reasoning the inference turn has (DeepSeek-R1)
+                    return self.diff_rows(supervised, mode)
                 # One row holds the turn exactly as at inference only when the turn's prompt is this row's
                 # text before the turn (not so when the template drops earlier reasoning or closes a final
                 # answer differently: DeepSeek-R1, GPT-OSS). Otherwise: the rows of the one-row/split strategy.
