@@ -11,12 +11,14 @@ import apache_beam as beam
 from apache_beam.pvalue import AsList, AsSingleton
 
 from pipeline.build import REJECTED_TAG, BuildExamplesFn, BuilderSpec, ParseRecordsFn
+from pipeline.chunks import FRAGMENTS, REJECTED, SPILL, chunks_by_shard, store_folder
+from pipeline.commit import CommitManifestFn
 from pipeline.dedup import FindDuplicates, drop_duplicates
-from pipeline.fragments import FRAGMENT_DIR, WriteFragmentsFn
-from pipeline.rejected import REJECTED_FRAGMENT_DIR, WriteRejectedFn, WriteRejectedFragmentsFn
-from pipeline.sink import TMP_DIR, CommitManifestFn, WriteShardFn, auto_num_shards, join
+from pipeline.fragments import WriteFragmentsFn
+from pipeline.rejected import WriteRejectedFn, WriteRejectedFragmentsFn
+from pipeline.sink import WriteShardFn, auto_num_shards
 from pipeline.sources import ReadRawRecords
-from pipeline.spill import SPILL_DIR, read_spilled
+from pipeline.spill import read_spilled
 from transforms import shard_format as sf
 
 
@@ -42,11 +44,10 @@ def build_graph(
     local runners would hold them all in memory); each dict is merged
     into the manifest, which is written only after they are all computed.
     """
-    tmp_root = join(output, TMP_DIR)
     spilled = p | "Read" >> ReadRawRecords(patterns=patterns, files=files, batch_size=batch_size,
-                                           spill_folder=join(tmp_root, SPILL_DIR))
+                                           spill_folder=store_folder(output, SPILL))
     raw_batches = spilled | "ReadSpilled" >> beam.Map(read_spilled)
-    read_count = spilled | "CountRead" >> beam.Map(lambda ref: ref.records) | "TotalRead" >> beam.CombineGlobally(sum)
+    read_count = spilled | "CountRead" >> beam.Map(lambda chunk: chunk.count) | "TotalRead" >> beam.CombineGlobally(sum)
     rejected_parts = []
     if dedup:  # decided on keys; the records stay spilled (pipeline.dedup)
         duplicates = spilled | "Dedup" >> FindDuplicates(format_options=spec.format_options)
@@ -62,7 +63,7 @@ def build_graph(
     padded = spec.tokenize_options.pad_to == "max_length"
     extra_fields = spec.extra_fields()
     fragments = row_batches | "WriteFragments" >> beam.ParDo(
-        WriteFragmentsFn(folder=join(tmp_root, FRAGMENT_DIR),
+        WriteFragmentsFn(folder=store_folder(output, FRAGMENTS),
                          schema=sf.arrow_schema(padded=padded, extra_fields=extra_fields)))
     if num_shards is not None:
         shard_count = p | "ShardCount" >> beam.Create([num_shards])
@@ -75,19 +76,19 @@ def build_graph(
         )
     shards = (
         fragments
-        | "ShardBatches" >> beam.FlatMap(lambda ref, n: ref.shard_batches(n), n=AsSingleton(shard_count))
+        | "ShardBatches" >> beam.FlatMap(lambda ref, n: chunks_by_shard(ref.chunks, n), n=AsSingleton(shard_count))
         | "GroupShards" >> beam.GroupByKey()
         | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, padded=padded, extra_fields=extra_fields),
                                       num_shards=AsSingleton(shard_count))
     )
     # Each part is written to fragments in the stage that produced it; only the refs are flattened (a
     # Flatten of parts from several stages is materialised by local runners, in the runner process).
-    rejected_folder = join(tmp_root, REJECTED_FRAGMENT_DIR)
+    rejected_folder = store_folder(output, REJECTED)
     rejected_files = (
         tuple(part | f"RejectedFragments{i}" >> beam.ParDo(WriteRejectedFragmentsFn(folder=rejected_folder))
               for i, part in enumerate(rejected_parts))
         | "AllRejected" >> beam.Flatten()
-        | "RejectedChunks" >> beam.FlatMap(lambda ref, n: ref.file_chunks(n), n=AsSingleton(shard_count))
+        | "RejectedChunks" >> beam.FlatMap(lambda ref, n: chunks_by_shard(ref.chunks, n), n=AsSingleton(shard_count))
         | "GroupRejected" >> beam.GroupByKey()
         | "WriteRejected" >> beam.ParDo(WriteRejectedFn(output=output), num_files=AsSingleton(shard_count))
     )

@@ -36,7 +36,8 @@ from typing import Iterable, Sequence
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.cli import ConfigError
-from pipeline.sink import TMP_DIR, delete_tree, list_tree, path_present
+from pipeline.chunks import CHUNK_SUFFIX, STORES
+from pipeline.files import TMP_DIR, delete_tree, is_local, list_tree, path_present
 from transforms import shard_format as sf
 
 LOG = logging.getLogger("chatshards")
@@ -70,10 +71,6 @@ class OutputLocked(ConfigError):
     """Another run holds ``--output``."""
 
 
-def is_local(path: str) -> bool:
-    return "://" not in path
-
-
 def _normal(path: str) -> str:
     return os.path.abspath(path) if is_local(path) else path.rstrip("/")
 
@@ -100,8 +97,7 @@ def _written_samples(out: str) -> list[str]:
         (sf.MANIFEST_NAME,), (MARKER_NAME,), (LOCK_NAME,),
         (sf.DATA_DIR, "shard-00000-of-00001.arrow"), (sf.REJECTED_DIR, "rejected-00000-of-00001.jsonl"),
         (AUDIT_DIR, "stats.json"), (AUDIT_DIR, "report.html"),
-        (TMP_DIR, "spill", "chunk-0.pkl"), (TMP_DIR, "fragments", "fragment-0.arrow"),
-        (TMP_DIR, "rejected", "rejected-0.txt"), (TMP_DIR, "manifest.json.0"),
+        *((TMP_DIR, store, f"{store}-0{CHUNK_SUFFIX}") for store in STORES), (TMP_DIR, "manifest.json.0"),
     )]
 
 

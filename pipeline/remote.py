@@ -11,11 +11,11 @@ import shutil
 import tempfile
 import threading
 
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.files import is_local, open_binary, read_bytes
 from pipeline.trace import mark
-from transforms.tokenizer_loading import TokenizerConfigError, is_remote_path, load_tokenizer
+from transforms.tokenizer_loading import TokenizerConfigError, load_tokenizer
 
 _STAGED: dict[str, str] = {}
 _STAGE_LOCK = threading.Lock()
@@ -53,8 +53,7 @@ def stage_folder(url: str) -> str:
                 continue  # a name with ".." segments: never written outside the staging folder
             os.makedirs(os.path.dirname(target), exist_ok=True)
             try:
-                with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as remote, \
-                        open(target, "wb") as handle:
+                with open_binary(path) as remote, open(target, "wb") as handle:
                     shutil.copyfileobj(remote, handle, 1 << 20)
             except Exception as exc:  # noqa: BLE001
                 raise TokenizerConfigError(f"cannot copy {path}: {exc}") from exc
@@ -64,7 +63,7 @@ def stage_folder(url: str) -> str:
 
 def read_text(path: str) -> str:
     """A text file from a local path or any Beam filesystem path."""
-    if not is_remote_path(path):
+    if is_local(path):
         if not os.path.isfile(path):
             raise TokenizerConfigError(f"chat template file {path!r} does not exist")
         try:
@@ -74,8 +73,7 @@ def read_text(path: str) -> str:
             raise TokenizerConfigError(f"cannot read chat template file {path!r}: {exc.strerror or exc}") from exc
     else:
         try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-                data = handle.read()
+            data = read_bytes(path)
         except Exception as exc:  # noqa: BLE001 - unreadable remote file: a config error
             raise TokenizerConfigError(f"cannot read {path}: {exc}") from exc
     try:

@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.pvalue import AsList, AsSingleton
 
 from pipeline.remote import shared_job_tokenizer
-from pipeline.sink import TMP_DIR, join, write_atomically
+from pipeline.files import join, tmp_root, write_atomically
 from transforms.audit.report import render_report, render_samples
 from transforms.audit.stats import (
     REPORT_PATH,
@@ -147,9 +147,9 @@ class WriteAuditFn(beam.DoFn):
             notes.append(f"samples could not be decoded: {type(exc).__name__}: {exc}")
             samples = []
         page = render_report(stats, samples, notes=notes)
-        tmp_root = join(self.output, TMP_DIR)
-        write_atomically(join(self.output, *STATS_PATH.split("/")), stats_json_bytes(stats), tmp_root=tmp_root)
-        write_atomically(join(self.output, *REPORT_PATH.split("/")), page.encode("utf-8"), tmp_root=tmp_root)
+        scratch = tmp_root(self.output)
+        write_atomically(join(self.output, *STATS_PATH.split("/")), stats_json_bytes(stats), tmp_root=scratch)
+        write_atomically(join(self.output, *REPORT_PATH.split("/")), page.encode("utf-8"), tmp_root=scratch)
         yield manifest_section(stats)
 
 
