@@ -108,9 +108,8 @@ def run_job(inputs: Path, out: Path, mode: str, workers: int, num_shards: int | 
         cmd.append("--dedup")
     if num_shards:
         cmd += ["--num-shards", str(num_shards)]
-    env = {**os.environ, "CHATSHARDS_NO_AUDIT": os.environ.get("CHATSHARDS_NO_AUDIT", "")}
     started = time.perf_counter()
-    process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = TreeSampler(process.pid)
     sampler.start()
     stdout, stderr = process.communicate()

@@ -32,6 +32,7 @@ import torch.utils.data
 
 from .. import shard_format as sf
 from ..shard_format import ManifestError
+from .partition import ShardIterableDataset
 
 __all__ = ["ShardDataset", "ManifestError", "default_max_open_shards"]
 
@@ -321,8 +322,6 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def iterable(self, **options: Any):
         """An iterable view for multi-node training: see :class:`transforms.runtime.ShardIterableDataset`."""
-        from .partition import ShardIterableDataset
-
         return ShardIterableDataset(self, **options)
 
     def close(self) -> None:
