@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
           help="transformers processor (local folder or cached hub id) of a vision-language model; enables images. "
           "The tokenizer comes from the same folder unless --tokenizer is given")
     _flag(parser, "image-root", default=None, metavar="DIR",
-          help="folder relative image paths are resolved in (default: each record file's folder); paths may not leave it")
+          help="folder relative image paths are resolved in (default: each record file's folder); "
+          "paths may not leave it")
     _flag(parser, "store-pixels", action="store_true",
           help="store raw uint8 pixels instead of encoded images (more disk, no decoding at training time)")
     _flag(parser, "image-encoding", default="webp", choices=("webp", "png", "jpeg"),

@@ -76,6 +76,6 @@ class CommitManifestFn(beam.DoFn):
         write_atomically(join(self.output, sf.MANIFEST_NAME), sf.manifest_bytes(manifest), tmp_root=scratch)
         try:
             delete_tree(scratch)  # temporaries of failed attempts too (object stores keep them otherwise)
-        except Exception:  # noqa: BLE001 - a temp folder left behind is harmless (the next --overwrite clears it)
+        except Exception:  # a temp folder left behind is harmless (the next --overwrite clears it)
             pass
         yield manifest

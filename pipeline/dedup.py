@@ -35,7 +35,7 @@ def dedup_key(raw: RawRecord, format_options: FormatOptions) -> str:
     if raw.value is not None:
         try:
             return "c:" + conversation_hash(to_conversation(raw.value, format_options))
-        except Exception:  # noqa: BLE001 - rejected later by the builder with the right reason
+        except Exception:  # rejected later by the builder with the right reason
             pass
     return "u:" + sf.row_sort_key(raw.source, raw.index)
 

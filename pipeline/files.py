@@ -131,7 +131,7 @@ def ensure_dir(folder: str) -> None:
     if not FileSystems.exists(folder):
         try:
             FileSystems.mkdirs(folder)
-        except Exception:  # noqa: BLE001 - created concurrently by another worker
+        except Exception:  # created concurrently by another worker
             if not FileSystems.exists(folder):
                 raise
 

@@ -27,7 +27,6 @@ import zlib
 from typing import Callable
 
 from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from pipeline.files import is_local, open_binary
 

@@ -86,7 +86,7 @@ def input_bytes(patterns: Sequence[str]) -> int:
     """Total size of the files ``patterns`` match (compressed files weighted); 0 when they cannot be listed."""
     try:
         results = FileSystems.match(list(patterns))
-    except Exception:  # noqa: BLE001 - the input check reports unmatched inputs; here it is only a hint
+    except Exception:  # the input check reports unmatched inputs; here it is only a hint
         return 0
     sizes = {}
     for result in results:
@@ -230,7 +230,7 @@ def _print_summary(job: JobArgs, seconds: float) -> None:
     try:
         with FileSystems.open(path) as handle:
             manifest = json.loads(handle.read().decode("utf-8"))
-    except Exception:  # noqa: BLE001 - the summary is informational
+    except Exception:  # the summary is informational
         print(f"chatshards: job finished in {seconds:.1f}s; output in {job.output}")
         return
     counts = manifest["counts"]

@@ -35,8 +35,8 @@ from typing import Iterable, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.cli import ConfigError
 from pipeline.chunks import CHUNK_SUFFIX, STORES
+from pipeline.cli import ConfigError
 from pipeline.files import TMP_DIR, delete_tree, is_local, list_tree, path_present
 from transforms import shard_format as sf
 
@@ -139,7 +139,7 @@ def _manifest_is_ours(output: str) -> bool:
     try:
         with FileSystems.open(path) as handle:
             manifest = json.loads(handle.read(16 * 1024 * 1024).decode("utf-8"))
-    except Exception:  # noqa: BLE001 - absent, unreadable or not JSON: not a chatshards manifest
+    except Exception:  # absent, unreadable or not JSON: not a chatshards manifest
         return False
     return isinstance(manifest, dict) and manifest.get("format") == sf.FORMAT_NAME
 
@@ -305,7 +305,9 @@ class OutputLock:
             age = time.time() - os.path.getmtime(self.path)
         except OSError:
             return None
-        return {"pid": "?", "host": "?", "started": "just now", "unreadable": True} if age < _UNREADABLE_LOCK_GRACE_S else None
+        if age >= _UNREADABLE_LOCK_GRACE_S:
+            return None
+        return {"pid": "?", "host": "?", "started": "just now", "unreadable": True}
 
     def _stale(self, holder: dict) -> bool:
         if holder.get("unreadable") or holder.get("host") != socket.gethostname():

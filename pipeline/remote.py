@@ -37,7 +37,7 @@ def stage_folder(url: str) -> str:
             return _STAGED[prefix]
         try:
             matched = FileSystems.match([prefix + "/**"])[0].metadata_list
-        except Exception as exc:  # noqa: BLE001 - listing failures are config errors
+        except Exception as exc:  # listing failures are config errors
             raise TokenizerConfigError(f"cannot list tokenizer folder {url}: {exc}") from exc
         files = sorted(m.path for m in matched if m.path.startswith(prefix + "/") and not m.path.endswith("/"))
         if not files:
@@ -55,7 +55,7 @@ def stage_folder(url: str) -> str:
             try:
                 with open_binary(path) as remote, open(target, "wb") as handle:
                     shutil.copyfileobj(remote, handle, 1 << 20)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise TokenizerConfigError(f"cannot copy {path}: {exc}") from exc
         _STAGED[prefix] = local
         return local
@@ -74,7 +74,7 @@ def read_text(path: str) -> str:
     else:
         try:
             data = read_bytes(path)
-        except Exception as exc:  # noqa: BLE001 - unreadable remote file: a config error
+        except Exception as exc:  # unreadable remote file: a config error
             raise TokenizerConfigError(f"cannot read {path}: {exc}") from exc
     try:
         return data.decode("utf-8")

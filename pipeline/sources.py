@@ -165,6 +165,7 @@ class ReadRawRecords(beam.PTransform):
         refs = (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.FlatMap(lambda path: spill_batches(read_file_batches(path, batch_size), folder=folder))
+            | "ReadFiles" >> beam.FlatMap(
+                lambda path: spill_batches(read_file_batches(path, batch_size), folder=folder))
         )
         return refs | "SpreadRecords" >> beam.Reshuffle() if self.spread_records else refs

@@ -21,8 +21,8 @@ from typing import Any, Mapping
 import apache_beam as beam
 from apache_beam.pvalue import AsList, AsSingleton
 
-from pipeline.remote import shared_job_tokenizer
 from pipeline.files import join, tmp_root, write_atomically
+from pipeline.remote import shared_job_tokenizer
 from transforms.audit.report import render_report, render_samples
 from transforms.audit.stats import (
     REPORT_PATH,
@@ -35,7 +35,6 @@ from transforms.audit.stats import (
     group_merge,
     manifest_section,
     stats_json_bytes,
-    template_probe,
 )
 
 LOG = logging.getLogger("chatshards")
@@ -137,9 +136,10 @@ class WriteAuditFn(beam.DoFn):
         stats = build_stats(acc, duplicates, manifest=self.manifest_base, computed_by="job")
         notes = []
         try:
-            tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)  # vocabulary only
+            # the vocabulary only (to decode the samples)
+            tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)
             samples = render_samples(tokenizer, acc.samples())
-        except Exception as exc:  # noqa: BLE001 - the statistics stand without decoded samples
+        except Exception as exc:  # the statistics stand without decoded samples
             LOG.warning("chatshards: audit report without decoded samples: %s", exc)
             notes.append(f"samples could not be decoded: {type(exc).__name__}: {exc}")
             samples = []
