@@ -343,7 +343,8 @@ class ShardDataset(torch.utils.data.Dataset):
             self._pid = os.getpid()
         shard = self._open.get(k)
         if shard is None:
-            shard = _MappedShard(self.paths[k], expected_rows=self._starts[k + 1] - self._starts[k], columns=self.columns)
+            rows = self._starts[k + 1] - self._starts[k]
+            shard = _MappedShard(self.paths[k], expected_rows=rows, columns=self.columns)
             self._open[k] = shard
             if len(self._open) > self.max_open_shards:
                 self._open.popitem(last=False)

@@ -115,7 +115,8 @@ class ShardIterableDataset(torch.utils.data.IterableDataset):
         drop_last: bool = False,
     ):
         if isinstance(dataset, (str, os.PathLike)):
-            raise TypeError("ShardIterableDataset takes a ShardDataset, not a path: use ShardDataset(path).iterable(...)")
+            raise TypeError("ShardIterableDataset takes a ShardDataset, not a path: "
+                            "use ShardDataset(path).iterable(...)")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.dataset = dataset
