@@ -1,5 +1,12 @@
 """chatshards: raw chat / image-QA records -> tokenized, labelled Arrow shards -> training batches."""
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# The version is written once, in pipeline/version.py (read as text: setup.py must not import the package).
+VERSION = re.search(r'^VERSION = "([^"]+)"$', (Path(__file__).parent / "pipeline" / "version.py").read_text(),
+                    re.MULTILINE).group(1)
 
 BEAM_VERSION = "2.77.0"  # deploy/Dockerfile uses the SDK image of exactly this version
 
@@ -20,7 +27,7 @@ DEV = ["pytest>=8", "datasets>=5,<6", "psutil>=5", "matplotlib>=3.8",
 
 setup(
     name="chatshards",
-    version="0.1.0",
+    version=VERSION,
     description="Streaming Apache Beam job that turns chat / image-QA records into training-ready Arrow shards, "
     "plus a lightweight runtime collator",
     python_requires=">=3.10",

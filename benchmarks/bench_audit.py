@@ -5,7 +5,7 @@
 The input is real public sample data (Alpaca, ShareGPT, OpenAI-messages and tool-calling files from
 ../shared/data), copied into a temporary folder as many times as needed to reach ``--records``
 records. Each run is a fresh ``python -m pipeline`` process (same flags, fresh output folder); the
-runs alternate audit on / off (``CHATSHARDS_NO_AUDIT=1``) to spread machine noise evenly. Prints
+runs alternate audit on / off (``--no-audit``) to spread machine noise evenly. Prints
 every run, then the median and best wall times and CPU times (user + system of the job process, less
 sensitive to other load on a shared machine) with and without the audit, and the overhead in percent.
 """
@@ -62,14 +62,11 @@ def _children_cpu() -> float:
 
 def run_job(input_glob: str, output: str, *, audit: bool, extra: list[str]) -> tuple[float, float]:
     """One job in a fresh process: ``(wall seconds, CPU seconds of the process and its children)``."""
-    env = dict(os.environ)
-    env.pop("CHATSHARDS_NO_AUDIT", None)
-    if not audit:
-        env["CHATSHARDS_NO_AUDIT"] = "1"
-    cmd = [sys.executable, "-m", "pipeline", "--input", input_glob, "--output", output, "--max-length", "2048", *extra]
+    cmd = [sys.executable, "-m", "pipeline", "--input", input_glob, "--output", output, "--max-length", "2048", *extra,
+           *([] if audit else ["--no-audit"])]
     cpu_before = _children_cpu()
     start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     cpu = _children_cpu() - cpu_before
     if result.returncode != 0:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -37,9 +36,7 @@ import time
 from pathlib import Path
 
 import psutil
-
 from real_data import REPO, SHARED, SOURCES  # noqa: E402 (benchmarks/ is on sys.path)
-
 
 
 def base_records() -> list[str]:
@@ -108,9 +105,8 @@ def run_job(inputs: Path, out: Path, mode: str, workers: int, num_shards: int | 
         cmd.append("--dedup")
     if num_shards:
         cmd += ["--num-shards", str(num_shards)]
-    env = {**os.environ, "CHATSHARDS_NO_AUDIT": os.environ.get("CHATSHARDS_NO_AUDIT", "")}
     started = time.perf_counter()
-    process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = TreeSampler(process.pid)
     sampler.start()
     stdout, stderr = process.communicate()
@@ -141,13 +137,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--factor", type=int, default=10)
-    parser.add_argument("--mode", default="multi_processing", choices=("in_memory", "multi_threading", "multi_processing"))
+    parser.add_argument("--mode", default="multi_processing",
+                        choices=("in_memory", "multi_threading", "multi_processing"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--num-shards", type=int, default=None, help="default: the job's automatic shard count")
     parser.add_argument("--records-per-shard", type=int, default=None,
                         help="pass --num-shards = records / this to both runs (equal shard sizes)")
     parser.add_argument("--dedup", action="store_true",
-                        help="run with --dedup (the repeated inputs are then mostly duplicates: rejected with their record)")
+                        help="run with --dedup (the repeated inputs are then mostly duplicates: rejected with "
+                        "their record)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     if not SHARED.exists():
@@ -162,8 +160,10 @@ def main() -> None:
             result = run_job(inputs, Path(tmp) / f"out-{records}", args.mode, args.workers, shards, args.dedup)
             result["input_bytes"] = input_bytes
             results[label] = result
-            print(f"{label:>4}: {records:8d} records ({input_bytes / 2**20:.0f} MiB input) in {result['seconds']:.1f} s; "
-                  f"{result['rejected']} rejected; {result['num_shards']} shard(s), largest {result['largest_shard_bytes'] / 2**20:.0f} MiB; peak RSS "
+            largest = result["largest_shard_bytes"] / 2**20
+            print(f"{label:>4}: {records:8d} records ({input_bytes / 2**20:.0f} MiB input) in "
+                  f"{result['seconds']:.1f} s; {result['rejected']} rejected; {result['num_shards']} shard(s), "
+                  f"largest {largest:.0f} MiB; peak RSS "
                   f"total {mib(result['peak_total_rss'])}, runner {mib(result['peak_runner_rss'])}, "
                   f"largest worker {mib(result['peak_worker_rss'])} ({result['processes']} processes)", flush=True)
             import shutil

@@ -1,4 +1,21 @@
-"""chatshards Beam job: options, sources, DoFns/PTransforms wrapping ``transforms``, shard sink, stats.
+"""chatshards Beam job: the wiring around the pure code in ``transforms`` (``pipeline`` imports
+``transforms``, never the reverse).
 
-Entry point: ``python -m pipeline --input ... --output ...`` (see ``pipeline.main``).
+Entry point: ``python -m pipeline --input ... --output ...`` (:mod:`pipeline.main`).
+
+Modules:
+
+- launch: :mod:`.main` (checks, then runs), :mod:`.cli` (flags -> ``JobArgs``), :mod:`.plan` (the frozen
+  ``JobPlan`` built once at launch), :mod:`.output_folder` (claiming ``--output``), :mod:`.input_files`
+  (checked decompression, launch checks of inputs), :mod:`.remote` (tokenizers and templates on any
+  filesystem), :mod:`.version`, :mod:`.trace`;
+- the graph: :mod:`.graph` (``build_graph(p, plan)``: the map of the job), :mod:`.sources` (``ReadRawRecords``),
+  :mod:`.dedup` (``FindDuplicates``), :mod:`.build` (parse and row-building DoFns), :mod:`.sink` (shards),
+  :mod:`.rejected` (rejected files), :mod:`.stats` (``AuditStats``, the audit branch), :mod:`.commit`
+  (``CommitManifestFn``: the manifest, last);
+- moving data without shuffling it: :mod:`.chunks` (the keyed-chunk store under ``<out>/.tmp/``) and its
+  users :mod:`.spill` (record batches), :mod:`.fragments` (rows), :mod:`.rejected` (rejections);
+  :mod:`.bundles` (``BundleBufferFn``);
+- file helpers: :mod:`.files` (atomic writes, digests, listing and deleting on any Beam filesystem);
+- tools on a finished dataset: :mod:`.audit` (``python -m pipeline.audit``), :mod:`.inspect`.
 """

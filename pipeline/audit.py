@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("dataset", metavar="OUT", help="a finished chatshards output folder (local)")
     parser.add_argument("--audit-dir", default=None, metavar="DIR", help="where to write (default: OUT/audit)")
     parser.add_argument("--check", action="store_true",
-                        help="write nothing; compare with OUT/audit/stats.json and the manifest, exit 1 on a difference")
+                        help="write nothing; compare with OUT/audit/stats.json and the manifest, "
+                        "exit 1 on a difference")
     parser.add_argument("--tokenizer", default=None, metavar="PATH_OR_HUB_ID",
                         help="tokenizer to decode the report samples (default: the one named in the manifest)")
     parser.add_argument("--chat-template", default=None, metavar="FILE",
@@ -48,8 +49,8 @@ def _differences(a, b, path="") -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from transforms import shard_format as sf
     from pipeline.remote import load_job_tokenizer
+    from transforms import shard_format as sf
     from transforms.audit.dataset import (
         check_against_manifest,
         compute_stats,
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                          loader=load_job_tokenizer)
             template_matches = not any("chat template" in w for w in warnings)
             notes += warnings
-    except Exception as exc:  # noqa: BLE001 - statistics need no tokenizer; only decoded samples do
+    except Exception as exc:  # statistics need no tokenizer; only decoded samples do
         notes.append(f"tokenizer not available ({type(exc).__name__}: {exc}); samples are not decoded "
                      "(pass --tokenizer)")
     probe = probe_for(manifest, tokenizer, template_matches)

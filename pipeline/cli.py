@@ -7,8 +7,14 @@ before any work starts.
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
+import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.config import TokenizeOptions
 from transforms.formats import ALL_FORMATS, VISION_FORMATS, FormatOptions, parse_mapping_option
@@ -115,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
           help="transformers processor (local folder or cached hub id) of a vision-language model; enables images. "
           "The tokenizer comes from the same folder unless --tokenizer is given")
     _flag(parser, "image-root", default=None, metavar="DIR",
-          help="folder relative image paths are resolved in (default: each record file's folder); paths may not leave it")
+          help="folder relative image paths are resolved in (default: each record file's folder); "
+          "paths may not leave it")
     _flag(parser, "store-pixels", action="store_true",
           help="store raw uint8 pixels instead of encoded images (more disk, no decoding at training time)")
     _flag(parser, "image-encoding", default="webp", choices=("webp", "png", "jpeg"),
@@ -131,8 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _processor_tokenizer(processor: str) -> str | None:
     """The tokenizer a vision job uses without --tokenizer: the processor's own, when it has one."""
-    import os
-
     if not os.path.isdir(processor):
         return processor  # a hub id: its tokenizer lives next to the processor
     names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -144,13 +149,8 @@ def check_beam_args(beam_args: Sequence[str], parser: argparse.ArgumentParser) -
     run without the setting): an unknown flag, with a suggestion (``--max-lenght`` -> did you mean
     ``--max-length``?), or a stray argument. Beam's flags are recognised by Beam's own parser
     (``PipelineOptions.get_all_options``: options it must retain as unknown are the unknown ones)."""
-    import difflib
-    import logging
-
     if not beam_args:
         return
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
     level = beam_logger.level
     beam_logger.setLevel(logging.ERROR)  # its "Discarding unparseable args" warning: we say it better
@@ -226,8 +226,6 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         )
         template_kwargs = {}
         if known.chat_template_kwargs:
-            import json
-
             try:
                 template_kwargs = json.loads(known.chat_template_kwargs)
             except json.JSONDecodeError as exc:

@@ -5,8 +5,8 @@ The records stay in their spill chunks (:mod:`pipeline.spill`). Only small keys 
 1. ``dedup_entries``: per spilled batch, one ``(conversation key, (sort_key, source, index, ref, position))``
    per record; grouped by conversation key;
 2. ``pick_duplicates``: in a group, the record first by ``sort_key`` is kept; every other one is a
-   duplicate, emitted as ``(its spill ref, (position, sort_key, kept source, kept index))``;
-3. duplicates are grouped by spill ref, and ``duplicate_rejections`` reads each such batch once to
+   duplicate, emitted as ``(its spill chunk, (position, sort_key, kept source, kept index))``;
+3. duplicates are grouped by spill chunk, and ``duplicate_rejections`` reads each such batch once to
    write the ``duplicate`` rejection with the original record;
 4. the sort keys of all duplicates form one set (a side input, ~100 bytes per duplicate), and
    ``drop_duplicates`` removes them from each batch before parsing.
@@ -15,11 +15,13 @@ So read = written + rejected still holds, and the result does not depend on bund
 """
 from __future__ import annotations
 
+from dataclasses import astuple
 from typing import Iterator
 
 import apache_beam as beam
 
-from pipeline.spill import SpillRef, read_spilled
+from pipeline.chunks import Chunk
+from pipeline.spill import read_spilled
 from transforms import errors
 from transforms import shard_format as sf
 from transforms.example_builder import conversation_hash, rejection
@@ -33,17 +35,17 @@ def dedup_key(raw: RawRecord, format_options: FormatOptions) -> str:
     if raw.value is not None:
         try:
             return "c:" + conversation_hash(to_conversation(raw.value, format_options))
-        except Exception:  # noqa: BLE001 - rejected later by the builder with the right reason
+        except Exception:  # rejected later by the builder with the right reason
             pass
     return "u:" + sf.row_sort_key(raw.source, raw.index)
 
 
-def _ref_key(ref: SpillRef) -> tuple:
-    """A spill ref as a tuple of primitives (a deterministic GroupByKey key)."""
-    return (ref.path, ref.offset, ref.length, ref.records)
+def _ref_key(chunk: Chunk) -> tuple:
+    """A spill chunk as a tuple of primitives (a deterministic GroupByKey key)."""
+    return astuple(chunk)
 
 
-def dedup_entries(ref: SpillRef, format_options: FormatOptions) -> Iterator[tuple[str, tuple]]:
+def dedup_entries(ref: Chunk, format_options: FormatOptions) -> Iterator[tuple[str, tuple]]:
     """``(conversation key, (sort_key, source, index, ref key, position))`` for each record of a batch."""
     for position, raw in enumerate(read_spilled(ref)):
         yield dedup_key(raw, format_options), (sf.row_sort_key(raw.source, raw.index), raw.source, raw.index,
@@ -62,7 +64,7 @@ def pick_duplicates(element) -> Iterator[tuple[tuple, tuple]]:
 def duplicate_rejections(element) -> Iterator[dict]:
     """Read one spilled batch once and write the ``duplicate`` rejection of each duplicate in it."""
     ref_key, duplicates = element
-    batch = read_spilled(SpillRef(*ref_key))
+    batch = read_spilled(Chunk(*ref_key))
     for position, _, kept_source, kept_index in sorted(duplicates):
         yield rejection(batch[position], errors.DUPLICATE, f"same conversation as {kept_source} record {kept_index}")
 
@@ -75,7 +77,7 @@ def drop_duplicates(batch: list[RawRecord], duplicates: set) -> list[RawRecord]:
 
 
 class FindDuplicates(beam.PTransform):
-    """``PCollection[SpillRef] -> {"dropped": singleton set of sort keys, "rejected": rejections}``."""
+    """``PCollection[Chunk] (spilled batches) -> {"dropped": singleton set of sort keys, "rejected": rejections}``."""
 
     def __init__(self, *, format_options: FormatOptions):
         super().__init__()

@@ -27,7 +27,8 @@ import zlib
 from typing import Callable
 
 from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+
+from pipeline.files import is_local, open_binary
 
 READ_CHUNK = 1 << 20
 # Compressed bytes fed to a decoder at once: bounds what one call can expand to (deflate: ~1000x).
@@ -129,21 +130,17 @@ class CheckedDecompression(io.RawIOBase):
 
 def open_input(path: str):
     """A buffered binary stream of ``path``'s content, decompressed and checked (see module doc)."""
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    raw = open_binary(path)
     compression = compression_of(path)
     if compression is None:
         return raw
     return io.BufferedReader(CheckedDecompression(raw, compression, name=path), READ_CHUNK)
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
 def not_regular_reason(path: str) -> str | None:
     """Why a local ``path`` cannot be read as a file (a directory, a FIFO, a socket, a device), or
     ``None``. Never opens it (opening a FIFO blocks until a writer comes)."""
-    if not _is_local(path):
+    if not is_local(path):
         return None
     try:
         mode = os.stat(path).st_mode
@@ -163,7 +160,7 @@ def launch_problem(path: str) -> str | None:
     cannot be opened, a compressed file whose first bytes do not decode. ``None`` when it looks
     readable (or is not local: object-store inputs are checked when read). Non-regular files other
     than directories are not an error here: the job rejects them (:func:`not_regular_reason`)."""
-    if not _is_local(path):
+    if not is_local(path):
         return None
     reason = not_regular_reason(path)
     if reason == "is a directory":

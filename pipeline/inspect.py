@@ -67,11 +67,17 @@ def select_shards(manifest, shard: str | None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from transforms import shard_format as sf
     from pipeline.remote import load_job_tokenizer
+    from transforms import shard_format as sf
     from transforms.audit.dataset import iter_table_rows, load_dataset_tokenizer, read_shard_table
     from transforms.audit.masks import (
-        ANSI_RESET, ANSI_TRAINED, CLOSE, COLLAPSE_REPEATS, OPEN, decoded_row, render_terminal,
+        ANSI_RESET,
+        ANSI_TRAINED,
+        CLOSE,
+        COLLAPSE_REPEATS,
+        OPEN,
+        decoded_row,
+        render_terminal,
     )
 
     if args.n < 1:
@@ -86,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         tokenizer, warnings = load_dataset_tokenizer(manifest, args.tokenizer, loader=load_job_tokenizer)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(f"chatshards inspect: error: cannot load the tokenizer: {exc} (pass --tokenizer)", file=sys.stderr)
         return 2
     for warning in warnings:
@@ -130,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except BrokenPipeError:  # e.g. piped into head
         try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            sys.stdout = open(os.devnull, "w")  # silence the flush at exit
         except OSError:
             pass
         return 0

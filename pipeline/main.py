@@ -7,54 +7,41 @@ work starts.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import logging
-import platform
+import os
 import sys
 import time
 from typing import Sequence
 
-from pipeline.cli import ConfigError, JobArgs, parse_args
-from pipeline.output_folder import OutputExists  # noqa: F401 - re-exported (older imports)
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
+from pipeline.cli import ConfigError, JobArgs, check_num_shards_for_input, parse_args
+from pipeline.graph import build_graph
+from pipeline.input_files import launch_problem, not_regular_reason
+from pipeline.output_folder import OutputLock, check_inputs_outside_output, check_output_target, prepare_output
+from pipeline.plan import JobPlan, load_vision, make_plan
+from pipeline.remote import load_job_tokenizer, share_job_tokenizer
+from pipeline.sources import expand_input_sizes
+from pipeline.trace import mark
+from transforms import shard_format as sf
+from transforms.template_check import TemplateUnusable, check_template
+from transforms.template_env import TemplateRefused, template_traits, today_iso
+from transforms.tokenizer_loading import TokenizerConfigError
+from transforms.vision import VisionConfigError
 
 LOG = logging.getLogger("chatshards")
-CHATSHARDS_VERSION = "0.1.0"
-
-
-def library_versions() -> dict[str, str]:
-    import apache_beam
-    import numpy
-    import pyarrow
-    import tokenizers
-    import transformers
-
-    return {
-        "chatshards": CHATSHARDS_VERSION,
-        "apache_beam": apache_beam.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "pyarrow": pyarrow.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def prepare_output(output: str, *, overwrite: bool, input_files=()) -> None:
-    """Refuse to write into a folder holding a dataset (finished or not) unless ``overwrite``; with it,
-    delete only what an earlier run of this tool wrote there (manifest first), never an input file;
-    refuse a folder holding files this tool did not write. See :mod:`pipeline.output_folder`.
-    Folders are listed, not ``exists()``-checked, so this also holds on object stores (``gs://``)."""
-    from pipeline.output_folder import prepare_output as prepare
-
-    prepare(output, overwrite=overwrite, input_files=input_files)
 
 
 def claim_output(job: JobArgs, files):
     """Launch-time checks and claim of ``--output``: a folder, not overlapping the inputs, locked for this
-    run (:class:`pipeline.output_folder.OutputLock`), then prepared. Returns the held lock (release it
-    when the run ends); raises ``ConfigError``."""
-    from pipeline.output_folder import OutputLock, check_inputs_outside_output, check_output_target
-
+    run (:class:`pipeline.output_folder.OutputLock`), then prepared (:func:`pipeline.output_folder.prepare_output`:
+    with ``--overwrite`` only what an earlier run of this tool wrote is deleted). Returns the held lock
+    (release it when the run ends); raises ``ConfigError``."""
     check_output_target(job.output)
     check_inputs_outside_output(job.output, job.inputs, files)
     lock = OutputLock(job.output).acquire()
@@ -70,8 +57,6 @@ def check_input_files(files) -> None:
     """Local inputs that are directories, unreadable, or compressed files that do not decode are
     configuration errors (``ConfigError``); FIFOs and other non-regular files are rejected by the job
     (``unreadable_input``) and announced here."""
-    from pipeline.input_files import launch_problem, not_regular_reason
-
     for path in files or ():
         problem = launch_problem(path)
         if problem is not None:
@@ -83,8 +68,6 @@ def check_input_files(files) -> None:
 
 def is_dry_run(options) -> bool:
     """``--dry_run=True`` (Dataflow): the job graph is built and translated, nothing is submitted."""
-    from apache_beam.options.pipeline_options import TestOptions
-
     return bool(options.view_as(TestOptions).dry_run)
 
 
@@ -101,11 +84,9 @@ _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".xz", ".deflate", ".lzm
 
 def input_bytes(patterns: Sequence[str]) -> int:
     """Total size of the files ``patterns`` match (compressed files weighted); 0 when they cannot be listed."""
-    from apache_beam.io.filesystems import FileSystems
-
     try:
         results = FileSystems.match(list(patterns))
-    except Exception:  # noqa: BLE001 - the input check reports unmatched inputs; here it is only a hint
+    except Exception:  # the input check reports unmatched inputs; here it is only a hint
         return 0
     sizes = {}
     for result in results:
@@ -116,8 +97,6 @@ def input_bytes(patterns: Sequence[str]) -> int:
 
 
 def parallel_threshold() -> int:
-    import os
-
     value = os.environ.get(PARALLEL_BYTES_ENV, "").strip()
     try:
         return int(value) if value else PARALLEL_INPUT_BYTES
@@ -130,8 +109,6 @@ def default_running_mode(inputs: Sequence[str], validate_inputs: bool = True) ->
     the machine has several cores and the input is at least :func:`parallel_threshold` bytes, else
     ``("in_memory", 1)`` (also when inputs are not matched at launch). Printed on stderr when it
     chooses several processes."""
-    import os
-
     return _choose_running_mode(tuple(inputs), bool(validate_inputs), parallel_threshold(), os.cpu_count() or 1)
 
 
@@ -152,8 +129,6 @@ def _beam_args(job: JobArgs) -> list[str]:
     """The Beam flags: the user's, or for the default command the local FnApiRunner in the mode
     :func:`default_running_mode` chooses (a ``--direct_running_mode`` or ``--direct_num_workers`` of
     the user's is kept as given)."""
-    from pipeline.trace import mark
-
     mark("launcher_checked")
     args = list(job.beam_args)
     if not any(a.startswith("--runner") for a in args):
@@ -173,10 +148,6 @@ def _pin_template_date(job: JobArgs, tokenizer) -> JobArgs:
     """A template that reads the clock (``strftime_now``, Llama 3) renders the date pinned here (today unless
     ``--template-date``), recorded in the config, so reruns with the same config are byte-identical; other
     templates get no date (it would change nothing)."""
-    import dataclasses
-
-    from transforms.template_env import TemplateRefused, template_traits, today_iso
-
     try:
         traits = template_traits(tokenizer.chat_template)
     except TemplateRefused as exc:
@@ -187,29 +158,13 @@ def _pin_template_date(job: JobArgs, tokenizer) -> JobArgs:
     return dataclasses.replace(job, tokenize_options=dataclasses.replace(job.tokenize_options, template_date=date))
 
 
-def run(job: JobArgs, *, wait: bool = True):
-    """Validate, build and run the job; returns the Beam result.
-
-    ``wait=False`` returns as soon as the runner accepted the job (the Flex Template launcher does
-    this: Dataflow jobs must not be waited on there). With ``--dry_run=True`` the output folder is
-    not inspected (no storage access: the graph is only built and translated).
-    """
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from pipeline.build import BuilderSpec, load_vision
-    from pipeline.graph import build_graph
-    from pipeline.cli import check_num_shards_for_input
-    from pipeline.sources import expand_input_sizes
-    from transforms.config import JobConfig
-    from transforms.template_check import TemplateUnusable, check_template
-    from pipeline.remote import load_job_tokenizer, share_job_tokenizer
-    from transforms.tokenizer_loading import TokenizerConfigError, tokenizer_description
-    from transforms.vision import VisionConfigError
-
+def plan_job(job: JobArgs) -> JobPlan:
+    """The launch-time checks and the :class:`~pipeline.plan.JobPlan` of ``job``: tokenizer loaded (and shared
+    with the in-process runner's workers), template checked, inputs matched and checked, processor loaded.
+    Raises ``ConfigError``."""
     try:
         tokenizer = load_job_tokenizer(job.tokenizer, chat_template_file=job.chat_template,
-                                   trust_remote_code=job.trust_remote_code)
+                                       trust_remote_code=job.trust_remote_code)
         job = _pin_template_date(job, tokenizer)
         report = check_template(tokenizer, loss=job.tokenize_options.loss, options=job.tokenize_options)
         sizes = expand_input_sizes(job.inputs) if job.validate_inputs else None
@@ -217,42 +172,30 @@ def run(job: JobArgs, *, wait: bool = True):
         check_input_files(files)
         if sizes is not None:
             check_num_shards_for_input(job.num_shards, sum(sizes.values()))
-        vision, vision_section = load_vision(job, tokenizer)  # --processor: config + manifest section
+        vision = load_vision(job, tokenizer)  # --processor: its family config
     except (TokenizerConfigError, TemplateUnusable, FileNotFoundError, VisionConfigError) as exc:
         raise ConfigError(str(exc)) from exc
+    # the in-process runner's builder and audit writer reuse it (the job's chat template is already set)
+    share_job_tokenizer(job.tokenizer, tokenizer, trust_remote_code=job.trust_remote_code)
+    return make_plan(job, tokenizer, template_report=report, files=files, vision=vision)
+
+
+def run(job: JobArgs, *, wait: bool = True):
+    """Validate, build and run the job; returns the Beam result.
+
+    ``wait=False`` returns as soon as the runner accepted the job (the Flex Template launcher does
+    this: Dataflow jobs must not be waited on there). With ``--dry_run=True`` the output folder is
+    not inspected (no storage access: the graph is only built and translated).
+    """
+    plan = plan_job(job)
     options = PipelineOptions(_beam_args(job))
     lock = None
     if is_dry_run(options):
         LOG.warning("chatshards: --dry_run: --output %s is not checked and nothing is submitted", job.output)
     else:
-        lock = claim_output(job, files)
-
-    # the in-process runner's builder and audit writer reuse it (the job's chat template is already set)
-    share_job_tokenizer(job.tokenizer, tokenizer, trust_remote_code=job.trust_remote_code)
-    tokenizer_info = tokenizer_description(tokenizer)
-    config = JobConfig(format=job.format_options.to_json(), tokenize=job.tokenize_options,
-                       tokenizer=tokenizer_info, dedup=job.dedup, num_shards=job.num_shards,
-                       extra={"vision": {k: vision_section[k] for k in ("config", "images")}} if vision else {})
-    manifest_base = {
-        "config": {**config.to_json(), "inputs": list(job.inputs)},
-        "config_fingerprint": config.fingerprint(),
-        "tokenizer": tokenizer_info,
-        "chat_template_hash": tokenizer_info["chat_template_hash"],
-        "template_check": report.to_json(),
-        "versions": library_versions(),
-        **({"vision": vision_section} if vision else {}),
-    }
-    spec = BuilderSpec(tokenizer=job.tokenizer, chat_template=tokenizer.chat_template,
-                       trust_remote_code=job.trust_remote_code, format_options=job.format_options,
-                       tokenize_options=job.tokenize_options, vision=vision, image_options=job.image_options)
+        lock = claim_output(job, plan.files)
     pipeline = beam.Pipeline(options=options)
-    from pipeline.stats import section_builders_for
-
-    build_graph(pipeline, patterns=job.inputs, files=files, output=job.output, spec=spec,
-                manifest_base=manifest_base, num_shards=job.num_shards, batch_size=job.batch_size,
-                dedup=job.dedup,
-                section_builders=section_builders_for(job, spec=spec, manifest_base=manifest_base,
-                                                      tokenizer=tokenizer))
+    build_graph(pipeline, plan)
     try:
         result = pipeline.run()
         if wait:
@@ -273,8 +216,6 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     except ConfigError as exc:
         print(f"chatshards: error: {exc}", file=sys.stderr)
         return 2
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     if is_dry_run(PipelineOptions(_beam_args(job))):
         print(f"chatshards: dry run: job graph built ({type(result).__name__}), nothing submitted")
     elif not wait:
@@ -285,17 +226,11 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
 
 
 def _print_summary(job: JobArgs, seconds: float) -> None:
-    import json
-
-    from apache_beam.io.filesystems import FileSystems
-
-    from transforms import shard_format as sf
-
     path = FileSystems.join(job.output, sf.MANIFEST_NAME)  # local or gs://: read through FileSystems
     try:
         with FileSystems.open(path) as handle:
             manifest = json.loads(handle.read().decode("utf-8"))
-    except Exception:  # noqa: BLE001 - the summary is informational
+    except Exception:  # the summary is informational
         print(f"chatshards: job finished in {seconds:.1f}s; output in {job.output}")
         return
     counts = manifest["counts"]

@@ -35,8 +35,9 @@ from typing import Iterable, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.chunks import CHUNK_SUFFIX, STORES
 from pipeline.cli import ConfigError
-from pipeline.sink import TMP_DIR, delete_tree, list_tree, path_present
+from pipeline.files import TMP_DIR, delete_tree, is_local, list_tree, path_present
 from transforms import shard_format as sf
 
 LOG = logging.getLogger("chatshards")
@@ -70,10 +71,6 @@ class OutputLocked(ConfigError):
     """Another run holds ``--output``."""
 
 
-def is_local(path: str) -> bool:
-    return "://" not in path
-
-
 def _normal(path: str) -> str:
     return os.path.abspath(path) if is_local(path) else path.rstrip("/")
 
@@ -100,8 +97,7 @@ def _written_samples(out: str) -> list[str]:
         (sf.MANIFEST_NAME,), (MARKER_NAME,), (LOCK_NAME,),
         (sf.DATA_DIR, "shard-00000-of-00001.arrow"), (sf.REJECTED_DIR, "rejected-00000-of-00001.jsonl"),
         (AUDIT_DIR, "stats.json"), (AUDIT_DIR, "report.html"),
-        (TMP_DIR, "spill", "chunk-0.pkl"), (TMP_DIR, "fragments", "fragment-0.arrow"),
-        (TMP_DIR, "rejected", "rejected-0.txt"), (TMP_DIR, "manifest.json.0"),
+        *((TMP_DIR, store, f"{store}-0{CHUNK_SUFFIX}") for store in STORES), (TMP_DIR, "manifest.json.0"),
     )]
 
 
@@ -143,7 +139,7 @@ def _manifest_is_ours(output: str) -> bool:
     try:
         with FileSystems.open(path) as handle:
             manifest = json.loads(handle.read(16 * 1024 * 1024).decode("utf-8"))
-    except Exception:  # noqa: BLE001 - absent, unreadable or not JSON: not a chatshards manifest
+    except Exception:  # absent, unreadable or not JSON: not a chatshards manifest
         return False
     return isinstance(manifest, dict) and manifest.get("format") == sf.FORMAT_NAME
 
@@ -309,7 +305,9 @@ class OutputLock:
             age = time.time() - os.path.getmtime(self.path)
         except OSError:
             return None
-        return {"pid": "?", "host": "?", "started": "just now", "unreadable": True} if age < _UNREADABLE_LOCK_GRACE_S else None
+        if age >= _UNREADABLE_LOCK_GRACE_S:
+            return None
+        return {"pid": "?", "host": "?", "started": "just now", "unreadable": True}
 
     def _stale(self, holder: dict) -> bool:
         if holder.get("unreadable") or holder.get("host") != socket.gethostname():

@@ -1,33 +1,30 @@
 """The rejected output (``rejected/rejected-*.jsonl``), written without moving the rejections through a shuffle.
 
-Like rows (:mod:`pipeline.fragments`), rejections are buffered per bundle and written as *fragments*
-under ``<out>/.tmp/rejected/``: JSON lines sorted by the record's sort key, each prefixed with
-``"<sort_key> <reason> "``, in chunks of at most ``CHUNK_LINES`` lines. A :class:`RejectedRef` carries
-each chunk's byte range and first/last key, so only ``(file index, chunk)`` references are grouped; the
-writer of rejected file ``i`` merges its lines from those chunks (a streaming k-way merge: it holds one
-line per chunk) into the file, hashing and counting reasons as it goes.
+Like rows (:mod:`pipeline.fragments`), rejections are buffered per bundle and written as chunk files of the
+:data:`~pipeline.chunks.REJECTED` store (:mod:`pipeline.chunks`) under ``<out>/.tmp/rejected/``: JSON lines
+sorted by the record's sort key, each prefixed with ``"<sort_key> <reason> "``, in keyed chunks of at most
+``CHUNK_LINES`` lines. Only ``(file index, chunk)`` references are grouped
+(:func:`pipeline.chunks.chunks_by_shard`); the writer of rejected file ``i`` merges its lines from those
+chunks (a streaming k-way merge: it holds one line per chunk) into the file, hashing and counting reasons
+as it goes.
 
 Rejected file ``i`` of ``N`` holds the rejections whose sort key has ``shard_of(key, N) == i``
 (``N`` = the shard count), sorted by that key; a file exists only when it has lines.
 """
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
-import uuid
-from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from itertools import chain
+from typing import Any, Iterable, Iterator, Mapping
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
-from pipeline.fragments import BundleBufferFn
-from pipeline.sink import TMP_DIR, join, publish_tmp, tmp_name
+from pipeline.bundles import BundleBufferFn
+from pipeline.chunks import REJECTED, Chunk, ChunkFile, ChunkWriter, read_chunk
+from pipeline.files import atomic_writer, join, tmp_root
 from transforms import shard_format as sf
 
-REJECTED_FRAGMENT_DIR = "rejected"
 FRAGMENT_BYTES = 16 * 1024 * 1024
 CHUNK_LINES = 1000
 
@@ -80,49 +77,33 @@ def sort_key_of(item: Mapping[str, Any]) -> str:
     return sf.row_sort_key(str(item["source"]), int(item["index"]))
 
 
-@dataclass(frozen=True)
-class RejectedRef:
-    """A rejected fragment: per chunk ``(first key, last key, byte offset, byte length)``."""
-
-    path: str
-    chunks: tuple[tuple[str, str, int, int], ...]
-
-    def file_chunks(self, num_files: int) -> Iterator[tuple[int, tuple[str, int, int]]]:
-        """``(rejected file index, (path, offset, length))`` for every file a chunk has lines of."""
-        for first, last, offset, length in self.chunks:
-            for index in range(sf.shard_of(first, num_files), sf.shard_of(last, num_files) + 1):
-                yield index, (self.path, offset, length)
-
-
-def write_rejected_fragment(items: list[Mapping[str, Any]], *, folder: str, chunk_lines: int = CHUNK_LINES) -> RejectedRef:
-    """Write rejections sorted by sort key as one fragment file under ``folder``."""
+def write_rejected_fragment(items: list[Mapping[str, Any]], *, folder: str,
+                            chunk_lines: int = CHUNK_LINES) -> ChunkFile:
+    """Write rejections sorted by sort key as one chunk file under ``folder``."""
     keyed = sorted((sort_key_of(item), str(item["reason"]), rejected_line(item)) for item in items)
-    path = FileSystems.join(folder, f"rejected-{uuid.uuid4().hex}.txt")
-    chunks = []
-    offset = 0
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+    with ChunkWriter(folder, store=REJECTED) as writer:
         for start in range(0, len(keyed), chunk_lines):
             part = keyed[start:start + chunk_lines]
             data = "".join(f"{key} {reason} {line}\n" for key, reason, line in part).encode("utf-8")
-            handle.write(data)
-            chunks.append((part[0][0], part[-1][0], offset, len(data)))
-            offset += len(data)
-    return RejectedRef(path, tuple(chunks))
+            writer.add(data, count=len(part), first=part[0][0], last=part[-1][0])
+    return ChunkFile(writer.path, writer.close(), writer.size)
 
 
-def _chunk_lines(path: str, offset: int, length: int, *, index: int, num_files: int) -> Iterator[tuple[str, str, str]]:
+def _chunk_lines(chunk: Chunk, *, index: int, num_files: int) -> Iterator[tuple[str, str, str]]:
     """``(sort_key, reason, line)`` of the chunk's lines that belong to rejected file ``index``, in order."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        handle.seek(offset)
-        data = handle.read(length)
-    for text in data.decode("utf-8").splitlines():
+    for text in read_chunk(chunk).decode("utf-8").splitlines():
         key, reason, line = text.split(" ", 2)
         if sf.shard_of(key, num_files) == index:
             yield key, reason, line
 
 
+def merged_lines(chunks: Iterable[Chunk], *, index: int, num_files: int) -> Iterator[tuple[str, str, str]]:
+    """``(sort_key, reason, line)`` of rejected file ``index``, sorted by sort key, from its chunks."""
+    return heapq.merge(*(_chunk_lines(chunk, index=index, num_files=num_files) for chunk in sorted(set(chunks))))
+
+
 class WriteRejectedFragmentsFn(BundleBufferFn):
-    """``rejection dict -> RejectedRef``: buffered until ``fragment_bytes`` (or the bundle's end)."""
+    """``rejection dict -> ChunkFile``: buffered until ``fragment_bytes`` (or the bundle's end)."""
 
     def __init__(self, *, folder: str, fragment_bytes: int = FRAGMENT_BYTES):
         self.folder = folder
@@ -131,35 +112,28 @@ class WriteRejectedFragmentsFn(BundleBufferFn):
     def prepare(self, item):
         return item, len(str(item.get("record", ""))) + 256  # rough size of its line
 
-    def write(self, items) -> RejectedRef:
+    def write(self, items) -> ChunkFile:
         return write_rejected_fragment(items, folder=self.folder)
 
 
 class WriteRejectedFn(beam.DoFn):
-    """``(file index, [(path, offset, length)]) -> {"path", "rows", "bytes", "sha256", "by_reason"}``;
-    merges the chunks' lines into ``rejected/rejected-<index>-of-<N>.jsonl`` (nothing when none belong
-    to it)."""
+    """``(file index, [Chunk]) -> {"path", "rows", "bytes", "sha256", "by_reason"}``; merges the chunks'
+    lines into ``rejected/rejected-<index>-of-<N>.jsonl`` (nothing when none belong to it)."""
 
     def __init__(self, *, output: str):
         self.output = output
 
     def process(self, element, num_files):
         index, chunks = element
-        merged = heapq.merge(*(_chunk_lines(*chunk, index=index, num_files=num_files) for chunk in sorted(set(chunks))))
+        lines = merged_lines(chunks, index=index, num_files=num_files)
+        first = next(lines, None)
+        if first is None:
+            return
         relative = rejected_file_name(index, num_files)
-        path = join(self.output, *relative.split("/"))
-        tmp = tmp_name(path, join(self.output, TMP_DIR))
-        digest, size, rows, by_reason = hashlib.sha256(), 0, 0, {}
-        with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            for _, reason, line in merged:
-                data = (line + "\n").encode("utf-8")
-                handle.write(data)
-                digest.update(data)
-                size += len(data)
+        rows, by_reason = 0, {}
+        with atomic_writer(join(self.output, *relative.split("/")), tmp_root=tmp_root(self.output)) as sink:
+            for _, reason, line in chain([first], lines):
+                sink.write((line + "\n").encode("utf-8"))
                 rows += 1
                 by_reason[reason] = by_reason.get(reason, 0) + 1
-        if not rows:
-            FileSystems.delete([tmp])
-            return
-        publish_tmp(tmp, path)
-        yield {"path": relative, "rows": rows, "bytes": size, "sha256": digest.hexdigest(), "by_reason": by_reason}
+        yield {"path": relative, "rows": rows, "bytes": sink.size, "sha256": sink.hexdigest(), "by_reason": by_reason}

@@ -11,11 +11,11 @@ import shutil
 import tempfile
 import threading
 
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.files import is_local, open_binary, read_bytes
 from pipeline.trace import mark
-from transforms.tokenizer_loading import TokenizerConfigError, is_remote_path, load_tokenizer
+from transforms.tokenizer_loading import TokenizerConfigError, load_tokenizer
 
 _STAGED: dict[str, str] = {}
 _STAGE_LOCK = threading.Lock()
@@ -37,7 +37,7 @@ def stage_folder(url: str) -> str:
             return _STAGED[prefix]
         try:
             matched = FileSystems.match([prefix + "/**"])[0].metadata_list
-        except Exception as exc:  # noqa: BLE001 - listing failures are config errors
+        except Exception as exc:  # listing failures are config errors
             raise TokenizerConfigError(f"cannot list tokenizer folder {url}: {exc}") from exc
         files = sorted(m.path for m in matched if m.path.startswith(prefix + "/") and not m.path.endswith("/"))
         if not files:
@@ -53,10 +53,9 @@ def stage_folder(url: str) -> str:
                 continue  # a name with ".." segments: never written outside the staging folder
             os.makedirs(os.path.dirname(target), exist_ok=True)
             try:
-                with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as remote, \
-                        open(target, "wb") as handle:
+                with open_binary(path) as remote, open(target, "wb") as handle:
                     shutil.copyfileobj(remote, handle, 1 << 20)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise TokenizerConfigError(f"cannot copy {path}: {exc}") from exc
         _STAGED[prefix] = local
         return local
@@ -64,7 +63,7 @@ def stage_folder(url: str) -> str:
 
 def read_text(path: str) -> str:
     """A text file from a local path or any Beam filesystem path."""
-    if not is_remote_path(path):
+    if is_local(path):
         if not os.path.isfile(path):
             raise TokenizerConfigError(f"chat template file {path!r} does not exist")
         try:
@@ -74,9 +73,8 @@ def read_text(path: str) -> str:
             raise TokenizerConfigError(f"cannot read chat template file {path!r}: {exc.strerror or exc}") from exc
     else:
         try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-                data = handle.read()
-        except Exception as exc:  # noqa: BLE001 - unreadable remote file: a config error
+            data = read_bytes(path)
+        except Exception as exc:  # unreadable remote file: a config error
             raise TokenizerConfigError(f"cannot read {path}: {exc}") from exc
     try:
         return data.decode("utf-8")

@@ -117,11 +117,11 @@ def read_file_batches(path: str, batch_size: int) -> Iterator[list[RawRecord]]:
 
 
 class ReadRawRecords(beam.PTransform):
-    """``PBegin -> PCollection[SpillRef]``: every input's records, spilled in batches, as references.
+    """``PBegin -> PCollection[Chunk]``: every input's records, spilled in batches, as references.
 
     Each matched file is read (streamed) by one worker, which writes its records in lists of up to
     ``batch_size`` to chunk files under ``spill_folder`` (:mod:`pipeline.spill`) and emits one
-    :class:`~pipeline.spill.SpillRef` per batch. The refs, not the records, are then reshuffled, so one
+    :class:`~pipeline.chunks.Chunk` per batch. The chunk references, not the records, are then reshuffled, so one
     large file does not pin later work to the worker that read it, and no runner ever holds the
     records in memory to move them. ``Map(read_spilled)`` turns a ref back into its batch.
 
@@ -165,6 +165,7 @@ class ReadRawRecords(beam.PTransform):
         refs = (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.FlatMap(lambda path: spill_batches(read_file_batches(path, batch_size), folder=folder))
+            | "ReadFiles" >> beam.FlatMap(
+                lambda path: spill_batches(read_file_batches(path, batch_size), folder=folder))
         )
         return refs | "SpreadRecords" >> beam.Reshuffle() if self.spread_records else refs

@@ -1,75 +1,46 @@
-"""Spilling record batches to temporary files, so that only small references cross a shuffle.
+"""Spilling record batches to the :data:`~pipeline.chunks.SPILL` chunk store, so that only small
+references cross a shuffle.
 
-Why: a local runner (FnApiRunner) holds every PCollection that crosses a GroupByKey/Reshuffle in the
-runner process's memory, so reshuffling the records themselves makes the job's memory grow with the
-input. Here the reader writes its batches to chunk files under ``<out>/.tmp/spill/`` and emits one
-:class:`SpillRef` per batch (a file, an offset, a length); the refs are reshuffled (a few dozen bytes
-each), and whichever worker receives a ref reads that one batch back. Peak memory is then one chunk
-per reader and one batch per consumer, whatever the input size. On Dataflow the same holds (the refs
-are what the shuffle service carries).
+The reader writes its batches to chunk files under ``<out>/.tmp/spill/`` (:mod:`pipeline.chunks`: why,
+and the contracts every store keeps) and emits one unkeyed :class:`~pipeline.chunks.Chunk` per batch
+(``count``: its records); the chunks are reshuffled (a few dozen bytes each), and whichever worker
+receives one reads that one batch back (:func:`read_spilled`). Peak memory is then one chunk file per
+reader and one batch per consumer, whatever the input size. On Dataflow the same holds (the chunk
+references are what the shuffle service carries).
 
-Contracts:
-* a chunk file is the concatenation of pickled batches; it is complete before any of its refs is
-  emitted, and never modified afterwards. A batch of ``RawRecord`` s from one source is pickled
-  compactly as ``(PACKED, source, [(index, value, raw, error), ...])`` (pickling the dataclass
-  instances costs about 6 times as much); anything else is pickled as it is.
-  :func:`read_spilled` returns the batch either way;
-* a retried reader writes new chunk files under new names (uuid); the refs of the failed attempt are
-  discarded by the runner, so an orphaned chunk is never read; ``<out>/.tmp`` is deleted after the
-  manifest is committed.
+A chunk holds one pickled batch. A batch of ``RawRecord`` s from one source is pickled compactly as
+``(PACKED, source, [(index, value, raw, error, reason), ...])`` (pickling the dataclass instances costs
+about 6 times as much); anything else is pickled as it is. :func:`read_spilled` returns the batch either way.
 """
 from __future__ import annotations
 
 import pickle
-import uuid
-from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+from pipeline.chunks import SPILL, Chunk, ChunkWriter, read_chunk
+from transforms.reading import RawRecord
 
-SPILL_DIR = "spill"
 # A chunk file is closed once it holds this many bytes (or its input file ends): few files on object
 # stores, little memory in the reader (one batch is pickled at a time, the file is written as it goes).
 CHUNK_BYTES = 32 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class SpillRef:
-    """One spilled batch: ``length`` bytes at ``offset`` in ``path`` unpickle to ``records`` RawRecords."""
+def spill_batches(batches: Iterable[list], *, folder: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
+    """Write ``batches`` to chunk files under ``folder``; yield each file's chunks once it is closed.
 
-    path: str
-    offset: int
-    length: int
-    records: int
-
-
-def spill_batches(batches: Iterable[list], *, folder: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[SpillRef]:
-    """Write ``batches`` to chunk files under ``folder``; yield each chunk's refs once the chunk is closed.
-
-    Refs come in batch order; a chunk holds whole batches (a batch larger than ``chunk_bytes`` gets a
-    chunk of its own).
+    Chunks come in batch order; a file holds whole batches (a batch larger than ``chunk_bytes`` gets a
+    file of its own).
     """
-    handle = path = None
-    pending: list[SpillRef] = []
-    offset = 0
+    writer = None
     for batch in batches:
-        if handle is None:
-            path = FileSystems.join(folder, f"chunk-{uuid.uuid4().hex}.pkl")
-            handle = FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
-            offset = 0
-        data = _pickled(batch)
-        handle.write(data)
-        pending.append(SpillRef(path, offset, len(data), len(batch)))
-        offset += len(data)
-        if offset >= chunk_bytes:
-            handle.close()
-            handle = None
-            yield from pending
-            pending = []
-    if handle is not None:
-        handle.close()
-        yield from pending
+        if writer is None:
+            writer = ChunkWriter(folder, store=SPILL)
+        writer.add(_pickled(batch), count=len(batch))
+        if writer.size >= chunk_bytes:
+            yield from writer.close()
+            writer = None
+    if writer is not None:
+        yield from writer.close()
 
 
 def _pickled(batch: list) -> bytes:
@@ -81,8 +52,6 @@ def _pickled(batch: list) -> bytes:
         return pickle.dumps(_packed(batch), protocol=pickle.HIGHEST_PROTOCOL)
     except RecursionError:
         pass
-    from transforms.reading import RawRecord
-
     safe = []
     for raw in batch:
         try:
@@ -94,14 +63,9 @@ def _pickled(batch: list) -> bytes:
     return pickle.dumps(safe, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def read_spilled(ref: SpillRef) -> list:
-    """The batch (``list[RawRecord]``) that ``ref`` points to."""
-    with FileSystems.open(ref.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        handle.seek(ref.offset)
-        data = handle.read(ref.length)
-    if len(data) != ref.length:
-        raise IOError(f"spill chunk {ref.path} is truncated: wanted {ref.length} bytes at {ref.offset}, got {len(data)}")
-    return _unpacked(pickle.loads(data))
+def read_spilled(chunk: Chunk) -> list:
+    """The batch (``list[RawRecord]``) that ``chunk`` holds."""
+    return _unpacked(pickle.loads(read_chunk(chunk)))
 
 
 PACKED = "chatshards-raw-records-v2"  # (index, value, raw, error, reason) per record
@@ -109,8 +73,6 @@ PACKED = "chatshards-raw-records-v2"  # (index, value, raw, error, reason) per r
 
 def _packed(batch):
     """A list of ``RawRecord`` s of one source as plain tuples; anything else unchanged."""
-    from transforms.reading import RawRecord
-
     if not isinstance(batch, list) or not batch:
         return batch
     source = batch[0].source if type(batch[0]) is RawRecord else None
@@ -121,8 +83,6 @@ def _packed(batch):
 
 def _unpacked(value):
     if type(value) is tuple and len(value) == 3 and value[0] == PACKED:
-        from transforms.reading import RawRecord
-
         source = value[1]
         return [RawRecord(source, index, item, raw, error, reason) for index, item, raw, error, reason in value[2]]
     return value

@@ -1,30 +1,28 @@
 """The audit branch of the job: statistics in the same pass, written to ``<out>/audit/``.
 
-Wired through ``build_graph(section_builders=...)``: the branch reads the ``rows`` and ``rejected``
-PCollections (no second read of the input), combines them with the pure accumulators of
-``transforms.audit`` (so ``python -m pipeline.audit`` computes the same numbers), writes
-``audit/stats.json`` and ``audit/report.html`` and returns the manifest's ``audit`` section, so the
-manifest (the commit point) is written after the audit files.
+:class:`AuditStats` is the branch, an explicit PTransform that ``build_graph`` applies when the plan has
+the audit on (``--no-audit`` switches it off): it reads the ``rows`` and ``rejected`` PCollections (no
+second read of the input), combines them with the pure accumulators of ``transforms.audit`` (so
+``python -m pipeline.audit`` computes the same numbers), writes ``audit/stats.json`` and
+``audit/report.html`` and returns the manifest's ``audit`` section, so the manifest (the commit point)
+is written after the audit files.
 
 Graph::
 
     rows        -> CombineGlobally(AuditCombineFn rows)               --+
     rejected[i] -> CombineGlobally(AuditCombineFn rejections), each --+--> WriteAudit -> {"audit": ...}
     rows     -> (hash, first) -> CombinePerKey -> >1 -> CombineGlobally(duplicates) --+
-
-Switch it off with ``CHATSHARDS_NO_AUDIT=1`` (or a ``no_audit`` attribute on the job arguments).
 """
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Mapping
 
 import apache_beam as beam
 from apache_beam.pvalue import AsList, AsSingleton
 
+from pipeline.files import join, tmp_root, write_atomically
 from pipeline.remote import shared_job_tokenizer
-from pipeline.sink import TMP_DIR, join, write_atomically
 from transforms.audit.report import render_report, render_samples
 from transforms.audit.stats import (
     REPORT_PATH,
@@ -37,13 +35,10 @@ from transforms.audit.stats import (
     group_merge,
     manifest_section,
     stats_json_bytes,
-    template_probe,
 )
 
 LOG = logging.getLogger("chatshards")
-NO_AUDIT_ENV = "CHATSHARDS_NO_AUDIT"
 ROWS, REJECTIONS = "rows", "rejections"
-
 
 
 def merge_into_first(accumulators):
@@ -53,6 +48,7 @@ def merge_into_first(accumulators):
     for other in accumulators:
         merged.merge(other)
     return merged
+
 
 class AuditCombineFn(beam.CombineFn):
     """Rows (``kind="rows"``) or rejection dicts (``kind="rejections"``) -> :class:`AuditAccumulator`."""
@@ -140,27 +136,42 @@ class WriteAuditFn(beam.DoFn):
         stats = build_stats(acc, duplicates, manifest=self.manifest_base, computed_by="job")
         notes = []
         try:
-            tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)  # vocabulary only
+            # the vocabulary only (to decode the samples)
+            tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)
             samples = render_samples(tokenizer, acc.samples())
-        except Exception as exc:  # noqa: BLE001 - the statistics stand without decoded samples
+        except Exception as exc:  # the statistics stand without decoded samples
             LOG.warning("chatshards: audit report without decoded samples: %s", exc)
             notes.append(f"samples could not be decoded: {type(exc).__name__}: {exc}")
             samples = []
         page = render_report(stats, samples, notes=notes)
-        tmp_root = join(self.output, TMP_DIR)
-        write_atomically(join(self.output, *STATS_PATH.split("/")), stats_json_bytes(stats), tmp_root=tmp_root)
-        write_atomically(join(self.output, *REPORT_PATH.split("/")), page.encode("utf-8"), tmp_root=tmp_root)
+        scratch = tmp_root(self.output)
+        write_atomically(join(self.output, *STATS_PATH.split("/")), stats_json_bytes(stats), tmp_root=scratch)
+        write_atomically(join(self.output, *REPORT_PATH.split("/")), page.encode("utf-8"), tmp_root=scratch)
         yield manifest_section(stats)
 
 
-def audit_section_builder(*, manifest_base: Mapping[str, Any], probe: TemplateProbe, format_options,
-                          tokenizer: str | None, trust_remote_code: bool = False):
-    """A ``section_builders`` entry for ``build_graph``: wires the audit branch, returns its section."""
+class AuditStats(beam.PTransform):
+    """``(rows, *rejected) -> PCollection[dict]``: the audit branch. ``rows`` holds single rows, each
+    ``rejected`` PCollection the rejection dicts of one producing stage (consumed where they are, never
+    flattened: local runners would hold them all in memory). Writes ``audit/stats.json`` and
+    ``audit/report.html`` under ``output`` and yields one dict, the manifest's ``audit`` section."""
 
-    def build(*, p, raws, rows, rejected, output):
+    def __init__(self, *, output: str, manifest_base: Mapping[str, Any], probe: TemplateProbe, format_options,
+                 tokenizer: str | None, trust_remote_code: bool = False):
+        super().__init__()
+        self.output = output
+        self.manifest_base = manifest_base
+        self.probe = probe
+        self.format_options = format_options
+        self.tokenizer = tokenizer
+        self.trust_remote_code = trust_remote_code
+
+    def expand(self, pcolls):
+        rows, *rejected = pcolls
+        probe, format_options = self.probe, self.format_options
         row_stats = rows | "AuditRows" >> beam.CombineGlobally(
             AuditCombineFn(kind=ROWS, probe=probe, format_options=format_options))
-        rejection_stats = tuple(  # one partial per producing stage (see build_graph), merged by WriteAudit
+        rejection_stats = tuple(  # one partial per producing stage, merged by WriteAudit
             part | f"AuditRejections{i}" >> beam.CombineGlobally(
                 AuditCombineFn(kind=REJECTIONS, probe=probe, format_options=format_options))
             for i, part in enumerate(rejected)
@@ -173,31 +184,14 @@ def audit_section_builder(*, manifest_base: Mapping[str, Any], probe: TemplatePr
             | "AuditDuplicates" >> beam.CombineGlobally(DuplicateSummaryFn())
         )
         return (
-            p
+            rows.pipeline
             | "AuditTrigger" >> beam.Create([None])
             | "WriteAudit" >> beam.ParDo(
-                WriteAuditFn(output=output, manifest_base=manifest_base, probe=probe, format_options=format_options,
-                             tokenizer=tokenizer, trust_remote_code=trust_remote_code),
+                WriteAuditFn(output=self.output, manifest_base=self.manifest_base, probe=probe,
+                             format_options=format_options, tokenizer=self.tokenizer,
+                             trust_remote_code=self.trust_remote_code),
                 row_stats=AsSingleton(row_stats),
                 rejection_stats=AsList(rejection_stats),
                 duplicates=AsSingleton(duplicates),
             )
         )
-
-    return build
-
-
-def audit_disabled(job=None) -> bool:
-    """``--no-audit`` (a ``no_audit`` attribute on the job arguments) or ``CHATSHARDS_NO_AUDIT=1``."""
-    if job is not None and getattr(job, "no_audit", False):
-        return True
-    return os.environ.get(NO_AUDIT_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
-def section_builders_for(job, *, spec, manifest_base: Mapping[str, Any], tokenizer) -> list:
-    """The section builders ``pipeline.main.run`` passes to ``build_graph`` (empty when audit is off)."""
-    if audit_disabled(job):
-        return []
-    probe = template_probe(tokenizer, manifest_base.get("template_check") or {})
-    return [audit_section_builder(manifest_base=manifest_base, probe=probe, format_options=spec.format_options,
-                                  tokenizer=spec.tokenizer, trust_remote_code=spec.trust_remote_code)]

@@ -211,18 +211,16 @@ def test_audit_command_recomputes_the_same_stats(job, tmp_path, capsys):
     assert "differs" in capsys.readouterr().err
 
 
-def test_audit_command_on_a_run_made_without_the_audit(tmp_path, monkeypatch):
-    """Shards made without the stats branch (CHATSHARDS_NO_AUDIT=1): the command gives the numbers the
-    job would have given."""
+def test_audit_command_on_a_run_made_without_the_audit(tmp_path):
+    """Shards made without the stats branch (--no-audit): the command gives the numbers the job would have
+    given."""
     from pipeline.audit import main as audit_main
 
     inputs = input_args(["openai/openai_cookbook_toy_chat_fine_tuning.jsonl", "edge_cases/xtuner_openai_sft_bare_lists.jsonl",
                          "edge_cases/axolotl_conversation.missingturns.json"])
-    monkeypatch.setenv("CHATSHARDS_NO_AUDIT", "1")
-    assert run_job([*inputs, "--output", str(tmp_path / "plain"), "--max-length", "96"]) == 0
+    assert run_job([*inputs, "--output", str(tmp_path / "plain"), "--max-length", "96", "--no-audit"]) == 0
     assert not (tmp_path / "plain" / "audit").exists()
     assert "audit" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())
-    monkeypatch.delenv("CHATSHARDS_NO_AUDIT")
     assert run_job([*inputs, "--output", str(tmp_path / "audited"), "--max-length", "96"]) == 0
     assert audit_main([str(tmp_path / "plain"), "--quiet"]) == 0
     a = json.loads((tmp_path / "plain" / "audit" / "stats.json").read_text())

@@ -1,5 +1,6 @@
-"""The two ways data leaves a worker without crossing a shuffle: spilled record batches and row
-fragments (``pipeline.spill``, ``pipeline.fragments``), called directly, without a runner."""
+"""The keyed-chunk store (``pipeline.chunks``) and its users: spilled record batches, row fragments and
+rejected fragments (``pipeline.spill``, ``pipeline.fragments``, ``pipeline.rejected``), called directly,
+without a runner."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import random
 import pyarrow as pa
 import pytest
 
+from pipeline.chunks import CHUNK_SUFFIX, SPILL, ChunkWriter, chunks_by_shard, read_chunk, read_chunks
 from pipeline.fragments import SORT_KEY, WriteFragmentsFn, payload_schema, read_shard_rows, write_fragment
 from pipeline.sink import merge_fragments
 from pipeline.spill import read_spilled, spill_batches
@@ -28,11 +30,11 @@ def test_spilled_batches_read_back_identical_and_chunks_are_closed_before_their_
     for ref in spill_batches(iter(batches), folder=str(tmp_path), chunk_bytes=4096):
         # each ref is usable the moment it is emitted: its chunk file is complete
         seen.append(read_spilled(ref))
-        assert ref.records == len(seen[-1])
+        assert ref.count == len(seen[-1])
     assert seen == batches
     chunks = sorted(os.listdir(tmp_path))
     assert len(chunks) > 3, "chunk_bytes should have split the spill into several files"
-    assert all(name.startswith("chunk-") and name.endswith(".pkl") for name in chunks)
+    assert all(name.startswith(f"{SPILL}-") and name.endswith(CHUNK_SUFFIX) for name in chunks)
 
 
 def test_one_chunk_when_the_batches_are_small(tmp_path):
@@ -79,8 +81,8 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
 def shard_tables(refs, num_shards: int) -> dict[int, pa.Table]:
     grouped: dict[int, list] = {}
     for ref in refs:
-        for shard, item in ref.shard_batches(num_shards):
-            grouped.setdefault(shard, []).append(item)
+        for shard, chunk in chunks_by_shard(ref.chunks, num_shards):
+            grouped.setdefault(shard, []).append(chunk)
     return {shard: merge_fragments(items, SCHEMA, shard=shard, num_shards=num_shards)
             for shard, items in grouped.items()}
 
@@ -109,9 +111,9 @@ def test_shards_do_not_depend_on_how_rows_were_fragmented(tmp_path, num_shards):
 def test_a_shard_reads_only_its_rows_from_a_batch_that_straddles_two_shards(tmp_path):
     rows = make_rows(300, seed=1)
     ref = write_fragment(sf.table_from_rows(rows, payload_schema(SCHEMA)), folder=str(tmp_path), batch_rows=300)
-    assert [shard for shard, _ in ref.shard_batches(2)] == [0, 1]  # one batch, both shards
-    left = read_shard_rows(ref.path, 0, shard=0, num_shards=2)
-    right = read_shard_rows(ref.path, 0, shard=1, num_shards=2)
+    assert [shard for shard, _ in chunks_by_shard(ref.chunks, 2)] == [0, 1]  # one chunk, both shards
+    [left] = read_shard_rows(ref.chunks, shard=0, num_shards=2)
+    [right] = read_shard_rows(ref.chunks, shard=1, num_shards=2)
     assert left.num_rows + right.num_rows == 300
     assert all(sf.shard_of(key, 2) == 0 for key in left[SORT_KEY].to_pylist())
     assert all(sf.shard_of(key, 2) == 1 for key in right[SORT_KEY].to_pylist())
@@ -126,8 +128,8 @@ def test_fragment_writer_buffers_until_its_threshold_then_at_bundle_end(tmp_path
     assert list(fn.process(rows[600:])) == []  # one small row: below the threshold, kept for the bundle end
     tail = [wv.value for wv in fn.finish_bundle()]
     refs = emitted + tail
-    assert len(tail) == 1 and tail[0].rows >= 1
-    assert sum(ref.rows for ref in refs) == 601 and len(os.listdir(tmp_path)) == len(refs)
+    assert len(tail) == 1 and tail[0].count >= 1
+    assert sum(ref.count for ref in refs) == 601 and len(os.listdir(tmp_path)) == len(refs)
     assert sorted(i for t in shard_tables(refs, 4).values() for i in t["index"].to_pylist()) == list(range(601))
 
 
@@ -189,7 +191,7 @@ def write_rejected_files(refs, num_files: int, output) -> dict[str, tuple[bytes,
 
     grouped: dict[int, list] = {}
     for ref in refs:
-        for index, chunk in ref.file_chunks(num_files):
+        for index, chunk in chunks_by_shard(ref.chunks, num_files):
             grouped.setdefault(index, []).append(chunk)
     fn = WriteRejectedFn(output=str(output))
     entries = [entry for item in sorted(grouped.items()) for entry in fn.process(item, num_files)]
@@ -226,8 +228,8 @@ def test_no_rejected_file_for_an_index_without_lines(tmp_path):
     ref = write_rejected_fragment([item], folder=str(tmp_path / "frag"))
     own = sf.shard_of(sf.row_sort_key("s", 0), 2)
     other = 1 - own
-    (path, offset, length), = [chunk for _, chunk in ref.file_chunks(2)]
-    assert list(WriteRejectedFn(output=str(tmp_path)).process((other, [(path, offset, length)]), 2)) == []
+    [chunk] = [chunk for _, chunk in chunks_by_shard(ref.chunks, 2)]
+    assert list(WriteRejectedFn(output=str(tmp_path)).process((other, [chunk]), 2)) == []
     assert not (tmp_path / "rejected").exists() or not list((tmp_path / "rejected").iterdir())
 
 
@@ -240,10 +242,33 @@ def test_record_batches_are_spilled_compactly_and_other_batches_as_they_are(tmp_
     batches = [raw_batches(20, 20)[0], mixed, [("not", "records")], []]
     refs = list(spill_batches(iter(batches), folder=str(tmp_path)))
     assert [read_spilled(ref) for ref in refs] == batches
-    with open(refs[0].path, "rb") as handle:
-        handle.seek(refs[0].offset)
-        stored = pickle.loads(handle.read(refs[0].length))
+    stored = pickle.loads(read_chunk(refs[0]))
     assert stored[0] == PACKED and stored[1] == "f.jsonl" and len(stored[2]) == 20  # one source, tuples
-    with open(refs[1].path, "rb") as handle:
-        handle.seek(refs[1].offset)
-        assert pickle.loads(handle.read(refs[1].length)) == mixed  # two sources: pickled as they are
+    assert pickle.loads(read_chunk(refs[1])) == mixed  # two sources: pickled as they are
+
+
+# -- the store itself (pipeline.chunks) ------------------------------------------------------------
+
+def test_chunk_writer_appends_ranges_that_read_back_and_a_truncated_file_is_an_error(tmp_path):
+    with ChunkWriter(str(tmp_path), store=SPILL) as writer:
+        a = writer.add(b"alpha", count=1)
+        b = writer.add(b"", count=0)
+        c = writer.add(b"gamma!", count=2, first="k1", last="k2")
+    assert (a.offset, a.length, b.offset, c.offset, c.length) == (0, 5, 5, 5, 6)
+    assert writer.close() == (a, b, c) and os.path.getsize(writer.path) == 11
+    assert [data for _, data in read_chunks([c, a, c, b])] == [b"alpha", b"", b"gamma!"]  # distinct, in file order
+    with open(writer.path, "r+b") as handle:
+        handle.truncate(8)
+    with pytest.raises(IOError, match="truncated"):
+        read_chunk(c)
+
+
+def test_chunks_by_shard_names_exactly_the_shards_of_a_chunks_key_range(tmp_path):
+    keys = sorted(sf.row_sort_key("s", i) for i in range(200))
+    with ChunkWriter(str(tmp_path), store="fragments") as writer:
+        chunks = [writer.add(b"x", count=len(part), first=part[0], last=part[-1])
+                  for part in (keys[i:i + 30] for i in range(0, 200, 30))]
+    for n in (1, 2, 5):
+        pairs = list(chunks_by_shard(chunks, n))
+        for chunk, part in zip(chunks, (keys[i:i + 30] for i in range(0, 200, 30))):
+            assert {shard for shard, c in pairs if c == chunk} == {sf.shard_of(key, n) for key in part}

@@ -32,6 +32,7 @@ import torch.utils.data
 
 from .. import shard_format as sf
 from ..shard_format import ManifestError
+from .partition import ShardIterableDataset
 
 __all__ = ["ShardDataset", "ManifestError", "default_max_open_shards"]
 
@@ -321,8 +322,6 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def iterable(self, **options: Any):
         """An iterable view for multi-node training: see :class:`transforms.runtime.ShardIterableDataset`."""
-        from .partition import ShardIterableDataset
-
         return ShardIterableDataset(self, **options)
 
     def close(self) -> None:
@@ -344,7 +343,8 @@ class ShardDataset(torch.utils.data.Dataset):
             self._pid = os.getpid()
         shard = self._open.get(k)
         if shard is None:
-            shard = _MappedShard(self.paths[k], expected_rows=self._starts[k + 1] - self._starts[k], columns=self.columns)
+            rows = self._starts[k + 1] - self._starts[k]
+            shard = _MappedShard(self.paths[k], expected_rows=rows, columns=self.columns)
             self._open[k] = shard
             if len(self._open) > self.max_open_shards:
                 self._open.popitem(last=False)

@@ -19,6 +19,10 @@ The order of an epoch is a pure function of ``(seed, epoch, len(dataset))``:
    round-robin order, so with the same ``batch_size`` it delivers the rank's sequence *in order*
    whatever ``num_workers`` is. That makes the position in the sequence (``consumed``) the whole
    resume state.
+
+Imports: this module works on any map-style dataset of rows with a ``manifest`` (a
+:class:`~transforms.runtime.dataset.ShardDataset`) and never imports :mod:`.dataset`;
+``dataset`` imports it for :meth:`ShardDataset.iterable` (one direction, no import circle).
 """
 from __future__ import annotations
 
@@ -27,8 +31,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch.utils.data
-
-from .dataset import ShardDataset
 
 __all__ = [
     "epoch_permutation",
@@ -77,12 +79,13 @@ def resolve_rank_world_size(rank: int | None, world_size: int | None) -> tuple[i
 class ShardIterableDataset(torch.utils.data.IterableDataset):
     """Iterable mode: this rank's rows of the epoch, in a deterministic shuffled order, resumable.
 
-    Yields the same dicts as :class:`ShardDataset` (numpy views). Use it with
+    Yields the same dicts as ``ShardDataset`` (numpy views). Use it with
     ``DataLoader(it, batch_size=it.batch_size, num_workers=..., collate_fn=Collator(...))`` or,
     to keep :meth:`state_dict` exact with worker processes, :class:`ResumableDataLoader`.
 
     Args:
-        dataset: a :class:`ShardDataset` or a dataset folder path.
+        dataset: a :class:`~transforms.runtime.dataset.ShardDataset` (``ShardDataset(path).iterable(...)``
+            opens a folder and makes this view in one call).
         batch_size: rows per worker chunk; must equal the DataLoader's ``batch_size`` (it is what
             makes the delivered order independent of ``num_workers``).
         seed, epoch: the shuffle is ``epoch_permutation(len(dataset), seed=seed, epoch=epoch)``.
@@ -101,7 +104,7 @@ class ShardIterableDataset(torch.utils.data.IterableDataset):
 
     def __init__(
         self,
-        dataset: ShardDataset | str | os.PathLike,
+        dataset,
         *,
         batch_size: int = 1,
         seed: int = 0,
@@ -111,8 +114,9 @@ class ShardIterableDataset(torch.utils.data.IterableDataset):
         world_size: int | None = None,
         drop_last: bool = False,
     ):
-        if not isinstance(dataset, ShardDataset):
-            dataset = ShardDataset(dataset)
+        if isinstance(dataset, (str, os.PathLike)):
+            raise TypeError("ShardIterableDataset takes a ShardDataset, not a path: "
+                            "use ShardDataset(path).iterable(...)")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.dataset = dataset

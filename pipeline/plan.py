@@ -1,0 +1,149 @@
+"""The job plan: everything the job graph needs, decided once at launch by :mod:`pipeline.main`.
+
+:class:`JobPlan` is frozen and built by :func:`make_plan` from the parsed command line
+(:class:`pipeline.cli.JobArgs`), the loaded tokenizer and the template check; :func:`pipeline.graph.build_graph`
+consumes it and decides nothing itself. The manifest's launch-time part (config, fingerprint, tokenizer,
+template check, versions, vision) is assembled here, once.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from pipeline.build import BuilderSpec
+from pipeline.cli import JobArgs
+from pipeline.version import VERSION
+from transforms import shard_format as sf
+from transforms.audit.stats import TemplateProbe, template_probe
+from transforms.config import JobConfig
+from transforms.tokenizer_loading import tokenizer_description
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobPlan:
+    """What to build, decided at launch (never changed afterwards).
+
+    Attributes:
+        patterns: the ``--input`` globs.
+        files: the files they matched at launch (sorted), or ``None`` with ``--no-validate-inputs``
+            (then the patterns are matched when the job runs).
+        output: the ``--output`` folder.
+        config: the :class:`~transforms.config.JobConfig` (what determines the rows; fingerprinted).
+        manifest_base: the manifest's launch-time sections (a plain dict: do not mutate).
+        spec: what workers need to rebuild the row builder (:class:`pipeline.build.BuilderSpec`).
+        num_shards: ``--num-shards``, or ``None`` for a count from the data size.
+        batch_size: records per batch.
+        audit_probe: the audit branch's template probe, or ``None`` when the audit is off (``--no-audit``).
+    """
+
+    patterns: tuple[str, ...]
+    files: tuple[str, ...] | None
+    output: str
+    config: JobConfig
+    manifest_base: Mapping[str, Any]
+    spec: BuilderSpec
+    num_shards: int | None
+    batch_size: int
+    audit_probe: TemplateProbe | None
+
+    @property
+    def dedup(self) -> bool:
+        return self.config.dedup
+
+    @property
+    def audit(self) -> bool:
+        return self.audit_probe is not None
+
+    @property
+    def padded(self) -> bool:
+        return self.spec.tokenize_options.pad_to == "max_length"
+
+    @property
+    def extra_fields(self) -> tuple:
+        return self.spec.extra_fields()
+
+    def shard_schema(self):
+        """The Arrow schema of the shards."""
+        return sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields)
+
+
+def library_versions() -> dict[str, str]:
+    """The versions recorded in the manifest (imported here, at launch, not at module import: ``--help`` and
+    the graph-only code paths do not need transformers)."""
+    import apache_beam
+    import numpy
+    import pyarrow
+    import tokenizers
+    import transformers
+
+    return {
+        "chatshards": VERSION,
+        "apache_beam": apache_beam.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "pyarrow": pyarrow.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def load_vision(job: JobArgs, tokenizer):
+    """The processor family config of a ``--processor`` job (``None`` for text-only jobs), loaded once at
+    launch so workers never need the processor files. Raises ``VisionConfigError`` on an unusable processor."""
+    if job.processor is None:
+        return None
+    from transforms.vision import load_vision_config  # processor families: only vision jobs load them
+
+    return load_vision_config(job.processor, tokenizer, min_pixels=job.min_pixels, max_pixels=job.max_pixels,
+                              trust_remote_code=job.trust_remote_code)
+
+
+def vision_section(job: JobArgs, spec: BuilderSpec) -> dict[str, Any]:
+    """The manifest's ``vision`` section: the processor config and its hash, and how images are stored
+    (its ``config`` and ``images`` are also part of the config fingerprint, ``JobConfig.extra``)."""
+    vision, image_options = spec.vision, job.image_options  # the command line sets image options with --processor
+    return {
+        "family": vision.family,
+        "processor": job.processor,
+        "processor_hash": vision.hash(),
+        "config": vision.to_json(),
+        "images": image_options.to_json(),
+        "image_root": image_options.image_root,
+        "columns": [field.name for field in spec.extra_fields()],
+    }
+
+
+def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None) -> JobPlan:
+    """The plan of ``job``: ``tokenizer`` is the loaded job tokenizer (its chat template set),
+    ``template_report`` the :func:`transforms.template_check.check_template` report, ``files`` the inputs
+    matched at launch (or ``None``), ``vision`` what :func:`load_vision` returned."""
+    spec = BuilderSpec(tokenizer=job.tokenizer, chat_template=tokenizer.chat_template,
+                       trust_remote_code=job.trust_remote_code, format_options=job.format_options,
+                       tokenize_options=job.tokenize_options, vision=vision, image_options=job.image_options)
+    vision_part = vision_section(job, spec) if vision is not None else None
+    description = tokenizer_description(tokenizer)
+    config = JobConfig(format=job.format_options.to_json(), tokenize=job.tokenize_options,
+                       tokenizer=description, dedup=job.dedup, num_shards=job.num_shards,
+                       extra={"vision": {k: vision_part[k] for k in ("config", "images")}} if vision_part else {})
+    template_check = template_report.to_json()
+    manifest_base = {
+        "config": {**config.to_json(), "inputs": list(job.inputs)},
+        "config_fingerprint": config.fingerprint(),
+        "tokenizer": description,
+        "chat_template_hash": description["chat_template_hash"],
+        "template_check": template_check,
+        "versions": library_versions(),
+        **({"vision": vision_part} if vision_part else {}),
+    }
+    return JobPlan(
+        patterns=tuple(job.inputs),
+        files=tuple(files) if files is not None else None,
+        output=job.output,
+        config=config,
+        manifest_base=manifest_base,
+        spec=spec,
+        num_shards=job.num_shards,
+        batch_size=job.batch_size,
+        audit_probe=None if job.no_audit else template_probe(tokenizer, template_check),
+    )
