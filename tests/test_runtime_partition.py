@@ -151,3 +151,11 @@ def test_resumable_loader_rejects_mismatched_batch_size(ds):
         ResumableDataLoader(it, batch_size=8)
     with pytest.raises(ValueError, match="persistent_workers"):
         ResumableDataLoader(it, num_workers=1, persistent_workers=True)
+
+
+def test_iterable_from_a_folder_path_equals_the_dataset_view(ds):
+    """``ShardIterableDataset(path)`` (a documented ``transforms.runtime`` form) opens the folder itself."""
+    from_path = ShardIterableDataset(str(ds.root), seed=3, epoch=1, rank=0, world_size=1)
+    from_view = ds.iterable(seed=3, epoch=1, rank=0, world_size=1)
+    assert len(from_path) == len(from_view) == N
+    assert [r["input_ids"].tolist() for r in from_path] == [r["input_ids"].tolist() for r in from_view]

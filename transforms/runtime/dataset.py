@@ -32,6 +32,7 @@ import torch.utils.data
 
 from .. import shard_format as sf
 from ..shard_format import ManifestError
+from . import partition
 from .partition import ShardIterableDataset
 
 __all__ = ["ShardDataset", "ManifestError", "default_max_open_shards"]
@@ -354,3 +355,6 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f"ShardDataset({self.root!r}, rows={len(self)}, shards={self.num_shards}, columns={list(self.columns)})"
+
+
+partition.open_dataset = ShardDataset  # ShardIterableDataset("out/") opens the folder (see .partition)

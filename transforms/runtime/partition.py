@@ -22,15 +22,20 @@ The order of an epoch is a pure function of ``(seed, epoch, len(dataset))``:
 
 Imports: this module works on any map-style dataset of rows with a ``manifest`` (a
 :class:`~transforms.runtime.dataset.ShardDataset`) and never imports :mod:`.dataset`;
-``dataset`` imports it for :meth:`ShardDataset.iterable` (one direction, no import circle).
+``dataset`` imports it for :meth:`ShardDataset.iterable` (one direction, no import circle) and
+registers itself as :data:`open_dataset`, the override point that opens a dataset folder given as
+a path (``ShardIterableDataset("out/")``).
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch.utils.data
+
+#: ``path -> dataset``: opens a dataset folder passed as a path; :mod:`.dataset` sets it to ``ShardDataset``.
+open_dataset: Callable[[str | os.PathLike], Any] | None = None
 
 __all__ = [
     "epoch_permutation",
@@ -84,8 +89,8 @@ class ShardIterableDataset(torch.utils.data.IterableDataset):
     to keep :meth:`state_dict` exact with worker processes, :class:`ResumableDataLoader`.
 
     Args:
-        dataset: a :class:`~transforms.runtime.dataset.ShardDataset` (``ShardDataset(path).iterable(...)``
-            opens a folder and makes this view in one call).
+        dataset: a :class:`~transforms.runtime.dataset.ShardDataset` or a dataset folder path
+            (``ShardDataset(path).iterable(...)`` is the same in one call).
         batch_size: rows per worker chunk; must equal the DataLoader's ``batch_size`` (it is what
             makes the delivered order independent of ``num_workers``).
         seed, epoch: the shuffle is ``epoch_permutation(len(dataset), seed=seed, epoch=epoch)``.
@@ -115,8 +120,9 @@ class ShardIterableDataset(torch.utils.data.IterableDataset):
         drop_last: bool = False,
     ):
         if isinstance(dataset, (str, os.PathLike)):
-            raise TypeError("ShardIterableDataset takes a ShardDataset, not a path: "
-                            "use ShardDataset(path).iterable(...)")
+            if open_dataset is None:  # pragma: no cover - set as soon as transforms.runtime is imported
+                raise TypeError("ShardIterableDataset needs a ShardDataset: use ShardDataset(path).iterable(...)")
+            dataset = open_dataset(dataset)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.dataset = dataset
