@@ -225,7 +225,11 @@ class ChatRenderer:
                 raise
             try:
                 return self._rows(messages, tools, trainable, template_kwargs, multi_turn, budget, "")
-            except RecordRejected:
+            except RecordRejected as second:
+                if first.reason == errors.TEMPLATE_ERROR and second.reason != errors.TEMPLATE_ERROR:
+                    # the template raised on content null; with "" it says more (e.g. it drops the call)
+                    raise RecordRejected(second.reason, f"{second.detail} (with content null the template "
+                                                        f"raised: {first.detail})") from None
                 raise first from None
 
     def _rows(self, messages, tools, trainable, template_kwargs, multi_turn, budget, tool_call_content):
