@@ -22,7 +22,7 @@ import apache_beam as beam
 from pipeline.spill import SpillRef, read_spilled
 from transforms import errors
 from transforms import shard_format as sf
-from transforms.example_builder import conversation_hash, rejection
+from transforms.rows import conversation_hash, rejection
 from transforms.formats import FormatOptions, to_conversation
 from transforms.reading import RawRecord
 

@@ -31,7 +31,7 @@ from pipeline.build import parse_raw_record
 from pipeline.rejected import rejected_line
 from pipeline.sources import read_file
 from transforms import errors
-from transforms.example_builder import PARSED, REJECTED
+from transforms.rows import PARSED, REJECTED
 from transforms.formats import FormatOptions
 from transforms.reading import iter_records
 

@@ -52,7 +52,7 @@ def demo_records():
 def build_all(kind):
     rows = []
     for raw, messages, images, root in demo_records():
-        (result_kind, row), = builder(kind, image_root=root).build_batch([raw])
+        (result_kind, row), = builder(kind, image_root=root).build_records([raw])
         assert result_kind == "row", row
         rows.append((row, messages, images))
     return rows

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from transforms.chat_render import LOSS_MODES, MULTI_TURN_MODES, SYSTEM_MODES
 from transforms.control_tokens import POLICIES as CONTROL_TOKEN_POLICIES
-from transforms.labels import TRUNCATION_MODES
+from transforms.truncation import TRUNCATION_MODES
 from transforms.template_env import DEFAULT_RENDER_SECONDS
 
 
