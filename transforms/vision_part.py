@@ -92,7 +92,8 @@ def image_fields(vision: VisionConfig, options: ImageOptions) -> tuple[pa.Field,
     """The Arrow fields a vision job adds to the shard schema."""
     ints = pa.list_(pa.int32())
     fields = [
-        pa.field("image_pixels" if options.store_pixels else "image_bytes", pa.list_(pa.large_binary()), nullable=False),
+        pa.field("image_pixels" if options.store_pixels else "image_bytes", pa.list_(pa.large_binary()),
+                 nullable=False),
         pa.field("image_sha256", pa.list_(pa.string()), nullable=False),
         pa.field("image_index", ints, nullable=False),
         pa.field("image_hw", ints, nullable=False),
