@@ -43,9 +43,9 @@ from transforms.reading import iter_raw_records_from_path  # noqa: E402
 from transforms.runtime import ShardDataset  # noqa: E402
 from transforms.runtime.vision import VisionCollator, vision_columns  # noqa: E402
 from transforms.tokenizer_loading import bundled_tokenizer, load_tokenizer  # noqa: E402
-from transforms.vision import load_vision_config  # noqa: E402
+from transforms.vision.processors import load_vision_config  # noqa: E402
 from transforms.rows import RowBuilder  # noqa: E402
-from transforms.vision_part import ImageOptions, ImagePart  # noqa: E402
+from transforms.vision.part import ImageOptions, ImagePart  # noqa: E402
 
 BATCH = 8
 

@@ -15,8 +15,8 @@ from pipeline.trace import mark
 from transforms.config import TokenizeOptions
 from transforms.formats import FormatOptions
 from transforms.rows import PARSED, ROW, RowBuilder, parse_record
-from transforms.vision import VisionConfig
-from transforms.vision_part import ImageOptions, ImagePart, image_fields
+from transforms.vision.config import VisionConfig
+from transforms.vision.part import ImageOptions, ImagePart, image_fields
 
 REJECTED_TAG = "rejected"
 LOG = logging.getLogger("chatshards")
@@ -159,7 +159,7 @@ def load_vision(job, tokenizer):
     """
     if getattr(job, "processor", None) is None:
         return None, None
-    from transforms.vision import load_vision_config
+    from transforms.vision.processors import load_vision_config
 
     vision = load_vision_config(job.processor, tokenizer, min_pixels=job.min_pixels, max_pixels=job.max_pixels,
                                 trust_remote_code=job.trust_remote_code)

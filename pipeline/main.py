@@ -205,7 +205,7 @@ def run(job: JobArgs, *, wait: bool = True):
     from transforms.template_check import TemplateUnusable, check_template
     from pipeline.remote import load_job_tokenizer, share_job_tokenizer
     from transforms.tokenizer_loading import TokenizerConfigError, tokenizer_description
-    from transforms.vision import VisionConfigError
+    from transforms.vision.config import VisionConfigError
 
     try:
         tokenizer = load_job_tokenizer(job.tokenizer, chat_template_file=job.chat_template,

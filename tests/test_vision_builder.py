@@ -91,7 +91,7 @@ def test_text_only_behaviour_is_unchanged_without_vision():
 def test_vqa_field_map_and_text_rows_in_a_vision_job(images_dir):
     from transforms.config import TokenizeOptions
     from transforms.rows import RowBuilder
-    from transforms.vision_part import ImageOptions, ImagePart
+    from transforms.vision.part import ImageOptions, ImagePart
 
     tokenizer, vision = loaded("llava")
     path = shared("vlm/torchtune/tests/assets/vqa_tiny.json")

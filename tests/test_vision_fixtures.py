@@ -62,7 +62,7 @@ def qwen_dir() -> str:
 def loaded(kind: str):
     """``(tokenizer, VisionConfig)`` loaded from the processor folder like the job does."""
     from transforms.tokenizer_loading import load_tokenizer
-    from transforms.vision import load_vision_config
+    from transforms.vision.processors import load_vision_config
 
     folder = llava_dir() if kind == "llava" else qwen_dir()
     tokenizer = load_tokenizer(folder)
@@ -73,7 +73,7 @@ def builder(kind: str, **options):
     from transforms.config import TokenizeOptions
     from transforms.formats import FormatOptions
     from transforms.rows import RowBuilder
-    from transforms.vision_part import ImageOptions, ImagePart
+    from transforms.vision.part import ImageOptions, ImagePart
 
     tokenizer, vision = loaded(kind)
     image_keys = {"image_root", "max_image_pixels", "max_image_bytes", "store_pixels", "encoding"}

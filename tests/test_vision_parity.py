@@ -113,7 +113,9 @@ def test_resize_and_normalisation_match_the_image_processor_on_many_sizes(kind):
     from PIL import Image
     from transformers import AutoImageProcessor
 
-    from transforms.vision import num_image_tokens, pixel_values, prepare_pixels
+    from transforms.vision.pixels import pixel_values
+    from transforms.vision.resize import prepare_pixels
+    from transforms.vision.tokens import num_image_tokens
 
     _, vision = loaded(kind)
     image_processor = AutoImageProcessor.from_pretrained(llava_dir() if kind == "llava" else qwen_dir())

@@ -24,7 +24,7 @@ from transforms.formats import Conversation, FormatOptions
 from transforms.reading import RawRecord
 from transforms.rows.parse import PARSED, REJECTED, ROW, parse_records, rejection_for
 from transforms.tasks import task_class
-from transforms.vision_part import ImagePart
+from transforms.vision.part import ImagePart
 
 
 class RowBuilder:

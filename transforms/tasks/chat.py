@@ -7,7 +7,7 @@ turn each row's encoding into token arrays (:class:`transforms.truncation.TokenA
 (:func:`transforms.truncation.truncate`) and assemble the row
 (:func:`transforms.rows.assembly.assemble_row`).
 
-A part plugs in where rows carry more than text: with an :class:`~transforms.vision_part.ImagePart`
+A part plugs in where rows carry more than text: with an :class:`~transforms.vision.part.ImagePart`
 image positions are expanded before rendering, image spans are protected and never trained, and
 the row gets image columns. A record with images is one row.
 """
@@ -31,7 +31,7 @@ from transforms.rows.assembly import assemble_row, conversation_hash
 from transforms.rows.encoding import TextEncoder
 from transforms.tokenizer_loading import control_tokens_for, special_tokens_for_template
 from transforms.truncation import TokenArrays, exchange_cuts, truncate
-from transforms.vision_part import ImagePart, RecordImages
+from transforms.vision.part import ImagePart, RecordImages
 
 
 @dataclass(frozen=True)

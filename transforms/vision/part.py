@@ -6,7 +6,7 @@ text is rendered, labelled or truncated, it adds:
 1. **image preparation**, per batch of parsed records: every image the batch references is read,
    decoded, validated and resized **once** (a thread pool: Pillow releases the GIL while decoding,
    resizing and compressing; an LRU cache keeps images shared by several records), see
-   :mod:`transforms.images` and :mod:`transforms.vision`;
+   :mod:`transforms.images` and :mod:`transforms.vision.resize`;
 2. **image expansion**: every ``<image>`` position in the conversation is replaced by the
    processor's expanded placeholder (exactly the number of tokens the processor produces for that
    image), so ``input_ids`` in the shard are final; a record with images is one row;
@@ -46,15 +46,9 @@ from transforms.images import (
     image_source,
 )
 from transforms.reading import RawRecord
-from transforms.vision import (
-    DYNAMIC,
-    VisionConfig,
-    grid_thw,
-    num_image_tokens,
-    placeholder_text,
-    prepare_pixels,
-    with_token_ids,
-)
+from transforms.vision.config import DYNAMIC, VisionConfig
+from transforms.vision.resize import prepare_pixels
+from transforms.vision.tokens import grid_thw, num_image_tokens, placeholder_text, with_token_ids
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,7 +142,7 @@ class ImagePart:
 
     Args:
         tokenizer: the job's tokenizer (the image tokens' ids are looked up in it).
-        vision: the processor family configuration (:func:`transforms.vision.load_vision_config`).
+        vision: the processor family configuration (:func:`transforms.vision.processors.load_vision_config`).
         image_options: :class:`ImageOptions`.
         open_file: ``path -> bytes`` for remote image paths (the job passes a Beam reader).
         image_threads: threads decoding/resizing/encoding images (default: CPUs, at most 8).
