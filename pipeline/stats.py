@@ -25,20 +25,12 @@ from apache_beam.pvalue import AsList, AsSingleton
 
 from pipeline.remote import shared_job_tokenizer
 from pipeline.sink import TMP_DIR, join, write_atomically
+from transforms.audit.accumulator import AuditAccumulator
+from transforms.audit.dump import stats_json_bytes
+from transforms.audit.duplicates import DuplicateSummary, first_of, group_merge
+from transforms.audit.probe import TemplateProbe, template_probe
 from transforms.audit.report import render_report, render_samples
-from transforms.audit.stats import (
-    REPORT_PATH,
-    STATS_PATH,
-    AuditAccumulator,
-    DuplicateSummary,
-    TemplateProbe,
-    build_stats,
-    first_of,
-    group_merge,
-    manifest_section,
-    stats_json_bytes,
-    template_probe,
-)
+from transforms.audit.stats import REPORT_PATH, STATS_PATH, build_stats, manifest_section
 
 LOG = logging.getLogger("chatshards")
 NO_AUDIT_ENV = "CHATSHARDS_NO_AUDIT"
