@@ -90,7 +90,3 @@ class VisionConfig:
         """sha256 of the canonical JSON of :meth:`to_json` (the manifest's ``processor_hash``)."""
         text = json.dumps(self.to_json(), sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-    @property
-    def uses_grid(self) -> bool:
-        return self.family == DYNAMIC

@@ -46,6 +46,7 @@ from transforms.images import (
     image_source,
 )
 from transforms.reading import RawRecord
+from transforms.shard_format import sha256_hex
 from transforms.vision.config import DYNAMIC, VisionConfig
 from transforms.vision.resize import prepare_pixels
 from transforms.vision.tokens import grid_thw, num_image_tokens, placeholder_text, with_token_ids
@@ -191,7 +192,7 @@ class ImagePart:
         payload = array.tobytes() if options.store_pixels else encode_image(array, options.encoding)
         grid = grid_thw(self.vision, height, width) if self.vision.family == DYNAMIC else None
         return PreparedImage(
-            payload=payload, sha256=hashlib.sha256(payload).hexdigest(), hw=(height, width),
+            payload=payload, sha256=sha256_hex(payload), hw=(height, width),
             original_hw=decoded.original_hw, num_tokens=num_image_tokens(self.vision, height, width), grid=grid,
         )
 

@@ -35,10 +35,6 @@ def _normalise_chw(array: np.ndarray, table: np.ndarray, out: np.ndarray | None 
     return out
 
 
-def patches_per_image(config: VisionConfig, height: int, width: int) -> int:
-    return (height // config.patch_size) * (width // config.patch_size)
-
-
 def patch_dim(config: VisionConfig) -> int:
     return 3 * config.temporal_patch_size * config.patch_size * config.patch_size
 
