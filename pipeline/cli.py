@@ -45,7 +45,7 @@ class JobArgs:
     validate_inputs: bool
     beam_args: tuple[str, ...]
     no_audit: bool = False
-    # vision jobs (--processor); see transforms/vision_builder.py
+    # vision jobs (--processor); see transforms/vision/part.py
     processor: str | None = None
     image_options: "ImageOptions | None" = None
     min_pixels: int | None = None
