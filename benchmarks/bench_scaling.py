@@ -74,13 +74,13 @@ def stage_split(inputs: Path, records: int, batch_size: int = 256) -> dict[str, 
     """Seconds per stage for the first ``records`` records, single process (this one)."""
     from transforms import shard_format as sf
     from transforms.config import TokenizeOptions
-    from transforms.example_builder import PARSED, ExampleBuilder, parse_record
     from transforms.formats import FormatOptions
     from transforms.reading import iter_raw_records_from_path
+    from transforms.rows import PARSED, RowBuilder, parse_records
     from transforms.tokenizer_loading import load_tokenizer
 
-    builder = ExampleBuilder(tokenizer=load_tokenizer(None), format_options=FormatOptions(),
-                             tokenize_options=TokenizeOptions())
+    builder = RowBuilder(tokenizer=load_tokenizer(None), format_options=FormatOptions(),
+                         tokenize_options=TokenizeOptions())
     seconds = dict.fromkeys(STAGES, 0.0)
     clock = time.perf_counter
 
@@ -96,22 +96,27 @@ def stage_split(inputs: Path, records: int, batch_size: int = 256) -> dict[str, 
     seconds["read"] = clock() - start
 
     start = clock()
-    parsed = [item for kind, item in (parse_record(raw, builder.format_options) for raw in raws) if kind == PARSED]
+    parsed = [item for kind, item in parse_records(raws, builder.format_options) if kind == PARSED]
     seconds["parse"] = clock() - start
 
     rows = []
     for begin in range(0, len(parsed), batch_size):
         batch = parsed[begin:begin + batch_size]
         start = clock()
-        pending = [builder._prepare(raw, conversation) for raw, conversation in batch]
+        pending = []
+        for raw, conversation in batch:
+            try:
+                pending += builder.task.prepare(raw, conversation)
+            except Exception:  # noqa: BLE001 - rejected records are counted by the job, not here
+                pass
         seconds["template"] += clock() - start
         start = clock()
-        encodings = builder._encode([item.rendered.text for item in pending])
+        encodings = builder.task.encoder.encode([item.text for item in pending])
         seconds["tokenize"] += clock() - start
         start = clock()
         for item, encoding in zip(pending, encodings):
             try:
-                rows.append(builder._finish(item, encoding))
+                rows.append(builder.task.finish(item, encoding))
             except Exception:  # noqa: BLE001 - rejected records are counted by the job, not here
                 pass
         seconds["labels"] += clock() - start

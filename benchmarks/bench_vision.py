@@ -7,7 +7,7 @@ image processor with its default 56*56..28*28*1280 pixel range), paired with the
 Qwen2-vocabulary tokenizer, and a set of distinct photo-like JPEGs (smooth random fields, so
 nothing is cached and compression behaves like photos). Sections:
 
-1. the job's per-record work without Beam (``VisionExampleBuilder``: read, decode, validate,
+1. the job's per-record work without Beam (``RowBuilder`` with an ``ImagePart``: read, decode, validate,
    resize, encode, render, tokenize, label): images/s, one process;
 2. the Beam job end to end (``python -m pipeline``, FnApiRunner, 2 workers, startup included);
 3. collation images/s through a ``DataLoader`` with 2 workers: ``VisionCollator`` over the shards
@@ -40,11 +40,12 @@ warnings.filterwarnings("ignore")
 from transforms.config import TokenizeOptions  # noqa: E402
 from transforms.formats import FormatOptions  # noqa: E402
 from transforms.reading import iter_raw_records_from_path  # noqa: E402
+from transforms.rows import RowBuilder  # noqa: E402
 from transforms.runtime import ShardDataset  # noqa: E402
 from transforms.runtime.vision import VisionCollator, vision_columns  # noqa: E402
 from transforms.tokenizer_loading import bundled_tokenizer, load_tokenizer  # noqa: E402
-from transforms.vision import load_vision_config  # noqa: E402
-from transforms.vision_builder import ImageOptions, VisionExampleBuilder  # noqa: E402
+from transforms.vision.part import ImageOptions, ImagePart  # noqa: E402
+from transforms.vision.processors import load_vision_config  # noqa: E402
 
 BATCH = 8
 
@@ -91,11 +92,12 @@ def make_images(folder: str, count: int, size: tuple[int, int]) -> str:
 def bench_builder(processor: str, records: str, **image_options) -> tuple[float, int]:
     tokenizer = load_tokenizer(processor)
     vision = load_vision_config(processor, tokenizer)
-    builder = VisionExampleBuilder(tokenizer=tokenizer, format_options=FormatOptions(), tokenize_options=TokenizeOptions(),
-                                   vision=vision, image_options=ImageOptions(**image_options))
+    images = ImagePart(tokenizer=tokenizer, vision=vision, image_options=ImageOptions(**image_options))
+    builder = RowBuilder(tokenizer=tokenizer, format_options=FormatOptions(), tokenize_options=TokenizeOptions(),
+                         images=images)
     raws = list(iter_raw_records_from_path(records))
     start = time.perf_counter()
-    rows = [row for kind, row in builder.iter_build(raws, batch_size=64) if kind == "row"]
+    rows = [row for kind, row in builder.iter_records(raws, batch_size=64) if kind == "row"]
     seconds = time.perf_counter() - start
     return len(raws) / seconds, sum(len(b) for row in rows for b in row.get("image_bytes", row.get("image_pixels", [])))
 

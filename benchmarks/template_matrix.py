@@ -22,9 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from test_template_families import check_counts, compare, read_job, run_family  # noqa: E402
+
 import family_records as records  # noqa: E402
 import template_families as tf  # noqa: E402
-from test_template_families import check_counts, compare, read_job, run_family  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -18,8 +18,9 @@ from transformers import Trainer, TrainingArguments
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from transforms.runtime import Collator, ShardDataset  # noqa: E402
 from tiny_model import tiny_llama  # noqa: E402
+
+from transforms.runtime import Collator, ShardDataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from transforms.runtime import Collator, LengthGroupedBatchSampler, ShardDataset  # noqa: E402
 from tiny_model import tiny_llama  # noqa: E402
+
+from transforms.runtime import Collator, LengthGroupedBatchSampler, ShardDataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> list[float]:

@@ -57,8 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_dataset_tokenizer,
         probe_for,
     )
+    from transforms.audit.dump import comparable, stats_json_bytes
     from transforms.audit.report import render_report, render_samples
-    from transforms.audit.stats import REPORT_PATH, STATS_PATH, comparable, stats_json_bytes, summary_lines
+    from transforms.audit.stats import REPORT_PATH, STATS_PATH
+    from transforms.audit.summary import summary_lines
 
     root = args.dataset.rstrip("/") or "/"
     say = (lambda *a: None) if args.quiet else print

@@ -1,4 +1,5 @@
-"""The DoFn that turns batches of raw records into rows and rejections (wraps ``ExampleBuilder``)."""
+"""The *ParseRecords* and *BuildRows* DoFns: batches of raw records -> examples -> rows and rejections
+(thin wrappers around :mod:`transforms.rows`)."""
 from __future__ import annotations
 
 import logging
@@ -8,14 +9,14 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.config import TokenizeOptions
-from transforms.example_builder import PARSED, REJECTED, ROW, ExampleBuilder, parse_record, rejection
-from transforms.formats import FormatOptions
 from pipeline.rejected import writable_rejection
 from pipeline.remote import shared_job_tokenizer
 from pipeline.trace import mark
-from transforms.vision import VisionConfig
-from transforms.vision_builder import ImageOptions, VisionExampleBuilder, image_fields
+from transforms.config import TokenizeOptions
+from transforms.formats import FormatOptions
+from transforms.rows import PARSED, ROW, RowBuilder, parse_record
+from transforms.vision.config import VisionConfig
+from transforms.vision.part import ImageOptions, ImagePart, image_fields
 
 REJECTED_TAG = "rejected"
 LOG = logging.getLogger("chatshards")
@@ -38,15 +39,15 @@ class BuilderSpec:
     vision: VisionConfig | None = None
     image_options: ImageOptions | None = None
 
-    def create_builder(self) -> ExampleBuilder:
+    def create_builder(self) -> RowBuilder:
         tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)
         tokenizer.chat_template = self.chat_template
+        images = None
         if self.vision is not None:
-            return VisionExampleBuilder(tokenizer=tokenizer, format_options=self.format_options,
-                                        tokenize_options=self.tokenize_options, vision=self.vision,
-                                        image_options=self.image_options, open_file=read_remote_file)
-        return ExampleBuilder(tokenizer=tokenizer, format_options=self.format_options,
-                              tokenize_options=self.tokenize_options)
+            images = ImagePart(tokenizer=tokenizer, vision=self.vision, image_options=self.image_options,
+                               open_file=read_remote_file)
+        return RowBuilder(tokenizer=tokenizer, format_options=self.format_options,
+                          tokenize_options=self.tokenize_options, images=images)
 
     def extra_fields(self) -> tuple:
         """Arrow fields added to the shard schema by the builder this spec creates."""
@@ -56,12 +57,9 @@ class BuilderSpec:
 
 
 def parse_raw_record(raw, format_options: FormatOptions):
-    """:func:`transforms.example_builder.parse_record`, plus the reader's own reject code: a record
-    the reader could not use (``raw.reason``: ``truncated_input``, ``unreadable_input``,
-    ``invalid_content`` for a lone surrogate) is rejected with that code instead of ``invalid_json``.
-    Never raises; the rejection is always writable (:func:`pipeline.rejected.writable_rejection`)."""
-    if raw.value is None and getattr(raw, "reason", None):
-        return REJECTED, writable_rejection(rejection(raw, raw.reason, raw.error or raw.reason))
+    """:func:`transforms.rows.parse_record` (which keeps the reader's own reject code: ``truncated_input``,
+    ``unreadable_input``, ``invalid_content`` for a lone surrogate), with a rejection that is always
+    writable (:func:`pipeline.rejected.writable_rejection`). Never raises."""
     kind, item = parse_record(raw, format_options)
     return (kind, item) if kind == PARSED else (kind, writable_rejection(item))
 
@@ -77,7 +75,7 @@ def read_remote_file(path: str) -> bytes:
 
 class ParseRecordsFn(beam.DoFn):
     """``list[RawRecord] -> list[(raw, Conversation)]`` (main, one list per input batch) and
-    ``rejected`` (tagged, one element per rejected record): the *Parse* stage.
+    ``rejected`` (tagged, one element per rejected record): the *ParseRecords* stage.
 
     Format detection and conversion need no tokenizer, so this stage is cheap and rejects most bad
     input before tokenization.
@@ -119,9 +117,9 @@ class _Progress:
             LOG.warning("chatshards: %d records processed by this worker (%.0f records/s)", self.done, rate)
 
 
-class BuildExamplesFn(beam.DoFn):
+class BuildRowsFn(beam.DoFn):
     """``list[(raw, Conversation)] -> list[row]`` (main, one list per batch) and ``rejected`` (tagged,
-    one element per rejected record): the *Tokenize* stage."""
+    one element per rejected record): the *BuildRows* stage (:meth:`transforms.rows.RowBuilder.build_rows`)."""
 
     def __init__(self, spec: BuilderSpec):
         self.spec = spec
@@ -138,7 +136,7 @@ class BuildExamplesFn(beam.DoFn):
 
     def process(self, batch):
         rows = []
-        for kind, item in self._builder.build_parsed_batch(batch):
+        for kind, item in self._builder.build_rows(batch):
             if kind == ROW:
                 rows.append(item)
             else:
@@ -150,29 +148,3 @@ class BuildExamplesFn(beam.DoFn):
         mark("batch_done")
         if rows:
             yield rows
-
-
-def load_vision(job, tokenizer):
-    """Launch-time vision setup for ``--processor`` jobs: ``(VisionConfig, manifest section)``,
-    or ``(None, None)`` for text-only jobs. Raises ``VisionConfigError`` on an unusable processor.
-
-    The manifest section records the processor config and its hash, and how images are stored;
-    it is also part of the config fingerprint (``JobConfig.extra``).
-    """
-    if getattr(job, "processor", None) is None:
-        return None, None
-    from transforms.vision import load_vision_config
-
-    vision = load_vision_config(job.processor, tokenizer, min_pixels=job.min_pixels, max_pixels=job.max_pixels,
-                                trust_remote_code=job.trust_remote_code)
-    image_options = job.image_options or ImageOptions()
-    section = {
-        "family": vision.family,
-        "processor": job.processor,
-        "processor_hash": vision.hash(),
-        "config": vision.to_json(),
-        "images": image_options.to_json(),
-        "image_root": image_options.image_root,
-        "columns": [field.name for field in image_fields(vision, image_options)],
-    }
-    return vision, section

@@ -20,7 +20,7 @@ from transforms.config import TokenizeOptions
 from transforms.formats import ALL_FORMATS, VISION_FORMATS, FormatOptions, parse_mapping_option
 
 if TYPE_CHECKING:  # only for the annotation; the vision module loads PIL lazily
-    from transforms.vision_builder import ImageOptions
+    from transforms.vision.part import ImageOptions
 
 
 class ConfigError(ValueError):
@@ -51,7 +51,7 @@ class JobArgs:
     validate_inputs: bool
     beam_args: tuple[str, ...]
     no_audit: bool = False
-    # vision jobs (--processor); see transforms/vision_builder.py
+    # vision jobs (--processor); see transforms/vision/part.py
     processor: str | None = None
     image_options: "ImageOptions | None" = None
     min_pixels: int | None = None
@@ -260,7 +260,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         if given:
             raise ConfigError(f"{', '.join(given)}: image options need --processor")
     else:
-        from transforms.vision_builder import ImageOptions
+        from transforms.vision.part import ImageOptions
 
         for flag, value in (("--max-image-pixels", known.max_image_pixels), ("--min-pixels", known.min_pixels),
                             ("--max-pixels", known.max_pixels)):

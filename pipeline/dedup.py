@@ -24,9 +24,9 @@ from pipeline.chunks import Chunk
 from pipeline.spill import read_spilled
 from transforms import errors
 from transforms import shard_format as sf
-from transforms.example_builder import conversation_hash, rejection
 from transforms.formats import FormatOptions, to_conversation
 from transforms.reading import RawRecord
+from transforms.rows import conversation_hash, rejection
 
 
 def dedup_key(raw: RawRecord, format_options: FormatOptions) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.pvalue import AsList, AsSingleton
 
-from pipeline.build import REJECTED_TAG, BuildExamplesFn, ParseRecordsFn
+from pipeline.build import REJECTED_TAG, BuildRowsFn, ParseRecordsFn
 from pipeline.chunks import FRAGMENTS, REJECTED, SPILL, chunks_by_shard, store_folder
 from pipeline.commit import CommitManifestFn
 from pipeline.dedup import FindDuplicates, drop_duplicates
@@ -41,9 +41,9 @@ def build_graph(p, plan: JobPlan) -> dict:
         raw_batches = raw_batches | "DropDuplicates" >> beam.Map(drop_duplicates,
                                                                   AsSingleton(duplicates["dropped"]))
         rejected_parts.append(duplicates["rejected"])
-    parsed = raw_batches | "Parse" >> beam.ParDo(ParseRecordsFn(spec)).with_outputs(REJECTED_TAG, main="parsed")
+    parsed = raw_batches | "ParseRecords" >> beam.ParDo(ParseRecordsFn(spec)).with_outputs(REJECTED_TAG, main="parsed")
     rejected_parts.append(parsed[REJECTED_TAG])
-    built = parsed.parsed | "Tokenize" >> beam.ParDo(BuildExamplesFn(spec)).with_outputs(REJECTED_TAG, main="rows")
+    built = parsed.parsed | "BuildRows" >> beam.ParDo(BuildRowsFn(spec)).with_outputs(REJECTED_TAG, main="rows")
     row_batches = built.rows
     rejected_parts.append(built[REJECTED_TAG])
 

@@ -32,7 +32,7 @@ from transforms import shard_format as sf
 from transforms.template_check import TemplateUnusable, check_template
 from transforms.template_env import TemplateRefused, template_traits, today_iso
 from transforms.tokenizer_loading import TokenizerConfigError
-from transforms.vision import VisionConfigError
+from transforms.vision.config import VisionConfigError
 
 LOG = logging.getLogger("chatshards")
 

@@ -15,7 +15,7 @@ from pipeline.build import BuilderSpec
 from pipeline.cli import JobArgs
 from pipeline.version import VERSION
 from transforms import shard_format as sf
-from transforms.audit.stats import TemplateProbe, template_probe
+from transforms.audit.probe import TemplateProbe, template_probe
 from transforms.config import JobConfig
 from transforms.tokenizer_loading import tokenizer_description
 
@@ -93,7 +93,7 @@ def load_vision(job: JobArgs, tokenizer):
     launch so workers never need the processor files. Raises ``VisionConfigError`` on an unusable processor."""
     if job.processor is None:
         return None
-    from transforms.vision import load_vision_config  # processor families: only vision jobs load them
+    from transforms.vision.processors import load_vision_config  # processor families: only vision jobs load them
 
     return load_vision_config(job.processor, tokenizer, min_pixels=job.min_pixels, max_pixels=job.max_pixels,
                               trust_remote_code=job.trust_remote_code)

@@ -23,19 +23,12 @@ from apache_beam.pvalue import AsList, AsSingleton
 
 from pipeline.files import join, tmp_root, write_atomically
 from pipeline.remote import shared_job_tokenizer
+from transforms.audit.accumulator import AuditAccumulator
+from transforms.audit.dump import stats_json_bytes
+from transforms.audit.duplicates import DuplicateSummary, first_of, group_merge
+from transforms.audit.probe import TemplateProbe
 from transforms.audit.report import render_report, render_samples
-from transforms.audit.stats import (
-    REPORT_PATH,
-    STATS_PATH,
-    AuditAccumulator,
-    DuplicateSummary,
-    TemplateProbe,
-    build_stats,
-    first_of,
-    group_merge,
-    manifest_section,
-    stats_json_bytes,
-)
+from transforms.audit.stats import REPORT_PATH, STATS_PATH, build_stats, manifest_section
 
 LOG = logging.getLogger("chatshards")
 ROWS, REJECTIONS = "rows", "rejections"

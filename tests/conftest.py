@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+
 import pytest
 
 from chatshards_testing import LLAMA3_SPECIALS

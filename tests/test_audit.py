@@ -6,7 +6,7 @@ import json
 import math
 import os
 import shutil
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -280,7 +280,8 @@ def test_inspect_marks_trained_tokens_with_brackets(job, capsys, qwen_tokenizer)
 
 
 def test_inspect_color_shards_and_n(job, capsys):
-    from pipeline.inspect import main as inspect_main, use_color
+    from pipeline.inspect import main as inspect_main
+    from pipeline.inspect import use_color
 
     out, _, _, _ = job
     assert inspect_main([str(out), "--n", "3", "--color", "always", "--shard", "1"]) == 0

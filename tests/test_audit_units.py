@@ -11,16 +11,13 @@ import numpy as np
 import pytest
 
 from chatshards_testing import REPO
+from transforms.audit.accumulator import AuditAccumulator
+from transforms.audit.dump import stats_json_bytes
+from transforms.audit.duplicates import DuplicateSummary, HashGroups
 from transforms.audit.histogram import FractionHistogram, IntHistogram, display_bins, int_bucket
 from transforms.audit.masks import decoded_row, mask_runs, render_html, render_terminal
-from transforms.audit.stats import (
-    AuditAccumulator,
-    DuplicateSummary,
-    HashGroups,
-    TemplateProbe,
-    build_stats,
-    stats_json_bytes,
-)
+from transforms.audit.probe import TemplateProbe
+from transforms.audit.stats import build_stats
 from transforms.shard_format import IGNORE_INDEX, row_sort_key
 
 

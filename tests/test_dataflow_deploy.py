@@ -8,8 +8,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from chatshards_testing import REPO
 
 DEPLOY = REPO / "deploy"

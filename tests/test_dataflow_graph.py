@@ -100,7 +100,7 @@ def test_the_package_is_staged_as_an_sdist_with_its_templates(dry_run):
     root = names[0].split("/")[0]
     assert root.startswith("chatshards-"), root
     for member in ("setup.py", "pipeline/main.py", "pipeline/graph.py", "pipeline/sink.py", "pipeline/sources.py",
-                   "transforms/example_builder.py", "transforms/tokenizer_loading.py",
+                   "transforms/rows/builder.py", "transforms/tokenizer_loading.py",
                    "transforms/templates/chatml_default_system.jinja"):
         assert f"{root}/{member}" in names, member
 
@@ -109,7 +109,7 @@ def test_graph_has_every_stage(dry_run):
     names = transform_names(dry_run)
     top = {name for name in names if "/" not in name}
     expected = {
-        "read": "Read", "parse": "Parse", "tokenize": "Tokenize", "shard": "GroupShards",
+        "read": "Read", "parse": "ParseRecords", "build": "BuildRows", "shard": "GroupShards",
         "write": "WriteShards", "rejected": "WriteRejected", "commit": "CommitManifest",
     }
     for stage, label in expected.items():

@@ -54,16 +54,16 @@ def clean_run(tmp_path_factory):
 
 
 def test_transient_failures_are_retried_without_duplicates_or_losses(tmp_path, monkeypatch, clean_run):
-    """Tokenize fails on the first attempt of two batches (after emitting their rows) and
+    """BuildRows fails on the first attempt of two batches (after emitting their rows) and
     WriteShards fails on its first attempt after writing the shard file; the runner retries those
     bundles and the output is byte-identical to a clean run: no row is lost or duplicated."""
-    from pipeline.build import BuildExamplesFn
+    from pipeline.build import BuildRowsFn
     from pipeline.sink import WriteShardFn
 
     markers = tmp_path / "attempts"
     markers.mkdir()
     failures = {"tokenize": 0, "write": 0}
-    tokenize, write = BuildExamplesFn.process, WriteShardFn.process
+    tokenize, write = BuildRowsFn.process, WriteShardFn.process
 
     def flaky_tokenize(self, batch):
         raw = batch[0][0]
@@ -74,7 +74,7 @@ def test_transient_failures_are_retried_without_duplicates_or_losses(tmp_path, m
         yield from tokenize(self, batch)  # the rows of this batch are emitted ...
         if fail:  # ... then the bundle fails: the runner must discard them and retry
             failures["tokenize"] += 1
-            raise TransientError(f"injected failure in the Tokenize bundle starting at {raw.index}")
+            raise TransientError(f"injected failure in the BuildRows bundle starting at {raw.index}")
 
     def flaky_write(self, element, num_shards):
         outputs = list(write(self, element, num_shards))  # the shard file is written (renamed into data/)
@@ -83,7 +83,7 @@ def test_transient_failures_are_retried_without_duplicates_or_losses(tmp_path, m
             raise TransientError(f"injected failure after writing shard {element[0]}")
         yield from outputs
 
-    monkeypatch.setattr(BuildExamplesFn, "process", flaky_tokenize)
+    monkeypatch.setattr(BuildRowsFn, "process", flaky_tokenize)
     monkeypatch.setattr(WriteShardFn, "process", flaky_write)
     out = tmp_path / "out"
     # BundleBasedDirectRunner retries a failed bundle (up to 4 attempts), like Dataflow does;

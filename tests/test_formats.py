@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from chatshards_testing import SHARED_DATA as DATA
 from transforms import errors
 from transforms.errors import RecordRejected
 from transforms.formats import (
@@ -19,8 +20,6 @@ from transforms.formats import (
     to_conversation,
 )
 from transforms.reading import iter_raw_records_from_path
-
-from chatshards_testing import SHARED_DATA as DATA
 
 
 def need_data() -> Path:

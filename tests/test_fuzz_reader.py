@@ -31,9 +31,9 @@ from pipeline.build import parse_raw_record
 from pipeline.rejected import rejected_line
 from pipeline.sources import read_file
 from transforms import errors
-from transforms.example_builder import PARSED, REJECTED
 from transforms.formats import FormatOptions
 from transforms.reading import iter_records
+from transforms.rows import PARSED, REJECTED
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OPTIONS = (FormatOptions(), FormatOptions(format="sharegpt"), FormatOptions(format="alpaca"))

@@ -18,9 +18,9 @@ import pytest
 
 from chatshards_testing import shared
 from transforms.config import TokenizeOptions
-from transforms.example_builder import ROW, ExampleBuilder
 from transforms.formats import FormatOptions, to_conversation
 from transforms.reading import iter_raw_records_from_path
+from transforms.rows import ROW, RowBuilder
 from transforms.shard_format import IGNORE_INDEX
 
 REAL_FILES = [
@@ -54,9 +54,9 @@ def trained_runs(labels: np.ndarray) -> list[np.ndarray]:
 
 
 def build_rows(tokenizer, raws, **options):
-    builder = ExampleBuilder(tokenizer=tokenizer, format_options=FormatOptions(),
-                             tokenize_options=TokenizeOptions(**options))
-    return builder.build_batch(raws)
+    builder = RowBuilder(tokenizer=tokenizer, format_options=FormatOptions(),
+                         tokenize_options=TokenizeOptions(**options))
+    return builder.build_records(raws)
 
 
 def assistant_messages(raw):
@@ -194,7 +194,7 @@ def test_truncation_that_removes_all_trained_tokens_is_rejected(qwen_tokenizer):
         assert json.dumps(item["record"])  # the original record travels with the rejection
 
 
-def test_build_batch_returns_kind_and_item_for_every_record(qwen_tokenizer):
+def test_build_records_returns_kind_and_item_for_every_record(qwen_tokenizer):
     from transforms.reading import RawRecord
 
     raws = [RawRecord(source="mem", index=0, value=None, raw="{oops", error="bad json"),

@@ -3,22 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
 from chatshards_testing import REPO, RUNNER_ARGS, run_job, shared
 from transforms import shard_format as sf
 from transforms.config import TokenizeOptions
-from transforms.example_builder import ExampleBuilder
 from transforms.formats import FormatOptions
 from transforms.reading import iter_raw_records_from_path
+from transforms.rows import RowBuilder
 
 INPUTS = [
     "sharegpt/fastchat_dummy_conversation.json",
@@ -112,12 +110,12 @@ def test_shards_follow_the_contract_and_open_with_datasets(job_output):
 
 
 def test_rows_equal_the_pure_builder_output(job_output, qwen_tokenizer):
-    """The Beam path and a direct ExampleBuilder call give the same rows (one implementation)."""
+    """The Beam path and a direct RowBuilder call give the same rows (one implementation)."""
     rows = {(r["source"], r["index"]): r for r in read_shards(job_output)}
-    builder = ExampleBuilder(tokenizer=qwen_tokenizer, format_options=FormatOptions(),
-                             tokenize_options=TokenizeOptions(max_length=1024))
+    builder = RowBuilder(tokenizer=qwen_tokenizer, format_options=FormatOptions(),
+                         tokenize_options=TokenizeOptions(max_length=1024))
     raws = list(iter_raw_records_from_path(str(shared(INPUTS[0]))))[:40]
-    for raw, (kind, expected) in zip(raws, builder.build_batch(raws)):
+    for raw, (kind, expected) in zip(raws, builder.build_records(raws)):
         row = rows[(raw.source, raw.index)]
         assert row["input_ids"] == expected["input_ids"].tolist()
         assert row["labels"] == expected["labels"].tolist()
@@ -216,7 +214,7 @@ def test_pad_to_max_length_rows(tmp_path):
 def test_transforms_import_without_apache_beam():
     code = (
         "import sys; sys.modules['apache_beam'] = None\n"
-        "import transforms.example_builder, transforms.shard_format, transforms.template_check\n"
+        "import transforms.rows, transforms.shard_format, transforms.template_check\n"
         "assert 'apache_beam' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "print('ok')"
     )

@@ -51,7 +51,7 @@ def generation_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def wordpiece_dir(tmp_path_factory):
     """A small non-BPE tokenizer: [UNK] fallback and decode clean-up apply to it."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     words = ["[UNK]", "[PAD]", "[CLS]", "[SEP]", "hello", ",", "world", "!", "don", "'", "t", "stop", ".", "it",

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from transforms.reading import RawRecord, iter_raw_records, iter_raw_records_from_path
-
 from chatshards_testing import SHARED_DATA as DATA
+from transforms.reading import RawRecord, iter_raw_records_from_path
+from transforms.reading.json_layouts import iter_json_records
 
 
 def need_data() -> Path:
@@ -24,7 +24,7 @@ def need_data() -> Path:
 def read(data: bytes | str, source: str = "mem.jsonl") -> list[RawRecord]:
     if isinstance(data, str):
         data = data.encode("utf-8")
-    return list(iter_raw_records(io.BytesIO(data), source=source))
+    return list(iter_json_records(io.BytesIO(data), source=source))
 
 
 def values(records: list[RawRecord]) -> list:
@@ -75,14 +75,14 @@ def test_jsonl_bad_line_becomes_unparseable_record():
 
 def test_jsonl_broken_first_line_still_streams():
     stream = NoReadStream(b'{"a": 1, "b"\n{"c": 3}\n{"d": 4}\n')
-    recs = list(iter_raw_records(stream, source="s"))
+    recs = list(iter_json_records(stream, source="s"))
     assert recs[0].value is None and recs[0].raw == '{"a": 1, "b"'
     assert values(recs[1:]) == [{"c": 3}, {"d": 4}]
 
 
 def test_jsonl_is_streamed_not_read_whole():
     lines = b"".join(json.dumps({"i": i}).encode() + b"\n" for i in range(1000))
-    recs = list(iter_raw_records(NoReadStream(lines), source="s"))
+    recs = list(iter_json_records(NoReadStream(lines), source="s"))
     assert [r.value["i"] for r in recs] == list(range(1000))
 
 

@@ -21,9 +21,9 @@ from pipeline.rejected import rejected_line, writable_rejection
 from pipeline.sources import read_file
 from pipeline.spill import read_spilled, spill_batches
 from transforms import errors
-from transforms.example_builder import PARSED, REJECTED
 from transforms.formats import FormatOptions
 from transforms.reading import MAX_NESTING, RawRecord, iter_records
+from transforms.rows import PARSED, REJECTED
 
 
 def chat(i: int) -> dict:

@@ -72,13 +72,13 @@ def test_every_runner_mode_writes_identical_bytes(mode_outputs, runner, mode, wo
 # -- one large input file is tokenized by several worker processes ------------------------------------
 
 SPY = textwrap.dedent('''
-    """Test-only Tokenize DoFn: records which process tokenized which record (one file per pid)."""
+    """Test-only BuildRows DoFn: records which process tokenized which record (one file per pid)."""
     import os
 
-    from pipeline.build import BuildExamplesFn
+    from pipeline.build import BuildRowsFn
 
 
-    class SpyBuildExamplesFn(BuildExamplesFn):
+    class SpyBuildRowsFn(BuildRowsFn):
         def process(self, batch):
             path = os.path.join(os.environ["CHATSHARDS_SPY_DIR"], f"tokenized-by-{os.getpid()}.tsv")
             with open(path, "a", encoding="utf-8") as handle:
@@ -98,7 +98,7 @@ def write_big_file(path: Path, records: int) -> None:
 
 @pytest.fixture()
 def spy(tmp_path, monkeypatch):
-    """Swap the Tokenize DoFn for the spy in the graph; worker processes import it via PYTHONPATH."""
+    """Swap the BuildRows DoFn for the spy in the graph; worker processes import it via PYTHONPATH."""
     module_dir = tmp_path / "spy_module"
     module_dir.mkdir()
     (module_dir / "chatshards_tokenize_spy.py").write_text(SPY, encoding="utf-8")
@@ -107,7 +107,7 @@ def spy(tmp_path, monkeypatch):
 
     import pipeline.graph
 
-    monkeypatch.setattr(pipeline.graph, "BuildExamplesFn", chatshards_tokenize_spy.SpyBuildExamplesFn)
+    monkeypatch.setattr(pipeline.graph, "BuildRowsFn", chatshards_tokenize_spy.SpyBuildRowsFn)
     records_dir = tmp_path / "spy_records"
     records_dir.mkdir()
     monkeypatch.setenv("CHATSHARDS_SPY_DIR", str(records_dir))
@@ -171,8 +171,8 @@ def run_default_command(args: list[str]) -> int:
 
 @pytest.mark.parametrize("threshold,expected", [("1", "multi_processing"), (str(1 << 40), "in_memory")])
 def test_default_command_chooses_its_mode_from_the_input_size(monkeypatch, threshold, expected):
-    from pipeline.main import _beam_args, default_running_mode
     from pipeline.cli import parse_args
+    from pipeline.main import _beam_args, default_running_mode
 
     monkeypatch.setenv("CHATSHARDS_PARALLEL_BYTES", threshold)
     inputs = [str(shared(relative)) for relative in INPUTS]

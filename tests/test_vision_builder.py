@@ -1,28 +1,28 @@
-"""VisionExampleBuilder and the image loader without Beam: input shapes, rejections, image modes,
+"""RowBuilder with an ImagePart, and the image loader without Beam: input shapes, rejections, image modes,
 span-safe truncation, loss masking of image tokens, storage options."""
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_vision_fixtures import builder, image_token_positions, loaded, png_bytes, raw, trained_runs, write_image
 
 from chatshards_testing import shared
-from test_vision_fixtures import builder, image_token_positions, loaded, png_bytes, raw, trained_runs, write_image
 from transforms import errors
+from transforms.errors import RecordRejected
 from transforms.formats import FormatOptions, to_conversation
 from transforms.images import decode_image, decode_stored, image_source, resolve_image_path
-from transforms.errors import RecordRejected
 from transforms.reading import iter_raw_records_from_path
 
 
 def one(kind, value, source, **options):
-    (result_kind, item), = builder(kind, **options).build_batch([raw(value, str(source))])
+    (result_kind, item), = builder(kind, **options).build_records([raw(value, str(source))])
     return result_kind, item
 
 
@@ -90,17 +90,16 @@ def test_text_only_behaviour_is_unchanged_without_vision():
 
 def test_vqa_field_map_and_text_rows_in_a_vision_job(images_dir):
     from transforms.config import TokenizeOptions
-    from transforms.vision_builder import VisionExampleBuilder
+    from transforms.rows import RowBuilder
+    from transforms.vision.part import ImageOptions, ImagePart
 
     tokenizer, vision = loaded("llava")
-    b = VisionExampleBuilder(tokenizer=tokenizer, vision=vision, tokenize_options=TokenizeOptions(),
-                             format_options=FormatOptions(format="vqa", field_map={"question": "input", "answer": "output"}))
     path = shared("vlm/torchtune/tests/assets/vqa_tiny.json")
-    from transforms.vision_builder import ImageOptions
-
-    b.image_options = ImageOptions(image_root=str(path.parent.parent.parent))
-    b.reader.image_root = b.image_options.image_root
-    (kind, row), = b.build_batch(list(iter_raw_records_from_path(str(path))))
+    images = ImagePart(tokenizer=tokenizer, vision=vision,
+                       image_options=ImageOptions(image_root=str(path.parent.parent.parent)))
+    b = RowBuilder(tokenizer=tokenizer, tokenize_options=TokenizeOptions(), images=images,
+                   format_options=FormatOptions(format="vqa", field_map={"question": "input", "answer": "output"}))
+    (kind, row), = b.build_records(list(iter_raw_records_from_path(str(path))))
     assert kind == "row" and row["format"] == "vqa" and row["image_original_hw"].tolist() == [100, 100]
     assert tokenizer.decode(trained_runs(row["labels"])[0]) == "PyTorch logo.<|im_end|>"
     kind, text_row = one("llava", qa("no image here"), images_dir / "r.json")
@@ -133,7 +132,7 @@ def test_each_image_problem_has_its_own_reason(images_dir):
     }
     b = builder("qwen", max_image_pixels=5_000_000)
     raws = [raw(qa("<image>What?", images=[ref]), str(source), i) for i, ref in enumerate(cases)]
-    results = b.build_batch(raws)
+    results = b.build_records(raws)
     for (ref, reason), (kind, item) in zip(cases.items(), results):
         assert kind == "rejected" and item["reason"] == reason, (ref, item)
         assert item["record"]["images"] == [ref]
@@ -153,7 +152,7 @@ def test_each_image_problem_has_its_own_reason(images_dir):
 
 def test_real_edge_case_file_images_missing():
     path = shared("edge_cases/qwen3vl_single_images_trailing_comma.json")
-    results = builder("qwen").build_batch(list(iter_raw_records_from_path(str(path))))
+    results = builder("qwen").build_records(list(iter_raw_records_from_path(str(path))))
     assert [item["reason"] for _, item in results] == [errors.MISSING_IMAGE] * 3
 
 
@@ -292,7 +291,7 @@ def test_bundled_examples_build_completely(kind):
     rows = []
     for name, fmt in (("llava_style.json", "auto"), ("messages.jsonl", "auto"), ("vqa.jsonl", "vqa")):
         b.format_options = FormatOptions(format=fmt, images=True)
-        results = b.build_batch(list(iter_raw_records_from_path(str(REPO / "examples" / "vision" / name))))
+        results = b.build_records(list(iter_raw_records_from_path(str(REPO / "examples" / "vision" / name))))
         assert all(k == "row" for k, _ in results), [item for k, item in results if k != "row"]
         rows += [row for _, row in results]
     assert len(rows) == 7 + 5 + 7 and sum(r["num_images"] for r in rows) == 7 + (2 + 2 + 1 + 1 + 0) + 7
@@ -312,10 +311,10 @@ def test_bundled_examples_build_completely(kind):
 def test_each_image_is_prepared_once_across_records_and_batches(images_dir, monkeypatch):
     b = builder("qwen")
     calls = []
-    original = b.prepare_image
-    monkeypatch.setattr(b, "prepare_image", lambda source, key: calls.append(key) or original(source, key))
+    original = b.images.prepare_image
+    monkeypatch.setattr(b.images, "prepare_image", lambda source, key: calls.append(key) or original(source, key))
     source = str(images_dir / "r.json")
     batch = [raw(qa("<image><image>?", images=["red.png", "blue.jpg"]), source, i) for i in range(6)]
-    assert all(kind == "row" for kind, _ in b.build_batch(batch))
-    assert all(kind == "row" for kind, _ in b.build_batch(batch[:2]))  # next batch: from the cache
+    assert all(kind == "row" for kind, _ in b.build_records(batch))
+    assert all(kind == "row" for kind, _ in b.build_records(batch[:2]))  # next batch: from the cache
     assert sorted(Path(key[1]).name for key in calls) == ["blue.jpg", "red.png"]

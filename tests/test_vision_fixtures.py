@@ -62,7 +62,7 @@ def qwen_dir() -> str:
 def loaded(kind: str):
     """``(tokenizer, VisionConfig)`` loaded from the processor folder like the job does."""
     from transforms.tokenizer_loading import load_tokenizer
-    from transforms.vision import load_vision_config
+    from transforms.vision.processors import load_vision_config
 
     folder = llava_dir() if kind == "llava" else qwen_dir()
     tokenizer = load_tokenizer(folder)
@@ -72,14 +72,16 @@ def loaded(kind: str):
 def builder(kind: str, **options):
     from transforms.config import TokenizeOptions
     from transforms.formats import FormatOptions
-    from transforms.vision_builder import ImageOptions, VisionExampleBuilder
+    from transforms.rows import RowBuilder
+    from transforms.vision.part import ImageOptions, ImagePart
 
     tokenizer, vision = loaded(kind)
     image_keys = {"image_root", "max_image_pixels", "max_image_bytes", "store_pixels", "encoding"}
     image_options = ImageOptions(**{k: v for k, v in options.items() if k in image_keys})
     tokenize = TokenizeOptions(**{k: v for k, v in options.items() if k not in image_keys and k != "format"})
-    return VisionExampleBuilder(tokenizer=tokenizer, format_options=FormatOptions(format=options.get("format", "auto")),
-                                tokenize_options=tokenize, vision=vision, image_options=image_options)
+    images = ImagePart(tokenizer=tokenizer, vision=vision, image_options=image_options)
+    return RowBuilder(tokenizer=tokenizer, format_options=FormatOptions(format=options.get("format", "auto")),
+                      tokenize_options=tokenize, images=images)
 
 
 def raw(value, source: str, index: int = 0):

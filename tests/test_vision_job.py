@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from test_vision_fixtures import LLAMAFACTORY, llava_dir, loaded, qwen_dir, write_image
 
 from chatshards_testing import run_job, shared
-from test_vision_fixtures import LLAMAFACTORY, llava_dir, loaded, qwen_dir, write_image
 from transforms.reading import iter_raw_records_from_path
 from transforms.runtime import ShardDataset
 from transforms.runtime.vision import VisionCollator, vision_columns

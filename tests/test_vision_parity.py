@@ -19,9 +19,9 @@ import re
 
 import numpy as np
 import pytest
+from test_vision_fixtures import LLAMAFACTORY, builder, image_token_positions, llava_dir, loaded, qwen_dir, trained_runs
 
 from chatshards_testing import shared
-from test_vision_fixtures import LLAMAFACTORY, builder, image_token_positions, llava_dir, loaded, qwen_dir, trained_runs
 from transforms.reading import iter_raw_records_from_path
 from transforms.runtime.vision import VisionCollator
 
@@ -52,7 +52,7 @@ def demo_records():
 def build_all(kind):
     rows = []
     for raw, messages, images, root in demo_records():
-        (result_kind, row), = builder(kind, image_root=root).build_batch([raw])
+        (result_kind, row), = builder(kind, image_root=root).build_records([raw])
         assert result_kind == "row", row
         rows.append((row, messages, images))
     return rows
@@ -113,7 +113,9 @@ def test_resize_and_normalisation_match_the_image_processor_on_many_sizes(kind):
     from PIL import Image
     from transformers import AutoImageProcessor
 
-    from transforms.vision import num_image_tokens, pixel_values, prepare_pixels
+    from transforms.vision.pixels import pixel_values
+    from transforms.vision.resize import prepare_pixels
+    from transforms.vision.tokens import num_image_tokens
 
     _, vision = loaded(kind)
     image_processor = AutoImageProcessor.from_pretrained(llava_dir() if kind == "llava" else qwen_dir())

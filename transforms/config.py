@@ -14,9 +14,8 @@ from typing import Any, Mapping
 
 from transforms.chat_render import LOSS_MODES, MULTI_TURN_MODES, SYSTEM_MODES
 from transforms.control_tokens import POLICIES as CONTROL_TOKEN_POLICIES
-from transforms.labels import TRUNCATION_MODES
 from transforms.template_env import DEFAULT_RENDER_SECONDS
-
+from transforms.truncation import TRUNCATION_MODES
 
 PAD_TO_MODES = (None, "max_length")
 

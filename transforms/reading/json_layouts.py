@@ -1,13 +1,16 @@
-"""Split one input file into raw records (Beam-free).
+"""JSON layouts: split one JSON / JSON Lines input into raw records, sniffing the layout and
+recovering from bad records (Beam-free).
 
-:func:`iter_raw_records` takes an already-decompressed binary stream and yields one
-:class:`RawRecord` per record. It never raises on bad *content*: anything that cannot be parsed
-becomes a record with ``value=None``, the offending text in ``raw`` and a human-readable
-``error``, so the pipeline can route it to the rejected output (reason ``invalid_json``).
+:func:`iter_json_records` takes an already-decompressed binary stream and yields one
+:class:`~transforms.reading.record.RawRecord` per record (the reading step's entry point, which
+also sniffs Parquet/Arrow, is :func:`transforms.reading.iter_records`). It never raises on bad
+*content*: anything that cannot be parsed becomes a record with ``value=None``, the offending
+text in ``raw`` and a human-readable ``error``, so the pipeline can route it to the rejected
+output (reason ``invalid_json``).
 Only I/O errors raised by the stream itself propagate.
 
 Layout is sniffed from the content, never from the file name (Parquet and Arrow IPC
-inputs: :func:`iter_records`, see "Parquet and Arrow inputs" below). Decisions:
+inputs: :mod:`transforms.reading.columnar`). Decisions:
 
 * **Encoding.** Input must be UTF-8. A leading UTF-8 BOM is stripped. CRLF line ends are
   accepted everywhere (``\\r`` is JSON whitespace, and is stripped from JSON Lines lines).
@@ -62,17 +65,12 @@ inputs: :func:`iter_records`, see "Parquet and Arrow inputs" below). Decisions:
 """
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import re
-from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator
 
 from transforms.errors import INVALID_CONTENT, INVALID_JSON, TRUNCATED_INPUT
-
-__all__ = ["RawRecord", "iter_raw_records", "iter_raw_records_from_path", "iter_records", "iter_columnar_records",
-           "columnar_kind"]
+from transforms.reading.record import RawRecord, RecordCounter, json_type_name
 
 _DECODER = json.JSONDecoder(strict=False)
 _WS = re.compile(r"[ \t\n\r]*")
@@ -98,152 +96,7 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-@dataclass(frozen=True)
-class RawRecord:
-    """One record of an input file, parsed or not.
-
-    ``value`` is the parsed JSON object/array, or ``None`` when the record could not be parsed,
-    in which case ``raw`` is its text and ``error`` the parse error detail. ``reason`` is the reject
-    code to use for an unparseable record when it is not ``invalid_json`` (``truncated_input``,
-    ``unreadable_input``, ``invalid_content``); ``None`` means ``invalid_json``.
-    """
-
-    source: str
-    index: int
-    value: Any
-    raw: str | None = None
-    error: str | None = None
-    reason: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def iter_raw_records_from_path(path: str) -> Iterator[RawRecord]:
-    """:func:`iter_records` for a local path; ``*.gz`` files are decompressed."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as stream:
-        yield from iter_records(stream, source=str(path))
-
-
-# --------------------------------------------------------------------------------------------
-# Parquet and Arrow inputs
-#
-# Sniffed from the first bytes like everything else: ``PAR1`` (Parquet), ``ARROW1`` (Arrow IPC
-# file) or an IPC continuation marker ``FF FF FF FF`` (Arrow IPC stream, what ``datasets``'
-# ``save_to_disk`` writes). Every table row is one record: a dict of its columns as Python values
-# (structs -> dicts, lists -> lists). Values are made JSON-safe so that records hash, dedup and go
-# to the rejected output like JSON records: binary values become base64 data URIs
-# (``data:application/octet-stream;base64,...``, which is how the ``datasets`` Image feature
-# ``{"bytes", "path"}`` reaches the image loader), dates/times become ISO text, decimals floats.
-# A file that cannot be opened, or breaks while read, yields one unparseable record saying so.
-
-_PARQUET_MAGIC = b"PAR1"
-_ARROW_FILE_MAGIC = b"ARROW1"
-_ARROW_STREAM_MAGIC = b"\xff\xff\xff\xff"
-_COLUMNAR_BATCH_ROWS = 256
-
-
-def columnar_kind(head: bytes) -> str | None:
-    """``"parquet"``, ``"arrow_file"``, ``"arrow_stream"`` or ``None`` from a file's first bytes."""
-    if head.startswith(_PARQUET_MAGIC):
-        return "parquet"
-    if head.startswith(_ARROW_FILE_MAGIC):
-        return "arrow_file"
-    if head.startswith(_ARROW_STREAM_MAGIC):
-        return "arrow_stream"
-    return None
-
-
-class _Prefixed:
-    """A read-only binary stream: ``head`` (already read) followed by the rest of ``stream``."""
-
-    def __init__(self, head: bytes, stream: BinaryIO):
-        self._head = head
-        self._stream = stream
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._head:
-            return self._stream.read() if size is None or size < 0 else self._stream.read(size)
-        if size is None or size < 0:
-            data, self._head = self._head + self._stream.read(), b""
-            return data
-        data, self._head = self._head[:size], self._head[size:]
-        if len(data) < size:
-            data += self._stream.read(size - len(data))
-        return data
-
-    def readline(self, size: int = -1) -> bytes:
-        if not self._head:
-            return self._stream.readline()
-        cut = self._head.find(b"\n")
-        if cut >= 0:
-            line, self._head = self._head[:cut + 1], self._head[cut + 1:]
-            return line
-        line, self._head = self._head, b""
-        return line + self._stream.readline()
-
-
-def _jsonable(value: Any) -> Any:
-    import base64
-    import datetime
-    import decimal
-
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "data:application/octet-stream;base64," + base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    return value
-
-
-def iter_columnar_records(stream: BinaryIO, *, source: str, kind: str) -> Iterator[RawRecord]:
-    """One record per row of a Parquet / Arrow IPC file (``kind`` from :func:`columnar_kind`)."""
-    import pyarrow as pa
-
-    counter = _Counter(source)
-    try:
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            batches = pq.ParquetFile(stream).iter_batches(batch_size=_COLUMNAR_BATCH_ROWS)
-        elif kind == "arrow_file":
-            reader = pa.ipc.open_file(stream)
-            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-        else:
-            batches = iter(pa.ipc.open_stream(stream))
-        for batch in batches:
-            for row in batch.to_pylist():
-                yield counter.good(_jsonable(row))
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        yield counter.bad("", f"cannot read {kind.replace('_', ' ')} file: {type(exc).__name__}: {exc}")
-
-
-def iter_records(stream: BinaryIO, *, source: str) -> Iterator[RawRecord]:
-    """Every supported layout: Parquet / Arrow IPC (sniffed from the first bytes) or the JSON layouts
-    of :func:`iter_raw_records`."""
-    head = stream.read(8) or b""
-    kind = columnar_kind(head)
-    if kind is None:
-        yield from iter_raw_records(_Prefixed(head, stream), source=source)
-        return
-    seekable = getattr(stream, "seekable", None)
-    if callable(seekable) and seekable():
-        stream.seek(0)
-        yield from iter_columnar_records(stream, source=source, kind=kind)
-        return
-    yield from iter_columnar_records(io.BytesIO(head + stream.read()), source=source, kind=kind)
-
-
-def iter_raw_records(stream: BinaryIO, *, source: str) -> Iterator[RawRecord]:
+def iter_json_records(stream: BinaryIO, *, source: str) -> Iterator[RawRecord]:
     """Yield the records of one (already decompressed) input file; see the module docstring."""
     counter = _Counter(source)
     readline = stream.readline
@@ -300,18 +153,15 @@ def iter_raw_records(stream: BinaryIO, *, source: str) -> Iterator[RawRecord]:
     yield from _document(text, had_bad_bytes, counter)
 
 
+
 # --------------------------------------------------------------------------------------------
 # helpers
 
 
-class _Counter:
-    """Hands out consecutive record indexes."""
+class _Counter(RecordCounter):
+    """Hands out consecutive record indexes, refusing values no later stage can carry."""
 
-    __slots__ = ("source", "next")
-
-    def __init__(self, source: str):
-        self.source = source
-        self.next = 0
+    __slots__ = ()
 
     def good(self, value: Any, text: str | None = None, start: int = 0, end: int | None = None) -> RawRecord:
         """A parsed record; ``text[start:end]`` is its JSON text (when known), used to find values no
@@ -321,14 +171,7 @@ class _Counter:
             problem = _value_problem(value, *_suspects(text, start, end))
             if problem is not None:
                 return self.bad(_clean_raw(text[start:end].strip()), problem[1], problem[0])
-        rec = RawRecord(self.source, self.next, value, None, None)
-        self.next += 1
-        return rec
-
-    def bad(self, raw: str, error: str, reason: str | None = None) -> RawRecord:
-        rec = RawRecord(self.source, self.next, None, raw, error, None if reason == INVALID_JSON else reason)
-        self.next += 1
-        return rec
+        return super().good(value)
 
 
 def _suspects(text: str, start: int, end: int) -> tuple[bool, bool]:
@@ -463,22 +306,6 @@ def _line_raw(line: bytes) -> str:
     return _decode_replace(line).rstrip("\r\n")
 
 
-def json_type_name(value: Any) -> str:
-    """The JSON name of a parsed value's type (``null``, ``boolean``, ``number``, ``string``,
-    ``list``, ``object``), for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 def _parse_line(text: str) -> tuple[Any, str | None]:
@@ -662,7 +489,8 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
             if rest.endswith("]"):
                 rest = rest[:-1].rstrip()
             if _unterminated(text, start):  # the file ends inside this element
-                yield counter.bad(_clean_raw(rest), f"truncated input: the file ends inside a JSON array element ({err})",
+                yield counter.bad(_clean_raw(rest),
+                                  f"truncated input: the file ends inside a JSON array element ({err})",
                                   TRUNCATED_INPUT)
             else:
                 yield counter.bad(_clean_raw(rest), err)

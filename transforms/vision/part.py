@@ -1,26 +1,24 @@
-"""Rows for records with images: :class:`VisionExampleBuilder` (an :class:`ExampleBuilder`).
+"""The image part of the row core: what a vision job (``--processor``) adds to a chat row.
 
-Per batch of parsed records:
+:class:`ImagePart` plugs into :class:`transforms.tasks.chat.ChatTask`; it does not change how
+text is rendered, labelled or truncated, it adds:
 
-1. every image the batch references is read, decoded, validated and resized **once** (a thread
-   pool: Pillow releases the GIL while decoding, resizing and compressing; an LRU cache keeps
-   images shared by several records), see :mod:`transforms.images` and :mod:`transforms.vision`;
-2. every ``<image>`` position in the conversation is replaced by the processor's expanded
-   placeholder (exactly the number of tokens the processor produces for that image), the
-   conversation is rendered with the chat template and the batch is tokenized in one call, so
-   ``input_ids`` in the shard are final;
-3. image spans are located in the ids (their token count must equal the images' counts, else
-   ``image_count_mismatch``) and are never trained, whatever the loss mode;
-4. truncation never cuts inside an image span: ``turns`` drops whole oldest exchanges with their
-   images; ``right`` cuts before a span that would be split (dropping that image and the ones
-   after it), ``left`` after it; ``drop`` rejects as ``too_long``.
-
-Image columns added to the shard (see :func:`image_fields`): per distinct image of the row
-``image_bytes`` (encoded resized image; ``image_pixels`` raw ``uint8 [H, W, 3]`` with
-``store_pixels``) and ``image_sha256`` (sha256 of that payload); per image occurrence in token
-order ``image_index`` (into the distinct list), ``image_hw`` (resized height, width),
-``image_original_hw``, ``image_grid_thw`` (dynamic family), ``image_token_counts``,
-``image_sources``; and ``num_images`` / ``num_image_tokens``.
+1. **image preparation**, per batch of parsed records: every image the batch references is read,
+   decoded, validated and resized **once** (a thread pool: Pillow releases the GIL while decoding,
+   resizing and compressing; an LRU cache keeps images shared by several records), see
+   :mod:`transforms.images` and :mod:`transforms.vision.resize`;
+2. **image expansion**: every ``<image>`` position in the conversation is replaced by the
+   processor's expanded placeholder (exactly the number of tokens the processor produces for that
+   image), so ``input_ids`` in the shard are final; a record with images is one row;
+3. **image spans**: located in the ids (their token count must equal the images' counts, else
+   ``image_count_mismatch``); they are never trained, whatever the loss mode, and truncation
+   treats them as protected spans (:mod:`transforms.truncation`): it never cuts inside one;
+4. **image columns** (see :func:`image_fields`): per distinct image of the row ``image_bytes``
+   (encoded resized image; ``image_pixels`` raw ``uint8 [H, W, 3]`` with ``store_pixels``) and
+   ``image_sha256`` (sha256 of that payload); per image occurrence in token order ``image_index``
+   (into the distinct list), ``image_hw`` (resized height, width), ``image_original_hw``,
+   ``image_grid_thw`` (dynamic family), ``image_token_counts``, ``image_sources``; and
+   ``num_images`` / ``num_image_tokens``.
 """
 from __future__ import annotations
 
@@ -28,18 +26,15 @@ import collections
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from transforms import errors
-from transforms.config import TokenizeOptions
-from transforms.control_tokens import ControlTokens
 from transforms.errors import RecordRejected
-from transforms.example_builder import ExampleBuilder, conversation_hash
-from transforms.formats import IMAGE_TAG, Conversation, FormatOptions
+from transforms.formats import IMAGE_TAG, Conversation
 from transforms.images import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -50,18 +45,11 @@ from transforms.images import (
     encode_image,
     image_source,
 )
-from transforms.labels import labels_from_mask, mask_from_ranges, pad_row, span_token_ranges
 from transforms.reading import RawRecord
-from transforms.shard_format import record_id_of, row_sort_key
-from transforms.vision import (
-    DYNAMIC,
-    VisionConfig,
-    grid_thw,
-    num_image_tokens,
-    placeholder_text,
-    prepare_pixels,
-    with_token_ids,
-)
+from transforms.shard_format import sha256_hex
+from transforms.vision.config import DYNAMIC, VisionConfig
+from transforms.vision.resize import prepare_pixels
+from transforms.vision.tokens import grid_thw, num_image_tokens, placeholder_text, with_token_ids
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,7 +87,8 @@ def image_fields(vision: VisionConfig, options: ImageOptions) -> tuple[pa.Field,
     """The Arrow fields a vision job adds to the shard schema."""
     ints = pa.list_(pa.int32())
     fields = [
-        pa.field("image_pixels" if options.store_pixels else "image_bytes", pa.list_(pa.large_binary()), nullable=False),
+        pa.field("image_pixels" if options.store_pixels else "image_bytes", pa.list_(pa.large_binary()),
+                 nullable=False),
         pa.field("image_sha256", pa.list_(pa.string()), nullable=False),
         pa.field("image_index", ints, nullable=False),
         pa.field("image_hw", ints, nullable=False),
@@ -128,25 +117,33 @@ class PreparedImage:
     grid: tuple[int, int, int] | None
 
 
-@dataclass
-class _VisionPending:
-    raw: RawRecord
-    conversation: Conversation
-    rendered: Any
-    messages: list
-    images: list            # PreparedImage per occurrence
-    labels: list            # source label per occurrence
-    message_images: list    # per message: occurrence indices
-    literal_control_tokens: int = 0
+@dataclass(frozen=True)
+class RecordImages:
+    """The images of one record, prepared, in the order their positions appear.
+
+    Attributes:
+        images: one :class:`PreparedImage` per occurrence.
+        labels: the source label of each occurrence (``image_sources``).
+        message_images: per message, the occurrence indices it holds.
+    """
+
+    images: tuple[PreparedImage, ...]
+    labels: tuple[str, ...]
+    message_images: tuple[tuple[int, ...], ...]
+
+    def of_messages(self, kept_messages: Sequence[int] | None) -> list[int]:
+        """Occurrence indices held by the kept messages (all occurrences for ``None``)."""
+        if kept_messages is None:
+            return list(range(len(self.images)))
+        return [k for i in kept_messages for k in self.message_images[i]]
 
 
-class VisionExampleBuilder(ExampleBuilder):
-    """Builds rows (with image columns) from records with images; text-only records work too.
+class ImagePart:
+    """Images for chat rows: preparation and cache, placeholder expansion, image spans, image columns.
 
     Args:
-        tokenizer, format_options, tokenize_options: as :class:`ExampleBuilder` (``images`` is
-            switched on in the format options).
-        vision: the processor family configuration (:func:`transforms.vision.load_vision_config`).
+        tokenizer: the job's tokenizer (the image tokens' ids are looked up in it).
+        vision: the processor family configuration (:func:`transforms.vision.processors.load_vision_config`).
         image_options: :class:`ImageOptions`.
         open_file: ``path -> bytes`` for remote image paths (the job passes a Beam reader).
         image_threads: threads decoding/resizing/encoding images (default: CPUs, at most 8).
@@ -154,15 +151,12 @@ class VisionExampleBuilder(ExampleBuilder):
             images shared by several records: at most this many, and at most this many bytes.
     """
 
-    def __init__(self, *, tokenizer, format_options: FormatOptions, tokenize_options: TokenizeOptions,
-                 vision: VisionConfig, image_options: ImageOptions | None = None,
+    #: the format tag that marks an image position; in a vision record it is never literal text
+    position_tag = IMAGE_TAG
+
+    def __init__(self, *, tokenizer, vision: VisionConfig, image_options: ImageOptions | None = None,
                  open_file: Callable[[str], bytes] | None = None, image_threads: int | None = None,
                  cache_size: int = 256, cache_bytes: int = 64 * 1024 * 1024):
-        if not format_options.images:
-            format_options = replace(format_options, images=True)
-        super().__init__(tokenizer=tokenizer, format_options=format_options, tokenize_options=tokenize_options)
-        # ``<image>`` in a vision record is the image position (the format's tag), never literal text
-        self.control_tokens = ControlTokens([t for t in self.control_tokens.tokens if t != IMAGE_TAG])
         self.vision = with_token_ids(vision, tokenizer)
         self.image_options = image_options or ImageOptions()
         self.reader = ImageReader(image_root=self.image_options.image_root,
@@ -183,10 +177,11 @@ class VisionExampleBuilder(ExampleBuilder):
         state["_batch"] = {}
         return state
 
-    def extra_fields(self) -> tuple:
+    def fields(self) -> tuple[pa.Field, ...]:
+        """The Arrow fields this part adds to the shard schema."""
         return image_fields(self.vision, self.image_options)
 
-    # -- images ----------------------------------------------------------------------------------
+    # -- preparation and cache --------------------------------------------------------------------
     def prepare_image(self, source: ImageSource, key) -> PreparedImage:
         """Read, decode, validate, resize and encode one image (raises :class:`RecordRejected`)."""
         options = self.image_options
@@ -197,7 +192,7 @@ class VisionExampleBuilder(ExampleBuilder):
         payload = array.tobytes() if options.store_pixels else encode_image(array, options.encoding)
         grid = grid_thw(self.vision, height, width) if self.vision.family == DYNAMIC else None
         return PreparedImage(
-            payload=payload, sha256=hashlib.sha256(payload).hexdigest(), hw=(height, width),
+            payload=payload, sha256=sha256_hex(payload), hw=(height, width),
             original_hw=decoded.original_hw, num_tokens=num_image_tokens(self.vision, height, width), grid=grid,
         )
 
@@ -234,7 +229,7 @@ class VisionExampleBuilder(ExampleBuilder):
         self._remember(key, result)
         return result
 
-    def _prefetch(self, parsed: Sequence[tuple[RawRecord, Conversation]]) -> None:
+    def start_batch(self, parsed: Sequence[tuple[RawRecord, Conversation]]) -> None:
         """Prepare every image of the batch that is not cached, in parallel threads."""
         todo: dict = {}
         self._batch = {}
@@ -243,7 +238,7 @@ class VisionExampleBuilder(ExampleBuilder):
                 try:
                     source = image_source(ref)
                     key = self.reader.key(source, raw.source)
-                except Exception:  # noqa: BLE001 - reported per record in _prepare (inside its guard)
+                except Exception:  # noqa: BLE001 - reported per record in attach (inside its guard)
                     continue
                 if key in self._cache:
                     self._batch[key] = self._cache[key]
@@ -262,19 +257,14 @@ class VisionExampleBuilder(ExampleBuilder):
             self._batch[key] = result
             self._remember(key, result)
 
-    def _start_batch(self, parsed) -> None:
-        """Decode and resize the batch's distinct images before rendering (see ``_prefetch``)."""
-        self._prefetch(parsed)
-
-    def _end_batch(self) -> None:
+    def end_batch(self) -> None:
+        """Forget the batch's images (the cache keeps what it keeps)."""
         self._batch = {}
 
-    # -- steps -----------------------------------------------------------------------------------
-    def _prepare_rows(self, raw: RawRecord, conversation: Conversation) -> list[_VisionPending]:
-        return [self._prepare(raw, conversation)]  # a vision record is one row
-
-    def _prepare(self, raw: RawRecord, conversation: Conversation) -> _VisionPending:
-        conversation, literal = self._guard_control_tokens(conversation)
+    # -- per record ---------------------------------------------------------------------------------
+    def attach(self, raw: RawRecord, conversation: Conversation) -> tuple[list[Mapping], RecordImages]:
+        """The record's images prepared, and its messages with every ``<image>`` replaced by the
+        image's expanded placeholder. Raises :class:`RecordRejected` for an unusable image."""
         images: list[PreparedImage] = []
         labels: list[str] = []
         for i, ref in enumerate(conversation.images):
@@ -288,36 +278,33 @@ class VisionExampleBuilder(ExampleBuilder):
                 raise RecordRejected(result.reason, f"image {i}: {result.detail}")
             images.append(result)
             labels.append(source.label)
-        messages, message_images = self._expand(conversation, images)
-        rendered = self._render(conversation, messages, conversation.trainable)
-        return _VisionPending(raw=raw, conversation=conversation, rendered=rendered, messages=messages,
-                              images=images, labels=labels, message_images=message_images,
-                              literal_control_tokens=literal)
+        messages, per_message = self._expand(conversation.messages, images)
+        return messages, RecordImages(tuple(images), tuple(labels), per_message)
 
-    def _expand(self, conversation: Conversation, images: Sequence[PreparedImage]):
+    def _expand(self, messages: Sequence[Mapping], images: Sequence[PreparedImage]):
         """Messages with every ``<image>`` replaced by its expanded placeholder; image indices per message."""
-        messages, per_message = [], []
+        expanded, per_message = [], []
         k = 0
-        for message in conversation.messages:
+        for message in messages:
             content = message.get("content") or ""
             count = content.count(IMAGE_TAG)
             if not count:
-                messages.append(message)
-                per_message.append([])
+                expanded.append(message)
+                per_message.append(())
                 continue
             pieces = content.split(IMAGE_TAG)
             out = [pieces[0]]
             for j in range(count):
                 out.append(placeholder_text(self.vision, images[k + j].num_tokens))
                 out.append(pieces[j + 1])
-            messages.append({**message, "content": "".join(out)})
-            per_message.append(list(range(k, k + count)))
+            expanded.append({**message, "content": "".join(out)})
+            per_message.append(tuple(range(k, k + count)))
             k += count
-        if k != len(images):  # formats.py guarantees this; keep the invariant explicit
+        if k != len(images):  # the formats guarantee this; keep the invariant explicit
             raise RecordRejected(errors.IMAGE_COUNT_MISMATCH, f"{k} image positions for {len(images)} images")
-        return messages, per_message
+        return expanded, tuple(per_message)
 
-    def _image_spans(self, input_ids: np.ndarray, counts: Sequence[int]) -> list[tuple[int, int]]:
+    def spans(self, input_ids: np.ndarray, counts: Sequence[int]) -> list[tuple[int, int]]:
         """Token span ``[start, end)`` of every image (Qwen: including its start/end tokens)."""
         vision = self.vision
         positions = np.flatnonzero(input_ids == vision.image_token_id)
@@ -348,128 +335,20 @@ class VisionExampleBuilder(ExampleBuilder):
             spans.append((start, end))
         return spans
 
-    def _analyse(self, rendered, encoding, counts):
-        """``(input_ids, trained mask without image spans, assistant-turn token ranges, image spans)``."""
-        input_ids = np.asarray(encoding.ids, dtype=np.int32)
-        mask = mask_from_ranges(len(input_ids), span_token_ranges(encoding, rendered.trained_spans))
-        turn_ranges = span_token_ranges(encoding, rendered.turn_spans)
-        spans = self._image_spans(input_ids, counts)
-        for start, end in spans:
-            mask[start:end] = False
-        return input_ids, mask, turn_ranges, spans
-
-    def _drop_oldest_turns(self, item: _VisionPending, state):
-        """Drop whole exchanges oldest first (keeping leading system messages) until it fits;
-        their images go with them."""
-        messages = item.messages
-        trainable = list(item.conversation.trainable)
-        head = 0
-        while head < len(messages) and messages[head].get("role") == "system":
-            head += 1
-        starts = [i for i in range(head, len(messages)) if messages[i].get("role") == "user"]
-        for cut in starts[1:]:
-            kept_idx = list(range(head)) + list(range(cut, len(messages)))
-            kept_images = [k for i in kept_idx for k in item.message_images[i]]
-            candidate = self._render(item.conversation, [messages[i] for i in kept_idx],
-                                     [trainable[i] for i in kept_idx])
-            encoding = self._encode([candidate.text])[0]
-            ids, msk, ranges, spans = self._analyse(candidate, encoding, [item.images[k].num_tokens for k in kept_images])
-            if not msk.any():
-                break  # dropping more would leave nothing to train
-            state = (ids, msk, ranges, spans, kept_images, len(kept_idx))
-            if len(ids) <= self.options.max_length:
-                break
-        return state
-
     @staticmethod
-    def _window(n: int, spans, kept, *, max_length: int, side: str):
-        """The kept token window ``[lo, hi)`` of at most ``max_length`` tokens that splits no image
-        span, and the images inside it."""
-        if side == "right":
-            lo, hi = 0, max_length
-            for start, end in spans:
-                if start < hi < end:
-                    hi = start
-        else:
-            lo, hi = n - max_length, n
-            for start, end in spans:
-                if start < lo < end:
-                    lo = end
-        inside = [(s, e, k) for (s, e), k in zip(spans, kept) if s >= lo and e <= hi]
-        return (lo, hi), [(s - lo, e - lo) for s, e, _ in inside], [k for *_, k in inside]
+    def digest(conversation_digest: str, images: RecordImages) -> str:
+        """The row's ``conversation_hash``: the conversation's, extended with its images' sha256."""
+        if not images.images:
+            return conversation_digest
+        joined = conversation_digest + "".join(image.sha256 for image in images.images)
+        return hashlib.sha256(joined.encode()).hexdigest()
 
-    def _finish(self, item: _VisionPending, encoding) -> dict[str, Any]:
-        options = self.options
-        counts = [image.num_tokens for image in item.images]
-        input_ids, mask, turn_ranges, spans = self._analyse(item.rendered, encoding, counts)
-        full_length = len(input_ids)
-        if not mask.any():
-            raise RecordRejected(errors.NO_LOSS_TOKENS, "no token of this record is trained under --loss "
-                                 f"{options.loss} (e.g. no trainable assistant turn)")
-        kept = list(range(len(item.images)))
-        num_messages = len(item.messages)
-        window = (0, full_length)
-        if options.max_length is not None and full_length > options.max_length:
-            if options.truncation == "drop":
-                raise RecordRejected(errors.TOO_LONG, f"{full_length} tokens > --max-length {options.max_length}")
-            if options.truncation == "turns":
-                input_ids, mask, turn_ranges, spans, kept, num_messages = self._drop_oldest_turns(
-                    item, (input_ids, mask, turn_ranges, spans, kept, num_messages))
-            n = len(input_ids)
-            window = (0, n)
-            if n > options.max_length:
-                side = "left" if options.truncation == "left" else "right"
-                window, spans, kept = self._window(n, spans, kept, max_length=options.max_length, side=side)
-            if not mask[window[0]:window[1]].any():
-                raise RecordRejected(
-                    errors.NO_LOSS_TOKENS,
-                    f"truncation to {options.max_length} tokens ({options.truncation}) removed every trained token",
-                )
-        lo, hi = window
-        trained_turns = sum(1 for first, last in turn_ranges if mask[max(first, lo):min(last, hi)].any())
-        input_ids, mask = input_ids[lo:hi], mask[lo:hi]
-        labels = labels_from_mask(input_ids, mask)
-        length = len(input_ids)
-        num_loss = int(mask.sum())
-        conversation = item.conversation
-        digest = conversation_hash(conversation)
-        if item.images:
-            digest = hashlib.sha256((digest + "".join(image.sha256 for image in item.images)).encode()).hexdigest()
-        row = {
-            "input_ids": input_ids,
-            "labels": labels,
-            "length": length,
-            "num_loss_tokens": num_loss,
-            "truncated": full_length > length,
-            "source": item.raw.source,
-            "index": item.raw.index,
-            "record_id": record_id_of(item.raw.value),
-            "format": conversation.format,
-            "num_turns": num_messages,
-            "num_trained_turns": trained_turns if options.loss != "all" else sum(
-                1 for m in conversation.messages if m.get("role") == "assistant"),
-            "prompt_tokens": length - num_loss,
-            "truncated_tokens": full_length - length,
-            "conversation_hash": digest,
-            "turn": -1,
-            "reasoning_tokens": 0,
-            "literal_control_tokens": item.literal_control_tokens,
-            "row_of_record": 0,
-            "split_extra_tokens": 0,
-            "sort_key": row_sort_key(item.raw.source, item.raw.index),
-        }
-        row.update(self._image_columns(item, kept))
-        if options.pad_to == "max_length":
-            row["input_ids"], row["labels"], row["attention_mask"] = pad_row(
-                input_ids, labels, length=options.max_length, pad_token_id=self.pad_token_id
-            )
-        return row
-
-    def _image_columns(self, item: _VisionPending, kept: Sequence[int]) -> dict[str, Any]:
+    def columns(self, images: RecordImages, kept: Sequence[int]) -> dict[str, Any]:
+        """The image columns of a row that keeps the occurrences ``kept`` (in token order)."""
         distinct: dict[str, int] = {}
         payloads, shas, index, hw, original, grids, counts, sources = [], [], [], [], [], [], [], []
         for k in kept:
-            image = item.images[k]
+            image = images.images[k]
             j = distinct.get(image.sha256)
             if j is None:
                 j = distinct[image.sha256] = len(payloads)
@@ -481,7 +360,7 @@ class VisionExampleBuilder(ExampleBuilder):
             if image.grid is not None:
                 grids.extend(image.grid)
             counts.append(image.num_tokens)
-            sources.append(item.labels[k])
+            sources.append(images.labels[k])
         columns = {
             "image_pixels" if self.image_options.store_pixels else "image_bytes": payloads,
             "image_sha256": shas,
