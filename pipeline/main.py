@@ -200,7 +200,7 @@ def run(job: JobArgs, *, wait: bool = True):
     from pipeline.build import BuilderSpec, load_vision
     from pipeline.graph import build_graph
     from pipeline.cli import check_num_shards_for_input
-    from pipeline.sources import expand_input_sizes
+    from pipeline.input_files import list_input_sizes, storage_error_text
     from transforms.config import JobConfig
     from transforms.template_check import TemplateUnusable, check_template
     from pipeline.remote import load_job_tokenizer, share_job_tokenizer
@@ -212,7 +212,7 @@ def run(job: JobArgs, *, wait: bool = True):
                                    trust_remote_code=job.trust_remote_code)
         job = _pin_template_date(job, tokenizer)
         report = check_template(tokenizer, loss=job.tokenize_options.loss, options=job.tokenize_options)
-        sizes = expand_input_sizes(job.inputs) if job.validate_inputs else None
+        sizes = list_input_sizes(job.inputs) if job.validate_inputs else None
         files = sorted(sizes) if sizes is not None else None
         check_input_files(files)
         if sizes is not None:
@@ -225,7 +225,12 @@ def run(job: JobArgs, *, wait: bool = True):
     if is_dry_run(options):
         LOG.warning("chatshards: --dry_run: --output %s is not checked and nothing is submitted", job.output)
     else:
-        lock = claim_output(job, files)
+        from apache_beam.io.filesystem import BeamIOError
+
+        try:
+            lock = claim_output(job, files)
+        except BeamIOError as exc:  # the storage of --output cannot be listed or written
+            raise ConfigError(f"--output {job.output!r} cannot be used: {storage_error_text(exc)}") from exc
 
     # the in-process runner's builder and audit writer reuse it (the job's chat template is already set)
     share_job_tokenizer(job.tokenizer, tokenizer, trust_remote_code=job.trust_remote_code)
