@@ -187,6 +187,26 @@ def _pin_template_date(job: JobArgs, tokenizer) -> JobArgs:
     return dataclasses.replace(job, tokenize_options=dataclasses.replace(job.tokenize_options, template_date=date))
 
 
+# The chat template's launch check renders a short probe conversation about a dozen times: it may take
+# this many --template-timeout budgets in all before the template counts as one that never ends.
+LAUNCH_CHECK_BUDGETS = 3
+
+
+def _bounded_template_check(check_template, tokenizer, job: JobArgs):
+    """``check_template`` under a time limit (:mod:`pipeline.time_limit`): a template whose loops never
+    end is a configuration error at launch instead of a hang."""
+    from pipeline.time_limit import LaunchCheckTimeout, call_with_time_limit
+
+    seconds = LAUNCH_CHECK_BUDGETS * job.tokenize_options.render_seconds
+    try:
+        return call_with_time_limit(
+            lambda: check_template(tokenizer, loss=job.tokenize_options.loss, options=job.tokenize_options), seconds)
+    except LaunchCheckTimeout:
+        raise ConfigError(f"the chat template's launch check (a few renders of a short conversation) took more "
+                          f"than {seconds:g} s: the template loops too long (if it is only slow, raise "
+                          "--template-timeout)") from None
+
+
 def run(job: JobArgs, *, wait: bool = True):
     """Validate, build and run the job; returns the Beam result.
 
@@ -211,7 +231,7 @@ def run(job: JobArgs, *, wait: bool = True):
         tokenizer = load_job_tokenizer(job.tokenizer, chat_template_file=job.chat_template,
                                    trust_remote_code=job.trust_remote_code)
         job = _pin_template_date(job, tokenizer)
-        report = check_template(tokenizer, loss=job.tokenize_options.loss, options=job.tokenize_options)
+        report = _bounded_template_check(check_template, tokenizer, job)
         sizes = list_input_sizes(job.inputs) if job.validate_inputs else None
         files = sorted(sizes) if sizes is not None else None
         check_input_files(files)
