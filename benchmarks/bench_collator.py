@@ -302,10 +302,12 @@ def collator_at_revision(rev: str):
 
 
 def section_validation_cost(ds: ShardDataset, num_rows: int, revisions: list[str], repeats: int = 15) -> None:
-    print(f"\n== collator validation cost (batch {BATCH}, CPU time per batch, median of {repeats} interleaved repeats) ==")
+    print(f"\n== collator validation cost (batch {BATCH}, CPU time per batch, "
+          f"median of {repeats} interleaved repeats) ==")
     rows = [ds[i] for i in range(num_rows)]
     batches = [rows[i:i + BATCH] for i in range(0, num_rows - BATCH + 1, BATCH)]
-    print(f"{len(batches)} batches, mean length {np.mean([len(r['input_ids']) for b in batches for r in b]):.0f} tokens")
+    mean = np.mean([len(r["input_ids"]) for b in batches for r in b])
+    print(f"{len(batches)} batches, mean length {mean:.0f} tokens")
     pad_id = ds.tokenizer_info.get("pad_token_id")
     pad_id = ds.tokenizer_info.get("eos_token_id") if pad_id is None else pad_id
     classes = {"this checkout": Collator, **{f"rev {rev}": collator_at_revision(rev) for rev in revisions}}

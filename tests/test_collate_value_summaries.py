@@ -69,7 +69,8 @@ def test_a_summary_that_shows_bad_values_keeps_the_per_batch_check(tmp_path, mod
         collator(good)  # credits the column until it is summarised
     assert all(c.ready and not c.ids_ok(top - 1) for c in vs.summaries([r["input_ids"] for r in rows]))
     position = rows[bad]["input_ids"].tolist().index(top)
-    with pytest.raises(ValueError, match=re.escape(f"input_ids has id {top} at position {position}, beyond the vocabulary")):
+    message = f"input_ids has id {top} at position {position}, beyond the vocabulary"
+    with pytest.raises(ValueError, match=re.escape(message)):
         collator(rows[bad:bad + 1])
 
 
