@@ -428,7 +428,11 @@ class Collator:
     def _flatten(self, features: Sequence[Mapping[str, Any]]) -> tuple[Batch, RowLayout]:
         cfg = self.config
         all_ids, all_labels, all_masks = self._rows(features)
-        ids_list, lab_list, rows = [], [], []
+        if all_masks is None and all(map(len, all_ids)):  # the usual batch: every row kept as it is
+            ids_list, lab_list, rows = all_ids, all_labels, range(len(all_ids))
+            all_ids = ()
+        else:
+            ids_list, lab_list, rows = [], [], []
         for i, ids in enumerate(all_ids):
             if len(ids) == 0:
                 continue
