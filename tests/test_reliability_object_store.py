@@ -1,4 +1,4 @@
-"""Issue 11 on an object store (``gs://``, here the ``fakegcs://`` filesystem of test_dataflow_remote.py
+"""Issue 11 on an object store (``gs://``, here the ``fakegcs://`` filesystem of object_store_testing.py
 with Cloud Storage's semantics): what is checked at launch, what at read time, and what holds for the
 output folder where no lock can be taken."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import pytest
 from apache_beam.io.filesystem import BeamIOError
 from chatshards_testing import run_job
-from test_dataflow_remote import PREFIX, FakeObjectStore, objects, upload
+from object_store_testing import PREFIX, FakeObjectStore, objects, upload
 
 from pipeline.output_folder import LOCK_NAME, MARKER_NAME
 from transforms import errors
