@@ -12,12 +12,18 @@ temporary folder. Sections:
 3. padding fraction of random, length-grouped and token-budget batching;
 4. RSS while iterating a shard set larger than 1 GB (written to a temporary folder, then deleted);
 5. GPU only (``torch.cuda.is_available()``): host-to-device transfer, pageable vs pinned.
+
+``--validation-cost [REV ...]``: only the cost of the collator's feature checks. CPU time per batch
+(median of interleaved repeats, one process) of this checkout's collator with and without
+``check_values`` and of ``transforms/runtime/collate.py`` at each git revision ``REV`` (e.g. the
+commit before the checks existed), on the same rows, padded and padding-free.
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -277,12 +283,63 @@ def section_gpu(ds: ShardDataset) -> None:
     print(f"DataLoader(pin_memory=True, 2 workers) -> device: {count / (time.perf_counter() - start):.1f} batches/s")
 
 
+def collator_at_revision(rev: str):
+    """The ``Collator`` class of ``transforms/runtime/collate.py`` at git revision ``rev`` (imported
+    as a sibling module of the runtime package, so its relative imports resolve)."""
+    import importlib.util
+    import subprocess
+
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    source = subprocess.run(["git", "show", f"{rev}:transforms/runtime/collate.py"], cwd=repo, check=True,
+                            capture_output=True, text=True).stdout
+    name = "transforms.runtime._collate_at_" + re.sub(r"\W", "_", rev)
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "transforms.runtime"
+    sys.modules[name] = module  # dataclasses look their module up there
+    exec(compile(source, f"{rev}:transforms/runtime/collate.py", "exec"), module.__dict__)
+    return module.Collator
+
+
+def section_validation_cost(ds: ShardDataset, num_rows: int, revisions: list[str], repeats: int = 15) -> None:
+    print(f"\n== collator validation cost (batch {BATCH}, CPU time per batch, "
+          f"median of {repeats} interleaved repeats) ==")
+    rows = [ds[i] for i in range(num_rows)]
+    batches = [rows[i:i + BATCH] for i in range(0, num_rows - BATCH + 1, BATCH)]
+    mean = np.mean([len(r["input_ids"]) for b in batches for r in b])
+    print(f"{len(batches)} batches, mean length {mean:.0f} tokens")
+    pad_id = ds.tokenizer_info.get("pad_token_id")
+    pad_id = ds.tokenizer_info.get("eos_token_id") if pad_id is None else pad_id
+    classes = {"this checkout": Collator, **{f"rev {rev}": collator_at_revision(rev) for rev in revisions}}
+    variants = {}
+    for label, cls in classes.items():
+        variants[f"padded, {label}"] = cls(pad_token_id=pad_id)
+        variants[f"padding-free, {label}"] = cls(padding_free=True)
+    variants["padded, this checkout, check_values=False"] = Collator(pad_token_id=pad_id, check_values=False)
+    variants["padding-free, this checkout, check_values=False"] = Collator(padding_free=True, check_values=False)
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for collator in variants.values():  # warm-up
+        for b in batches[:8]:
+            collator(b)
+    for _ in range(repeats):
+        for name, collator in variants.items():
+            start = time.process_time()
+            for b in batches:
+                collator(b)
+            samples[name].append((time.process_time() - start) / len(batches))
+    for mode in ("padded", "padding-free"):
+        for name in (n for n in variants if n.startswith(mode + ",")):
+            print(f"{name:52s} {np.median(samples[name]) * 1e6:8.1f} us/batch")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", nargs="?", help="dataset folder (default: a synthetic one)")
     parser.add_argument("--rows", type=int, default=4096, help="rows of the synthetic dataset / rows collated")
     parser.add_argument("--big-gb", type=float, default=1.2, help="size of the RSS test shard set")
     parser.add_argument("--skip-big", action="store_true", help="skip the RSS section")
+    parser.add_argument("--validation-cost", nargs="*", metavar="REV", default=None,
+                        help="only the collator validation cost, versus collate.py at these git revisions")
     args = parser.parse_args(argv)
 
     print(f"torch {torch.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
@@ -297,6 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         ds = ShardDataset(root)
         print(f"dataset: {ds!r}, mean length {ds.lengths.mean():.0f}, median {np.median(ds.lengths):.0f}")
+        if args.validation_cost is not None:
+            section_validation_cost(ds, min(args.rows, len(ds)), args.validation_cost)
+            return
         section_collator(ds, min(args.rows, len(ds)))
         section_dataloader(ds)
         section_padding(ds.lengths)

@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say = (lambda *a: None) if args.quiet else print
     try:
         manifest = sf.load_manifest(root)
+        sf.check_dataset_paths(root, manifest)  # no manifest path leads outside the folder, links followed
     except sf.ManifestError as exc:
         print(f"chatshards audit: error: {exc}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """Command line of ``python -m pipeline``: our flags, validated up front; the rest goes to Beam.
 
 Every flag is accepted with dashes (``--max-length``) and with underscores (``--max_length``, the
-form Dataflow Flex Template parameters use). Config errors exit with status 2 and a one-line reason
-before any work starts.
+form Dataflow Flex Template parameters use), spelled in full: an abbreviation (``--max-len``) is an
+unknown flag, refused with a suggestion, as Beam refuses abbreviations of its own options. Config
+errors exit with status 2 and a one-line reason before any work starts.
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def _flag(parser, name: str, **kwargs):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
+        allow_abbrev=False,  # --max-len is refused with a suggestion, never read as --max-length (Beam's rule too)
         description="Turn raw chat records into training-ready Arrow shards (Apache Beam job). "
         "Unknown flags are passed to Beam (--runner, --direct_num_workers, --project, ...).",
     )

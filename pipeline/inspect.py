@@ -86,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = args.dataset.rstrip("/") or "/"
     try:
         manifest = sf.load_manifest(root)
+        sf.check_dataset_paths(root, manifest)  # no manifest path leads outside the folder, links followed
         shards = select_shards(manifest, args.shard)
     except (sf.ManifestError, ValueError) as exc:
         print(f"chatshards inspect: error: {exc}", file=sys.stderr)

@@ -17,16 +17,17 @@ import time
 from typing import Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipeline.cli import ConfigError, JobArgs, check_num_shards_for_input, parse_args
 from pipeline.graph import build_graph
-from pipeline.input_files import launch_problem, not_regular_reason
+from pipeline.input_files import launch_problem, list_input_sizes, not_regular_reason, storage_error_text
 from pipeline.output_folder import OutputLock, check_inputs_outside_output, check_output_target, prepare_output
 from pipeline.plan import JobPlan, load_vision, make_plan
 from pipeline.remote import load_job_tokenizer, share_job_tokenizer
-from pipeline.sources import expand_input_sizes
+from pipeline.time_limit import LaunchCheckTimeout, call_with_time_limit
 from pipeline.trace import mark
 from transforms import shard_format as sf
 from transforms.template_check import TemplateUnusable, check_template
@@ -158,6 +159,24 @@ def _pin_template_date(job: JobArgs, tokenizer) -> JobArgs:
     return dataclasses.replace(job, tokenize_options=dataclasses.replace(job.tokenize_options, template_date=date))
 
 
+# The chat template's launch check renders a short probe conversation about a dozen times: it may take
+# this many --template-timeout budgets in all before the template counts as one that never ends.
+LAUNCH_CHECK_BUDGETS = 3
+
+
+def _bounded_template_check(check_template, tokenizer, job: JobArgs):
+    """``check_template`` under a time limit (:mod:`pipeline.time_limit`): a template whose loops never
+    end is a configuration error at launch instead of a hang."""
+    seconds = LAUNCH_CHECK_BUDGETS * job.tokenize_options.render_seconds
+    try:
+        return call_with_time_limit(
+            lambda: check_template(tokenizer, loss=job.tokenize_options.loss, options=job.tokenize_options), seconds)
+    except LaunchCheckTimeout:
+        raise ConfigError(f"the chat template's launch check (a few renders of a short conversation) took more "
+                          f"than {seconds:g} s: the template loops too long (if it is only slow, raise "
+                          "--template-timeout)") from None
+
+
 def plan_job(job: JobArgs) -> JobPlan:
     """The launch-time checks and the :class:`~pipeline.plan.JobPlan` of ``job``: tokenizer loaded (and shared
     with the in-process runner's workers), template checked, inputs matched and checked, processor loaded.
@@ -166,8 +185,8 @@ def plan_job(job: JobArgs) -> JobPlan:
         tokenizer = load_job_tokenizer(job.tokenizer, chat_template_file=job.chat_template,
                                        trust_remote_code=job.trust_remote_code)
         job = _pin_template_date(job, tokenizer)
-        report = check_template(tokenizer, loss=job.tokenize_options.loss, options=job.tokenize_options)
-        sizes = expand_input_sizes(job.inputs) if job.validate_inputs else None
+        report = _bounded_template_check(check_template, tokenizer, job)
+        sizes = list_input_sizes(job.inputs) if job.validate_inputs else None
         files = sorted(sizes) if sizes is not None else None
         check_input_files(files)
         if sizes is not None:
@@ -193,7 +212,10 @@ def run(job: JobArgs, *, wait: bool = True):
     if is_dry_run(options):
         LOG.warning("chatshards: --dry_run: --output %s is not checked and nothing is submitted", job.output)
     else:
-        lock = claim_output(job, plan.files)
+        try:
+            lock = claim_output(job, plan.files)
+        except BeamIOError as exc:  # the storage of --output cannot be listed or written
+            raise ConfigError(f"--output {job.output!r} cannot be used: {storage_error_text(exc)}") from exc
     pipeline = beam.Pipeline(options=options)
     build_graph(pipeline, plan)
     try:

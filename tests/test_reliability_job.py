@@ -315,6 +315,25 @@ def test_unknown_flags_are_refused_with_a_suggestion(tmp_path, capsys):
     assert run_job([*base, "--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers", "1"]) == 0
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--max-len", "512"], "unknown flag --max-len; did you mean --max-length?"),
+    (["--max_len=512"], "unknown flag --max_len; did you mean --max-length?"),
+    (["--over"], "unknown flag --over"),
+    (["--num-sh", "4"], "unknown flag --num-sh; did you mean --num-shards?"),
+    (["--direct_num", "2"], "unknown flag --direct_num; did you mean --direct_num_workers?"),  # Beam's, abbreviated
+])
+def test_abbreviated_flags_are_refused_not_guessed(tmp_path, args, message):
+    """argparse would read ``--max-len`` as ``--max-length`` (and ``--over`` as ``--overwrite``); Beam refuses
+    abbreviations of its options, so chatshards does too: one rule for every flag of the command."""
+    from pipeline.cli import ConfigError, parse_args
+
+    with pytest.raises(ConfigError) as caught:
+        parse_args(["--input", str(tmp_path / "a.jsonl"), "--output", str(tmp_path / "o"), *args])
+    assert str(caught.value).startswith(message), str(caught.value)
+    full = parse_args(["--input", "a.jsonl", "--output", "o", "--max-length", "512", "--max_length=256"])
+    assert full.tokenize_options.max_length == 256  # the full spellings, both forms, still work
+
+
 # -- 6. bounded cost ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args,message", [

@@ -303,22 +303,42 @@ def shard_paths(root: str, manifest: Mapping[str, Any]) -> list[str]:
             resolves outside ``root`` once symbolic links are followed, or two entries that name the
             same file (through a link, for example).
     """
+    return _paths_inside(root, [shard["path"] for shard in manifest["shards"]], "shard")
+
+
+def rejected_paths(root: str, manifest: Mapping[str, Any]) -> list[str]:
+    """Local paths of the manifest's ``rejected_files``, checked as :func:`shard_paths` checks shards."""
+    entries = manifest.get("rejected_files") or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "path" in e for e in entries):
+        raise ManifestError(f"{MANIFEST_NAME}: 'rejected_files' must be a list of objects with a 'path'")
+    return _paths_inside(root, [entry["path"] for entry in entries], "rejected file")
+
+
+def check_dataset_paths(root: str, manifest: Mapping[str, Any]) -> None:
+    """Raise :class:`ManifestError` unless every file the manifest lists (shards, rejected files) is a
+    plain relative path that stays inside ``root`` with symbolic links followed, each named once. Tools
+    that open a dataset's files by the manifest's paths (``pipeline.audit``, ``pipeline.inspect``) call
+    this before reading any of them."""
+    shard_paths(root, manifest)
+    rejected_paths(root, manifest)
+
+
+def _paths_inside(root: str, relatives: list, what: str) -> list[str]:
     real_root = os.path.realpath(root)
     paths: list[str] = []
     seen: dict[str, str] = {}
-    for shard in manifest["shards"]:
-        relative = shard["path"]
+    for relative in relatives:
         check_shard_path(relative)
         path = os.path.join(root, *relative.split("/"))
         real = os.path.realpath(path)
         if os.path.commonpath([real_root, real]) != real_root:
             raise ManifestError(
-                f"shard {relative!r} resolves to {real}, outside the dataset folder {real_root} "
+                f"{what} {relative!r} resolves to {real}, outside the dataset folder {real_root} "
                 "(a symbolic link pointing out?); refusing to read it"
             )
         if real in seen:
-            raise ManifestError(f"shards {seen[real]!r} and {relative!r} are the same file {real}; "
-                                "refusing to serve its rows twice")
+            raise ManifestError(f"{what}s {seen[real]!r} and {relative!r} are the same file {real}; "
+                                "refusing to read its rows twice")
         seen[real] = relative
         paths.append(path)
     return paths

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..shard_format import IGNORE_INDEX, load_manifest
+from . import value_summaries
 
 __all__ = ["Batch", "Collator", "CollatorConfig", "RowLayout"]
 
@@ -310,6 +311,8 @@ class Collator:
             return
         limit = self.config.max_token_id
         same = all(a is b for a, b in zip(lab_list, ids_list))
+        if mask_list is None and self._summaries_ok(ids_list, None if same else lab_list):
+            return
         try:
             if flat_ids is not None:
                 ids, labels = flat_ids, (flat_ids if same else flat_labels)
@@ -325,6 +328,9 @@ class Collator:
             shaped = False
         if shaped and _ids_ok(ids, limit) and (same or _labels_ok(labels, limit, self._ignore_ids)) \
                 and (mask_list is None or _mask_ok(mask_list)):
+            value_summaries.credit(ids_list)
+            if not same:
+                value_summaries.credit(lab_list)
             return
         # slow path: the strict pass names a row with bad element types or shapes, the scan a bad value
         ids_list, lab_list, mask_list = self._rows_strict(features)
@@ -333,6 +339,27 @@ class Collator:
             lab_list = [lab_list[r] for r in rows]
             mask_list = None if mask_list is None else [mask_list[r] for r in rows]
         _scan_rows(ids_list, lab_list, mask_list, limit, self._ignore_ids, self.config.vocab_size, rows)
+
+    def _summaries_ok(self, ids_list: list, lab_list: list | None) -> bool:
+        """Every row is a slice of a :class:`ShardDataset` column whose summary shows valid values
+        (see :mod:`transforms.runtime.value_summaries`): the batch needs no pass over its tokens."""
+        limit = self.config.max_token_id
+        columns = value_summaries.summaries(ids_list)
+        if columns is None:
+            return False
+        for column in columns:
+            if not column.ids_ok(limit):
+                return False
+        if lab_list is None:
+            return True
+        columns = value_summaries.summaries(lab_list)
+        if columns is None:
+            return False
+        ignore = self._ignore_ids
+        for column in columns:
+            if not column.labels_ok(limit, ignore):
+                return False
+        return True
 
     @property
     def _ignore_ids(self) -> tuple[int, ...]:
@@ -401,7 +428,11 @@ class Collator:
     def _flatten(self, features: Sequence[Mapping[str, Any]]) -> tuple[Batch, RowLayout]:
         cfg = self.config
         all_ids, all_labels, all_masks = self._rows(features)
-        ids_list, lab_list, rows = [], [], []
+        if all_masks is None and all(map(len, all_ids)):  # the usual batch: every row kept as it is
+            ids_list, lab_list, rows = all_ids, all_labels, range(len(all_ids))
+            all_ids = ()
+        else:
+            ids_list, lab_list, rows = [], [], []
         for i, ids in enumerate(all_ids):
             if len(ids) == 0:
                 continue
@@ -431,20 +462,28 @@ class Collator:
         planes = 3 if cfg.return_position_ids else 2  # one storage for all int64 outputs (see _pad)
         storage = torch.empty((planes, 1, total), dtype=torch.int64)
         buf = storage.numpy()
-        try:  # concatenated in their own dtype (int32 from shards: half the bytes to check), then
-            # widened; same_kind: floats, strings and objects are refused here, not truncated
-            flat_ids = np.concatenate(ids_list)
-            np.copyto(buf[0, 0], flat_ids, casting="same_kind")
-            flat_labels = flat_ids if all(a is b for a, b in zip(lab_list, ids_list)) else np.concatenate(lab_list)
-            np.copyto(buf[1, 0], flat_labels, casting="same_kind")
-        except (ValueError, TypeError):
-            if not cfg.check_values:
-                raise
-            flat_ids = flat_labels = None  # _check_values concatenates again and names a bad row
-        self._check_values(features, ids_list, lab_list, None, flat_ids=flat_ids, flat_labels=flat_labels, rows=rows)
-        if flat_ids is None:  # valid after all (e.g. uint64 rows among signed ones): copy them now
-            np.concatenate(ids_list, out=buf[0, 0], casting="unsafe")
-            np.concatenate(lab_list, out=buf[1, 0], casting="unsafe")
+        same = all(a is b for a, b in zip(lab_list, ids_list))
+        if not cfg.check_values or self._summaries_ok(ids_list, None if same else lab_list):
+            # nothing to check (or checked by summaries): straight into the int64 planes; same_kind
+            # refuses floats, strings and objects instead of truncating them
+            np.concatenate(ids_list, out=buf[0, 0], casting="same_kind")
+            if same:
+                buf[1, 0] = buf[0, 0]
+            else:
+                np.concatenate(lab_list, out=buf[1, 0], casting="same_kind")
+        else:
+            try:  # concatenated in their own dtype (int32 from shards: half the bytes to check), then widened
+                flat_ids = np.concatenate(ids_list)
+                np.copyto(buf[0, 0], flat_ids, casting="same_kind")
+                flat_labels = flat_ids if same else np.concatenate(lab_list)
+                np.copyto(buf[1, 0], flat_labels, casting="same_kind")
+            except (ValueError, TypeError):
+                flat_ids = flat_labels = None  # _check_values concatenates again and names a bad row
+            self._check_values(features, ids_list, lab_list, None, flat_ids=flat_ids, flat_labels=flat_labels,
+                               rows=rows)
+            if flat_ids is None:  # valid after all (e.g. uint64 rows among signed ones): copy them now
+                np.concatenate(ids_list, out=buf[0, 0], casting="unsafe")
+                np.concatenate(lab_list, out=buf[1, 0], casting="unsafe")
         buf[1, 0, starts] = cfg.label_pad_token_id
 
         batch = Batch(input_ids=storage[0], labels=storage[1])

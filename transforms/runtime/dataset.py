@@ -34,6 +34,7 @@ from .. import shard_format as sf
 from ..shard_format import ManifestError
 from . import partition
 from .partition import ShardIterableDataset
+from .value_summaries import register_column
 
 __all__ = ["ShardDataset", "ManifestError", "default_max_open_shards"]
 
@@ -185,6 +186,7 @@ def _chunk_views(batch: pa.RecordBatch, columns: Sequence[str]) -> list[tuple]:
             values = arr.values.to_numpy(zero_copy_only=True)
             if len(offsets) and (offsets[0] < 0 or offsets[-1] > len(values) or np.any(np.diff(offsets) < 0)):
                 raise ValueError(f"column {name!r} has invalid list offsets")
+            register_column(values)  # rows are its slices: the collator may check it once (value_summaries)
             views.append((name, 0, offsets, values))
         elif pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type):
             views.append((name, 1, arr.to_numpy(zero_copy_only=False), None))
