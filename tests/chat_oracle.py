@@ -1,8 +1,8 @@
 """The label oracle for issue 10: the rows a record must become under a chat template, token by token.
 
 Independent of the job's label code (it never imports ``transforms.chat_render``, ``template_check``,
-``example_builder`` or ``formats``): records are converted by :func:`canonical_messages` below, templates are
-rendered with ``tokenizer.apply_chat_template`` exactly as transformers does, and trained spans follow the
+``transforms.rows`` or ``transforms.formats``): records are converted by :func:`canonical_messages` below,
+templates are rendered with ``tokenizer.apply_chat_template`` exactly as transformers does, and trained spans follow the
 contract of issue 10 (notes/spec10.md):
 
 * P_i = render(messages[:i], add_generation_prompt=True) for a supervised assistant message i;
