@@ -54,7 +54,9 @@ def test_a_template_building_a_huge_value_is_refused_at_launch(tmp_path, capsys)
     template = write(tmp_path / "big.jinja", "{% for m in messages %}{{ 'x' * 100000000 }}" + CHATML_TAIL)
     data = jsonl(tmp_path / "a.jsonl", [chat("hi")])
     assert run_job(["--input", data, "--output", str(tmp_path / "o"), "--chat-template", template]) == 2
-    assert "cannot be used for training" in one_line_error(capsys)
+    error = one_line_error(capsys)
+    assert "cannot be used for training" in error
+    assert "builds a value of 100000000 items" in error and "took more than" not in error  # says which limit
 
 
 def test_records_that_make_the_template_loop_or_grow_are_rejected_one_by_one(tmp_path):
@@ -67,6 +69,9 @@ def test_records_that_make_the_template_loop_or_grow_are_rejected_one_by_one(tmp
     manifest = sf.load_manifest(str(out))
     assert manifest["counts"] == {"read": 4, "written": 2, "rejected": 2, "rows": 2}
     assert manifest["rejected_by_reason"] == {errors.TEMPLATE_LIMIT: 2}
+    details = {json.loads(line)["record"]["messages"][0]["content"]: json.loads(line)["detail"]
+               for path in (out / "rejected").glob("*.jsonl") for line in path.read_text().splitlines()}
+    assert "builds a value" in details["big"] and "took more than 1 s" in details["slow"]  # each names its limit
 
 
 def test_randomness_in_a_template_is_refused_at_launch(tmp_path, capsys):

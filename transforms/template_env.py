@@ -136,8 +136,9 @@ class RenderBudget:
         try:
             yield
         except TemplateLimitExceeded:
-            _WATCHDOG.disarm(ticket)
-            raise TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s") from None
+            if _WATCHDOG.disarm(ticket):  # the watchdog stopped it: time
+                raise TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s") from None
+            raise  # a size limit: its own message
         except BaseException:
             if _WATCHDOG.disarm(ticket):
                 raise TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s") from None
