@@ -138,9 +138,11 @@ def section_collator(ds: ShardDataset, num_rows: int) -> None:
     results["memcpy"] = n_rows / seconds
     print(f"{'memcpy of the same bytes (ceiling)':44s} {n_rows / seconds:12,.0f} rows/s "
           f"({src.nbytes / seconds / 1e9:.1f} GB/s)")
-    best_hf = max(results["transformers DataCollatorForSeq2Seq (numpy)"], results["transformers DataCollatorForSeq2Seq (lists)"])
+    best_hf = max(results["transformers DataCollatorForSeq2Seq (numpy)"],
+                  results["transformers DataCollatorForSeq2Seq (lists)"])
     print(f"ratio ours padded / DataCollatorForSeq2Seq: {results['ours padded (numpy views)'] / best_hf:.0f}x "
-          f"(vs its numpy input: {results['ours padded (numpy views)'] / results['transformers DataCollatorForSeq2Seq (numpy)']:.0f}x; "
+          f"(vs its numpy input: "
+          f"{results['ours padded (numpy views)'] / results['transformers DataCollatorForSeq2Seq (numpy)']:.0f}x; "
           "target >= 50x)")
     print(f"ratio ours padding-free / DataCollatorWithFlattening: "
           f"{results['ours padding-free (numpy views)'] / results['transformers DataCollatorWithFlattening']:.0f}x")

@@ -328,7 +328,8 @@ def main() -> None:
 
         for repeat in range(args.repeats):
             for n in mode_sizes:
-                add(f"one process {n}", run_job(inputs[n][0], tmp / "out", tokenizer, one, args.job_repo, tmp / "trace"))
+                add(f"one process {n}",
+                    run_job(inputs[n][0], tmp / "out", tokenizer, one, args.job_repo, tmp / "trace"))
                 add(f"job {n}", run_job(inputs[n][0], tmp / "out", tokenizer, multi, args.job_repo, tmp / "trace"))
             for n in (args.records, args.small, args.tiny):
                 if not n:

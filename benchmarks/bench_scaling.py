@@ -45,8 +45,8 @@ def write_inputs(folder: Path, records: int, files: int = 4) -> None:
 
     texts = []
     for relative in SOURCES:
-        texts += [json.dumps(raw.value, ensure_ascii=False) for raw in iter_raw_records_from_path(str(SHARED / relative))
-                  if raw.value is not None]
+        texts += [json.dumps(raw.value, ensure_ascii=False)
+                  for raw in iter_raw_records_from_path(str(SHARED / relative)) if raw.value is not None]
     folder.mkdir(parents=True, exist_ok=True)
     per_file = -(-records // files)
     for part in range(files):

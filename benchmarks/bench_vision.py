@@ -179,8 +179,10 @@ def main():
         records_head = os.path.join(work, "one.jsonl")
         with open(records) as handle, open(records_head, "w") as head:
             head.write(handle.readline().replace('"img_', '"images/img_'))
-        source_bytes = sum(os.path.getsize(os.path.join(image_dir, f)) for f in os.listdir(image_dir) if f.endswith(".jpg"))
-        print(f"{args.images} distinct {size[0]}x{size[1]} JPEGs (q90, {source_bytes / args.images / 1024:.1f} KiB each), "
+        source_bytes = sum(os.path.getsize(os.path.join(image_dir, f))
+                           for f in os.listdir(image_dir) if f.endswith(".jpg"))
+        print(f"{args.images} distinct {size[0]}x{size[1]} JPEGs "
+              f"(q90, {source_bytes / args.images / 1024:.1f} KiB each), "
               f"{os.cpu_count()} CPUs, batch {BATCH}")
         results = {}
         for kind, processor in processors.items():
@@ -188,7 +190,8 @@ def main():
             for label, opts in (("webp", {"encoding": "webp"}), ("png", {"encoding": "png"}),
                                 ("jpeg q95", {"encoding": "jpeg"}), ("raw pixels", {"store_pixels": True})):
                 r, p = bench_builder(processor, records, **opts)
-                print(f"1. builder, {label:10s} (no Beam, 1 process): {r:6.1f} images/s; payload {p / args.images / 1024:6.1f} KiB/image")
+                print(f"1. builder, {label:10s} (no Beam, 1 process): {r:6.1f} images/s; "
+                      f"payload {p / args.images / 1024:6.1f} KiB/image")
             outs = {}
             if not args.skip_job:
                 baseline = run_job(processor, records_head, os.path.join(work, f"out_{kind}_one"))
@@ -201,7 +204,8 @@ def main():
                     outs[label] = out
                     print(f"2. Beam job ({label:6s}, 2 workers): {args.images / seconds:6.1f} images/s end to end "
                           f"({seconds:.1f} s), {args.images / max(seconds - baseline, 1e-9):6.1f} images/s without the "
-                          f"{baseline:.1f} s of a 1-record job; shard bytes/image {shard_bytes / args.images / 1024:.1f} KiB")
+                          f"{baseline:.1f} s of a 1-record job; "
+                          f"shard bytes/image {shard_bytes / args.images / 1024:.1f} KiB")
             seed = SeedCollator(processor, kind, image_dir)
             raw_records = [json.loads(line) for line in open(records)]
             seed_rate = loader_rate(raw_records, seed)

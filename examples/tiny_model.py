@@ -14,7 +14,8 @@ def tiny_llama(ds: ShardDataset) -> LlamaForCausalLM:
     config = LlamaConfig(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=int(ds.lengths.max()),
-        pad_token_id=tok.get("pad_token_id"), eos_token_id=tok.get("eos_token_id"), bos_token_id=tok.get("bos_token_id"),
+        pad_token_id=tok.get("pad_token_id"), eos_token_id=tok.get("eos_token_id"),
+        bos_token_id=tok.get("bos_token_id"),
         # training needs no KV cache; without one, transformers also finds the sequence boundaries of
         # padding-free batches from position_ids under sdpa/eager attention
         use_cache=False,

@@ -68,7 +68,8 @@ def reasoning_records(style: str, count: int = 6) -> list[dict]:
                 if style == "field":
                     messages.append({"role": "assistant", "content": item["value"], "reasoning_content": reasoning})
                 else:
-                    messages.append({"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{item['value']}"})
+                    messages.append({"role": "assistant",
+                                     "content": f"<think>\n{reasoning}\n</think>\n\n{item['value']}"})
         records.append({"messages": messages})
     return records
 

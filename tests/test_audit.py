@@ -121,7 +121,8 @@ def test_distributions_match_numpy_over_the_shards(job):
                 assert hist[f"p{p}"] == true
     fractions = [t / n for t, n in zip(trained, lengths)]
     frac = stats["distributions"]["trained_fraction"]
-    assert frac["min"] == pytest.approx(min(fractions), abs=1e-6) and frac["max"] == pytest.approx(max(fractions), abs=1e-6)
+    assert frac["min"] == pytest.approx(min(fractions), abs=1e-6)
+    assert frac["max"] == pytest.approx(max(fractions), abs=1e-6)
     assert frac["mean"] == pytest.approx(np.mean(fractions), abs=1e-6)
     for p in (50, 90, 99):
         true = nearest_rank(fractions, p)
@@ -154,7 +155,7 @@ def test_truncation_duplicates_and_template_checks(job, qwen_tokenizer):
     starts_default = sum(qwen_tokenizer.decode(row[:40], skip_special_tokens=False).startswith(DEFAULT_SYSTEM)
                          for row in ids)
     assert tmpl["rows_with_default_system_prompt"] == starts_default > 0
-    last_is_stop = sum([l for l in lab if l != -100][-1] == IM_END for lab in labels)
+    last_is_stop = sum([label for label in lab if label != -100][-1] == IM_END for lab in labels)
     assert tmpl["rows_last_trained_token_is_stop"] == last_is_stop
     assert tmpl["rows_last_trained_token_not_stop"] == table.num_rows - last_is_stop
     assert tmpl["rows_double_bos"] == 0 and tmpl["rows_starting_with_bos"] == 0  # Qwen has no BOS
@@ -176,8 +177,10 @@ def test_manifest_audit_section_summarises_stats(job):
 def test_rejection_examples_and_samples_are_chosen_deterministically(job):
     out, stats, table, rejected = job
     for reason, example in stats["rejections"]["examples"].items():
-        first = min((r for r in rejected if r["reason"] == reason), key=lambda r: sf.row_sort_key(r["source"], r["index"]))
-        assert (example["source"], example["index"], example["detail"]) == (first["source"], first["index"], first["detail"][:500])
+        first = min((r for r in rejected if r["reason"] == reason),
+                    key=lambda r: sf.row_sort_key(r["source"], r["index"]))
+        assert (example["source"], example["index"], example["detail"]) == (
+            first["source"], first["index"], first["detail"][:500])
     assert set(stats["rejections"]["examples"]) == set(stats["rejections"]["by_reason"])
     keys = sorted(sf.row_sort_key(s, i) for s, i in zip(table["source"].to_pylist(), table["index"].to_pylist()))
     sample_keys = {sf.row_sort_key(s["source"], s["index"]) for s in stats["samples"]}
@@ -216,7 +219,8 @@ def test_audit_command_on_a_run_made_without_the_audit(tmp_path):
     given."""
     from pipeline.audit import main as audit_main
 
-    inputs = input_args(["openai/openai_cookbook_toy_chat_fine_tuning.jsonl", "edge_cases/xtuner_openai_sft_bare_lists.jsonl",
+    inputs = input_args(["openai/openai_cookbook_toy_chat_fine_tuning.jsonl",
+                         "edge_cases/xtuner_openai_sft_bare_lists.jsonl",
                          "edge_cases/axolotl_conversation.missingturns.json"])
     assert run_job([*inputs, "--output", str(tmp_path / "plain"), "--max-length", "96", "--no-audit"]) == 0
     assert not (tmp_path / "plain" / "audit").exists()
@@ -245,8 +249,10 @@ def test_dedup_counts_duplicate_rejections(tmp_path):
 
 
 def test_stats_identical_across_runner_modes_and_shard_counts(tmp_path):
-    args = input_args(["sharegpt/fastchat_dummy_conversation.json", "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl",
-                       "edge_cases/axolotl_conversation.missingturns.json", "openai/openai_cookbook_toy_chat_fine_tuning.jsonl"])
+    args = input_args(["sharegpt/fastchat_dummy_conversation.json",
+                       "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl",
+                       "edge_cases/axolotl_conversation.missingturns.json",
+                       "openai/openai_cookbook_toy_chat_fine_tuning.jsonl"])
     outputs = []
     for mode, shards in (("in_memory", "1"), ("multi_processing", "3")):
         out = tmp_path / mode

@@ -22,7 +22,8 @@ BAR_RGB = (0x3B, 0x6F, 0xB6)  # transforms/audit/svg.py BAR
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
-    reason=f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium) to test the report in a browser",
+    reason=f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium) "
+           "to test the report in a browser",
 )
 
 

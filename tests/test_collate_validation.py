@@ -113,10 +113,12 @@ def test_ids_beyond_the_vocabulary(tmp_path):
         rows = good_rows()
         rows[1]["labels"] = rows[1]["labels"].copy()
         rows[1]["labels"][-1] = 64
-        expect(Collator(**mode, vocab_size=64), rows, "row 1: labels has 64 at position 6: beyond the vocabulary (vocab_size=64)")
+        expect(Collator(**mode, vocab_size=64), rows,
+               "row 1: labels has 64 at position 6: beyond the vocabulary (vocab_size=64)")
         rows[1]["input_ids"] = rows[1]["labels"].copy()
         rows[1]["input_ids"][:3] = 5
-        expect(Collator(**mode, vocab_size=64), rows, "row 1: input_ids has id 64 at position 6, beyond the vocabulary (vocab_size=64)")
+        expect(Collator(**mode, vocab_size=64), rows,
+               "row 1: input_ids has id 64 at position 6, beyond the vocabulary (vocab_size=64)")
         Collator(**mode, vocab_size=65)(rows)  # in range
     write_synthetic_dataset(tmp_path, num_rows=8, num_shards=1, vocab_size=100)
     collator = Collator.from_manifest(str(tmp_path))

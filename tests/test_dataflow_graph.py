@@ -19,7 +19,8 @@ DATAFLOW_ARGS = [
     f"--temp_location={BUCKET}/tmp", f"--staging_location={BUCKET}/staging", f"--sdk_container_image={IMAGE}",
     f"--setup_file={REPO / 'setup.py'}",
 ]
-JOB_ARGS = ["--input", f"{BUCKET}/in/*.jsonl", "--output", f"{BUCKET}/out", "--no-validate-inputs", "--max-length", "2048"]
+JOB_ARGS = ["--input", f"{BUCKET}/in/*.jsonl", "--output", f"{BUCKET}/out", "--no-validate-inputs",
+            "--max-length", "2048"]
 
 
 class NetworkAccess(BaseException):

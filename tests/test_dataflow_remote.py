@@ -64,8 +64,8 @@ def test_partial_run_on_an_object_store_is_detected_and_replaced(store, capsys):
     """Object stores have no folders: leftovers under data/ must still be seen, and --overwrite must
     delete them (otherwise shards of two runs would mix)."""
     out = f"{PREFIX}bucket/out"
-    stale = ["data/shard-00000-of-00003.arrow", "data/shard-00002-of-00003.arrow", "rejected/rejected-00001-of-00003.jsonl",
-             ".tmp/shard-00001-of-00003.arrow.0123"]
+    stale = ["data/shard-00000-of-00003.arrow", "data/shard-00002-of-00003.arrow",
+             "rejected/rejected-00001-of-00003.jsonl", ".tmp/shard-00001-of-00003.arrow.0123"]
     for key in stale:
         upload(store, f"{out}/{key}", b"old run")
     upload(store, f"{out}/notes.txt", b"not ours")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -487,7 +488,7 @@ def test_parse_mapping_option():
 
 def test_conversation_is_immutable():
     c = conv({"messages": [U, A]})
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         c.format = "x"  # type: ignore[misc]
 
 

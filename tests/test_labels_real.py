@@ -129,11 +129,12 @@ def test_header_style_template_bos_once_and_eot_trained(llama3_style_tokenizer, 
 
 def test_default_system_prompt_is_rendered_but_never_trained(qwen_tokenizer):
     raws = load_raws("sharegpt/fastchat_dummy_conversation.json", 5)
-    for kind, row in build_rows(qwen_tokenizer, raws):
+    for _kind, row in build_rows(qwen_tokenizer, raws):
         text = qwen_tokenizer.decode(row["input_ids"].tolist())
         assert text.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud.")
         trained_text = "".join(qwen_tokenizer.decode(r.tolist()) for r in trained_runs(row["labels"]))
-        assert "Alibaba" not in trained_text and "<|im_start|>" not in trained_text and "assistant\n" not in trained_text
+        assert "Alibaba" not in trained_text and "<|im_start|>" not in trained_text
+        assert "assistant\n" not in trained_text
 
 
 def test_pad_equal_to_eos_keeps_eos_trained_and_masks_padding_by_position(qwen_tokenizer):
@@ -157,7 +158,7 @@ def test_loss_modes_all_and_last(qwen_tokenizer):
     raws = load_raws("sharegpt/fastchat_dummy_conversation.json", 30)
     multi = [r for r in raws if len(assistant_messages(r)) >= 2][:5]
     assert multi
-    for raw, (_, row) in zip(multi, build_rows(qwen_tokenizer, multi, loss="all")):
+    for _raw, (_, row) in zip(multi, build_rows(qwen_tokenizer, multi, loss="all")):
         assert (row["labels"] == row["input_ids"]).all()
     for raw, (_, row) in zip(multi, build_rows(qwen_tokenizer, multi, loss="last")):
         runs = [qwen_tokenizer.decode(r.tolist()) for r in trained_runs(row["labels"])]
@@ -166,7 +167,8 @@ def test_loss_modes_all_and_last(qwen_tokenizer):
 
 
 def test_truncation_modes(qwen_tokenizer):
-    raws = [r for r in load_raws("sharegpt/fastchat_dummy_conversation.json", 60) if len(assistant_messages(r)) == 3][:3]
+    raws = [r for r in load_raws("sharegpt/fastchat_dummy_conversation.json", 60)
+            if len(assistant_messages(r)) == 3][:3]
     full = [row for _, row in build_rows(qwen_tokenizer, raws)]
     for raw, base in zip(raws, full):
         limit = base["length"] - 10

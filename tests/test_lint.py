@@ -49,8 +49,6 @@ def test_the_pipeline_wiring_and_new_tests_are_lint_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.xfail(strict=False, reason="files outside issue 13's pipeline side still have findings until the lead "
-                   "runs `ruff check --fix` and shortens the long lines after merging")
 def test_the_whole_project_is_lint_clean():
     result = ruff(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -115,7 +115,7 @@ def test_rows_equal_the_pure_builder_output(job_output, qwen_tokenizer):
     builder = RowBuilder(tokenizer=qwen_tokenizer, format_options=FormatOptions(),
                          tokenize_options=TokenizeOptions(max_length=1024))
     raws = list(iter_raw_records_from_path(str(shared(INPUTS[0]))))[:40]
-    for raw, (kind, expected) in zip(raws, builder.build_records(raws)):
+    for raw, (_kind, expected) in zip(raws, builder.build_records(raws)):
         row = rows[(raw.source, raw.index)]
         assert row["input_ids"] == expected["input_ids"].tolist()
         assert row["labels"] == expected["labels"].tolist()

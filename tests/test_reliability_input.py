@@ -189,9 +189,11 @@ SURROGATE_PLACES = {
     "metadata": lambda r: r.__setitem__("meta", {"note": "\udfff"}),
     "role": lambda r: r["messages"][0].__setitem__("role", "\ud800"),
     "system": lambda r: r.__setitem__("system", "sys\ud800"),
-    "tools": lambda r: r.__setitem__("tools", [{"type": "function", "function": {"name": "f\ud800", "parameters": {}}}]),
+    "tools": lambda r: r.__setitem__(
+        "tools", [{"type": "function", "function": {"name": "f\ud800", "parameters": {}}}]),
     "tool_call_arguments": lambda r: r["messages"].append(
-        {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"a": "\udc80"}}}]}),
+        {"role": "assistant",
+         "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"a": "\udc80"}}}]}),
     "key": lambda r: r.__setitem__("k\ud800", 1),
 }
 

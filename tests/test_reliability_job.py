@@ -225,8 +225,10 @@ def test_truncated_gzip_and_hostile_records_are_rejected_and_counted(tmp_path):
         '{"system": "s\\ud800", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}',
         '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "tool_calls": '
         '[{"type": "function", "function": {"name": "f", "arguments": "{\\"x\\": \\"\\\\ud800\\"}"}}]}]}',
-        '{"meta": {"k\\ud800": 1}, "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}',
-        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "n": ' + "7" * 5000 + "}",
+        '{"meta": {"k\\ud800": 1}, "messages": [{"role": "user", "content": "q"}, '
+        '{"role": "assistant", "content": "a"}]}',
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "n": '
+        + "7" * 5000 + "}",
         '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "m": '
         + "[" * 700 + "]" * 700 + "}",
         json.dumps(chat(1)),

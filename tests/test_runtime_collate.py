@@ -74,7 +74,8 @@ def test_padded_matches_seq2seq(root, features, side, multiple, as_lists):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_fixed_max_length_matches_seq2seq(features, side):
-    theirs = DataCollatorForSeq2Seq(tiny_tokenizer(side), padding="max_length", max_length=70, pad_to_multiple_of=16)(features)
+    theirs = DataCollatorForSeq2Seq(tiny_tokenizer(side), padding="max_length", max_length=70,
+                                    pad_to_multiple_of=16)(features)
     ours = Collator(pad_token_id=PAD, padding_side=side, max_length=70, pad_to_multiple_of=16)(features)
     assert ours["input_ids"].shape == (len(features), 80)
     assert_same(ours, theirs, ["input_ids", "attention_mask", "labels"])
@@ -107,7 +108,8 @@ def test_position_ids_follow_real_tokens(features):
 def test_padding_free_matches_flattening(features, with_labels, return_position_ids):
     if not with_labels:
         features = [{"input_ids": f["input_ids"]} for f in features]
-    theirs = DataCollatorWithFlattening(return_flash_attn_kwargs=True, return_position_ids=return_position_ids)(features)
+    theirs = DataCollatorWithFlattening(return_flash_attn_kwargs=True,
+                                        return_position_ids=return_position_ids)(features)
     ours = Collator(padding_free=True, return_position_ids=return_position_ids)(features)
     assert set(ours) == set(theirs)
     assert_same(ours, theirs, list(theirs))
@@ -158,7 +160,8 @@ def test_rows_written_padded(tmp_path):
     padded_rows = [ds[i] for i in range(len(ds))]
     batch = Collator(pad_token_id=PAD)(padded_rows)
     assert batch["input_ids"].shape == (11, 64)
-    assert torch.equal(batch["attention_mask"], torch.from_numpy(np.stack([r["attention_mask"] for r in padded_rows])).long())
+    assert torch.equal(batch["attention_mask"],
+                       torch.from_numpy(np.stack([r["attention_mask"] for r in padded_rows])).long())
     trimmed = [{"input_ids": r["input_ids"][r["attention_mask"] == 1], "labels": r["labels"][r["attention_mask"] == 1]}
                for r in padded_rows]
     flat = Collator(padding_free=True)(padded_rows)

@@ -162,7 +162,8 @@ def test_absolute_path_is_refused(dataset):
     edit_manifest(dataset, lambda m: m["shards"][1].update(path=absolute))
     with pytest.raises(ManifestError, match="leaves the dataset folder"):
         ShardDataset(dataset)
-    edit_manifest(dataset, lambda m: m["shards"][1].update(path=os.path.join(dataset, "data", "shard-00001-of-00002.arrow")))
+    edit_manifest(dataset,
+                  lambda m: m["shards"][1].update(path=os.path.join(dataset, "data", "shard-00001-of-00002.arrow")))
     with pytest.raises(ManifestError, match="leaves the dataset folder"):  # absolute even when inside
         ShardDataset(dataset)
 

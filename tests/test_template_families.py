@@ -110,7 +110,8 @@ def compare(family, tokenizer, inputs, manifest, rows, rejected) -> tuple[int, i
                     continue
                 row = match[0]
                 if list(row["input_ids"]) != want.input_ids:
-                    problems.append(f"{key} turn {want.turn}: text differs: job ...{tokenizer.decode(row['input_ids'])[-160:]!r}"
+                    problems.append(f"{key} turn {want.turn}: text differs: "
+                                    f"job ...{tokenizer.decode(row['input_ids'])[-160:]!r}"
                                     f" oracle ...{want.text[-160:]!r}")
                 elif list(row["labels"]) != want.labels:
                     problems.append(f"{key} turn {want.turn}: labels differ: job trained "
@@ -168,7 +169,8 @@ HAND_CHECKED = [
                {"role": "assistant", "content": "Because.", "reasoning_content": "The user wants a reason."}],
      ["<think>\nThe user wants a reason.\n</think>\n\nBecause.<|im_end|>"]),
     ("deepseek_r1_distill", [{"role": "user", "content": "Why?"},
-                             {"role": "assistant", "content": "<think>\nThe user wants a reason.\n</think>\n\nBecause."}],
+                             {"role": "assistant",
+                              "content": "<think>\nThe user wants a reason.\n</think>\n\nBecause."}],
      ["The user wants a reason.\n</think>\n\nBecause.<｜end▁of▁sentence｜>"]),
 ]
 
@@ -250,7 +252,8 @@ def test_reasoning_turns_trained_once_as_rendered_at_inference(tokenizer_cache, 
     template keeps it, as TRL's qwen3_training does)."""
     family = tf.BY_NAME[name]
     folder, tokenizer = tokenizer_cache(name)
-    inputs = {"reason_field": records.reasoning_records("field", 3), "reason_think": records.reasoning_records("think", 3)}
+    inputs = {"reason_field": records.reasoning_records("field", 3),
+              "reason_think": records.reasoning_records("think", 3)}
     code, out = run_family(family, folder, inputs, tmp_path)
     assert code == 0
     manifest, rows, rejected = read_job(out)

@@ -46,14 +46,16 @@ def test_input_shapes_put_images_at_their_position(images_dir):
     cases = [
         ({"image": "red.png", "conversations": [{"from": "human", "value": "Is it red?\n<image>"},
                                                 {"from": "gpt", "value": "Yes"}]}, ["Is it red?\n<image>"]),
-        ({"image": "red.png", "conversations": [{"from": "human", "value": "Colour?"}, {"from": "gpt", "value": "Red"}]},
+        ({"image": "red.png",
+          "conversations": [{"from": "human", "value": "Colour?"}, {"from": "gpt", "value": "Red"}]},
          ["<image>\nColour?"]),  # no tag: before the first user text
         (qa([{"type": "text", "text": "A"}, {"type": "image", "image": "red.png"},
              {"type": "image_url", "image_url": {"url": "blue.jpg"}}, {"type": "image_url", "value": "sub/green.png"}]),
          ["A<image><image><image>"]),
         (qa([{"type": "image"}, {"type": "text", "text": "What?"}], images=["red.png"]), ["<image>What?"]),  # TRL style
         ({"image": "red.png", "question": "Colour?", "answer": "Red"}, ["<image>\nColour?"]),  # vqa (auto)
-        ({"input": "What is shown?", "output": "A logo.", "image": "red.png"}, ["<image>\nWhat is shown?"]),  # torchtune
+        ({"input": "What is shown?", "output": "A logo.", "image": "red.png"},
+         ["<image>\nWhat is shown?"]),  # torchtune
     ]
     for value, user_texts in cases:
         conversation = to_conversation(value, opts)
@@ -224,7 +226,8 @@ def test_image_tokens_are_never_trained_even_in_assistant_turns_or_with_loss_all
 def multi_turn(n):
     messages = []
     for i in range(n):
-        messages += [{"role": "user", "content": f"<image>Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]
+        messages += [{"role": "user", "content": f"<image>Question {i}?"},
+                     {"role": "assistant", "content": f"Answer {i}."}]
     return {"messages": messages, "images": ["red.png", "blue.jpg", "sub/green.png"][:n]}
 
 

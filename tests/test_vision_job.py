@@ -27,7 +27,8 @@ def hf_image_dataset(folder: Path):
     features = Features({"messages": [{"role": Value("string"), "content": Value("string")}],
                          "images": Sequence(Image())})
     rows = {"messages": [], "images": []}
-    for name, question, answer in (("1.jpg", "<image>Who?", "Two players."), ("3.jpg", "Describe <image>", "A speech.")):
+    for name, question, answer in (("1.jpg", "<image>Who?", "Two players."),
+                                   ("3.jpg", "Describe <image>", "A speech.")):
         rows["messages"].append([{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
         rows["images"].append([{"bytes": (photos / name).read_bytes(), "path": name}])
     rows["messages"].append([{"role": "user", "content": "Text only?"}, {"role": "assistant", "content": "Yes."}])
@@ -44,10 +45,14 @@ def inputs(tmp_path_factory):
     write_image(folder / "ok.png", (50, 40), (10, 200, 10))
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     problems = [
-        {"messages": [{"role": "user", "content": "<image>Green?"}, {"role": "assistant", "content": "Yes."}], "images": ["ok.png"]},
-        {"messages": [{"role": "user", "content": "<image>?"}, {"role": "assistant", "content": "x"}], "images": ["../etc.png"]},
-        {"messages": [{"role": "user", "content": "<image>?"}, {"role": "assistant", "content": "x"}], "images": ["broken.png"]},
-        {"messages": [{"role": "user", "content": "<image><image>?"}, {"role": "assistant", "content": "x"}], "images": ["ok.png"]},
+        {"messages": [{"role": "user", "content": "<image>Green?"}, {"role": "assistant", "content": "Yes."}],
+         "images": ["ok.png"]},
+        {"messages": [{"role": "user", "content": "<image>?"}, {"role": "assistant", "content": "x"}],
+         "images": ["../etc.png"]},
+        {"messages": [{"role": "user", "content": "<image>?"}, {"role": "assistant", "content": "x"}],
+         "images": ["broken.png"]},
+        {"messages": [{"role": "user", "content": "<image><image>?"}, {"role": "assistant", "content": "x"}],
+         "images": ["ok.png"]},
         {"messages": [{"role": "user", "content": [{"type": "text", "text": "Plain text, parts."}]},
                       {"role": "assistant", "content": "Fine."}]},
     ]
@@ -76,7 +81,8 @@ def test_parquet_and_arrow_inputs_are_read_like_json(inputs):
 def llava_job(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("vision_job") / "out"
     args = ["--processor", llava_dir(), "--output", str(out), "--num-shards", "2"]
-    for path in (shared(LLAMAFACTORY) / "mllm_demo.json", shared("edge_cases/qwen3vl_single_images_trailing_comma.json"),
+    for path in (shared(LLAMAFACTORY) / "mllm_demo.json",
+                 shared("edge_cases/qwen3vl_single_images_trailing_comma.json"),
                  inputs / "hf.parquet", inputs / "problems.jsonl", inputs / "text.parquet"):
         args += ["--input", str(path)]
     assert run_job(args) == 0
@@ -95,7 +101,8 @@ def test_job_counts_rejections_columns_and_manifest(llava_job):
     assert manifest["config"]["extra"]["vision"]["images"]["encoding"] == "webp"
     for column in ("image_bytes", "image_sha256", "image_index", "image_hw", "image_token_counts", "num_images"):
         assert column in manifest["columns"]
-    rejected = [json.loads(line) for f in (llava_job / "rejected").glob("*.jsonl") for line in f.read_text().splitlines()]
+    rejected = [json.loads(line) for f in (llava_job / "rejected").glob("*.jsonl")
+                for line in f.read_text().splitlines()]
     assert Counter(r["reason"] for r in rejected) == Counter(manifest["rejected_by_reason"])
 
 
@@ -134,7 +141,8 @@ def test_qwen_job_store_pixels_image_root_and_pixel_limits(tmp_path):
             "--image-root", str(folder.parent), "--store-pixels", "--max-pixels", str(28 * 28 * 64), "--dedup"]
     assert run_job(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"read": 24, "written": 6, "rejected": 18, "rows": 6}  # each demo record is repeated 4x
+    # each demo record is repeated 4x
+    assert manifest["counts"] == {"read": 24, "written": 6, "rejected": 18, "rows": 6}
     assert manifest["vision"]["config"]["max_pixels"] == 28 * 28 * 64 and manifest["vision"]["images"]["store_pixels"]
     assert "image_pixels" in manifest["columns"] and "image_grid_thw" in manifest["columns"]
     reference = AutoImageProcessor.from_pretrained(qwen_dir(), max_pixels=28 * 28 * 64)
@@ -142,7 +150,8 @@ def test_qwen_job_store_pixels_image_root_and_pixel_limits(tmp_path):
     collator = VisionCollator.from_manifest(str(out))
     for i in range(len(dataset)):
         row = dataset[i]
-        expected = reference(images=[load_image(str(folder.parent / p)) for p in row["image_sources"]], return_tensors="np")
+        expected = reference(images=[load_image(str(folder.parent / p)) for p in row["image_sources"]],
+                             return_tensors="np")
         batch = collator([row])
         assert np.array_equal(batch["pixel_values"].numpy(), expected["pixel_values"])
         assert np.array_equal(batch["image_grid_thw"].numpy(), expected["image_grid_thw"])

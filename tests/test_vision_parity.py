@@ -97,7 +97,8 @@ def test_qwen_input_ids_pixels_grid_and_labels_equal_the_processor_rule():
         text = tokenizer.apply_chat_template(
             [{**m, "content": m["content"].replace("<image>", placeholder)} for m in messages], tokenize=False)
         grids = iter(reference["image_grid_thw"])
-        text = re.sub(re.escape("<|image_pad|>"), lambda _: "<|image_pad|>" * (int(np.prod(next(grids))) // merge ** 2), text)
+        text = re.sub(re.escape("<|image_pad|>"),
+                      lambda _, grids=grids: "<|image_pad|>" * (int(np.prod(next(grids))) // merge ** 2), text)
         assert row["input_ids"].tolist() == tokenizer(text, add_special_tokens=False)["input_ids"]
         batch = collator([row])
         assert np.array_equal(batch["pixel_values"].numpy(), reference["pixel_values"])
@@ -137,7 +138,8 @@ def test_processor_config_and_hash_are_recorded():
     _, llava = loaded("llava")
     _, qwen = loaded("qwen")
     assert (llava.family, llava.image_token, llava.crop_hw, llava.patch_size) == ("fixed", "<image>", (224, 224), 14)
-    assert (qwen.family, qwen.image_token_id, qwen.vision_start_id, qwen.vision_end_id) == ("dynamic", 151655, 151652, 151653)
+    assert (qwen.family, qwen.image_token_id, qwen.vision_start_id, qwen.vision_end_id) == (
+        "dynamic", 151655, 151652, 151653)
     assert (qwen.min_pixels, qwen.max_pixels) == (56 * 56, 28 * 28 * 256)
     assert json.loads(json.dumps(qwen.to_json()))["image_processor"]["image_processor_type"] == "Qwen2VLImageProcessor"
     assert type(qwen).from_json(json.loads(json.dumps(qwen.to_json()))) == qwen

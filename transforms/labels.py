@@ -23,8 +23,8 @@ def span_token_ranges(encoding, spans: Sequence[tuple[int, int]]) -> list[tuple[
 
     A token is in the range when it overlaps the span (the rule
     ``apply_chat_template(return_assistant_tokens_mask=True)`` uses), found with the encoding's
-    ``char_to_token`` at the two span ends instead of converting every token's offsets. Characters that belong to no token (e.g. whitespace for WordPiece) are skipped
-    inward. An empty or token-less span gives ``(0, 0)``.
+    ``char_to_token`` at the two span ends instead of converting every token's offsets. Characters that belong
+    to no token (e.g. whitespace for WordPiece) are skipped inward. An empty or token-less span gives ``(0, 0)``.
     """
     ranges = []
     for start, end in spans:

@@ -33,9 +33,10 @@ NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad
 BACKEND_FILE = "backend.json"
 META_FILE = "meta.json"
 # The TokenizersBackend members a prepared tokenizer reproduces; a class overriding any is not prepared.
-_REPRODUCED = ("_decode", "decode", "convert_ids_to_tokens", "convert_tokens_to_ids", "_convert_token_to_id_with_added_voc",
-               "get_vocab", "__len__", "added_tokens_decoder", "get_added_vocab", "special_tokens_map",
-               "all_special_tokens", "all_special_ids", "clean_up_tokenization", "backend_tokenizer")
+_REPRODUCED = ("_decode", "decode", "convert_ids_to_tokens", "convert_tokens_to_ids",
+               "_convert_token_to_id_with_added_voc", "get_vocab", "__len__", "added_tokens_decoder",
+               "get_added_vocab", "special_tokens_map", "all_special_tokens", "all_special_ids",
+               "clean_up_tokenization", "backend_tokenizer")
 
 
 class PreparedTokenizer:
@@ -136,7 +137,8 @@ class PreparedTokenizer:
         return text
 
     def __repr__(self) -> str:
-        return f"PreparedTokenizer(name_or_path={self.name_or_path!r}, class={self.source_class_name}, size={len(self)})"
+        return (f"PreparedTokenizer(name_or_path={self.name_or_path!r}, class={self.source_class_name}, "
+                f"size={len(self)})")
 
 
 def _clean_up_tokenization(text: str) -> str:
@@ -173,7 +175,8 @@ def prepare(tokenizer, folder: str) -> None:
         "named_special_tokens": named,
         "extra_special_tokens": extra,
         "clean_up_tokenization_spaces": bool(tokenizer.clean_up_tokenization_spaces),
-        "clean_up_bpe": bool(getattr(tokenizer, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output",
+        "clean_up_bpe": bool(getattr(tokenizer,
+                                     "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output",
                                      False)),
         "chat_template": tokenizer.chat_template,
         "model_max_length": tokenizer.model_max_length if isinstance(tokenizer.model_max_length, int) else None,

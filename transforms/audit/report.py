@@ -168,8 +168,9 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
     rows = []
     for reason, count in rejections["by_reason"].items():
         ex = rejections["examples"].get(reason, {})
-        more = f' <span class="meta">({_n(ex.get("record_chars"))} chars, first {len(ex.get("record_excerpt", ""))} shown)</span>' \
-            if ex.get("record_chars", 0) > len(ex.get("record_excerpt", "")) else ""
+        more = (f' <span class="meta">({_n(ex.get("record_chars"))} chars, '
+                f'first {len(ex.get("record_excerpt", ""))} shown)</span>'
+                if ex.get("record_chars", 0) > len(ex.get("record_excerpt", "")) else "")
         example = (f'<div><b>{_e(ex.get("source"))}</b> record {_n(ex.get("index"))}{more}</div>'
                    f'<div>{_e(ex.get("detail"))}</div>'
                    f'<pre class="excerpt">{_e(ex.get("record_excerpt"))}</pre>') if ex else "–"
@@ -207,7 +208,8 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
             ["tokens removed (total)", _n(trunc["tokens_removed"])],
             ["tokens removed per truncated row (min / p50 / p90 / max)",
              " / ".join(_n(removed[k]) for k in ("min", "p50", "p90", "max"))],
-            ["records rejected: truncation removed every trained token", _n(trunc["rejected_no_loss_after_truncation"])],
+            ["records rejected: truncation removed every trained token",
+             _n(trunc["rejected_no_loss_after_truncation"])],
             ["records rejected: too long (--truncation drop)", _n(trunc["rejected_too_long"])]]
     parts.append('<section id="truncation"><h2>Truncation</h2>' + _table(["", "value"], rows) + "</section>")
 
@@ -220,7 +222,8 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
                f'{_e(g["first"]["source"])} record {_n(g["first"]["index"])}'] for g in dup["largest_groups"]]
     parts.append('<section id="duplicates"><h2>Exact duplicates (normalised conversation hash)</h2>'
                  + _table(["", "value"], rows)
-                 + (_table(["hash", "rows", "first occurrence"], groups, numeric=[False, True, False]) if groups else "")
+                 + (_table(["hash", "rows", "first occurrence"], groups, numeric=[False, True, False])
+                    if groups else "")
                  + "</section>")
 
     # template
@@ -249,7 +252,8 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
     for i, sample in enumerate(samples_html):
         head = (f'{_e(sample["why"])}: {_e(sample["source"])} record {_n(sample["index"])} · {_e(sample["format"])} · '
                 f'{_n(sample["length"])} tokens, {_n(sample["num_loss_tokens"])} trained'
-                + (f' · truncated ({_n(sample.get("truncated_tokens"))} tokens removed)' if sample.get("truncated") else ""))
+                + (f' · truncated ({_n(sample.get("truncated_tokens"))} tokens removed)'
+                   if sample.get("truncated") else ""))
         blocks.append(f'<div class="sample" id="sample-{i}"><h3>{head}</h3>'
                       f'<div class="tokens">{sample["html"]}</div></div>')
     legend = ('<div class="legend meta"><span class="trained">trained tokens</span>'

@@ -59,7 +59,7 @@ def _as_frozen_map(value: Any, option: str) -> FrozenMap:
     try:
         pairs = list(value.items()) if isinstance(value, Mapping) else [tuple(p) for p in value]
     except TypeError:
-        raise ValueError(f"{option} must be a mapping of str to str, got {type(value).__name__}")
+        raise ValueError(f"{option} must be a mapping of str to str, got {type(value).__name__}") from None
     for pair in pairs:
         if len(pair) != 2 or not all(isinstance(x, str) and x for x in pair):
             raise ValueError(f"{option}: every key and value must be a non-empty string, got {pair!r}")

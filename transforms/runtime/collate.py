@@ -37,7 +37,8 @@ from . import value_summaries
 
 __all__ = ["Batch", "Collator", "CollatorConfig", "RowLayout"]
 
-_MASK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+_MASK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                "float64": torch.float64}
 
 
 _RAMP = np.arange(4096, dtype=np.int64)
@@ -142,7 +143,8 @@ class CollatorConfig:
         if self.pad_token_id is not None:
             if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) \
                     or not 0 <= self.pad_token_id <= self.max_token_id:
-                raise ValueError(f"pad_token_id must be a token id in [0, {self.max_token_id}], not {self.pad_token_id!r}")
+                raise ValueError(f"pad_token_id must be a token id in [0, {self.max_token_id}], "
+                                 f"not {self.pad_token_id!r}")
         if self.padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', not {self.padding_side!r}")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
@@ -616,7 +618,8 @@ def _scan_rows(ids_list: list, lab_list: list, mask_list: list | None, limit: in
                ignore: tuple[int, ...], vocab_size: int | None, rows: Sequence[int] | None = None) -> None:
     """Check the rows one by one; raise ``ValueError`` naming the first bad value (the slow path,
     run only when a batch-wide check failed or could not decide)."""
-    beyond = f"beyond the vocabulary (vocab_size={vocab_size})" if vocab_size is not None else f"beyond int32 ({INT32_MAX})"
+    beyond = (f"beyond the vocabulary (vocab_size={vocab_size})" if vocab_size is not None
+              else f"beyond int32 ({INT32_MAX})")
     for k, ids in enumerate(ids_list):
         row = k if rows is None else rows[k]
         values = ids.astype(object) if ids.dtype == np.uint64 else ids

@@ -158,10 +158,12 @@ def write_synthetic_dataset(
         rel = sf.shard_relative_path(k, num_shards)
         with open(os.path.join(root, *rel.split("/")), "wb") as handle:
             handle.write(data)
-        shards.append({"path": rel, "rows": hi - lo, "tokens": tokens, "bytes": len(data), "sha256": sf.sha256_hex(data)})
+        shards.append({"path": rel, "rows": hi - lo, "tokens": tokens, "bytes": len(data),
+                       "sha256": sf.sha256_hex(data)})
         total_tokens += tokens
         del table, data
-    config = {"max_length": int(pad_to or (lengths.max() if num_rows else 0)), "pad_to": "max_length" if pad_to else None,
+    config = {"max_length": int(pad_to or (lengths.max() if num_rows else 0)),
+              "pad_to": "max_length" if pad_to else None,
               "num_shards": num_shards, "synthetic_seed": seed}
     manifest = {
         "format": sf.FORMAT_NAME,
