@@ -191,22 +191,3 @@ def storage_error_text(exc: Exception, limit: int = 300) -> str:
         text = f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def list_input_sizes(patterns) -> dict[str, int]:
-    """``{path: size}`` of the files the ``--input`` patterns match (:func:`pipeline.sources.expand_input_sizes`),
-    at launch. A pattern that matches nothing, or that the storage cannot list (a missing bucket, no
-    credentials, no network: Beam's ``BeamIOError``, after the storage client's own retries) is a
-    configuration error (``ConfigError``), one line, before any work."""
-    from apache_beam.io.filesystem import BeamIOError
-
-    from pipeline.cli import ConfigError
-    from pipeline.sources import expand_input_sizes
-
-    try:
-        return expand_input_sizes(patterns)
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from exc
-    except (BeamIOError, ValueError) as exc:  # ValueError: no filesystem for the scheme
-        raise ConfigError(f"--input cannot be listed: {storage_error_text(exc)}") from exc
-

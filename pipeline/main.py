@@ -23,10 +23,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipeline.cli import ConfigError, JobArgs, check_num_shards_for_input, parse_args
 from pipeline.graph import build_graph
-from pipeline.input_files import launch_problem, list_input_sizes, not_regular_reason, storage_error_text
+from pipeline.input_files import launch_problem, not_regular_reason, storage_error_text
 from pipeline.output_folder import OutputLock, check_inputs_outside_output, check_output_target, prepare_output
 from pipeline.plan import JobPlan, load_vision, make_plan
 from pipeline.remote import load_job_tokenizer, share_job_tokenizer
+from pipeline.sources import list_input_sizes
 from pipeline.time_limit import LaunchCheckTimeout, call_with_time_limit
 from pipeline.trace import mark
 from transforms import shard_format as sf

@@ -10,10 +10,19 @@ from typing import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipeline.input_files import CorruptInput, TruncatedInput, compression_of, not_regular_reason, open_input
+from pipeline.cli import ConfigError
+from pipeline.input_files import (
+    CorruptInput,
+    TruncatedInput,
+    compression_of,
+    not_regular_reason,
+    open_input,
+    storage_error_text,
+)
 from pipeline.spill import spill_batches
 from transforms import errors
 from transforms.reading import RawRecord, iter_records
@@ -169,3 +178,16 @@ class ReadRawRecords(beam.PTransform):
                 lambda path: spill_batches(read_file_batches(path, batch_size), folder=folder))
         )
         return refs | "SpreadRecords" >> beam.Reshuffle() if self.spread_records else refs
+
+
+def list_input_sizes(patterns) -> dict[str, int]:
+    """``{path: size}`` of the files the ``--input`` patterns match (:func:`expand_input_sizes`),
+    at launch. A pattern that matches nothing, or that the storage cannot list (a missing bucket, no
+    credentials, no network: Beam's ``BeamIOError``, after the storage client's own retries) is a
+    configuration error (``ConfigError``), one line, before any work."""
+    try:
+        return expand_input_sizes(patterns)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from exc
+    except (BeamIOError, ValueError) as exc:  # ValueError: no filesystem for the scheme
+        raise ConfigError(f"--input cannot be listed: {storage_error_text(exc)}") from exc
