@@ -11,8 +11,9 @@ end-of-turn token or an end-of-conversation suffix (Phi-3's trailing eos).
 Three strategies find ``G_i`` (:class:`ChatRenderer` picks one per template and record):
 
 * **generation markers** (``{% generation %}`` blocks, e.g. TRL's ``*_training`` templates): the spans
-  are the blocks, less the part the generation prompt already wrote and trailing whitespace; one
-  render per record;
+  are the blocks, less the part the generation prompt already wrote and trailing whitespace, when each
+  block is exactly the turn generated at inference after ``P_i`` (checked: ``P_i`` is rendered for each
+  supervised turn); otherwise the record takes the paths below;
 * **one row** (templates without markers): ``P_i`` is rendered; the turn is what the template renders
   for ``messages[:i+1]`` after ``P_i``, cut where the conversation's continuation departs from it (so an
   end-of-conversation suffix is not trained) and without trailing whitespace. When every supervised
@@ -297,6 +298,7 @@ class _Record:
     def __init__(self, renderer: ChatRenderer, messages, tools, kwargs, budget, tool_call_content=None):
         self.r = renderer
         self.tool_call_content = tool_call_content
+        self._prompts: dict[int, str] = {}
         self.messages = messages
         self.tools = tools
         self.kwargs = kwargs
@@ -345,14 +347,17 @@ class _Record:
 
     # -- the prompt of a turn ------------------------------------------------------------------------
     def prompt(self, i: int) -> str:
-        try:
-            return self.render(self.messages[:i], gen=True)
-        except TemplateLimitExceeded:
-            raise
-        except Exception:  # noqa: BLE001 - e.g. templates that index messages[0] of an empty history
-            if i:
+        """``P_i``: the rendering of ``messages[:i]`` with the generation prompt (rendered once per record)."""
+        if i not in self._prompts:
+            try:
+                self._prompts[i] = self.render(self.messages[:i], gen=True)
+            except TemplateLimitExceeded:
                 raise
-            return ""
+            except Exception:  # noqa: BLE001 - e.g. templates that index messages[0] of an empty history
+                if i:
+                    raise
+                self._prompts[i] = ""
+        return self._prompts[i]
 
     # -- checks on a turn ------------------------------------------------------------------------------
     def check_turn(self, i: int, turn: str) -> None:
@@ -506,25 +511,6 @@ class _Record:
                 messages=_template_messages(messages, self.tool_call_content), tools=self.tools,
                 variables=self.r._variables(self.kwargs))
 
-    def _trim_block(self, text: str, start: int, end: int, generation_prompt: str) -> tuple[int, int]:
-        for j in range(min(len(generation_prompt), end - start), 0, -1):
-            if text[:start + j].endswith(generation_prompt):
-                start += j
-                break
-        end = start + len(text[start:end].rstrip())
-        return start, max(start, end)
-
-    def _generation_prompt(self, assistants: list[int]) -> str:
-        if not assistants:
-            return ""
-        i = assistants[0]
-        try:
-            plain = self.render(self.messages[:i])
-        except Exception:  # noqa: BLE001
-            plain = ""
-        prompt = self.prompt(i)
-        return prompt[len(plain):] if prompt.startswith(plain) else ""
-
     def _without_end_suffix_blocks(self, text: str, blocks):
         """``blocks`` less those that only wrap an end-of-conversation suffix (TRL's ``phi3_training``
         marks the eos it appends after the last turn): blocks that start where a continued conversation
@@ -543,50 +529,38 @@ class _Record:
         return [block for block in blocks if not suffix_only(*block)]
 
     def marker_rows(self, assistants, supervised, mode) -> list[RenderedConversation]:
-        generation_prompt = self._generation_prompt(assistants)
+        """One row from the ``{% generation %}`` blocks, when each supervised block is exactly the turn the model
+        generates at inference after its prompt; else the rows of the one-row/split strategy (:meth:`diff_rows`).
+
+        A block is that turn when the turn's prompt is the row's text before it (not so when the template drops
+        earlier reasoning or closes a final answer differently once more turns follow: DeepSeek-R1, GPT-OSS),
+        the block holds the message (:meth:`check_turn`; DeepSeek-R1's blocks lack the reasoning) and the
+        template renders the same turn when it is the last message. Split rows (``P_i + G_i``) and blocks that
+        cannot be assigned to messages are built by :meth:`diff_rows` (exact by construction)."""
         if mode == "split" and len(supervised) > 1:
-            rows = []
-            for i in supervised:
-                text, blocks = self._marked(self.messages[:i + 1])
-                if not blocks:
-                    _reject(errors.AMBIGUOUS_SPAN, f"message {i}: the template's generation blocks do not cover it")
-                start, end = self._trim_block(text, *blocks[-1], generation_prompt)
-                self.check_turn(i, text[start:end])
-                rows.append(self._row(text, [(start, text[start:end], self.reasoning_span(i, text[start:end]))],
-                                      turn=i))
-            return rows
+            return self.diff_rows(supervised, mode)
         text, blocks = self._marked(self.messages)
         self.check_system(text)
         if len(blocks) > len(assistants):
             blocks = self._without_end_suffix_blocks(text, blocks)
-        if len(blocks) == len(assistants):
-            owners = assistants
-        elif all(self.trainable[i] for i in assistants) and self.r.loss == "assistant":
-            owners = [None] * len(blocks)
-        else:
-            _reject(errors.AMBIGUOUS_SPAN, f"the template has {len(blocks)} generation blocks for {len(assistants)} "
-                                           "assistant messages, so per-message train flags cannot be applied")
+        if len(blocks) != len(assistants):
+            return self.diff_rows(supervised, mode)
         parts = []
-        for owner, (s, e) in zip(owners, blocks):
-            if owner is not None and owner not in supervised:
+        for owner, (s, e) in zip(assistants, blocks):
+            if owner not in supervised:
                 continue
-            start, end = self._trim_block(text, s, e, generation_prompt)
-            body = text[start:end]
-            if owner is not None:
-                try:
-                    self.check_turn(owner, body)
-                except RecordRejected:  # e.g. the block lacks reasoning the inference turn has (DeepSeek-R1)
-                    return self.diff_rows(supervised, mode)
-                # One row holds the turn exactly as at inference only when the turn's prompt is this row's
-                # text before the turn (not so when the template drops earlier reasoning or closes a final
-                # answer differently: DeepSeek-R1, GPT-OSS). Otherwise: the rows of the one-row/split strategy.
-                # The turn must also be what the template renders when it is the last message (GPT-OSS
-                # closes a final answer with <|return|> there, with <|end|> inside a longer conversation).
-                prompt = self.prompt(owner)
-                if start != len(prompt) or not text.startswith(prompt) \
-                        or self.turn_after(owner, prompt, text)[0] != body:
-                    return self.diff_rows(supervised, mode)
-            parts.append((start, body, self.reasoning_span(owner, body) if owner is not None else None))
+            prompt = self.prompt(owner)
+            if not (text.startswith(prompt) and s <= len(prompt) <= e):
+                return self.diff_rows(supervised, mode)
+            start = len(prompt)  # the block less what the generation prompt already wrote
+            body = text[start:e].rstrip()
+            try:
+                self.check_turn(owner, body)
+            except RecordRejected:
+                return self.diff_rows(supervised, mode)
+            if self.turn_after(owner, prompt, text)[0] != body:
+                return self.diff_rows(supervised, mode)
+            parts.append((start, body, self.reasoning_span(owner, body)))
         if self.r.loss == "last" and parts:
             parts = parts[-1:]
         return [self._row(text, parts)]
