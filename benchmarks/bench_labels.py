@@ -10,13 +10,20 @@ between the checkouts (prepared tokenizer cache), so the steady cost is also pri
 
     python benchmarks/bench_labels.py --before /path/to/old/checkout [--records 20000] [--repeats 5]
 
+The whole-process times carry Beam's and the tokenizer's start-up; ``--stage`` times the row-building step alone
+(parse, render, labels, tokenize: the code the label changes touch) in-process in each checkout, on the same
+records, batches of 256, median of ``--repeats``, interleaved.
+
 Templates (the bundled tokenizer's own): ChatML with ``{% generation %}`` markers (the default job) and ChatML
 without markers (one-row diff strategy). Both are prefix-preserving on these records: every record is one row.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,15 +37,76 @@ TEMPLATES = {
 }
 
 
+STAGE_SCRIPT = r'''
+import json, sys, time
+from transforms.config import TokenizeOptions
+from transforms.tokenizer_loading import bundled_tokenizer, read_template
+from transforms.reading import RawRecord
+try:  # the row core (this checkout)
+    from transforms.formats import FormatOptions
+    from transforms.rows.builder import RowBuilder as Builder
+    build = "build_records"
+except ImportError:  # before the row core: ExampleBuilder
+    from transforms.formats import FormatOptions
+    from transforms.example_builder import ExampleBuilder as Builder
+    build = "build_batch"
+records = [json.loads(line) for line in open(sys.argv[2], encoding="utf-8")]
+tokenizer = bundled_tokenizer(chat_template=read_template(sys.argv[1]))
+builder = Builder(tokenizer=tokenizer, format_options=FormatOptions(), tokenize_options=TokenizeOptions())
+raws = [RawRecord(source="bench.jsonl", index=i, value=r) for i, r in enumerate(records)]
+run = getattr(builder, build)
+run(raws[:256])
+start = time.perf_counter()
+rows = 0
+for k in range(0, len(raws), 256):
+    rows += sum(1 for kind, _ in run(raws[k:k + 256]) if kind == "row")
+print(json.dumps({"seconds": time.perf_counter() - start, "rows": rows}))
+'''
+
+
+def stage_seconds(repo: Path, template: str, records: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, "-c", STAGE_SCRIPT, template, str(records)], cwd=repo, env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def stage_table(args, tmp: Path) -> None:
+    from bench_job import _base_records
+
+    base = _base_records()
+    records = tmp / "stage.jsonl"
+    with open(records, "w", encoding="utf-8") as handle:
+        for i in range(args.records):
+            handle.write(json.dumps(base[i % len(base)][0], ensure_ascii=False) + "\n")
+    print(f"row-building step alone, {args.records} records, median of {args.repeats} (in-process)\n")
+    print("| template | before s | after s | after/before | rows before | rows after |")
+    print("|---|---|---|---|---|---|")
+    for label, template in TEMPLATES.items():
+        runs = {"before": [], "after": []}
+        for _ in range(args.repeats):
+            for side, repo in (("before", args.before), ("after", args.after)):
+                runs[side].append(stage_seconds(repo, template, records))
+        before = statistics.median(r["seconds"] for r in runs["before"])
+        after = statistics.median(r["seconds"] for r in runs["after"])
+        print(f"| {label} | {before:.2f} | {after:.2f} | {after / before:.2f} | {runs['before'][0]['rows']} | "
+              f"{runs['after'][0]['rows']} |", flush=True)
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, required=True, help="checkout of the code before the change")
     parser.add_argument("--after", type=Path, default=REPO, help="checkout of the code after (default: this one)")
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--stage", action="store_true", help="only the row-building step, in-process")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        stage_table(args, tmp)
+        if args.stage:
+            return
         small = max(1, args.records // 5)
         inputs = {n: build_input(tmp / f"input_{n}", n)[0] for n in (args.records, small)}
         tokenizer = str(save_bundled_tokenizer(tmp / "tokenizer"))

@@ -138,3 +138,17 @@ def test_call_with_time_limit_interrupts_and_propagates():
     assert call_with_time_limit(lambda: 41 + 1, 5) == 42
     with pytest.raises(KeyError):
         call_with_time_limit(lambda: {}["missing"], 5)
+
+
+@pytest.mark.parametrize("operator", ["+", "~"])
+def test_a_loop_doubling_a_string_stops_at_the_size_limit(operator):
+    """``ns.x ~ ns.x`` (and ``+``) in a loop would double a string past memory before the time limit: the
+    size limit stops it at once, whichever operator builds it."""
+    from transforms.template_env import ChatTemplate, TemplateLimitExceeded
+
+    template = ChatTemplate("{% set ns = namespace(x='x') %}{% for i in range(60) %}"
+                            f"{{% set ns.x = ns.x {operator} ns.x %}}{{% endfor %}}{{{{ ns.x|length }}}}")
+    started = time.monotonic()
+    with pytest.raises(TemplateLimitExceeded, match="builds a value of"):
+        template.render(messages=[], variables={})
+    assert time.monotonic() - started < 5

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 import jinja2
+import jinja2.compiler
 import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -203,17 +204,47 @@ class _TemplateDict:
         return dict.fromkeys(*args, **kwargs)
 
 
+class _CheckedConcatGenerator(jinja2.compiler.CodeGenerator):
+    """Compiles ``a ~ b`` (string concatenation) to ``environment.checked_concat``: the same text as Jinja's
+    own ``str_join``, with the size limit (a loop doubling a string with ``~`` would otherwise exhaust memory
+    before the time limit stops it)."""
+
+    def visit_Concat(self, node, frame) -> None:
+        if frame.eval_ctx.volatile or frame.eval_ctx.autoescape:  # never so for chat templates: Jinja's own
+            super().visit_Concat(node, frame)
+            return
+        self.write("environment.checked_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class _LimitedEnvironment(ImmutableSandboxedEnvironment):
-    """The sandbox with size checks on the operators that can build huge values from small ones."""
+    """The sandbox with size checks on the operators that can build huge values from small ones
+    (``*``, ``+``, ``**`` and ``~``)."""
 
     intercepted_binops = frozenset({"*", "+", "**"})
+    code_generator_class = _CheckedConcatGenerator
 
     def __init__(self, *, max_chars: int, **options):
         super().__init__(**options)
         self.max_chars = max_chars
 
+    def checked_concat(self, values) -> str:
+        parts = [str(value) for value in values]
+        size = sum(map(len, parts))
+        if size > self.max_chars:
+            raise TemplateLimitExceeded(f"the template builds a value of {size} items (limit {self.max_chars})")
+        return "".join(parts)
+
     def call_binop(self, context, operator, left, right):
         limit = self.max_chars
+        if operator == "+" and type(left) is str and type(right) is str:  # the common case, checked inline
+            if len(left) + len(right) > limit:
+                raise TemplateLimitExceeded(f"the template builds a value of {len(left) + len(right)} items "
+                                            f"(limit {limit})")
+            return left + right
         if operator == "*":
             for seq, count in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and not isinstance(count, bool) \
