@@ -246,3 +246,57 @@ def test_the_job_plan_is_decided_at_launch_and_frozen(tmp_path):
     assert {"config", "tokenizer", "template_check", "versions", "chat_template_hash"} <= set(audited.manifest_base)
     with pytest.raises(dataclasses.FrozenInstanceError):
         audited.num_shards = 3
+
+
+# -- ParseRecords / BuildRows -------------------------------------------------------------------------
+
+def _spec():
+    from pipeline.build import BuilderSpec
+    from transforms.config import TokenizeOptions
+    from transforms.tokenizer_loading import bundled_tokenizer
+
+    return BuilderSpec(tokenizer=None, chat_template=bundled_tokenizer().chat_template, trust_remote_code=False,
+                       format_options=FormatOptions(), tokenize_options=TokenizeOptions())
+
+
+def _raws():
+    values = [chat("2+2?", "4"), {"messages": [{"role": "user", "content": "no answer"}]}, chat("hi", "hello")]
+    raws = [RawRecord(source="a.jsonl", index=i, value=v) for i, v in enumerate(values)]
+    return raws + [RawRecord(source="a.jsonl", index=3, value=None, raw="{not json", error="Expecting value")]
+
+
+def test_parse_records_fn_splits_parsed_batches_from_rejections():
+    from pipeline.build import REJECTED_TAG, ParseRecordsFn
+    from transforms.rows.parse import parse_records
+
+    raws = _raws()
+    expected = parse_records(raws, FormatOptions())  # the pure function the stage wraps
+    want_parsed = [item[0].index for kind, item in expected if kind == "parsed"]
+    want_rejected = [(item["index"], item["reason"]) for kind, item in expected if kind != "parsed"]
+    assert want_parsed and want_rejected
+    with make_pipeline() as p:
+        out = (p | beam.Create([raws]) | "ParseRecords" >> beam.ParDo(ParseRecordsFn(_spec()))
+               .with_outputs(REJECTED_TAG, main="parsed"))
+        indices = out.parsed | beam.FlatMap(lambda batch: [raw.index for raw, _ in batch])
+        reasons = out[REJECTED_TAG] | beam.Map(lambda r: (r["index"], r["reason"]))
+        assert_that(indices, equal_to(want_parsed), label="parsed")
+        assert_that(reasons, equal_to(want_rejected), label="rejected")
+
+
+def test_build_rows_fn_gives_the_pure_functions_rows_and_rejections():
+    from pipeline.build import REJECTED_TAG, BuildRowsFn
+    from transforms.rows.parse import parse_records
+
+    spec = _spec()
+    parsed = [item for kind, item in parse_records(_raws(), FormatOptions()) if kind == "parsed"]
+    expected = spec.create_builder().build_rows(parsed)  # the pure function the stage wraps
+    want_rows = [(row["index"], row["input_ids"].tolist(), row["labels"].tolist())
+                 for kind, row in expected if kind == "row"]
+    assert len(want_rows) == 2 and all(-100 in labels and set(labels) != {-100} for _, _, labels in want_rows)
+    with make_pipeline() as p:
+        out = (p | beam.Create([parsed]) | "BuildRows" >> beam.ParDo(BuildRowsFn(spec))
+               .with_outputs(REJECTED_TAG, main="rows"))
+        rows = out.rows | beam.FlatMap(lambda batch: [(r["index"], r["input_ids"].tolist(), r["labels"].tolist())
+                                                      for r in batch])
+        assert_that(rows, equal_to(want_rows), label="rows")
+        assert_that(out[REJECTED_TAG], equal_to([]), label="rejected")
