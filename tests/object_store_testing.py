@@ -144,3 +144,15 @@ def objects(root: Path, url: str) -> dict[str, str]:
     base = root / url[len(PREFIX):]
     return {str(p.relative_to(base)).replace(os.sep, "/"): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def fresh_store(tmp_path: Path, monkeypatch):
+    """Fixture body: an empty ``fakegcs://`` store under ``tmp_path/objects`` (yields its root); afterwards,
+    checks that nothing wrote a ``fakegcs://`` path through the local filesystem."""
+    root = tmp_path / "objects"
+    root.mkdir()
+    monkeypatch.setattr(FakeObjectStore, "root", str(root))
+    monkeypatch.setattr(FakeObjectStore, "opened", [])
+    monkeypatch.chdir(tmp_path)  # a stray local open("fakegcs://...") would create ./fakegcs:/...
+    yield root
+    assert not (tmp_path / "fakegcs:").exists(), "something wrote a fakegcs:// path with the local filesystem"

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-from object_store_testing import PREFIX, FakeObjectStore, objects, upload
+from object_store_testing import PREFIX, FakeObjectStore, fresh_store, objects, upload
 
 from chatshards_testing import run_job, shared
 from transforms import shard_format as sf
@@ -25,13 +25,7 @@ INPUTS = ["sharegpt/fastchat_dummy_conversation.json", "openai/openai_cookbook_t
 
 @pytest.fixture()
 def store(tmp_path, monkeypatch):
-    root = tmp_path / "objects"
-    root.mkdir()
-    monkeypatch.setattr(FakeObjectStore, "root", str(root))
-    monkeypatch.setattr(FakeObjectStore, "opened", [])
-    monkeypatch.chdir(tmp_path)  # a stray local open("fakegcs://...") would create ./fakegcs:/...
-    yield root
-    assert not (tmp_path / "fakegcs:").exists(), "something wrote a fakegcs:// path with the local filesystem"
+    yield from fresh_store(tmp_path, monkeypatch)
 
 
 def upload_inputs(root: Path) -> list[str]:

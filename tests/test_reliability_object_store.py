@@ -9,7 +9,7 @@ import logging
 
 import pytest
 from apache_beam.io.filesystem import BeamIOError
-from object_store_testing import PREFIX, FakeObjectStore, objects, upload
+from object_store_testing import PREFIX, FakeObjectStore, fresh_store, objects, upload
 
 from chatshards_testing import run_job
 from pipeline.output_folder import LOCK_NAME, MARKER_NAME
@@ -34,13 +34,7 @@ class UnreachableStore(FakeObjectStore):
 @pytest.fixture()
 def object_store(tmp_path, monkeypatch):
     """An empty ``fakegcs://`` store, as test_dataflow_remote.py's ``store`` fixture makes it."""
-    root = tmp_path / "objects"
-    root.mkdir()
-    monkeypatch.setattr(FakeObjectStore, "root", str(root))
-    monkeypatch.setattr(FakeObjectStore, "opened", [])
-    monkeypatch.chdir(tmp_path)  # a stray local open("fakegcs://...") would create ./fakegcs:/...
-    yield root
-    assert not (tmp_path / "fakegcs:").exists(), "something wrote a fakegcs:// path with the local filesystem"
+    yield from fresh_store(tmp_path, monkeypatch)
 
 
 def chat(i: int) -> str:
