@@ -20,7 +20,8 @@ from typing import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.audit", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.audit", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)  # a mistyped flag is an error, never a guess
     parser.add_argument("dataset", metavar="OUT", help="a finished chatshards output folder (local)")
     parser.add_argument("--audit-dir", default=None, metavar="DIR", help="where to write (default: OUT/audit)")
     parser.add_argument("--check", action="store_true",

@@ -21,7 +21,8 @@ from typing import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)  # a mistyped flag is an error, never a guess
     parser.add_argument("dataset", metavar="OUT", help="a finished chatshards output folder (local)")
     parser.add_argument("--n", type=int, default=3, metavar="N", help="rows to print (default: 3)")
     parser.add_argument("--source", default=None, metavar="TEXT",

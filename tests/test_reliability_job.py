@@ -336,6 +336,17 @@ def test_abbreviated_flags_are_refused_not_guessed(tmp_path, args, message):
     assert full.tokenize_options.max_length == 256  # the full spellings, both forms, still work
 
 
+@pytest.mark.parametrize("tool,args", [("audit", ["--no-rep"]), ("inspect", ["--ind", "0"])])
+def test_dataset_tools_refuse_abbreviated_flags(tmp_path, capsys, tool, args):
+    """``python -m pipeline.audit`` / ``pipeline.inspect`` follow the job's rule: an abbreviation is an error."""
+    import importlib
+
+    parser = importlib.import_module(f"pipeline.{tool}").build_parser()
+    with pytest.raises(SystemExit) as caught:
+        parser.parse_args([str(tmp_path), *args])
+    assert caught.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
 # -- 6. bounded cost ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args,message", [
