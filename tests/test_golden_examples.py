@@ -128,3 +128,21 @@ def test_marked_text_brackets_exactly_the_trained_runs(qwen_tokenizer):
     assert marked_text(qwen_tokenizer, ids, [IGNORE, ids[1], ids[2]]) == f"hello{OPEN} world again{CLOSE}"
     assert marked_text(qwen_tokenizer, ids, [ids[0], IGNORE, ids[2]]) == f"{OPEN}hello{CLOSE} world{OPEN} again{CLOSE}"
     assert marked_text(qwen_tokenizer, ids, [IGNORE] * 3) == "hello world again"
+
+
+def test_the_readme_worked_example_is_what_its_code_prints(demo_output, capsys):
+    """README's "Worked example" runs its own code block on the demo output and shows what it prints: the
+    block is run here (on this run's demo folder) and its output compared with the README's text."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Worked example: which tokens are trained"):]
+    section = section[:section.index("\n## ")]
+    blocks = section.split("```")
+    code = next(block for block in blocks if block.startswith("python\n"))[len("python\n"):]
+    shown = blocks[blocks.index(next(b for b in blocks if b.startswith("python\n"))) + 2].strip("\n")
+    exec(compile(code.replace("out/demo/", f"{demo_output}/"), "README worked example", "exec"), {})  # noqa: S102
+    printed = capsys.readouterr().out.strip("\n")
+    assert printed == shown
+    table = pa.ipc.open_stream(pa.memory_map(str(demo_output / "data" / "shard-00000-of-00001.arrow"))).read_all()
+    row = [r for r in table.to_pylist() if r["source"].endswith("faq_sharegpt.json") and r["index"] == 1][0]
+    trained = sum(1 for label in row["labels"] if label != IGNORE)
+    assert f"{len(row['input_ids'])} tokens, {trained} trained" in section
