@@ -42,12 +42,11 @@ import json, sys, time
 from transforms.config import TokenizeOptions
 from transforms.tokenizer_loading import bundled_tokenizer, read_template
 from transforms.reading import RawRecord
+from transforms.formats import FormatOptions
 try:  # the row core (this checkout)
-    from transforms.formats import FormatOptions
     from transforms.rows.builder import RowBuilder as Builder
     build = "build_records"
 except ImportError:  # before the row core: ExampleBuilder
-    from transforms.formats import FormatOptions
     from transforms.example_builder import ExampleBuilder as Builder
     build = "build_batch"
 records = [json.loads(line) for line in open(sys.argv[2], encoding="utf-8")]

@@ -180,13 +180,11 @@ class ChatRenderer:
         return {**self.template_variables, **kwargs} if kwargs else self.template_variables
 
     def render_text(self, messages: Sequence[Mapping], *, tools=None, add_generation_prompt: bool = False,
-                    template_kwargs: Mapping[str, Any] | None = None, budget: RenderBudget | None = None,
-                    tool_call_content: str | None = None) -> str:
-        """Render ``messages`` exactly as ``tokenizer.apply_chat_template(tokenize=False)`` would
-        (assistant tool-call messages without text get ``content`` = ``tool_call_content``)."""
+                    template_kwargs: Mapping[str, Any] | None = None, budget: RenderBudget | None = None) -> str:
+        """Render ``messages`` exactly as ``tokenizer.apply_chat_template(tokenize=False)`` would."""
         budget = budget or RenderBudget(self.render_seconds)
         with budget.running():
-            return self.template.render(messages=_template_messages(messages, tool_call_content), tools=tools,
+            return self.template.render(messages=messages, tools=tools,
                                         add_generation_prompt=add_generation_prompt,
                                         variables=self._variables(template_kwargs))
 
@@ -221,8 +219,7 @@ class ChatRenderer:
             # Tool-call messages without text go to the template with content None (the OpenAI convention,
             # what apply_chat_template gets from such data). Templates that need a string there (they raise,
             # or drop the call) get "" instead; either way the checks prove the rendering holds the call.
-            if first.reason not in _TOOL_CONTENT_RETRY or not any(
-                    m.get("role") == "assistant" and m.get("tool_calls") and not m.get("content") for m in messages):
+            if first.reason not in _TOOL_CONTENT_RETRY or not any(map(_textless_tool_call, messages)):
                 raise
             try:
                 return self._rows(messages, tools, trainable, template_kwargs, multi_turn, budget, "")
@@ -234,7 +231,8 @@ class ChatRenderer:
                 raise first from None
 
     def _rows(self, messages, tools, trainable, template_kwargs, multi_turn, budget, tool_call_content):
-        state = _Record(self, messages, tools, template_kwargs, budget, tool_call_content)
+        messages = _with_tool_call_content(messages, tool_call_content)
+        state = _Record(self, messages, tools, template_kwargs, budget)
         try:
             messages = state.prepare_system(messages, trainable)
             trainable = state.trainable
@@ -281,24 +279,25 @@ class ChatRenderer:
 _TOOL_CONTENT_RETRY = (errors.TEMPLATE_ERROR, errors.TOOL_CALL_NOT_RENDERED)
 
 
-def _template_messages(messages: Sequence[Mapping], tool_call_content: str | None = None) -> list[dict]:
-    """Assistant tool-call messages without text get ``content`` = ``tool_call_content`` (``None`` by default,
-    as OpenAI data has it: null, so templates that render tool calls only when the content is null do)."""
-    out = []
-    for m in messages:
-        if m.get("role") == "assistant" and m.get("tool_calls") and not m.get("content"):
-            m = {**m, "content": tool_call_content}
-        out.append(m)
-    return out
+def _textless_tool_call(message: Mapping) -> bool:
+    """An assistant message that only calls tools (no text)."""
+    return message.get("role") == "assistant" and bool(message.get("tool_calls")) and not message.get("content")
+
+
+def _with_tool_call_content(messages: Sequence[Mapping], content: str | None) -> list[Mapping]:
+    """``messages`` with ``content`` = ``content`` on assistant tool-call messages without text (``None``: as
+    OpenAI data has it, null, which the template sees as no ``content`` at all, as with ``apply_chat_template``;
+    ``""`` for templates that need a string there). Done once per record, not per render."""
+    return [{**m, "content": content} if _textless_tool_call(m) else m for m in messages]
 
 
 class _Record:
     """The renders of one record (shares one time budget)."""
 
-    def __init__(self, renderer: ChatRenderer, messages, tools, kwargs, budget, tool_call_content=None):
+    def __init__(self, renderer: ChatRenderer, messages, tools, kwargs, budget):
         self.r = renderer
-        self.tool_call_content = tool_call_content
-        self._prompts: dict[int, str] = {}
+        self._renders: dict[tuple[int, bool], str] = {}  # (messages[:n], generation prompt) -> text
+        self._continued: str | None = None
         self.messages = messages
         self.tools = tools
         self.kwargs = kwargs
@@ -308,8 +307,21 @@ class _Record:
 
     def render(self, messages, gen: bool = False) -> str:
         return self.r.render_text(messages, tools=self.tools, add_generation_prompt=gen,
-                                  template_kwargs=self.kwargs, budget=self.budget,
-                                  tool_call_content=self.tool_call_content)
+                                  template_kwargs=self.kwargs, budget=self.budget)
+
+    def prefix(self, n: int, gen: bool = False) -> str:
+        """The rendering of ``messages[:n]`` (with the generation prompt when ``gen``); each rendered once per
+        record, whichever strategy asks (the marker checks and the one-row/split path share them)."""
+        if (n, gen) not in self._renders:
+            self._renders[n, gen] = self.render(self.messages[:n], gen)
+        return self._renders[n, gen]
+
+    def continued(self) -> str:
+        """The rendering of the conversation continued by a probe user turn (finds an end-of-conversation
+        suffix); rendered once per record."""
+        if self._continued is None:
+            self._continued = self.render(self.messages + [{"role": "user", "content": _PROBE_USER}])
+        return self._continued
 
     # -- system messages --------------------------------------------------------------------------
     def prepare_system(self, messages, trainable):
@@ -348,16 +360,15 @@ class _Record:
     # -- the prompt of a turn ------------------------------------------------------------------------
     def prompt(self, i: int) -> str:
         """``P_i``: the rendering of ``messages[:i]`` with the generation prompt (rendered once per record)."""
-        if i not in self._prompts:
-            try:
-                self._prompts[i] = self.render(self.messages[:i], gen=True)
-            except TemplateLimitExceeded:
+        try:
+            return self.prefix(i, gen=True)
+        except TemplateLimitExceeded:
+            raise
+        except Exception:  # noqa: BLE001 - e.g. templates that index messages[0] of an empty history
+            if i:
                 raise
-            except Exception:  # noqa: BLE001 - e.g. templates that index messages[0] of an empty history
-                if i:
-                    raise
-                self._prompts[i] = ""
-        return self._prompts[i]
+            self._renders[0, True] = ""
+            return ""
 
     # -- checks on a turn ------------------------------------------------------------------------------
     def check_turn(self, i: int, turn: str) -> None:
@@ -401,14 +412,14 @@ class _Record:
     def turn_after(self, i: int, prompt: str, full: str) -> tuple[str, int | None]:
         """``(G_i, end of its reasoning block or None)``: what the model generates after ``prompt``."""
         last = i == len(self.messages) - 1
-        upto = full if last else self.render(self.messages[:i + 1])
+        upto = full if last else self.prefix(i + 1)
         if upto.startswith(prompt):
             completion = upto[len(prompt):]
             continuation = None
             if not last and full.startswith(prompt):
                 continuation = full[len(prompt):]
             elif last and self.r.profile.end_suffix:
-                continued = self.render(self.messages + [{"role": "user", "content": _PROBE_USER}])
+                continued = self.continued()
                 if continued.startswith(prompt):
                     continuation = continued[len(prompt):]
             turn = completion.rstrip()
@@ -461,7 +472,7 @@ class _Record:
         return None
 
     def diff_rows(self, supervised: list[int], mode: str) -> list[RenderedConversation]:
-        full = self.render(self.messages)
+        full = self.prefix(len(self.messages))
         # A template may write the system prompt only into the prompt of the last user turn (Mistral v0.3):
         # then the whole conversation lacks it and each turn's row must have it, as at inference.
         system_in_full = self.system_rendered(full)
@@ -508,8 +519,7 @@ class _Record:
     def _marked(self, messages):
         with self.budget.running():
             return self.r.template.render_with_generation_spans(
-                messages=_template_messages(messages, self.tool_call_content), tools=self.tools,
-                variables=self.r._variables(self.kwargs))
+                messages=messages, tools=self.tools, variables=self.r._variables(self.kwargs))
 
     def _without_end_suffix_blocks(self, text: str, blocks):
         """``blocks`` less those that only wrap an end-of-conversation suffix (TRL's ``phi3_training``
@@ -518,8 +528,7 @@ class _Record:
         suffix is not something it generates, so it is not trained (the same rule as without markers)."""
         if not self.r.profile.end_suffix:
             return blocks
-        continued = self.render(self.messages + [{"role": "user", "content": _PROBE_USER}])
-        departs = self.r.atomic_cut(text, _common_prefix_length(text, continued))
+        departs = self.r.atomic_cut(text, _common_prefix_length(text, self.continued()))
         texts = [(m.get("content") or "").strip() for m in self.messages if isinstance(m.get("content"), str)]
 
         def suffix_only(start: int, end: int) -> bool:
@@ -540,6 +549,7 @@ class _Record:
         if mode == "split" and len(supervised) > 1:
             return self.diff_rows(supervised, mode)
         text, blocks = self._marked(self.messages)
+        self._renders[len(self.messages), False] = text  # the same text as the plain rendering
         self.check_system(text)
         if len(blocks) > len(assistants):
             blocks = self._without_end_suffix_blocks(text, blocks)
@@ -573,7 +583,7 @@ def profile_template(template: ChatTemplate, variables: Mapping[str, Any]) -> Te
     answer = {"role": "assistant", "content": _PROBE_ANSWER}
 
     def render(messages, gen=False):
-        return template.render(messages=_template_messages(messages), add_generation_prompt=gen, variables=variables)
+        return template.render(messages=messages, add_generation_prompt=gen, variables=variables)
 
     supports_system = True
     system = {"role": "system", "content": _PROBE_SYSTEM}

@@ -128,24 +128,23 @@ class RenderBudget:
         self.seconds = float(seconds)
         self.deadline = time.monotonic() + self.seconds
 
+    def _spent(self) -> TemplateLimitExceeded:
+        return TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s")
+
     @contextmanager
     def running(self) -> Iterator[None]:
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s")
+            raise self._spent()
         ticket = _WATCHDOG.arm(left)
         try:
             yield
-        except TemplateLimitExceeded:
-            if _WATCHDOG.disarm(ticket):  # the watchdog stopped it: time
-                raise TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s") from None
-            raise  # a size limit: its own message
         except BaseException:
-            if _WATCHDOG.disarm(ticket):
-                raise TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s") from None
-            raise
+            if _WATCHDOG.disarm(ticket):  # the watchdog stopped it: time, whatever it interrupted
+                raise self._spent() from None
+            raise  # the render's own error (a size limit keeps its message)
         if _WATCHDOG.disarm(ticket):
-            raise TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s")
+            raise self._spent()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -344,6 +343,12 @@ def template_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict]:
     return out
 
 
+def _context(messages, tools, add_generation_prompt: bool, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The template's variables as ``apply_chat_template`` passes them."""
+    return {**dict(variables), "messages": template_messages(messages), "tools": tools, "documents": None,
+            "add_generation_prompt": add_generation_prompt}
+
+
 class ChatTemplate:
     """One compiled chat template with its limits; picklable (compiles lazily in each process).
 
@@ -402,9 +407,7 @@ class ChatTemplate:
         """The text ``apply_chat_template(messages, tools=tools, add_generation_prompt=..., tokenize=False,
         **kwargs)`` renders, where ``variables`` are the special tokens and template kwargs
         (``{**tokenizer.special_tokens_map, **kwargs}``)."""
-        context = {**dict(variables), "messages": template_messages(messages), "tools": tools, "documents": None,
-                   "add_generation_prompt": add_generation_prompt}
-        return self._generate(context)
+        return self._generate(_context(messages, tools, add_generation_prompt, variables))
 
     def render_with_generation_spans(self, *, messages, tools=None, variables: Mapping[str, Any] = ()
                                      ) -> tuple[str, list[tuple[int, int]]]:
@@ -414,9 +417,7 @@ class ChatTemplate:
         tracking = [0, spans]
         env.generation_tracking.state = tracking
         try:
-            context = {**dict(variables), "messages": template_messages(messages), "tools": tools,
-                       "documents": None, "add_generation_prompt": False}
-            text = self._generate(context, tracking)
+            text = self._generate(_context(messages, tools, False, variables), tracking)
         finally:
             env.generation_tracking.state = None
         return text, spans

@@ -6,14 +6,13 @@ which :mod:`transforms.formats.image_positions` then places. A new reader per re
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from transforms.errors import INVALID_CONTENT, INVALID_ROLE, UNKNOWN_FORMAT, RecordRejected
 from transforms.formats.conversation import IMAGE_TAG
 from transforms.formats.fields import DEFAULT_ROLE_MAP, FUNCTION_CALL, REASONING_FIELDS, ROLES
 from transforms.formats.image_positions import IMAGE_PARTS, NON_TEXT_PARTS, TYPED_IMAGE, image_part_ref
-from transforms.formats.text import check_text, show, split_inline_reasoning
+from transforms.formats.text import check_text, json_text, show, split_inline_reasoning
 from transforms.formats.tool_calls import tool_calls, tool_calls_from_text
 from transforms.reading import json_type_name
 
@@ -177,11 +176,7 @@ class MessageReader:
     def message_list(self, value: Any, field_name: str) -> list[MessageDraft]:
         """A list of messages (or a JSON string of one); ``None`` is empty."""
         if isinstance(value, str):  # a JSON-encoded list (some exports store it that way)
-            try:
-                value = json.loads(value)
-            except (json.JSONDecodeError, RecursionError):
-                raise RecordRejected(INVALID_CONTENT, f"{field_name!r} is a string that is not a JSON "
-                                                      f"list of messages") from None
+            value = json_text(value, f"{field_name!r} is a string that is not a JSON list of messages")
         if value is None:
             return []
         if not isinstance(value, list):
@@ -196,11 +191,7 @@ def record_tools(value: Any, field_name: str) -> tuple[dict, ...] | None:
     if isinstance(value, str):
         if not value.strip():
             return None
-        try:
-            value = json.loads(value)
-        except (json.JSONDecodeError, RecursionError):
-            raise RecordRejected(INVALID_CONTENT, f"{field_name!r} is not valid JSON: "
-                                                  f"{show(value)}") from None
+        value = json_text(value, f"{field_name!r} is not valid JSON: {show(value)}")
         if value is None:
             return None
     if isinstance(value, dict):

@@ -1,6 +1,7 @@
 """Text checks shared by the formats: lone surrogates, short value display, inline reasoning."""
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -40,3 +41,12 @@ def turn_text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise RecordRejected(INVALID_CONTENT, f"{where} must be a string, got a {json_type_name(value)}")
     return check_text(value, where)
+
+
+def json_text(text: str, detail: str) -> Any:
+    """``text`` decoded as JSON; a record whose field holds text that is not JSON (or nests too deep) is
+    rejected as ``invalid_content`` with ``detail``."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise RecordRejected(INVALID_CONTENT, detail) from None

@@ -5,7 +5,7 @@ import json
 from typing import Any
 
 from transforms.errors import INVALID_CONTENT, RecordRejected
-from transforms.formats.text import check_text, show
+from transforms.formats.text import check_text, json_text, show
 from transforms.reading import json_type_name
 
 
@@ -69,11 +69,7 @@ def tool_calls_from_text(text: Any, where: str) -> list[dict]:
         if not isinstance(text, str):
             raise RecordRejected(INVALID_CONTENT, f"{where}: a function call must be JSON text, got a "
                                                   f"{json_type_name(text)}")
-        try:
-            parsed = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            raise RecordRejected(INVALID_CONTENT, f"{where}: function call is not valid JSON: "
-                                                  f"{show(text)}") from None
+        parsed = json_text(text, f"{where}: function call is not valid JSON: {show(text)}")
     if isinstance(parsed, dict):
         parsed = [parsed]
     if not isinstance(parsed, list) or not parsed:
