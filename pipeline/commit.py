@@ -1,26 +1,16 @@
-"""Committing the dataset: empty shards filled in, counts reconciled, the manifest written last.
-
-The manifest is written to a temporary name, then renamed: it is the commit point. A run that dies
-before that leaves no manifest, and readers refuse the folder.
-"""
+"""``CommitManifestFn``: the Beam side of committing the dataset (:mod:`pipeline.steps.manifest`)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 import apache_beam as beam
 
-from pipeline.files import delete_tree, join, tmp_root, write_atomically
-from pipeline.output_folder import check_folder_holds_exactly
-from pipeline.sink import shard_entry
-from transforms import shard_format as sf
+from pipeline.steps.manifest import commit_manifest
 
 
 class CommitManifestFn(beam.DoFn):
-    """Runs once after every shard is written: fills empty shards, checks counts, writes the manifest.
-
-    Raises (failing the job, so no manifest is written) when ``read != written + rejected``, or when
-    ``data/`` or ``rejected/`` hold other files than this run's (another writer in the same folder).
-    """
+    """Runs once after every shard is written: :func:`pipeline.steps.manifest.commit_manifest` (fills empty
+    shards, checks counts, writes the manifest)."""
 
     def __init__(self, *, output: str, manifest_base: Mapping[str, Any], padded: bool, extra_fields=()):
         self.output = output
@@ -29,53 +19,6 @@ class CommitManifestFn(beam.DoFn):
         self.extra_fields = tuple(extra_fields)
 
     def process(self, _, shards, rejected_files, read_count, num_shards, extra_sections):
-        shards = {entry["path"]: entry for entry in shards}
-        schema = sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields)
-        scratch = tmp_root(self.output)
-        for index in range(num_shards):
-            relative = sf.shard_relative_path(index, num_shards)
-            if relative not in shards:  # no row hashed here: write an empty shard so names are complete
-                data = sf.ipc_stream_bytes(schema.empty_table())
-                write_atomically(join(self.output, *relative.split("/")), data, tmp_root=scratch)
-                shards[relative] = shard_entry(index, num_shards, 0, 0, 0, data)
-        shard_list = [shards[key] for key in sorted(shards)]
-        rows = sum(entry["rows"] for entry in shard_list)
-        written = sum(entry.get("records", entry["rows"]) for entry in shard_list)
-        rejected_list = sorted(rejected_files, key=lambda entry: entry["path"])
-        rejected = sum(entry["rows"] for entry in rejected_list)
-        by_reason: dict[str, int] = {}
-        for entry in rejected_list:
-            for reason, count in entry["by_reason"].items():
-                by_reason[reason] = by_reason.get(reason, 0) + count
-        if read_count != written + rejected:
-            raise RuntimeError(
-                f"count mismatch: read {read_count} records but wrote {written} records and {rejected} rejections; "
-                "refusing to commit the dataset"
-            )
-        # never commit over a folder mixed with another run's files (refuses with a RuntimeError)
-        check_folder_holds_exactly(self.output, [entry["path"] for entry in shard_list],
-                                   [entry["path"] for entry in rejected_list])
-        manifest = dict(self.manifest_base)
-        manifest.update({
-            "schema_version": sf.SCHEMA_VERSION,
-            "format": sf.FORMAT_NAME,
-            "counts": {"read": read_count, "written": written, "rejected": rejected, "rows": rows},
-            "rejected_by_reason": dict(sorted(by_reason.items())),
-            "num_shards": num_shards,
-            "shards": shard_list,
-            "rejected_files": [{k: v for k, v in entry.items() if k != "by_reason"} for entry in rejected_list],
-            "totals": {
-                "rows": rows,
-                "tokens": sum(entry["tokens"] for entry in shard_list),
-                "loss_tokens": sum(entry["loss_tokens"] for entry in shard_list),
-            },
-            "columns": [field.name for field in schema],
-        })
-        for section in extra_sections:
-            manifest.update(section)
-        write_atomically(join(self.output, sf.MANIFEST_NAME), sf.manifest_bytes(manifest), tmp_root=scratch)
-        try:
-            delete_tree(scratch)  # temporaries of failed attempts too (object stores keep them otherwise)
-        except Exception:  # a temp folder left behind is harmless (the next --overwrite clears it)
-            pass
-        yield manifest
+        yield commit_manifest(output=self.output, manifest_base=self.manifest_base, padded=self.padded,
+                              extra_fields=self.extra_fields, shards=shards, rejected_files=rejected_files,
+                              read_count=read_count, num_shards=num_shards, extra_sections=extra_sections)

@@ -1,79 +1,16 @@
-"""``--dedup``: keep the first of records with identical conversations, without moving the records.
-
-The records stay in their spill chunks (:mod:`pipeline.spill`). Only small keys cross shuffles:
-
-1. ``dedup_entries``: per spilled batch, one ``(conversation key, (sort_key, source, index, ref, position))``
-   per record; grouped by conversation key;
-2. ``pick_duplicates``: in a group, the record first by ``sort_key`` is kept; every other one is a
-   duplicate, emitted as ``(its spill chunk, (position, sort_key, kept source, kept index))``;
-3. duplicates are grouped by spill chunk, and ``duplicate_rejections`` reads each such batch once to
-   write the ``duplicate`` rejection with the original record;
-4. the sort keys of all duplicates form one set (a side input, ~100 bytes per duplicate), and
-   ``drop_duplicates`` removes them from each batch before parsing.
-
-So read = written + rejected still holds, and the result does not depend on bundling or runner.
-"""
+"""``FindDuplicates``: the Beam side of ``--dedup`` (how duplicates are found: :mod:`pipeline.steps.dedup`)."""
 from __future__ import annotations
-
-from dataclasses import astuple
-from typing import Iterator
 
 import apache_beam as beam
 
-from pipeline.chunks import Chunk
-from pipeline.spill import read_spilled
-from transforms import errors
-from transforms import shard_format as sf
-from transforms.formats import FormatOptions, to_conversation
-from transforms.reading import RawRecord
-from transforms.rows import conversation_hash, rejection
-
-
-def dedup_key(raw: RawRecord, format_options: FormatOptions) -> str:
-    """Records whose conversations are identical share a key; anything unconvertible gets a unique key
-    (it is rejected later with its own reason)."""
-    if raw.value is not None:
-        try:
-            return "c:" + conversation_hash(to_conversation(raw.value, format_options))
-        except Exception:  # rejected later by the builder with the right reason
-            pass
-    return "u:" + sf.row_sort_key(raw.source, raw.index)
-
-
-def _ref_key(chunk: Chunk) -> tuple:
-    """A spill chunk as a tuple of primitives (a deterministic GroupByKey key)."""
-    return astuple(chunk)
-
-
-def dedup_entries(ref: Chunk, format_options: FormatOptions) -> Iterator[tuple[str, tuple]]:
-    """``(conversation key, (sort_key, source, index, ref key, position))`` for each record of a batch."""
-    for position, raw in enumerate(read_spilled(ref)):
-        yield dedup_key(raw, format_options), (sf.row_sort_key(raw.source, raw.index), raw.source, raw.index,
-                                               _ref_key(ref), position)
-
-
-def pick_duplicates(element) -> Iterator[tuple[tuple, tuple]]:
-    """For one conversation group: ``(ref key, (position, sort_key, kept source, kept index))`` per duplicate."""
-    _, entries = element
-    entries = sorted(entries)  # by sort_key first: the same choice whatever the order of arrival
-    kept = entries[0]
-    for sort_key, _, _, ref_key, position in entries[1:]:
-        yield ref_key, (position, sort_key, kept[1], kept[2])
-
-
-def duplicate_rejections(element) -> Iterator[dict]:
-    """Read one spilled batch once and write the ``duplicate`` rejection of each duplicate in it."""
-    ref_key, duplicates = element
-    batch = read_spilled(Chunk(*ref_key))
-    for position, _, kept_source, kept_index in sorted(duplicates):
-        yield rejection(batch[position], errors.DUPLICATE, f"same conversation as {kept_source} record {kept_index}")
-
-
-def drop_duplicates(batch: list[RawRecord], duplicates: set) -> list[RawRecord]:
-    """The records of ``batch`` that are not duplicates (by sort key)."""
-    if not duplicates:
-        return batch
-    return [raw for raw in batch if sf.row_sort_key(raw.source, raw.index) not in duplicates]
+from pipeline.steps.dedup import (  # noqa: F401 (re-exported)
+    dedup_entries,
+    dedup_key,
+    drop_duplicates,
+    duplicate_rejections,
+    pick_duplicates,
+)
+from transforms.formats import FormatOptions
 
 
 class FindDuplicates(beam.PTransform):

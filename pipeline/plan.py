@@ -11,8 +11,8 @@ import platform
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from pipeline.build import BuilderSpec
 from pipeline.cli import JobArgs
+from pipeline.steps.records import BuilderSpec
 from pipeline.version import VERSION
 from transforms import shard_format as sf
 from transforms.audit.probe import TemplateProbe, template_probe
@@ -31,7 +31,7 @@ class JobPlan:
         output: the ``--output`` folder.
         config: the :class:`~transforms.config.JobConfig` (what determines the rows; fingerprinted).
         manifest_base: the manifest's launch-time sections (a plain dict: do not mutate).
-        spec: what workers need to rebuild the row builder (:class:`pipeline.build.BuilderSpec`).
+        spec: what workers need to rebuild the row builder (:class:`pipeline.steps.records.BuilderSpec`).
         num_shards: ``--num-shards``, or ``None`` for a count from the data size.
         batch_size: records per batch.
         audit_probe: the audit branch's template probe, or ``None`` when the audit is off (``--no-audit``).

@@ -1,82 +1,23 @@
-"""Writing shards deterministically (the manifest: :mod:`pipeline.commit`; rejected records: :mod:`pipeline.rejected`).
-
-Beam's file sinks place rows in shards at random, so shards are written here:
-
-1. every row carries a ``sort_key`` (a hash of its provenance); its shard is ``shard_of(sort_key, N)``;
-2. rows reach their shard through fragment files (:mod:`pipeline.fragments`), are sorted by
-   ``sort_key``, serialised as an Arrow IPC stream, written to a temporary name under ``<out>/.tmp/``
-   and renamed into ``<out>/data/`` (a retried bundle rewrites identical bytes under the same final
-   name);
-3. the manifest is written last (:mod:`pipeline.commit`): it is the commit point.
-
-All file access goes through ``FileSystems`` (:mod:`pipeline.files`; local paths and ``gs://`` alike).
-"""
+"""``WriteShardFn``: the Beam side of writing shards (how shards are written: :mod:`pipeline.steps.shards`)."""
 from __future__ import annotations
 
-import math
-
 import apache_beam as beam
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from pipeline.chunks import Chunk
-from pipeline.files import atomic_writer, join, tmp_root
-from pipeline.fragments import SORT_KEY, payload_schema, read_shard_rows
-from transforms import shard_format as sf
-
-# A worker holds one shard's rows (sorted) plus its Arrow table while writing it, so the shard size
-# bounds worker memory: 64 MiB shards keep that to a few hundred MiB whatever the dataset size
-# (benchmarks/bench_memory.py), and are a common size for streamed training shards.
-TARGET_SHARD_BYTES = 64 * 1024 * 1024
-MAX_AUTO_SHARDS = 4096
-
-
-def auto_num_shards(total_bytes: int) -> int:
-    """Shards of about ``TARGET_SHARD_BYTES`` (at least 1, at most ``MAX_AUTO_SHARDS``)."""
-    return max(1, min(MAX_AUTO_SHARDS, math.ceil(total_bytes / TARGET_SHARD_BYTES)))
-
-
-def write_table_atomically(path: str, table, *, tmp_root: str) -> tuple[int, str]:
-    """Stream ``table`` as the Arrow IPC stream :func:`transforms.shard_format.ipc_stream_bytes` would
-    return (same bytes) to a temporary file, rename it to ``path``; return ``(bytes, sha256)``.
-
-    The serialised shard is never held in memory (a shard's rows and table already are).
-    """
-    with atomic_writer(path, tmp_root=tmp_root) as sink:
-        sf.write_ipc_stream(sink, table)  # an empty shard too holds one (empty) record batch
-    return sink.size, sink.hexdigest()
-
-
-def shard_entry(index: int, num_shards: int, rows: int, tokens: int, loss_tokens: int, data: bytes | None = None,
-                *, size: int | None = None, sha256: str | None = None, records: int | None = None) -> dict:
-    """The manifest entry of a shard, from its bytes or from their ``size`` and ``sha256``.
-
-    ``records``: how many input records its rows come from (a record split into one row per supervised
-    turn counts once; the rows of a record are always in one shard)."""
-    return {
-        "path": sf.shard_relative_path(index, num_shards),
-        "rows": rows,
-        "records": rows if records is None else records,
-        "tokens": tokens,
-        "loss_tokens": loss_tokens,
-        "bytes": len(data) if data is not None else size,
-        "sha256": sf.sha256_hex(data) if data is not None else sha256,
-    }
-
-
-def merge_fragments(chunks: list[Chunk], schema: pa.Schema, *, shard: int, num_shards: int) -> pa.Table:
-    """Shard ``shard``'s rows from its fragment chunks (see :mod:`pipeline.fragments`): merged, sorted by
-    ``sort_key``, ``sort_key`` dropped; one chunk, shard schema."""
-    tables = read_shard_rows(chunks, shard=shard, num_shards=num_shards)
-    table = pa.concat_tables(tables) if tables else payload_schema(schema).empty_table()
-    if table.num_rows == 0:  # same bytes as the empty shards the manifest step writes
-        return schema.empty_table()
-    table = table.take(pc.sort_indices(table, sort_keys=[(SORT_KEY, "ascending")]))
-    return table.drop_columns([SORT_KEY]).combine_chunks().cast(schema)
+from pipeline.steps.shards import (  # noqa: F401 (re-exported)
+    MAX_AUTO_SHARDS,
+    TARGET_SHARD_BYTES,
+    auto_num_shards,
+    merge_fragments,
+    records_in,
+    shard_entry,
+    write_shard,
+    write_table_atomically,
+)
 
 
 class WriteShardFn(beam.DoFn):
-    """``(shard_index, [fragment Chunk]) -> shard entry`` for the manifest; writes ``data/shard-*.arrow``."""
+    """``(shard_index, [fragment Chunk]) -> shard entry`` for the manifest; writes ``data/shard-*.arrow``
+    (:func:`pipeline.steps.shards.write_shard`)."""
 
     def __init__(self, *, output: str, padded: bool = False, extra_fields=()):
         self.output = output
@@ -85,21 +26,5 @@ class WriteShardFn(beam.DoFn):
 
     def process(self, element, num_shards):
         index, chunks = element
-        table = merge_fragments(list(chunks), sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields),
-                                shard=index, num_shards=num_shards)
-        path = join(self.output, *sf.shard_relative_path(index, num_shards).split("/"))
-        # streamed to the file: the serialised shard (same bytes as ipc_stream_bytes) is never in memory
-        size, sha256 = write_table_atomically(path, table, tmp_root=tmp_root(self.output))
-        yield shard_entry(
-            index, num_shards, table.num_rows, int(pc.sum(table["length"]).as_py() or 0),
-            int(pc.sum(table["num_loss_tokens"]).as_py() or 0), size=size, sha256=sha256,
-            records=records_in(table),
-        )
-
-
-def records_in(table: pa.Table) -> int:
-    """Distinct records among a shard's rows (sorted, so the rows of one record are adjacent)."""
-    if table.num_rows == 0:
-        return 0
-    source, index = table["source"].to_pylist(), table["index"].to_pylist()
-    return 1 + sum(1 for k in range(1, len(source)) if source[k] != source[k - 1] or index[k] != index[k - 1])
+        yield write_shard(chunks, output=self.output, index=index, num_shards=num_shards, padded=self.padded,
+                          extra_fields=self.extra_fields)

@@ -6,7 +6,7 @@ reshuffled, so that one large file does not pin all later work to the worker tha
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -15,17 +15,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline.cli import ConfigError
-from pipeline.input_files import (
-    CorruptInput,
-    TruncatedInput,
-    compression_of,
-    not_regular_reason,
-    open_input,
-    storage_error_text,
-)
+from pipeline.input_files import storage_error_text
 from pipeline.spill import spill_batches
-from transforms import errors
-from transforms.reading import RawRecord, iter_records
+from pipeline.steps.reading import read_file, read_file_batches  # noqa: F401 (read_file re-exported)
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
@@ -45,84 +37,6 @@ def expand_input_sizes(patterns: Sequence[str]) -> dict[str, int]:
             raise FileNotFoundError(f"--input {pattern!r} matches no file")
         files.update((metadata.path, int(metadata.size_in_bytes or 0)) for metadata in result.metadata_list)
     return files
-
-
-class _StopAtFault:
-    """A read-only stream that turns a decompression fault into a clean end of file, remembering it
-    (``fault``): the reader then finishes the records before the fault, and the caller reports it."""
-
-    def __init__(self, stream):
-        self._stream = stream
-        self.fault: Exception | None = None
-
-    def _guard(self, method, *args) -> bytes:
-        if self.fault is not None:
-            return b""
-        try:
-            return method(*args)
-        except (TruncatedInput, CorruptInput) as exc:
-            self.fault = exc
-            return b""
-
-    def read(self, size: int = -1) -> bytes:
-        return self._guard(self._stream.read, size)
-
-    def readline(self, size: int = -1) -> bytes:
-        return self._guard(self._stream.readline, size)
-
-    def seekable(self) -> bool:
-        return False
-
-
-def _unreadable(path: str, index: int, reason: str, detail: str) -> RawRecord:
-    return RawRecord(path, index, None, raw="", error=detail, reason=reason)
-
-
-def read_file(path: str) -> Iterator[RawRecord]:
-    """Stream the records of one file (``.gz``/``.bz2`` etc. decompressed by extension; JSON/JSONL,
-    Parquet and Arrow IPC files told apart by their first bytes).
-
-    Never a silent short read: a compressed stream cut short or corrupt ends the file's records with
-    one more record, rejected as ``truncated_input`` or ``unreadable_input``
-    (:mod:`pipeline.input_files`); a path that is not a regular file (a FIFO, a directory) is never
-    opened and becomes one ``unreadable_input`` record.
-    """
-    records = Metrics.counter("chatshards", "records_read")
-    reason = not_regular_reason(path)
-    if reason is not None:
-        records.inc()
-        yield _unreadable(path, 0, errors.UNREADABLE_INPUT, f"input {reason}")
-        return
-    try:
-        stream = open_input(path)
-    except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:  # deterministic: retrying cannot help
-        records.inc()
-        yield _unreadable(path, 0, errors.UNREADABLE_INPUT, f"cannot open the input: {exc}")
-        return
-    with stream:
-        guarded = _StopAtFault(stream) if compression_of(path) else stream
-        index = 0
-        for raw in iter_records(guarded, source=path):  # JSON layouts, Parquet, Arrow IPC
-            records.inc()
-            index = raw.index + 1
-            yield raw
-    fault = getattr(guarded, "fault", None)
-    if fault is not None:
-        records.inc()
-        code = errors.TRUNCATED_INPUT if isinstance(fault, TruncatedInput) else errors.UNREADABLE_INPUT
-        yield _unreadable(path, index, code, f"{fault}; the records before this point were read")
-
-
-def read_file_batches(path: str, batch_size: int) -> Iterator[list[RawRecord]]:
-    """The records of one file in lists of at most ``batch_size`` (in file order)."""
-    batch: list[RawRecord] = []
-    for raw in read_file(path):
-        batch.append(raw)
-        if len(batch) >= batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class ReadRawRecords(beam.PTransform):
@@ -175,9 +89,17 @@ class ReadRawRecords(beam.PTransform):
             paths
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFiles" >> beam.FlatMap(
-                lambda path: spill_batches(read_file_batches(path, batch_size), folder=folder))
+                lambda path: spill_batches(_counted(read_file_batches(path, batch_size)), folder=folder))
         )
         return refs | "SpreadRecords" >> beam.Reshuffle() if self.spread_records else refs
+
+
+def _counted(batches):
+    """The batches unchanged, counting their records in the ``records_read`` metric."""
+    records = Metrics.counter("chatshards", "records_read")
+    for batch in batches:
+        records.inc(len(batch))
+        yield batch
 
 
 def list_input_sizes(patterns) -> dict[str, int]:

@@ -15,32 +15,17 @@ Graph::
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Mapping
 
 import apache_beam as beam
 from apache_beam.pvalue import AsList, AsSingleton
 
-from pipeline.files import join, tmp_root, write_atomically
-from pipeline.remote import shared_job_tokenizer
+from pipeline.steps.audit import MANIFEST_KEYS, merge_into_first, write_audit
 from transforms.audit.accumulator import AuditAccumulator
-from transforms.audit.dump import stats_json_bytes
 from transforms.audit.duplicates import DuplicateSummary, first_of, group_merge
 from transforms.audit.probe import TemplateProbe
-from transforms.audit.report import render_report, render_samples
-from transforms.audit.stats import REPORT_PATH, STATS_PATH, build_stats, manifest_section
 
-LOG = logging.getLogger("chatshards")
 ROWS, REJECTIONS = "rows", "rejections"
-
-
-def merge_into_first(accumulators):
-    """Merge accumulators that have a ``merge(other)`` method into the first one."""
-    accumulators = iter(accumulators)
-    merged = next(accumulators)
-    for other in accumulators:
-        merged.merge(other)
-    return merged
 
 
 class AuditCombineFn(beam.CombineFn):
@@ -108,39 +93,24 @@ class DuplicateSummaryFn(beam.CombineFn):
 
 
 class WriteAuditFn(beam.DoFn):
-    """Runs once: merges the partial statistics, writes ``audit/stats.json`` and ``audit/report.html``,
-    yields the manifest's ``audit`` section."""
+    """Runs once: :func:`pipeline.steps.audit.write_audit` (merges the partial statistics, writes
+    ``audit/stats.json`` and ``audit/report.html``), yields the manifest's ``audit`` section."""
 
     def __init__(self, *, output: str, manifest_base: Mapping[str, Any], probe: TemplateProbe, format_options,
                  tokenizer: str | None, trust_remote_code: bool):
         self.output = output
-        self.manifest_base = {k: manifest_base[k] for k in ("config", "config_fingerprint", "tokenizer",
-                                                               "template_check") if k in manifest_base}
+        self.manifest_base = {k: manifest_base[k] for k in MANIFEST_KEYS if k in manifest_base}
         self.probe = probe
         self.format_options = format_options
         self.tokenizer = tokenizer
         self.trust_remote_code = trust_remote_code
 
     def process(self, _, row_stats, rejection_stats, duplicates):
-        # Side-input values may be shared with retries: merge into a fresh accumulator.
-        acc = AuditAccumulator(self.probe, self.format_options).merge(row_stats)
-        for part in rejection_stats:  # one per stage that rejects records
-            acc = acc.merge(part)
-        stats = build_stats(acc, duplicates, manifest=self.manifest_base, computed_by="job")
-        notes = []
-        try:
-            # the vocabulary only (to decode the samples)
-            tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)
-            samples = render_samples(tokenizer, acc.samples())
-        except Exception as exc:  # the statistics stand without decoded samples
-            LOG.warning("chatshards: audit report without decoded samples: %s", exc)
-            notes.append(f"samples could not be decoded: {type(exc).__name__}: {exc}")
-            samples = []
-        page = render_report(stats, samples, notes=notes)
-        scratch = tmp_root(self.output)
-        write_atomically(join(self.output, *STATS_PATH.split("/")), stats_json_bytes(stats), tmp_root=scratch)
-        write_atomically(join(self.output, *REPORT_PATH.split("/")), page.encode("utf-8"), tmp_root=scratch)
-        yield manifest_section(stats)
+        # Side-input values may be shared with retries: write_audit merges into a fresh accumulator.
+        yield write_audit(output=self.output, manifest_base=self.manifest_base, probe=self.probe,
+                          format_options=self.format_options, tokenizer=self.tokenizer,
+                          trust_remote_code=self.trust_remote_code, partials=[row_stats, *rejection_stats],
+                          duplicates=duplicates)
 
 
 class AuditStats(beam.PTransform):

@@ -132,7 +132,7 @@ def test_an_input_that_cannot_be_opened_is_an_unreadable_input_rejection(tmp_pat
     def denied(p):
         raise PermissionError(13, "Permission denied", p)
 
-    monkeypatch.setattr("pipeline.sources.open_input", denied)
+    monkeypatch.setattr("pipeline.steps.reading.open_input", denied)
     read = list(read_file(str(path)))
     assert [r.reason for r in read] == [errors.UNREADABLE_INPUT] and "Permission denied" in read[0].error
 

@@ -25,6 +25,7 @@ import datetime as _dt
 import functools
 import heapq
 import json
+import os
 import re
 import threading
 import time
@@ -66,6 +67,11 @@ class _Watchdog:
     """Interrupts threads whose deadline passed, with an asynchronous :class:`TemplateLimitExceeded`."""
 
     def __init__(self):
+        self.reset_after_fork()
+
+    def reset_after_fork(self):
+        """A fresh state: no deadlines, no thread, a new lock. Run in a forked child (``os.register_at_fork``),
+        where the parent's watchdog thread does not exist and its lock may have been held at the fork."""
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._heap: list[tuple[float, int, int]] = []  # (deadline, ticket, thread id)
@@ -116,6 +122,7 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+os.register_at_fork(after_in_child=_WATCHDOG.reset_after_fork)  # worker processes forked by the local engine
 
 
 class RenderBudget:

@@ -1,0 +1,88 @@
+"""Reading one input file into :class:`transforms.reading.RawRecord` elements (Beam-free: the job's
+:class:`pipeline.sources.ReadRawRecords` and the local engine read files with :func:`read_file_batches`)."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from pipeline.input_files import (
+    CorruptInput,
+    TruncatedInput,
+    compression_of,
+    not_regular_reason,
+    open_input,
+)
+from transforms import errors
+from transforms.reading import RawRecord, iter_records
+
+
+class _StopAtFault:
+    """A read-only stream that turns a decompression fault into a clean end of file, remembering it
+    (``fault``): the reader then finishes the records before the fault, and the caller reports it."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.fault: Exception | None = None
+
+    def _guard(self, method, *args) -> bytes:
+        if self.fault is not None:
+            return b""
+        try:
+            return method(*args)
+        except (TruncatedInput, CorruptInput) as exc:
+            self.fault = exc
+            return b""
+
+    def read(self, size: int = -1) -> bytes:
+        return self._guard(self._stream.read, size)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._guard(self._stream.readline, size)
+
+    def seekable(self) -> bool:
+        return False
+
+
+def _unreadable(path: str, index: int, reason: str, detail: str) -> RawRecord:
+    return RawRecord(path, index, None, raw="", error=detail, reason=reason)
+
+
+def read_file(path: str) -> Iterator[RawRecord]:
+    """Stream the records of one file (``.gz``/``.bz2`` etc. decompressed by extension; JSON/JSONL,
+    Parquet and Arrow IPC files told apart by their first bytes).
+
+    Never a silent short read: a compressed stream cut short or corrupt ends the file's records with
+    one more record, rejected as ``truncated_input`` or ``unreadable_input``
+    (:mod:`pipeline.input_files`); a path that is not a regular file (a FIFO, a directory) is never
+    opened and becomes one ``unreadable_input`` record.
+    """
+    reason = not_regular_reason(path)
+    if reason is not None:
+        yield _unreadable(path, 0, errors.UNREADABLE_INPUT, f"input {reason}")
+        return
+    try:
+        stream = open_input(path)
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:  # deterministic: retrying cannot help
+        yield _unreadable(path, 0, errors.UNREADABLE_INPUT, f"cannot open the input: {exc}")
+        return
+    with stream:
+        guarded = _StopAtFault(stream) if compression_of(path) else stream
+        index = 0
+        for raw in iter_records(guarded, source=path):  # JSON layouts, Parquet, Arrow IPC
+            index = raw.index + 1
+            yield raw
+    fault = getattr(guarded, "fault", None)
+    if fault is not None:
+        code = errors.TRUNCATED_INPUT if isinstance(fault, TruncatedInput) else errors.UNREADABLE_INPUT
+        yield _unreadable(path, index, code, f"{fault}; the records before this point were read")
+
+
+def read_file_batches(path: str, batch_size: int) -> Iterator[list[RawRecord]]:
+    """The records of one file in lists of at most ``batch_size`` (in file order)."""
+    batch: list[RawRecord] = []
+    for raw in read_file(path):
+        batch.append(raw)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,108 @@
+"""Parsing and building rows for a batch of raw records (Beam-free: the job's *ParseRecords* and *BuildRows*
+DoFns in :mod:`pipeline.build` and the local engine call :func:`parse_batch` and :func:`build_batch`).
+
+:class:`BuilderSpec` is what a worker needs to rebuild the row builder (small, picklable).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from pipeline.files import read_bytes
+from pipeline.remote import shared_job_tokenizer
+from pipeline.steps.rejected import writable_rejection
+from transforms.config import TokenizeOptions
+from transforms.formats import FormatOptions
+from transforms.rows import PARSED, ROW, RowBuilder, parse_record
+from transforms.vision.config import VisionConfig
+from transforms.vision.part import ImageOptions, ImagePart, image_fields
+
+LOG = logging.getLogger("chatshards")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuilderSpec:
+    """What a worker needs to rebuild the tokenizer and the builder (picklable, small).
+
+    The chat template travels as text, so workers never need the template file.
+    """
+
+    tokenizer: str | None
+    chat_template: str
+    trust_remote_code: bool
+    format_options: FormatOptions
+    tokenize_options: TokenizeOptions
+    # Vision jobs (--processor): the processor family config (loaded once at launch, so workers
+    # never need the processor files) and how images are read and stored.
+    vision: VisionConfig | None = None
+    image_options: ImageOptions | None = None
+
+    def create_builder(self) -> RowBuilder:
+        tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)
+        tokenizer.chat_template = self.chat_template
+        images = None
+        if self.vision is not None:
+            images = ImagePart(tokenizer=tokenizer, vision=self.vision, image_options=self.image_options,
+                               open_file=read_remote_file)
+        return RowBuilder(tokenizer=tokenizer, format_options=self.format_options,
+                          tokenize_options=self.tokenize_options, images=images)
+
+    def extra_fields(self) -> tuple:
+        """Arrow fields added to the shard schema by the builder this spec creates."""
+        if self.vision is not None:
+            return image_fields(self.vision, self.image_options or ImageOptions())
+        return ()
+
+
+def parse_raw_record(raw, format_options: FormatOptions):
+    """:func:`transforms.rows.parse_record` (which keeps the reader's own reject code: ``truncated_input``,
+    ``unreadable_input``, ``invalid_content`` for a lone surrogate), with a rejection that is always
+    writable (:func:`pipeline.rejected.writable_rejection`). Never raises."""
+    kind, item = parse_record(raw, format_options)
+    return (kind, item) if kind == PARSED else (kind, writable_rejection(item))
+
+
+def read_remote_file(path: str) -> bytes:
+    """Whole-file read of an image path under ``gs://`` and the like (:func:`pipeline.files.read_bytes`)."""
+    return read_bytes(path)
+
+
+def parse_batch(batch, format_options: FormatOptions) -> tuple[list, list]:
+    """``list[RawRecord] -> (parsed, rejections)``: ``parsed`` the ``(raw, Conversation)`` pairs in batch order,
+    ``rejections`` writable rejection dicts. Never raises."""
+    parsed, rejections = [], []
+    for raw in batch:
+        kind, item = parse_raw_record(raw, format_options)
+        (parsed if kind == PARSED else rejections).append(item)
+    return parsed, rejections
+
+
+def build_batch(builder: RowBuilder, parsed) -> tuple[list, list]:
+    """``(raw, Conversation)`` pairs -> ``(rows, rejections)`` (:meth:`transforms.rows.RowBuilder.build_rows`;
+    rejections made writable). Never raises for a record: a record's failure is its rejection."""
+    rows, rejections = [], []
+    for kind, item in builder.build_rows(parsed):
+        if kind == ROW:
+            rows.append(item)
+        else:
+            rejections.append(writable_rejection(item))
+    return rows, rejections
+
+
+class Progress:
+    """Logs records done and rate every ``every_s`` seconds (``who``: whose records, e.g. "this worker")."""
+
+    def __init__(self, every_s: float = 10.0, who: str = "this worker"):
+        self.every_s = every_s
+        self.who = who
+        self.start = self.last = time.monotonic()
+        self.done = 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            LOG.warning("chatshards: %d records processed by %s (%.0f records/s)", self.done, self.who, rate)
