@@ -52,6 +52,8 @@ class JobArgs:
     validate_inputs: bool
     beam_args: tuple[str, ...]
     no_audit: bool = False
+    # --workers: processes of the local engine (None: chosen from the input size; see pipeline.main)
+    workers: int | None = None
     # vision jobs (--processor); see transforms/vision/part.py
     processor: str | None = None
     image_options: "ImageOptions | None" = None
@@ -116,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, "batch-size", type=int, default=256, metavar="N", help="records tokenized per batch (default: 256)")
     _flag(parser, "no-audit", action="store_true",
           help="skip the audit statistics (audit/stats.json, audit/report.html, the manifest's audit section)")
+    _flag(parser, "workers", type=int, default=None, metavar="N",
+          help="processes for the default command (no Beam flags): 1 = this process only (default: one per core "
+          "when the input is large enough to pay for it)")
     _flag(parser, "no-validate-inputs", action="store_true",
           help="do not check at launch that every --input matches files (for offline graph builds)")
     # vision-language records (images): see README, section "Images: vision-language records"
@@ -247,6 +252,12 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         raise ConfigError(f"--num-shards must be >= 1, got {known.num_shards}")
     if known.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {known.batch_size}")
+    if known.workers is not None:
+        if known.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {known.workers}")
+        if beam_args:
+            raise ConfigError("--workers sets the processes of the default command; with Beam flags use "
+                              "--direct_num_workers (local runners) or --max_num_workers (Dataflow)")
     check_limits(known)
     if known.truncation in ("turns", "drop", "left") and known.max_length is None:
         raise ConfigError(f"--truncation {known.truncation} needs --max-length N")
@@ -292,6 +303,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         validate_inputs=not known.no_validate_inputs,
         beam_args=tuple(beam_args),
         no_audit=known.no_audit,
+        workers=known.workers,
         processor=known.processor,
         image_options=image_options,
         min_pixels=known.min_pixels,

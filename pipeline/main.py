@@ -1,9 +1,12 @@
-"""``python -m pipeline``: validate the configuration, then build and run the Beam job.
+"""``python -m pipeline``: validate the configuration, then run the job: on the local engine
+(:mod:`pipeline.local_engine`, no Beam) for the default command on local files, else as a Beam job.
 
 Config errors (bad flags, unloadable tokenizer, unusable chat template, inputs that match nothing
 or cannot be read, an output folder that already holds a dataset, is not this tool's, overlaps the
-inputs or is in use by another run) exit with status 2 and one clear line on stderr before any Beam
+inputs or is in use by another run) exit with status 2 and one clear line on stderr before any
 work starts.
+
+Beam is imported only when the job runs on Beam (importing it costs about 1.2 s).
 """
 from __future__ import annotations
 
@@ -16,13 +19,8 @@ import sys
 import time
 from typing import Sequence
 
-import apache_beam as beam
-from apache_beam.io.filesystem import BeamIOError
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
-
 from pipeline.cli import ConfigError, JobArgs, check_num_shards_for_input, parse_args
-from pipeline.graph import build_graph
+from pipeline.files import is_local, join, read_bytes
 from pipeline.input_files import launch_problem, not_regular_reason, storage_error_text
 from pipeline.output_folder import OutputLock, check_inputs_outside_output, check_output_target, prepare_output
 from pipeline.plan import JobPlan, load_vision, make_plan
@@ -70,40 +68,74 @@ def check_input_files(files) -> None:
 
 def is_dry_run(options) -> bool:
     """``--dry_run=True`` (Dataflow): the job graph is built and translated, nothing is submitted."""
+    from apache_beam.options.pipeline_options import TestOptions  # Beam jobs only (see the module docstring)
+
     return bool(options.view_as(TestOptions).dry_run)
 
 
-# The default command (no --runner) runs on every core when the input holds at least this many bytes
-# (compressed files count COMPRESSED_FACTOR times their size): multi_processing with os.cpu_count()
-# worker processes. Smaller inputs run in one process, where starting worker processes (about 2-3 s)
-# would cost more than the second core saves (see README, Benchmarks). CHATSHARDS_PARALLEL_BYTES
-# overrides the threshold (0: always every core).
+# The default command runs on every core when the input holds at least this many bytes (compressed files
+# count COMPRESSED_FACTOR times their size), else in one process. On the local engine a worker process is
+# forked with everything loaded (about 0.1 s), so the threshold is low: LOCAL_PARALLEL_INPUT_BYTES. Beam's
+# worker processes start in about 4 s on 2 cores, so a default command forced onto Beam
+# (CHATSHARDS_ENGINE=beam) uses every core from PARALLEL_INPUT_BYTES. Measured with
+# benchmarks/bench_job.py (README, Performance). CHATSHARDS_PARALLEL_BYTES overrides both thresholds
+# (0: always every core); --workers N (local engine) sets the count itself.
 PARALLEL_INPUT_BYTES = 12 * 1024 * 1024
+LOCAL_PARALLEL_INPUT_BYTES = 1024 * 1024
 PARALLEL_BYTES_ENV = "CHATSHARDS_PARALLEL_BYTES"
 COMPRESSED_FACTOR = 4
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".xz", ".deflate", ".lzma", ".zip")
+# CHATSHARDS_ENGINE=beam runs the default command on Beam's FnApiRunner (as before the local engine);
+# "local" is the default wherever the local engine can run.
+ENGINE_ENV = "CHATSHARDS_ENGINE"
+LOCAL, BEAM = "local", "beam"
+
+
+def weighted_input_bytes(sizes) -> int:
+    """Total of ``{path: size}`` with compressed files weighted ``COMPRESSED_FACTOR`` times."""
+    return sum(size * (COMPRESSED_FACTOR if path.lower().endswith(_COMPRESSED_SUFFIXES) else 1)
+               for path, size in sizes.items())
 
 
 def input_bytes(patterns: Sequence[str]) -> int:
     """Total size of the files ``patterns`` match (compressed files weighted); 0 when they cannot be listed."""
     try:
-        results = FileSystems.match(list(patterns))
+        return weighted_input_bytes(list_input_sizes(patterns))
     except Exception:  # the input check reports unmatched inputs; here it is only a hint
         return 0
-    sizes = {}
-    for result in results:
-        for metadata in result.metadata_list:
-            weight = COMPRESSED_FACTOR if metadata.path.lower().endswith(_COMPRESSED_SUFFIXES) else 1
-            sizes[metadata.path] = metadata.size_in_bytes * weight
-    return sum(sizes.values())
 
 
-def parallel_threshold() -> int:
+def parallel_threshold(default: int = PARALLEL_INPUT_BYTES) -> int:
     value = os.environ.get(PARALLEL_BYTES_ENV, "").strip()
     try:
-        return int(value) if value else PARALLEL_INPUT_BYTES
+        return int(value) if value else default
     except ValueError:
         raise ConfigError(f"{PARALLEL_BYTES_ENV}={value!r} is not a number of bytes") from None
+
+
+def chosen_engine(job: JobArgs, plan: JobPlan) -> str:
+    """:data:`LOCAL` for the default command (no Beam flags) when the inputs were matched at launch and every
+    input and the output are local paths (and ``CHATSHARDS_ENGINE`` is not ``beam``); else :data:`BEAM`."""
+    wanted = os.environ.get(ENGINE_ENV, "").strip().lower() or LOCAL
+    if wanted not in (LOCAL, BEAM):
+        raise ConfigError(f"{ENGINE_ENV}={wanted!r}: use {LOCAL!r} or {BEAM!r}")
+    if wanted == BEAM or job.beam_args or plan.files is None:
+        return BEAM
+    return LOCAL if is_local(job.output) and all(is_local(path) for path in plan.files) else BEAM
+
+
+def local_workers(job: JobArgs, plan: JobPlan) -> int:
+    """Processes of the local engine: ``--workers``, else one per core when the input holds at least
+    :data:`LOCAL_PARALLEL_INPUT_BYTES` (said on stderr), else 1."""
+    if job.workers is not None:
+        return job.workers
+    cores = os.cpu_count() or 1
+    total = plan.input_bytes or 0
+    if cores < 2 or total < parallel_threshold(LOCAL_PARALLEL_INPUT_BYTES):
+        return 1
+    print(f"chatshards: input {total / 2**20:.1f} MiB: running on {cores} worker processes (every core); "
+          "for one process pass --workers 1", file=sys.stderr)
+    return cores
 
 
 def default_running_mode(inputs: Sequence[str], validate_inputs: bool = True) -> tuple[str, int]:
@@ -197,17 +229,48 @@ def plan_job(job: JobArgs) -> JobPlan:
         raise ConfigError(str(exc)) from exc
     # the in-process runner's builder and audit writer reuse it (the job's chat template is already set)
     share_job_tokenizer(job.tokenizer, tokenizer, trust_remote_code=job.trust_remote_code)
-    return make_plan(job, tokenizer, template_report=report, files=files, vision=vision)
+    return make_plan(job, tokenizer, template_report=report, files=files, vision=vision,
+                     input_bytes=weighted_input_bytes(sizes) if sizes is not None else None)
 
 
 def run(job: JobArgs, *, wait: bool = True):
-    """Validate, build and run the job; returns the Beam result.
+    """Validate, then run the job; returns the manifest (local engine) or the Beam result.
 
     ``wait=False`` returns as soon as the runner accepted the job (the Flex Template launcher does
     this: Dataflow jobs must not be waited on there). With ``--dry_run=True`` the output folder is
     not inspected (no storage access: the graph is only built and translated).
     """
     plan = plan_job(job)
+    if chosen_engine(job, plan) == LOCAL:
+        return _run_locally(job, plan)
+    return _run_on_beam(job, plan, wait=wait)
+
+
+def _run_locally(job: JobArgs, plan: JobPlan) -> dict:
+    from pipeline.local_engine import WorkerFailed, run_locally
+
+    workers = local_workers(job, plan)
+    mark("launcher_checked")
+    try:
+        lock = claim_output(job, plan.files)
+    except OSError as exc:  # --output cannot be listed or written
+        raise ConfigError(f"--output {job.output!r} cannot be used: {exc}") from exc
+    try:
+        return run_locally(plan, workers=workers)
+    except WorkerFailed as exc:
+        raise RuntimeError(f"the job failed; no manifest was written: {exc}") from None
+    finally:
+        lock.release()
+
+
+def _run_on_beam(job: JobArgs, plan: JobPlan, *, wait: bool):
+    # Beam is imported here, when the job runs on it (about 1.2 s; see the module docstring).
+    import apache_beam as beam
+    from apache_beam.io.filesystem import BeamIOError
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.graph import build_graph
+
     options = PipelineOptions(_beam_args(job))
     lock = None
     if is_dry_run(options):
@@ -239,7 +302,9 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     except ConfigError as exc:
         print(f"chatshards: error: {exc}", file=sys.stderr)
         return 2
-    if is_dry_run(PipelineOptions(_beam_args(job))):
+    if isinstance(result, dict):  # the local engine's manifest
+        _print_summary(job, time.monotonic() - started, result)
+    elif is_dry_run(_beam_options(job)):
         print(f"chatshards: dry run: job graph built ({type(result).__name__}), nothing submitted")
     elif not wait:
         print(f"chatshards: job submitted; output will be in {job.output}")
@@ -248,14 +313,19 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     return 0
 
 
-def _print_summary(job: JobArgs, seconds: float) -> None:
-    path = FileSystems.join(job.output, sf.MANIFEST_NAME)  # local or gs://: read through FileSystems
-    try:
-        with FileSystems.open(path) as handle:
-            manifest = json.loads(handle.read().decode("utf-8"))
-    except Exception:  # the summary is informational
-        print(f"chatshards: job finished in {seconds:.1f}s; output in {job.output}")
-        return
+def _beam_options(job: JobArgs):
+    from apache_beam.options.pipeline_options import PipelineOptions  # Beam jobs only
+
+    return PipelineOptions(_beam_args(job))
+
+
+def _print_summary(job: JobArgs, seconds: float, manifest: dict | None = None) -> None:
+    if manifest is None:
+        try:  # local or gs://
+            manifest = json.loads(read_bytes(join(job.output, sf.MANIFEST_NAME)).decode("utf-8"))
+        except Exception:  # the summary is informational
+            print(f"chatshards: job finished in {seconds:.1f}s; output in {job.output}")
+            return
     counts = manifest["counts"]
     reasons = ", ".join(f"{k}={v}" for k, v in manifest["rejected_by_reason"].items()) or "none"
     split = f" from {counts['written']} records" if counts.get("rows", counts["written"]) != counts["written"] else ""
@@ -266,4 +336,4 @@ def _print_summary(job: JobArgs, seconds: float) -> None:
         f"({counts['read'] / max(seconds, 1e-9):.0f} records/s) -> {job.output}"
     )
     if "audit" in manifest:
-        print(f"chatshards: audit report: {FileSystems.join(job.output, 'audit', 'report.html')}")
+        print(f"chatshards: audit report: {join(job.output, 'audit', 'report.html')}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, Mapping
 
 from pipeline.cli import JobArgs
@@ -35,6 +36,8 @@ class JobPlan:
         num_shards: ``--num-shards``, or ``None`` for a count from the data size.
         batch_size: records per batch.
         audit_probe: the audit branch's template probe, or ``None`` when the audit is off (``--no-audit``).
+        input_bytes: the matched inputs' total size (compressed files weighted, see
+            :func:`pipeline.main.weighted_input_bytes`), or ``None`` with ``--no-validate-inputs``.
     """
 
     patterns: tuple[str, ...]
@@ -46,6 +49,7 @@ class JobPlan:
     num_shards: int | None
     batch_size: int
     audit_probe: TemplateProbe | None
+    input_bytes: int | None = None
 
     @property
     def dedup(self) -> bool:
@@ -69,21 +73,16 @@ class JobPlan:
 
 
 def library_versions() -> dict[str, str]:
-    """The versions recorded in the manifest (imported here, at launch, not at module import: ``--help`` and
-    the graph-only code paths do not need transformers)."""
-    import apache_beam
-    import numpy
-    import pyarrow
-    import tokenizers
-    import transformers
-
+    """The versions recorded in the manifest, from the installed distributions' metadata (importing the
+    libraries to read ``__version__`` would cost seconds: Beam and transformers are not needed by the
+    local engine)."""
     return {
         "chatshards": VERSION,
-        "apache_beam": apache_beam.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "pyarrow": pyarrow.__version__,
-        "numpy": numpy.__version__,
+        "apache_beam": metadata.version("apache-beam"),
+        "transformers": metadata.version("transformers"),
+        "tokenizers": metadata.version("tokenizers"),
+        "pyarrow": metadata.version("pyarrow"),
+        "numpy": metadata.version("numpy"),
         "python": platform.python_version(),
     }
 
@@ -114,7 +113,8 @@ def vision_section(job: JobArgs, spec: BuilderSpec) -> dict[str, Any]:
     }
 
 
-def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None) -> JobPlan:
+def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
+              input_bytes: int | None = None) -> JobPlan:
     """The plan of ``job``: ``tokenizer`` is the loaded job tokenizer (its chat template set),
     ``template_report`` the :func:`transforms.template_check.check_template` report, ``files`` the inputs
     matched at launch (or ``None``), ``vision`` what :func:`load_vision` returned."""
@@ -146,4 +146,5 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None) -
         num_shards=job.num_shards,
         batch_size=job.batch_size,
         audit_probe=None if job.no_audit else template_probe(tokenizer, template_check),
+        input_bytes=input_bytes,
     )
