@@ -15,9 +15,9 @@ Timed, each as a whole process (``subprocess``), medians over ``--repeats``:
 * recipe: a script doing ``load_dataset("json")``, ``map(apply_chat_template(...,
   return_assistant_tokens_mask=True), num_proc=W)``, ``save_to_disk`` (fresh datasets cache per run);
   it also reports when its imports and its tokenizer load were done;
-* job: ``python -m pipeline --tokenizer DIR`` with ``--runner=DirectRunner
-  --direct_running_mode=multi_processing --direct_num_workers=W``, and with the default command (no
-  ``--runner``: whatever the job chooses for that input);
+* job: ``python -m pipeline --tokenizer DIR --workers W`` (the local engine on W processes), the same on
+  Beam (``--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=W``), and the
+  default command (no flags: whatever the job chooses for that input);
 * ceiling: rendering (``apply_chat_template(tokenize=False)``, one core) divided by the cores, plus the
   Rust tokenizer's ``encode_batch`` on the rendered texts (its own threads): what W cores allow.
 
@@ -28,7 +28,8 @@ versions of the job without it show only what is seen from outside: worker proce
 the manifest's write time).
 
 ``--job-repo DIR`` runs the job from another checkout (e.g. an older commit, for before/after figures
-on the same input in the same run).
+on the same input in the same run); ``--legacy`` for a checkout without the local engine (no ``--workers``:
+its "job, W workers" runs are the Beam ones).
 
 Usage::
 
@@ -304,13 +305,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tokenizer", help="a tokenizer folder (default: the bundled one, saved to a folder)")
     parser.add_argument("--job-repo", type=Path, default=REPO, help="checkout to run the job from")
+    parser.add_argument("--legacy", action="store_true", help="the --job-repo checkout has no local engine "
+                        "(no --workers): run its W-worker jobs on Beam")
+    parser.add_argument("--no-beam", action="store_true", help="skip the Beam W-worker runs")
     parser.add_argument("--no-default-runner", action="store_true", help="skip the default-command runs on N")
     parser.add_argument("--mode-sizes", default="", help="comma-separated record counts: also run the job in one "
                         "process and on W processes at each (where the default command's threshold should be)")
     args = parser.parse_args()
     if not SHARED.exists():
         sys.exit(f"{SHARED} is needed for this benchmark (set CHATSHARDS_SHARED_DATA)")
-    multi = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", f"--direct_num_workers={args.workers}"]
+    beam_multi = ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                  f"--direct_num_workers={args.workers}"]
+    multi = beam_multi if args.legacy else ["--workers", str(args.workers)]
     with tempfile.TemporaryDirectory(prefix="bench-job-") as tmp_name:
         tmp = Path(tmp_name)
         tokenizer = args.tokenizer or str(save_bundled_tokenizer(tmp / "user-tokenizer"))
@@ -318,7 +324,7 @@ def main() -> None:
         script.write_text(RECIPE_SCRIPT)
         mode_sizes = [int(n) for n in args.mode_sizes.split(",") if n.strip()]
         sizes = sorted({n for n in (args.records, args.small, args.tiny, *mode_sizes) if n}, reverse=True)
-        one = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+        one = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"] if args.legacy else ["--workers", "1"]
         inputs = {n: build_input(tmp / f"in-{n}", n) for n in sizes}
         input_mib = {n: sum(p.stat().st_size for p in inputs[n][0].glob("*.jsonl")) / 2**20 for n in sizes}
         runs: dict[str, list[dict]] = {}
@@ -338,6 +344,8 @@ def main() -> None:
                 add(f"recipe {n}", run_recipe(script, tokenizer, recipe_data, tmp / "recipe-out", args.workers,
                                               tmp / "hf-cache"))
                 add(f"job {n}", run_job(job_dir, tmp / "out", tokenizer, multi, args.job_repo, tmp / "trace"))
+                if not args.legacy and not args.no_beam:
+                    add(f"beam {n}", run_job(job_dir, tmp / "out", tokenizer, beam_multi, args.job_repo, tmp / "trace"))
             if args.tiny:
                 job_dir = inputs[args.tiny][0]
                 add(f"default {args.tiny}", run_job(job_dir, tmp / "out", tokenizer, [], args.job_repo, tmp / "trace"))
@@ -364,11 +372,16 @@ def main() -> None:
           f"({_median([r['after_load'] for r in recipe]):.1f} s after imports and tokenizer load) |")
     if args.tiny:
         print(f"| recipe script, {args.tiny} records | {wall[f'recipe {args.tiny}']:.1f} s |")
-    print(f"| job, {args.workers} workers (multi_processing), {n} records | {wall[f'job {n}']:.1f} s "
+    engine = "Beam multi_processing" if args.legacy else "local engine, --workers"
+    print(f"| job, {args.workers} workers ({engine}), {n} records | {wall[f'job {n}']:.1f} s "
           f"({wall[f'recipe {n}'] / wall[f'job {n}']:.2f}x the recipe script) |")
     for m in (args.small, args.tiny):
         if m:
             print(f"| job, {args.workers} workers, {m} records | {wall[f'job {m}']:.1f} s |")
+    for m in (n, args.small, args.tiny):
+        if m and f"beam {m}" in wall:
+            print(f"| job on Beam (DirectRunner multi_processing, {args.workers} workers), {m} records | "
+                  f"{wall[f'beam {m}']:.1f} s |")
     if args.tiny:
         print(f"| job, default command, {args.tiny} records, own tokenizer folder / bundled | "
               f"{wall[f'default {args.tiny}']:.1f} s / {wall[f'default bundled {args.tiny}']:.1f} s |")
@@ -399,7 +412,9 @@ def main() -> None:
         print(f"  fixed cost, {args.tiny} records, {args.workers} workers: {wall[f'job {args.tiny}']:.1f} s "
               f"(target <= 2.5 s and <= the recipe's {wall[f'recipe {args.tiny}']:.1f} s); default command, bundled "
               f"tokenizer: {wall[f'default bundled {args.tiny}']:.1f} s (target <= 1.5 s)")
-        for name in (f"job {args.tiny}", f"default {args.tiny}", f"default bundled {args.tiny}"):
+        for name in (f"job {args.tiny}", f"default {args.tiny}", f"default bundled {args.tiny}", f"beam {args.tiny}"):
+            if name not in runs:
+                continue
             splits = [fixed_cost_split(r) for r in runs[name]]
             keys = list(splits[0])
             text = ", ".join(f"{k} {_median([s.get(k, float('nan')) for s in splits]):.2f}" for k in keys)
