@@ -207,7 +207,8 @@ def write_atomically(path: str, data: bytes, *, tmp_root: str) -> None:
 
 
 def publish_tmp(tmp: str, path: str) -> None:
-    """Rename a finished temporary file to its final name (replacing an earlier attempt's copy)."""
+    """Rename a finished temporary file to its final name (replacing an earlier attempt's copy: locally in
+    one ``os.rename``, so the name never lacks a complete file; remotely, delete then rename, as Beam can)."""
     ensure_dir(path.rsplit("/", 1)[0])
     if is_local(path):
         if os.path.isdir(path) and not os.path.islink(path):

@@ -351,3 +351,11 @@ def test_manifest_check_reads_local_json(tmp_path):
     assert _manifest_is_ours(str(tmp_path))
     (tmp_path / "manifest.json").write_bytes(gzip.compress(b"{}"))
     assert not _manifest_is_ours(str(tmp_path))
+
+
+def test_list_tree_takes_the_folder_literally(tree):
+    """Beam lists ``folder/**`` as a glob (a folder named ``br[1]`` would list ``br1``); here it is the folder."""
+    assert files.list_tree(str(tree / "br[1]")) == [str(tree / "br[1]" / "k.jsonl")]
+    assert files.path_present(str(tree / "br[1]"))
+    files.delete_tree(str(tree / "br[1]"))
+    assert not (tree / "br[1]").exists() and (tree / "a.jsonl").exists()
