@@ -16,6 +16,8 @@ Modules:
 - moving data without shuffling it: :mod:`.chunks` (the keyed-chunk store under ``<out>/.tmp/``) and its
   users :mod:`.spill` (record batches), :mod:`.fragments` (rows), :mod:`.rejected` (rejections);
   :mod:`.bundles` (``BundleBufferFn``);
-- file helpers: :mod:`.files` (atomic writes, digests, listing and deleting on any Beam filesystem);
+- file helpers (Beam-free on local paths; Beam's ``FileSystems``, imported when needed, for remote ones):
+  :mod:`.files` (atomic writes, digests, listing and deleting), :mod:`.globs` (matching ``--input``
+  patterns as ``FileSystems.match`` does); :mod:`.input_files` also lists the inputs at launch;
 - tools on a finished dataset: :mod:`.audit` (``python -m pipeline.audit``), :mod:`.inspect`.
 """

@@ -15,8 +15,6 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions
-
 from transforms.config import TokenizeOptions
 from transforms.formats import ALL_FORMATS, VISION_FORMATS, FormatOptions, parse_mapping_option
 
@@ -158,6 +156,8 @@ def check_beam_args(beam_args: Sequence[str], parser: argparse.ArgumentParser) -
     (``PipelineOptions.get_all_options``: options it must retain as unknown are the unknown ones)."""
     if not beam_args:
         return
+    from apache_beam.options.pipeline_options import PipelineOptions  # only when there are Beam flags to check
+
     beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
     level = beam_logger.level
     beam_logger.setLevel(logging.ERROR)  # its "Discarding unparseable args" warning: we say it better

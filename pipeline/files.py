@@ -1,25 +1,36 @@
-"""Generic file helpers of the job side: every read and write goes through Beam's ``FileSystems``, so local
-paths and object stores (``gs://``) behave alike.
+"""Generic file helpers of the job side, for local paths and object stores (``gs://``) alike.
+
+Local paths (no ``scheme://`` prefix, :func:`is_local`) are handled with ``os``, ``shutil`` and ``open``,
+without importing Beam; remote paths go through Beam's ``FileSystems``, imported only when a remote
+path is handled. Each helper does on a local path what Beam's ``LocalFileSystem`` does, except that a
+path is always taken literally (Beam's ``delete`` matches its argument as a glob: ``*``, ``?`` and
+``[`` would select other files).
 
 Contracts:
 
 * :func:`is_local` is the one rule for "is this path on this machine": a path without a ``scheme://``
   prefix (:func:`transforms.tokenizer_loading.is_remote_path` is its negation);
+* :func:`join` is ``os.path.join`` locally; :func:`create` makes the missing parent folders;
+  :func:`delete` removes files and whole folders; failures of :func:`delete`, :func:`rename` and
+  listings raise :class:`StorageError` locally and Beam's ``BeamIOError`` remotely
+  (:func:`storage_errors` names both), each with ``exception_details`` (``{path: cause}``);
 * :func:`atomic_writer` / :func:`write_atomically`: a file appears under its final name complete or not at
   all (written under a unique temporary name in ``tmp_root``, then renamed over any earlier attempt's copy);
 * :class:`DigestingSink` counts and hashes (sha256) what is written through it;
-* folders are inspected by listing ``folder/**`` (object stores have no folders, see :func:`list_tree`).
+* folders are inspected by listing everything under them (object stores have no folders, see
+  :func:`list_tree`).
 """
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import sys
 import uuid
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
-from apache_beam.io.filesystem import BeamIOError, CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
+from pipeline.globs import StorageError, walk_files
 from transforms.tokenizer_loading import is_remote_path
 
 # The job's scratch folder under ``--output``: temporaries of atomic writes and the chunk stores
@@ -27,8 +38,31 @@ from transforms.tokenizer_loading import is_remote_path
 TMP_DIR = ".tmp"
 
 
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """The exception types a storage failure of these helpers can have: :class:`StorageError`, and Beam's
+    ``BeamIOError`` once Beam is loaded (it cannot be raised before)."""
+    beam_filesystem = sys.modules.get("apache_beam.io.filesystem")
+    return (StorageError,) + ((beam_filesystem.BeamIOError,) if beam_filesystem is not None else ())
+
+
+def _beam_filesystems():
+    """Beam's ``FileSystems`` (imported on first use: remote paths only)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def _uncompressed() -> str:
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return CompressionTypes.UNCOMPRESSED
+
+
 def join(root: str, *parts: str) -> str:
-    return FileSystems.join(root, *parts)
+    """``root/part/...`` (``os.path.join`` for local paths; the filesystem's own join for remote ones)."""
+    if is_local(root):
+        return os.path.join(root, *parts)
+    return _beam_filesystems().join(root, *parts)
 
 
 def tmp_root(output: str) -> str:
@@ -42,13 +76,67 @@ def is_local(path: str) -> bool:
 
 
 def create(path: str):
-    """A binary file opened for writing (no compression, whatever the name)."""
-    return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    """A binary file opened for writing (no compression, whatever the name); missing parent folders of a
+    local path are created."""
+    if is_local(path):
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        return open(path, "wb")
+    return _beam_filesystems().create(path, compression_type=_uncompressed())
 
 
 def open_binary(path: str):
     """A binary file opened for reading (no decompression, whatever the name)."""
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if is_local(path):
+        return open(path, "rb")
+    return _beam_filesystems().open(path, compression_type=_uncompressed())
+
+
+def exists(path: str) -> bool:
+    """A file or folder at ``path`` (``os.path.exists``); remotely, an object named exactly ``path``."""
+    if is_local(path):
+        return os.path.exists(path)
+    return _beam_filesystems().exists(path)
+
+
+def _delete_local(path: str) -> None:
+    if not os.path.lexists(path):
+        raise FileNotFoundError(f"No files found to delete under: {path}")
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.remove(path)  # a file, or a symbolic link itself (never what it points to)
+
+
+def delete(paths: Sequence[str]) -> None:
+    """Delete files, and local folders with everything in them. Every path is tried; then a failure (a
+    path that does not exist included) raises :class:`StorageError` / ``BeamIOError`` naming each."""
+    if isinstance(paths, str):
+        raise TypeError(f"delete takes a list of paths, not the string {paths!r}")
+    failures: dict = {}
+    for path in paths:
+        if is_local(path):
+            try:
+                _delete_local(path)
+            except Exception as exc:
+                failures[path] = exc
+    remote = [path for path in paths if not is_local(path)]
+    if remote:
+        _beam_filesystems().delete(remote)
+    if failures:
+        raise StorageError("Delete operation failed", failures)
+
+
+def rename(source: str, destination: str) -> None:
+    """Rename one file (locally ``os.rename``: an existing destination file is replaced)."""
+    if is_local(source):
+        try:
+            os.rename(source, destination)
+        except OSError as exc:
+            raise StorageError("Rename operation failed", {(source, destination): exc}) from exc
+        return
+    _beam_filesystems().rename([source], [destination])
 
 
 def read_bytes(path: str) -> bytes:
@@ -119,31 +207,54 @@ def write_atomically(path: str, data: bytes, *, tmp_root: str) -> None:
 
 
 def publish_tmp(tmp: str, path: str) -> None:
-    """Rename a finished temporary file to its final name (replacing an earlier attempt's copy)."""
+    """Rename a finished temporary file to its final name (replacing an earlier attempt's copy: locally in
+    one ``os.rename``, so the name never lacks a complete file; remotely, delete then rename, as Beam can)."""
     ensure_dir(path.rsplit("/", 1)[0])
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
+    if is_local(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            delete([path])  # a folder in the way; a file is replaced by the rename itself, atomically
+    elif exists(path):
+        delete([path])
+    rename(tmp, path)
 
 
 def ensure_dir(folder: str) -> None:
-    """Create a folder (local filesystems need it; object stores have no folders)."""
-    if not FileSystems.exists(folder):
+    """Create a folder and its parents (local filesystems need it; object stores have no folders)."""
+    if is_local(folder):
+        if not os.path.exists(folder):
+            try:
+                os.makedirs(folder)
+            except OSError:  # created concurrently by another worker
+                if not os.path.exists(folder):
+                    raise
+        return
+    filesystems = _beam_filesystems()
+    if not filesystems.exists(folder):
         try:
-            FileSystems.mkdirs(folder)
+            filesystems.mkdirs(folder)
         except Exception:  # created concurrently by another worker
-            if not FileSystems.exists(folder):
+            if not filesystems.exists(folder):
                 raise
 
 
 def list_tree(folder: str) -> list[str]:
-    """Every file under ``folder``, recursively, on any Beam filesystem.
+    """Every file under ``folder``, recursively, sorted; ``[]`` when it cannot be listed.
 
-    Object stores (``gs://``) have no folders: ``FileSystems.exists(folder)`` is false there even when
-    objects live under ``folder/``, so folders are always inspected by listing ``folder/**``.
+    Locally: the files of ``os.walk(folder)`` (symbolic links to folders not followed, broken links
+    left out), what Beam's ``FileSystems.match([folder + "/**"])`` lists. Object stores (``gs://``) have
+    no folders: ``exists(folder)`` is false there even when objects live under ``folder/``, so there
+    ``folder/**`` is matched.
     """
+    root = folder.rstrip("/")
+    if is_local(folder):
+        try:
+            return sorted(info.path for info in walk_files(os.path.dirname(root + "/")))
+        except StorageError:
+            return []
+    from apache_beam.io.filesystem import BeamIOError
+
     try:
-        result = FileSystems.match([folder.rstrip("/") + "/**"])[0]
+        result = _beam_filesystems().match([root + "/**"])[0]
     except BeamIOError:
         return []
     return sorted(metadata.path for metadata in result.metadata_list)
@@ -151,13 +262,13 @@ def list_tree(folder: str) -> list[str]:
 
 def path_present(path: str) -> bool:
     """A file (or object) at ``path``, or anything under ``path/``."""
-    return FileSystems.exists(path) or bool(list_tree(path))
+    return exists(path) or bool(list_tree(path))
 
 
 def delete_tree(path: str) -> None:
     """Delete the file ``path`` or everything under ``path/`` (local folders and object prefixes alike)."""
-    if FileSystems.exists(path):
-        FileSystems.delete([path])  # a file, an object, or a local folder (removed recursively)
+    if exists(path):
+        delete([path])  # a file, an object, or a local folder (removed recursively)
     leftovers = list_tree(path)  # object stores: the objects under the prefix
     if leftovers:
-        FileSystems.delete(leftovers)
+        delete(leftovers)

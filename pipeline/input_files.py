@@ -14,7 +14,12 @@ the fault, so a bad file never ends the job and is never a silent short read. At
 gzip) so that those are configuration errors (exit status 2) before any work starts.
 
 Compression is chosen by file name, as Beam does (``.gz``, ``.bz2``, ``.xz``/``.lzma``, ``.deflate``,
-``.zst``); other files are read as they are.
+``.zst``/``.zstd``, any letter case); other files are read as they are.
+
+Listing the inputs at launch: :func:`list_input_sizes` (``{path: size}`` of what the ``--input`` patterns
+match, :mod:`pipeline.globs`: Beam's matching, without Beam for local patterns).
+
+Nothing here imports Beam for local paths.
 """
 from __future__ import annotations
 
@@ -24,11 +29,11 @@ import lzma
 import os
 import stat
 import zlib
-from typing import Callable
+from typing import Callable, Sequence
 
-from apache_beam.io.filesystem import CompressionTypes
-
-from pipeline.files import is_local, open_binary
+from pipeline.cli import ConfigError
+from pipeline.files import is_local, open_binary, storage_errors
+from pipeline.globs import match_patterns
 
 READ_CHUNK = 1 << 20
 # Compressed bytes fed to a decoder at once: bounds what one call can expand to (deflate: ~1000x).
@@ -49,20 +54,26 @@ def _zstd_decompressor():
     return zstandard.ZstdDecompressor(max_window_size=2 ** 31).decompressobj()
 
 
+# Compression kinds, named as Beam's ``CompressionTypes`` names them.
+GZIP, BZIP2, LZMA, DEFLATE, ZSTD = "gzip", "bzip2", "lzma", "deflate", "zstd"
 _DECOMPRESSORS: dict[str, tuple[str, Callable]] = {
-    CompressionTypes.GZIP: ("gzip", lambda: zlib.decompressobj(zlib.MAX_WBITS | 16)),
-    CompressionTypes.BZIP2: ("bzip2", bz2.BZ2Decompressor),
-    CompressionTypes.LZMA: ("xz/lzma", lambda: lzma.LZMADecompressor(format=lzma.FORMAT_AUTO)),
-    CompressionTypes.DEFLATE: ("deflate", zlib.decompressobj),
-    CompressionTypes.ZSTD: ("zstd", _zstd_decompressor),
+    GZIP: ("gzip", lambda: zlib.decompressobj(zlib.MAX_WBITS | 16)),
+    BZIP2: ("bzip2", bz2.BZ2Decompressor),
+    LZMA: ("xz/lzma", lambda: lzma.LZMADecompressor(format=lzma.FORMAT_AUTO)),
+    DEFLATE: ("deflate", zlib.decompressobj),
+    ZSTD: ("zstd", _zstd_decompressor),
 }
+# File name endings (lower case) -> compression: Beam's ``CompressionTypes.detect_compression_type``.
+_BY_SUFFIX = {".bz2": BZIP2, ".deflate": DEFLATE, ".gz": GZIP, ".zst": ZSTD, ".zstd": ZSTD, ".xz": LZMA,
+              ".lzma": LZMA}
 _DECODE_ERRORS = (zlib.error, OSError, lzma.LZMAError, ValueError, EOFError)
 
 
 def compression_of(path: str) -> str | None:
-    """The compression a file name implies (Beam's rule), or ``None`` for an uncompressed file."""
-    kind = CompressionTypes.detect_compression_type(path)
-    return kind if kind in _DECOMPRESSORS else None
+    """The compression a file name implies (Beam's rule: the name's ending, any letter case), or ``None``
+    for an uncompressed file."""
+    name = path.lower()
+    return next((kind for suffix, kind in _BY_SUFFIX.items() if name.endswith(suffix)), None)
 
 
 class CheckedDecompression(io.RawIOBase):
@@ -191,3 +202,43 @@ def storage_error_text(exc: Exception, limit: int = 300) -> str:
         text = f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# listing the inputs at launch
+
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    """Match every pattern now (launch time) and return the sorted, de-duplicated file list.
+
+    Raises:
+        FileNotFoundError: a pattern matches no file (the message names the pattern).
+    """
+    return sorted(expand_input_sizes(patterns))
+
+
+def expand_input_sizes(patterns: Sequence[str]) -> dict[str, int]:
+    """:func:`expand_inputs` with each file's size in bytes (``{path: size}``, in listing order).
+
+    Every pattern is matched before any is found empty, so a listing failure
+    (:func:`pipeline.files.storage_errors`) wins over "matches no file", as with one ``FileSystems.match``
+    call."""
+    patterns = list(patterns)
+    files: dict[str, int] = {}
+    for pattern, found in zip(patterns, match_patterns(patterns)):
+        if not found:
+            raise FileNotFoundError(f"--input {pattern!r} matches no file")
+        files.update((info.path, info.size) for info in found)
+    return files
+
+
+def list_input_sizes(patterns) -> dict[str, int]:
+    """``{path: size}`` of the files the ``--input`` patterns match (:func:`expand_input_sizes`),
+    at launch. A pattern that matches nothing, or that the storage cannot list (a missing bucket, no
+    credentials, no network: Beam's ``BeamIOError``, after the storage client's own retries; an invalid
+    local pattern: ``StorageError``) is a configuration error (``ConfigError``), one line, before any work."""
+    try:
+        return expand_input_sizes(patterns)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from exc
+    except (*storage_errors(), ValueError) as exc:  # ValueError: no filesystem for the scheme
+        raise ConfigError(f"--input cannot be listed: {storage_error_text(exc)}") from exc

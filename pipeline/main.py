@@ -20,12 +20,11 @@ import time
 from typing import Sequence
 
 from pipeline.cli import ConfigError, JobArgs, check_num_shards_for_input, parse_args
-from pipeline.files import is_local, join, read_bytes
-from pipeline.input_files import launch_problem, not_regular_reason, storage_error_text
+from pipeline.files import is_local, join, read_bytes, storage_errors
+from pipeline.input_files import launch_problem, list_input_sizes, not_regular_reason, storage_error_text
 from pipeline.output_folder import OutputLock, check_inputs_outside_output, check_output_target, prepare_output
 from pipeline.plan import JobPlan, load_vision, make_plan
 from pipeline.remote import load_job_tokenizer, share_job_tokenizer
-from pipeline.sources import list_input_sizes
 from pipeline.time_limit import LaunchCheckTimeout, call_with_time_limit
 from pipeline.trace import mark
 from transforms import shard_format as sf
@@ -253,8 +252,8 @@ def _run_locally(job: JobArgs, plan: JobPlan) -> dict:
     mark("launcher_checked")
     try:
         lock = claim_output(job, plan.files)
-    except OSError as exc:  # --output cannot be listed or written
-        raise ConfigError(f"--output {job.output!r} cannot be used: {exc}") from exc
+    except storage_errors() as exc:  # --output cannot be listed or written
+        raise ConfigError(f"--output {job.output!r} cannot be used: {storage_error_text(exc)}") from exc
     try:
         return run_locally(plan, workers=workers)
     except WorkerFailed as exc:
@@ -266,7 +265,6 @@ def _run_locally(job: JobArgs, plan: JobPlan) -> dict:
 def _run_on_beam(job: JobArgs, plan: JobPlan, *, wait: bool):
     # Beam is imported here, when the job runs on it (about 1.2 s; see the module docstring).
     import apache_beam as beam
-    from apache_beam.io.filesystem import BeamIOError
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.graph import build_graph
@@ -278,7 +276,7 @@ def _run_on_beam(job: JobArgs, plan: JobPlan, *, wait: bool):
     else:
         try:
             lock = claim_output(job, plan.files)
-        except BeamIOError as exc:  # the storage of --output cannot be listed or written
+        except storage_errors() as exc:  # the storage of --output cannot be listed or written
             raise ConfigError(f"--output {job.output!r} cannot be used: {storage_error_text(exc)}") from exc
     pipeline = beam.Pipeline(options=options)
     build_graph(pipeline, plan)

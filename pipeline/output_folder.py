@@ -2,7 +2,7 @@
 
 How the job knows a folder is its own: the first thing a run writes into ``--output`` (before any
 data) is the marker file ``.chatshards-output``; a folder without the marker is still recognised by
-a chatshards ``manifest.json`` (``"format": "chatshards-arrow"``; datasets written before the
+a chatshards ``manifest.json`` (``"format": "chatshards"``; datasets written before the
 marker existed). ``--overwrite`` then deletes only what the tool writes there: ``manifest.json``
 (first, so the folder stops being a dataset at once), ``data/shard-NNNNN-of-NNNNN.arrow``,
 ``rejected/rejected-NNNNN-of-NNNNN.jsonl``, ``audit/stats.json`` and ``audit/report.html``, and
@@ -33,11 +33,21 @@ import time
 import uuid
 from typing import Iterable, Sequence
 
-from apache_beam.io.filesystems import FileSystems
-
 from pipeline.chunks import CHUNK_SUFFIX, STORES
 from pipeline.cli import ConfigError
-from pipeline.files import TMP_DIR, delete_tree, is_local, list_tree, path_present
+from pipeline.files import (
+    TMP_DIR,
+    create,
+    delete,
+    delete_tree,
+    exists,
+    is_local,
+    join,
+    list_tree,
+    open_binary,
+    path_present,
+)
+from pipeline.globs import glob_regex
 from transforms import shard_format as sf
 
 LOG = logging.getLogger("chatshards")
@@ -87,13 +97,13 @@ def check_output_target(output: str) -> None:
     if is_local(output):
         if os.path.exists(output) and not os.path.isdir(output):
             raise ConfigError(f"--output {output!r} is a file, not a folder; choose a folder")
-    elif FileSystems.exists(output):  # an object named exactly like the folder
+    elif exists(output):  # an object named exactly like the folder
         raise ConfigError(f"--output {output!r} is an object, not a folder (prefix); choose another name")
 
 
 def _written_samples(out: str) -> list[str]:
     """Paths of the kinds a run writes under ``out`` (for matching input globs against)."""
-    return [FileSystems.join(out, *parts) for parts in (
+    return [join(out, *parts) for parts in (
         (sf.MANIFEST_NAME,), (MARKER_NAME,), (LOCK_NAME,),
         (sf.DATA_DIR, "shard-00000-of-00001.arrow"), (sf.REJECTED_DIR, "rejected-00000-of-00001.jsonl"),
         (AUDIT_DIR, "stats.json"), (AUDIT_DIR, "report.html"),
@@ -102,10 +112,19 @@ def _written_samples(out: str) -> list[str]:
 
 
 def _written_by_the_job(path: str, out: str) -> bool:
-    if path in (FileSystems.join(out, name) for name in (sf.MANIFEST_NAME, MARKER_NAME, LOCK_NAME)):
+    if path in (join(out, name) for name in (sf.MANIFEST_NAME, MARKER_NAME, LOCK_NAME)):
         return True
-    return any(path.startswith(FileSystems.join(out, folder) + "/")
+    return any(path.startswith(join(out, folder) + "/")
                for folder in (sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR, TMP_DIR))
+
+
+def _pattern_regex(pattern: str) -> str:
+    """The regular expression of a glob, as its filesystem's matcher builds it (Beam only for remote ones)."""
+    if is_local(pattern):
+        return glob_regex(pattern)
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.get_filesystem(pattern).translate_pattern(pattern)
 
 
 def check_inputs_outside_output(output: str, patterns: Sequence[str], files: Iterable[str] | None) -> None:
@@ -124,7 +143,7 @@ def check_inputs_outside_output(output: str, patterns: Sequence[str], files: Ite
             full += "/*"
         if is_local(pattern) != is_local(output):
             continue
-        regex = re.compile(FileSystems.get_filesystem(full).translate_pattern(full))
+        regex = re.compile(_pattern_regex(full))
         hit = next((sample for sample in samples if regex.match(sample)), None)
         if hit is not None:
             raise ConfigError(f"--input {pattern!r} would also match {_relative(hit, out)!r}, which the job writes in "
@@ -135,9 +154,9 @@ def check_inputs_outside_output(output: str, patterns: Sequence[str], files: Ite
 # ownership and --overwrite
 
 def _manifest_is_ours(output: str) -> bool:
-    path = FileSystems.join(output, sf.MANIFEST_NAME)
+    path = join(output, sf.MANIFEST_NAME)
     try:
-        with FileSystems.open(path) as handle:
+        with open_binary(path) as handle:
             manifest = json.loads(handle.read(16 * 1024 * 1024).decode("utf-8"))
     except Exception:  # absent, unreadable or not JSON: not a chatshards manifest
         return False
@@ -145,33 +164,33 @@ def _manifest_is_ours(output: str) -> bool:
 
 
 def has_marker(output: str) -> bool:
-    return FileSystems.exists(FileSystems.join(output, MARKER_NAME))
+    return exists(join(output, MARKER_NAME))
 
 
 def write_marker(output: str) -> None:
     """Mark ``output`` as this tool's folder (before the run writes anything else there)."""
-    path = FileSystems.join(output, MARKER_NAME)
-    if FileSystems.exists(path):
+    path = join(output, MARKER_NAME)
+    if exists(path):
         return
     if is_local(output):
         os.makedirs(output, exist_ok=True)
-    with FileSystems.create(path) as handle:
+    with create(path) as handle:
         handle.write(MARKER_TEXT.encode("utf-8"))
 
 
 def _own_files(output: str) -> tuple[list[str], list[str]]:
     """``(files --overwrite deletes, files of other names in data/ and rejected/)``; ``.tmp`` apart."""
     own, foreign = [], []
-    manifest = FileSystems.join(output, sf.MANIFEST_NAME)
-    if FileSystems.exists(manifest):
+    manifest = join(output, sf.MANIFEST_NAME)
+    if exists(manifest):
         own.append(manifest)
     for folder, pattern in _OWN_FILE.items():
-        root = FileSystems.join(output, folder)
+        root = join(output, folder)
         for path in list_tree(root):
             (own if pattern.fullmatch(_relative(path, root)) else foreign).append(path)
     for name in AUDIT_FILES:
-        path = FileSystems.join(output, AUDIT_DIR, name)
-        if FileSystems.exists(path):
+        path = join(output, AUDIT_DIR, name)
+        if exists(path):
             own.append(path)
     return own, foreign
 
@@ -187,7 +206,7 @@ def prepare_output(output: str, *, overwrite: bool, input_files: Iterable[str] =
     * a file to delete that is also an input: refused (never deletes an input).
     """
     names = [sf.MANIFEST_NAME, sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR, TMP_DIR]
-    present = [name for name in names if path_present(FileSystems.join(output, name))]
+    present = [name for name in names if path_present(join(output, name))]
     if present:
         ours = has_marker(output) or _manifest_is_ours(output)
         if not ours:
@@ -208,8 +227,8 @@ def prepare_output(output: str, *, overwrite: bool, input_files: Iterable[str] =
         if clash is not None:
             raise ConfigError(f"--overwrite would delete {clash!r}, which is an --input file; nothing was deleted")
         if own:
-            FileSystems.delete(own)  # the manifest is first in the list: the folder stops being a dataset
-        delete_tree(FileSystems.join(output, TMP_DIR))
+            delete(own)  # the manifest is first in the list: the folder stops being a dataset
+        delete_tree(join(output, TMP_DIR))
     write_marker(output)
 
 
@@ -221,7 +240,7 @@ def check_folder_holds_exactly(output: str, shard_paths: Iterable[str], rejected
     (paths relative to ``output``): a job never commits a manifest over a folder mixed with another
     run's files (a second writer, e.g. on ``gs://`` where no lock is taken)."""
     for folder, expected in ((sf.DATA_DIR, set(shard_paths)), (sf.REJECTED_DIR, set(rejected_paths))):
-        root = FileSystems.join(output, folder)
+        root = join(output, folder)
         found = {f"{folder}/{_relative(path, root)}" for path in list_tree(root)}
         extra, missing = sorted(found - expected), sorted(expected - found)
         if extra or missing:

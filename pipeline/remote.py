@@ -1,5 +1,7 @@
 """Remote files for the job side: tokenizer folders and template files on any Beam filesystem.
 
+Beam is imported only when a remote path is handled (through :mod:`pipeline.files` / :mod:`pipeline.globs`).
+
 ``transforms`` never touches remote storage (it must import without Beam); it takes these functions
 as hooks. :func:`load_job_tokenizer` is what every job-side caller uses.
 """
@@ -11,9 +13,8 @@ import shutil
 import tempfile
 import threading
 
-from apache_beam.io.filesystems import FileSystems
-
 from pipeline.files import is_local, open_binary, read_bytes
+from pipeline.globs import match
 from pipeline.trace import mark
 from transforms.tokenizer_loading import TokenizerConfigError, load_tokenizer
 
@@ -36,7 +37,7 @@ def stage_folder(url: str) -> str:
         if prefix in _STAGED and os.path.isdir(_STAGED[prefix]):
             return _STAGED[prefix]
         try:
-            matched = FileSystems.match([prefix + "/**"])[0].metadata_list
+            matched = match(prefix + "/**")
         except Exception as exc:  # listing failures are config errors
             raise TokenizerConfigError(f"cannot list tokenizer folder {url}: {exc}") from exc
         files = sorted(m.path for m in matched if m.path.startswith(prefix + "/") and not m.path.endswith("/"))

@@ -3,6 +3,9 @@
 One element per matched file is read by one worker (the file is streamed, not loaded, for JSON
 Lines); its records are spilled in batches to temporary chunk files and references to the batches are
 reshuffled, so that one large file does not pin all later work to the worker that read it.
+
+Listing the inputs at launch (:func:`list_input_sizes`, :func:`expand_input_sizes`, :func:`expand_inputs`)
+lives in the Beam-free :mod:`pipeline.input_files`; the names are re-exported here.
 """
 from __future__ import annotations
 
@@ -10,33 +13,15 @@ from typing import Sequence
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import BeamIOError
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipeline.cli import ConfigError
-from pipeline.input_files import storage_error_text
+from pipeline.input_files import (  # noqa: F401  (the listing functions are re-exported)
+    expand_input_sizes,
+    expand_inputs,
+    list_input_sizes,
+)
 from pipeline.spill import spill_batches
 from pipeline.steps.reading import read_file, read_file_batches  # noqa: F401 (read_file re-exported)
-
-
-def expand_inputs(patterns: Sequence[str]) -> list[str]:
-    """Match every pattern now (launch time) and return the sorted, de-duplicated file list.
-
-    Raises:
-        FileNotFoundError: a pattern matches no file (the message names the pattern).
-    """
-    return sorted(expand_input_sizes(patterns))
-
-
-def expand_input_sizes(patterns: Sequence[str]) -> dict[str, int]:
-    """:func:`expand_inputs` with each file's size in bytes (``{path: size}``)."""
-    files: dict[str, int] = {}
-    for pattern, result in zip(patterns, FileSystems.match(list(patterns))):
-        if not result.metadata_list:
-            raise FileNotFoundError(f"--input {pattern!r} matches no file")
-        files.update((metadata.path, int(metadata.size_in_bytes or 0)) for metadata in result.metadata_list)
-    return files
 
 
 class ReadRawRecords(beam.PTransform):
@@ -100,16 +85,3 @@ def _counted(batches):
     for batch in batches:
         records.inc(len(batch))
         yield batch
-
-
-def list_input_sizes(patterns) -> dict[str, int]:
-    """``{path: size}`` of the files the ``--input`` patterns match (:func:`expand_input_sizes`),
-    at launch. A pattern that matches nothing, or that the storage cannot list (a missing bucket, no
-    credentials, no network: Beam's ``BeamIOError``, after the storage client's own retries) is a
-    configuration error (``ConfigError``), one line, before any work."""
-    try:
-        return expand_input_sizes(patterns)
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from exc
-    except (BeamIOError, ValueError) as exc:  # ValueError: no filesystem for the scheme
-        raise ConfigError(f"--input cannot be listed: {storage_error_text(exc)}") from exc
