@@ -154,3 +154,14 @@ def test_the_default_command_never_imports_beam(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.stdout.strip().splitlines()[-1] == "NO-BEAM 0", result.stdout + result.stderr
+
+
+def test_numpy_dtypes_of_list_columns_match_arrow_without_pandas():
+    import numpy as np
+    import pyarrow as pa
+
+    from transforms.shard_format import numpy_dtype
+
+    for arrow_type in (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
+                       pa.uint64(), pa.float16(), pa.float32(), pa.float64()):
+        assert numpy_dtype(arrow_type) == np.dtype(arrow_type.to_pandas_dtype()), arrow_type

@@ -78,6 +78,12 @@ def assert_same_members(prepared, reference):
         assert getattr(prepared, key) == getattr(reference, key), key
         assert getattr(prepared, key + "_id") == getattr(reference, key + "_id"), key
     assert prepared.special_tokens_map == reference.special_tokens_map
+    # the vocabulary hash recorded when the folder was prepared is the one the reference gives
+    from transforms.prepared_tokenizer import vocab_digest
+    from transforms.tokenizer_loading import vocab_hash
+
+    assert prepared.known_vocab_hash == vocab_digest(reference.get_vocab()) == vocab_hash(reference)
+    assert vocab_hash(prepared) == vocab_digest(prepared.get_vocab())
     assert all(value is not None for value in prepared.special_tokens_map.values())
     assert prepared.all_special_tokens == reference.all_special_tokens
     assert prepared.all_special_ids == reference.all_special_ids

@@ -54,6 +54,9 @@ class PreparedTokenizer:
         self.name_or_path = name_or_path
         self.source_class_name = meta["class"]
         self.model_max_length = meta.get("model_max_length")
+        # the vocabulary's hash, computed once when the folder was prepared (entries prepared before it was
+        # recorded have none: it is then computed from the vocabulary, as for any tokenizer)
+        self.known_vocab_hash = meta.get("vocab_hash")
 
     # -- named special tokens: ``bos_token`` (str or None) and ``bos_token_id`` (looked up live) --
 
@@ -148,6 +151,16 @@ def _clean_up_tokenization(text: str) -> str:
             .replace(" 're", "'re"))
 
 
+def vocab_digest(vocab: dict[str, int]) -> str:
+    """sha256 over ``token -> id`` lines sorted by id: identifies the id mapping (the manifest's ``vocab_hash``)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for token, token_id in sorted(vocab.items(), key=lambda item: item[1]):
+        digest.update(f"{token_id}\t{token}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
 def preparable(tokenizer) -> bool:
     """Whether ``tokenizer`` (a transformers tokenizer) is fully described by its prepared form."""
     try:
@@ -180,6 +193,7 @@ def prepare(tokenizer, folder: str) -> None:
                                      False)),
         "chat_template": tokenizer.chat_template,
         "model_max_length": tokenizer.model_max_length if isinstance(tokenizer.model_max_length, int) else None,
+        "vocab_hash": vocab_digest(tokenizer.get_vocab()),
     }
     os.makedirs(folder, exist_ok=True)
     _write_atomically(os.path.join(folder, BACKEND_FILE), tokenizer.backend_tokenizer.to_str())

@@ -134,6 +134,19 @@ def record_id_of(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
 
 
+_FLOAT_DTYPES = {16: np.float16, 32: np.float32, 64: np.float64}
+
+
+def numpy_dtype(arrow_type: pa.DataType) -> np.dtype:
+    """The numpy dtype of an Arrow integer or floating-point type (``pa.int32()`` -> ``np.int32``) without
+    ``DataType.to_pandas_dtype``, which imports pandas (about 0.2 s at start-up)."""
+    if pa.types.is_integer(arrow_type):
+        return np.dtype(f"{'int' if pa.types.is_signed_integer(arrow_type) else 'uint'}{arrow_type.bit_width}")
+    if pa.types.is_floating(arrow_type):
+        return np.dtype(_FLOAT_DTYPES[arrow_type.bit_width])
+    return np.dtype(arrow_type.to_pandas_dtype())
+
+
 def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
     """Build a shard table from row dicts (``input_ids``/``labels`` may be numpy int32 arrays).
 
@@ -145,7 +158,7 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.
         values = [row[field.name] for row in rows]
         if pa.types.is_list(field.type):
             value_type = field.type.value_type
-            np_dtype = value_type.to_pandas_dtype()
+            np_dtype = numpy_dtype(value_type)
             arrays = [np.asarray(v, dtype=np_dtype) for v in values]
             lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
             offsets = np.zeros(len(arrays) + 1, dtype=np.int32)

@@ -325,12 +325,13 @@ def _read_local_text(path: str) -> str:
 
 
 def vocab_hash(tokenizer) -> str:
-    """sha256 over the vocabulary and added tokens (token -> id, sorted): identifies the id mapping."""
-    vocab = tokenizer.get_vocab()
-    digest = hashlib.sha256()
-    for token, token_id in sorted(vocab.items(), key=lambda item: item[1]):
-        digest.update(f"{token_id}\t{token}\n".encode("utf-8"))
-    return digest.hexdigest()
+    """sha256 over the vocabulary and added tokens (token -> id, sorted): identifies the id mapping
+    (:func:`transforms.prepared_tokenizer.vocab_digest`; a prepared tokenizer recorded it when prepared)."""
+    from transforms.prepared_tokenizer import PreparedTokenizer, vocab_digest
+
+    if isinstance(tokenizer, PreparedTokenizer) and tokenizer.known_vocab_hash:
+        return tokenizer.known_vocab_hash
+    return vocab_digest(tokenizer.get_vocab())
 
 
 def template_hash(template: str) -> str:
