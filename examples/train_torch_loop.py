@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> list[float]:
             if step >= args.steps:
                 break
         epoch += 1
-    print(f"done: {step} steps in {time.perf_counter() - start:.1f}s, padding fraction "
-          f"{sampler.padding_fraction():.3f} (padded mode)")
+    batches = "padding-free" if args.padding_free else "padded"
+    print(f"done: {step} steps in {time.perf_counter() - start:.1f}s on {device.type}, {batches} batches "
+          f"(the sampler's padding fraction in padded mode: {sampler.padding_fraction():.3f})")
     return losses
 
 
