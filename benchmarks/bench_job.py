@@ -176,6 +176,12 @@ def _watch_children(pid: int, seen: dict, stop: threading.Event) -> None:
         stop.wait(0.02)
 
 
+def _user_env() -> dict[str, str]:
+    """This environment as on a user's machine: Python writes its bytecode caches (this sandbox sets
+    PYTHONDONTWRITEBYTECODE, which makes every process compile every module it imports from source)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_job(input_dir: Path, out: Path, tokenizer: str | None, runner_args: list[str], job_repo: Path,
             trace: Path) -> dict:
     """``python -m pipeline`` as a whole process; returns wall time, manifest and start-up events."""
@@ -185,7 +191,7 @@ def run_job(input_dir: Path, out: Path, tokenizer: str | None, runner_args: list
         trace.unlink()
     cmd = [sys.executable, "-m", "pipeline", "--input", str(input_dir / "*.jsonl"), "--output", str(out),
            *(["--tokenizer", tokenizer] if tokenizer else []), *runner_args]
-    env = {**os.environ, "CHATSHARDS_TRACE": str(trace), "PYTHONPATH": str(job_repo)}
+    env = {**_user_env(), "CHATSHARDS_TRACE": str(trace), "PYTHONPATH": str(job_repo)}
     children: dict = {}
     stop = threading.Event()
     start = time.time()
@@ -214,7 +220,7 @@ def run_recipe(script: Path, tokenizer: str, data: Path, out: Path, workers: int
     for path in (out, cache):
         if path.exists():
             shutil.rmtree(path)
-    env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    env = {**_user_env(), "HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     start = time.time()
     done = subprocess.run([sys.executable, str(script), tokenizer, str(data), str(out), str(workers)],
                           env=env, capture_output=True, text=True)
@@ -276,6 +282,15 @@ def fixed_cost_split(run: dict) -> dict[str, float]:
         split["exit (after manifest)"] = run["end"] - run["committed"]
         split["total"] = run["wall"]
         return split
+    if "output_claimed" in first:  # the local engine: forked workers (or this process) build the rows
+        split["claim output"] = first["output_claimed"] - first["launcher_checked"]
+        split["start workers (fork) + set-up"] = first["worker_setup_done"] - first["output_claimed"]
+        split["first batch"] = first["batch_done"] - first["worker_setup_done"]
+        split["other batches"] = last["batch_done"] - first["batch_done"]
+        split["shards + audit + commit"] = run["committed"] - last["batch_done"]
+        split["exit (after manifest)"] = run["end"] - run["committed"]
+        split["total"] = run["wall"]
+        return split
     if children:
         split["graph + worker processes start"] = children[0] - first["launcher_checked"]
         split["worker start (imports, gRPC, read)"] = first["worker_setup_start"] - children[0]
@@ -308,6 +323,8 @@ def main() -> None:
     parser.add_argument("--legacy", action="store_true", help="the --job-repo checkout has no local engine "
                         "(no --workers): run its W-worker jobs on Beam")
     parser.add_argument("--no-beam", action="store_true", help="skip the Beam W-worker runs")
+    parser.add_argument("--before-repo", type=Path, default=None, help="also run an older checkout (without the "
+                        "local engine: Beam W workers, and its default command) on the same inputs, interleaved")
     parser.add_argument("--no-default-runner", action="store_true", help="skip the default-command runs on N")
     parser.add_argument("--mode-sizes", default="", help="comma-separated record counts: also run the job in one "
                         "process and on W processes at each (where the default command's threshold should be)")
@@ -346,11 +363,20 @@ def main() -> None:
                 add(f"job {n}", run_job(job_dir, tmp / "out", tokenizer, multi, args.job_repo, tmp / "trace"))
                 if not args.legacy and not args.no_beam:
                     add(f"beam {n}", run_job(job_dir, tmp / "out", tokenizer, beam_multi, args.job_repo, tmp / "trace"))
+                if args.before_repo:
+                    add(f"before {n}", run_job(job_dir, tmp / "out", tokenizer, beam_multi, args.before_repo,
+                                               tmp / "trace"))
+                    if n != args.small:
+                        add(f"before default {n}", run_job(job_dir, tmp / "out", tokenizer, [], args.before_repo,
+                                                           tmp / "trace"))
             if args.tiny:
                 job_dir = inputs[args.tiny][0]
                 add(f"default {args.tiny}", run_job(job_dir, tmp / "out", tokenizer, [], args.job_repo, tmp / "trace"))
                 add(f"default bundled {args.tiny}", run_job(job_dir, tmp / "out", None, [], args.job_repo,
                                                            tmp / "trace"))
+                if args.before_repo:
+                    add(f"before default bundled {args.tiny}", run_job(job_dir, tmp / "out", None, [],
+                                                                       args.before_repo, tmp / "trace"))
             if not args.no_default_runner:
                 add(f"default {args.records}", run_job(inputs[args.records][0], tmp / "out", tokenizer, [],
                                                       args.job_repo, tmp / "trace"))
@@ -397,6 +423,16 @@ def main() -> None:
         print(f"| job on {m} records ({input_mib[m]:.1f} MiB): one process / {args.workers} processes | "
               f"{wall[f'one process {m}']:.1f} s / "
               f"{wall[f'job {m}']:.1f} s |")
+    if args.before_repo:
+        if f"before default bundled {args.tiny}" in wall:
+            print(f"| before: default command, {args.tiny} records, bundled tokenizer | "
+                  f"{wall[f'before default bundled {args.tiny}']:.1f} s |")
+        for m in (n, args.small, args.tiny):
+            if m and f"before {m}" in wall:
+                extra = (f" / default command {wall[f'before default {m}']:.1f} s" if f"before default {m}" in wall
+                         else "")
+                print(f"| before ({args.before_repo}): Beam {args.workers} workers, {m} records | "
+                      f"{wall[f'before {m}']:.1f} s{extra} |")
     print("\nratios (records/s, higher is better for the job):")
     print(f"  end to end, job / recipe script : {wall[f'recipe {n}'] / wall[f'job {n}']:.2f}x (target >= 1.0 at 50k, "
           f">= 1.5 at 500k)")
@@ -412,7 +448,8 @@ def main() -> None:
         print(f"  fixed cost, {args.tiny} records, {args.workers} workers: {wall[f'job {args.tiny}']:.1f} s "
               f"(target <= 2.5 s and <= the recipe's {wall[f'recipe {args.tiny}']:.1f} s); default command, bundled "
               f"tokenizer: {wall[f'default bundled {args.tiny}']:.1f} s (target <= 1.5 s)")
-        for name in (f"job {args.tiny}", f"default {args.tiny}", f"default bundled {args.tiny}", f"beam {args.tiny}"):
+        for name in (f"job {args.tiny}", f"default {args.tiny}", f"default bundled {args.tiny}", f"beam {args.tiny}",
+                     f"before {args.tiny}"):
             if name not in runs:
                 continue
             splits = [fixed_cost_split(r) for r in runs[name]]

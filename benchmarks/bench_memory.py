@@ -98,9 +98,13 @@ class TreeSampler(threading.Thread):
             time.sleep(self.every_s)
 
 
-def run_job(inputs: Path, out: Path, mode: str, workers: int, num_shards: int | None, dedup: bool = False) -> dict:
-    cmd = [sys.executable, "-m", "pipeline", "--input", str(inputs / "*.jsonl"), "--output", str(out),
-           "--runner=FnApiRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
+def run_job(inputs: Path, out: Path, mode: str, workers: int, num_shards: int | None, dedup: bool = False,
+            engine: str = "beam") -> dict:
+    cmd = [sys.executable, "-m", "pipeline", "--input", str(inputs / "*.jsonl"), "--output", str(out)]
+    if engine == "local":  # the local engine: this process, or forked workers (--workers)
+        cmd += ["--workers", str(workers if mode == "multi_processing" else 1)]
+    else:
+        cmd += ["--runner=FnApiRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
     if dedup:
         cmd.append("--dedup")
     if num_shards:
@@ -140,6 +144,9 @@ def main() -> None:
     parser.add_argument("--mode", default="multi_processing",
                         choices=("in_memory", "multi_threading", "multi_processing"))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--engine", default="beam", choices=("beam", "local"),
+                        help="Beam's FnApiRunner in --mode, or the local engine (--mode multi_processing: --workers "
+                        "processes; otherwise one)")
     parser.add_argument("--num-shards", type=int, default=None, help="default: the job's automatic shard count")
     parser.add_argument("--records-per-shard", type=int, default=None,
                         help="pass --num-shards = records / this to both runs (equal shard sizes)")
@@ -157,7 +164,8 @@ def main() -> None:
             inputs = Path(tmp) / f"in-{records}"
             input_bytes = write_inputs(inputs, records, texts)
             shards = -(-records // args.records_per_shard) if args.records_per_shard else args.num_shards
-            result = run_job(inputs, Path(tmp) / f"out-{records}", args.mode, args.workers, shards, args.dedup)
+            result = run_job(inputs, Path(tmp) / f"out-{records}", args.mode, args.workers, shards, args.dedup,
+                             engine=args.engine)
             result["input_bytes"] = input_bytes
             results[label] = result
             largest = result["largest_shard_bytes"] / 2**20

@@ -254,6 +254,7 @@ def _run_locally(job: JobArgs, plan: JobPlan) -> dict:
         lock = claim_output(job, plan.files)
     except storage_errors() as exc:  # --output cannot be listed or written
         raise ConfigError(f"--output {job.output!r} cannot be used: {storage_error_text(exc)}") from exc
+    mark("output_claimed")
     try:
         return run_locally(plan, workers=workers)
     except WorkerFailed as exc:

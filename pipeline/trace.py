@@ -3,7 +3,8 @@
 With ``CHATSHARDS_TRACE=FILE`` in the environment, :func:`mark` appends ``event<TAB>pid<TAB>unix time``
 lines to ``FILE`` (the launcher and every worker process inherit the variable). Without it
 :func:`mark` does nothing. Events: ``tokenizer_load_start`` / ``tokenizer_loaded`` (per process),
-``launcher_checked`` (configuration checked, Beam options built), ``worker_setup_start`` /
+``launcher_checked`` (configuration checked, Beam options built), ``output_claimed`` (the local engine:
+``--output`` claimed, workers about to start), ``worker_setup_start`` /
 ``worker_setup_done`` (the tokenizing DoFn's set-up), ``batch_done`` (each tokenized batch).
 """
 from __future__ import annotations
