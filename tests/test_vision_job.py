@@ -168,3 +168,23 @@ def test_vision_config_errors_exit_2(args, tmp_path, capsys):
     path = shared(LLAMAFACTORY) / "mllm_demo.json"
     assert run_job(["--input", str(path), "--output", str(tmp_path / "o"), *args]) == 2
     assert "chatshards: error:" in capsys.readouterr().err
+
+
+def test_the_local_engine_writes_the_beam_jobs_vision_bytes(llava_job, inputs, tmp_path):
+    """The default command (local engine, 2 forked workers) on the same vision job: every file equal."""
+    import hashlib
+
+    from pipeline.main import main
+
+    def digest(out: Path) -> dict:
+        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(out.rglob("*")) if p.is_file()}
+
+    out = tmp_path / "local"
+    args = ["--processor", llava_dir(), "--output", str(out), "--num-shards", "2", "--workers", "2"]
+    for path in (shared(LLAMAFACTORY) / "mllm_demo.json",
+                 shared("edge_cases/qwen3vl_single_images_trailing_comma.json"),
+                 inputs / "hf.parquet", inputs / "problems.jsonl", inputs / "text.parquet"):
+        args += ["--input", str(path)]
+    assert main(args) == 0
+    assert digest(out) == digest(llava_job)
