@@ -28,6 +28,14 @@ class FrozenMap(Mapping):
     def __getitem__(self, key: str) -> str:
         return self._dict[key]
 
+    def get(self, key: str, default=None):
+        # the dict's own lookup (Mapping.get goes through __getitem__ and a KeyError per miss: a record's
+        # conversion looks up about 18 field names, most of them not remapped)
+        return self._dict.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._dict
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._dict)
 
