@@ -165,3 +165,28 @@ def test_numpy_dtypes_of_list_columns_match_arrow_without_pandas():
     for arrow_type in (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
                        pa.uint64(), pa.float16(), pa.float32(), pa.float64()):
         assert numpy_dtype(arrow_type) == np.dtype(arrow_type.to_pandas_dtype()), arrow_type
+
+
+def test_shard_tables_are_built_from_buffers_with_pa_arrays_bytes():
+    """table_from_rows builds text columns from buffers (no pandas import); the table and its IPC bytes equal
+    what pa.array gives for the same values."""
+    import numpy as np
+    import pyarrow as pa
+
+    rows = []
+    for i in range(37):
+        ids = np.arange(i % 5 + 1, dtype=np.int32)
+        rows.append({"input_ids": ids, "labels": np.where(ids % 2 == 0, ids, -100).astype(np.int32),
+                     "length": len(ids), "num_loss_tokens": int((ids % 2 == 0).sum()), "truncated": i % 3 == 0,
+                     "source": f"src-{i % 4}-é", "index": i, "record_id": "r" * (i % 7), "format": "openai",
+                     "num_turns": 2, "num_trained_turns": 1, "prompt_tokens": 1, "truncated_tokens": 0,
+                     "conversation_hash": "h", "turn": -1, "reasoning_tokens": 0, "literal_control_tokens": 0,
+                     "row_of_record": 0, "split_extra_tokens": 0})
+    schema = sf.arrow_schema(padded=False)
+    table = sf.table_from_rows(rows, schema)
+    table.validate(full=True)
+    reference = pa.Table.from_arrays(
+        [pa.array([[int(x) for x in row[f.name]] if pa.types.is_list(f.type) else row[f.name] for row in rows],
+                  type=f.type) for f in schema], schema=schema)
+    assert table.equals(reference)
+    assert sf.ipc_stream_bytes(table) == sf.ipc_stream_bytes(reference)

@@ -147,16 +147,52 @@ def numpy_dtype(arrow_type: pa.DataType) -> np.dtype:
     return np.dtype(arrow_type.to_pandas_dtype())
 
 
+def _is_numeric(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
+
+
+def numpy_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+    """A 1-D numpy array as an Arrow array of the numeric ``arrow_type`` over the same memory (converted to
+    its numpy dtype first when needed)."""
+    values = np.ascontiguousarray(values, dtype=numpy_dtype(arrow_type))
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+
+
+def column_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
+    """A non-null column of Python values (ints, floats, bools, strs) as an Arrow array, built from buffers.
+
+    Same array as ``pa.array(values, type=arrow_type)``, without its first-call cost: ``pa.array`` imports
+    pandas to check for pandas objects (about 0.3 s at start-up). Anything else (None, nested or binary
+    values) goes through ``pa.array``."""
+    n = len(values)
+    try:
+        if _is_numeric(arrow_type):
+            return numpy_array(np.asarray(values, dtype=numpy_dtype(arrow_type)), arrow_type)
+        if pa.types.is_boolean(arrow_type) and all(type(v) is bool for v in values):
+            bits = np.packbits(np.asarray(values, dtype=np.bool_), bitorder="little")
+            return pa.Array.from_buffers(arrow_type, n, [None, pa.py_buffer(bits)])
+        if pa.types.is_string(arrow_type) and all(type(v) is str for v in values):
+            encoded = [v.encode("utf-8") for v in values]
+            offsets = np.zeros(n + 1, dtype=np.int32)
+            np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=n), out=offsets[1:])
+            data = b"".join(encoded)
+            return pa.Array.from_buffers(arrow_type, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    except (TypeError, ValueError, OverflowError):  # not plain values of that type: let pa.array decide
+        pass
+    return pa.array(values, type=arrow_type)
+
+
 def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
     """Build a shard table from row dicts (``input_ids``/``labels`` may be numpy int32 arrays).
 
-    List columns are assembled from one concatenated values buffer and an offsets array, so
-    building a shard does not go through Python lists of ints.
+    List columns of numbers are assembled from one concatenated values buffer and an offsets array, and
+    scalar columns from buffers (:func:`column_array`), so building a shard goes through neither Python
+    lists of ints nor ``pa.array`` for the text columns.
     """
     columns = []
     for field in schema:
         values = [row[field.name] for row in rows]
-        if pa.types.is_list(field.type):
+        if pa.types.is_list(field.type) and _is_numeric(field.type.value_type):
             value_type = field.type.value_type
             np_dtype = numpy_dtype(value_type)
             arrays = [np.asarray(v, dtype=np_dtype) for v in values]
@@ -164,9 +200,17 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.
             offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
             np.cumsum(lengths, out=offsets[1:])
             flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np_dtype)
-            column = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, value_type))
+            column = pa.ListArray.from_arrays(numpy_array(offsets, pa.int32()), numpy_array(flat, value_type))
+        elif pa.types.is_list(field.type):  # lists of strings or bytes (vision columns)
+            value_type = field.type.value_type
+            arrays = [np.asarray(v, dtype=object) for v in values]
+            lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+            offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+            np.cumsum(lengths, out=offsets[1:])
+            flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=object)
+            column = pa.ListArray.from_arrays(numpy_array(offsets, pa.int32()), pa.array(flat, value_type))
         else:
-            column = pa.array(values, type=field.type)
+            column = column_array(values, field.type)
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)
 
