@@ -15,7 +15,9 @@ Flow (``workers`` processes; 1: all in this process):
 1. read: this process reads the input files in order (:func:`pipeline.steps.reading.read_file_batches`). In
    one process the batches go straight to step 2 (with ``--dedup`` they are spilled first); with workers
    they are spilled to ``<out>/.tmp/spill`` in small chunk files and only the chunk references are queued
-   (a bounded queue: the reader never runs far ahead, memory stays flat);
+   (a bounded queue: the reader never runs far ahead, memory stays flat). With ``--dedup`` every batch is
+   spilled first and the conversation keys are computed (by forked workers, which then exit) and grouped
+   here (:mod:`pipeline.steps.dedup`: only keys and positions are held, not records);
 2. build: each worker parses and builds the rows of the batches it takes (:mod:`pipeline.steps.records`),
    writes them to row fragments (about 32 MiB each) and its rejections to rejected fragments, and keeps
    the audit's partial statistics; when the reader is done, each worker flushes and reports its part;
@@ -41,9 +43,9 @@ import pyarrow as pa
 
 from pipeline.chunks import FRAGMENTS, REJECTED, SPILL, ChunkFile, chunks_by_shard, store_folder
 from pipeline.plan import JobPlan
-from pipeline.spill import read_spilled, spill_batches
+from pipeline.spill import CHUNK_BYTES, read_spilled, spill_batches
 from pipeline.steps.audit import write_audit
-from pipeline.steps.dedup import drop_duplicates, find_duplicates
+from pipeline.steps.dedup import dedup_entries, drop_duplicates, duplicates_of_entries, find_duplicates
 from pipeline.steps.fragments import FRAGMENT_BYTES, payload_schema, write_fragment
 from pipeline.steps.manifest import commit_manifest
 from pipeline.steps.reading import read_file_batches
@@ -161,6 +163,20 @@ def _write_task(plan: JobPlan, task: tuple) -> tuple:
     return kind, write_rejected_file(chunks, output=plan.output, index=index, num_files=count)
 
 
+def _key_worker_main(plan: JobPlan, dropped: frozenset, tasks, writes, results) -> None:
+    """A forked worker of the ``--dedup`` key pass: the dedup entries of each spilled batch of ``tasks``
+    (:func:`pipeline.steps.dedup.dedup_entries`) until ``finish``."""
+    try:
+        while True:
+            task = tasks.get()
+            if task == _FINISH:
+                break
+            results.put(("keys", list(dedup_entries(task, plan.spec.format_options))))
+        results.put(("part", None))
+    except BaseException:  # reported to the parent, which stops the job
+        results.put(("error", f"worker {os.getpid()}: {traceback.format_exc()}"))
+
+
 def _worker_main(plan: JobPlan, dropped: frozenset, tasks, writes, results) -> None:
     """A forked worker: builds rows from the spilled batches of ``tasks`` until ``finish`` (then reports its
     :class:`BuildPart`), then writes the shards and rejected files of ``writes`` until ``stop``."""
@@ -191,13 +207,13 @@ def _worker_main(plan: JobPlan, dropped: frozenset, tasks, writes, results) -> N
 class _Workers:
     """``n`` forked worker processes around two task queues and one result queue."""
 
-    def __init__(self, plan: JobPlan, n: int, dropped: frozenset):
+    def __init__(self, plan: JobPlan, n: int, dropped: frozenset, *, target=_worker_main):
         context = multiprocessing.get_context("fork")
         self.tasks = context.Queue(maxsize=QUEUE_PER_WORKER * n)
         self.writes = context.Queue()
         self.results = context.Queue()
-        self.processes = [context.Process(target=_worker_main, args=(plan, dropped, self.tasks, self.writes,
-                                                                     self.results), daemon=True)
+        self.processes = [context.Process(target=target, args=(plan, dropped, self.tasks, self.writes, self.results),
+                                          daemon=True)
                           for _ in range(n)]
         for process in self.processes:
             process.start()
@@ -291,8 +307,12 @@ def run_locally(plan: JobPlan, *, workers: int = 1) -> dict:
     duplicate_rejections: list[dict] = []
     refs = None
     if plan.dedup:  # keys first, over the spilled records (pipeline.steps.dedup)
-        refs = list(spill_batches(batches, folder=store_folder(plan.output, SPILL)))
-        found, duplicate_rejections = find_duplicates(refs, plan.spec.format_options)
+        refs = list(spill_batches(batches, folder=store_folder(plan.output, SPILL),
+                                  chunk_bytes=SPILL_CHUNK_BYTES if workers > 1 else CHUNK_BYTES))
+        if workers > 1:
+            found, duplicate_rejections = duplicates_of_entries(_keys_in_workers(plan, refs, workers))
+        else:
+            found, duplicate_rejections = find_duplicates(refs, plan.spec.format_options)
         dropped = frozenset(found)
     if workers <= 1:
         parts, entries = _run_in_process(plan, batches if refs is None else map(read_spilled, refs), dropped,
@@ -362,6 +382,28 @@ def _run_in_process(plan: JobPlan, batches: Iterable[list], dropped: frozenset, 
     num_shards = _shard_count(plan, parts)
     shards, rejected_files = _collect(_write_task(plan, task) for task in _write_tasks(parts, num_shards))
     return parts, (shards, rejected_files, num_shards)
+
+
+def _keys_in_workers(plan: JobPlan, refs: list, n: int) -> list:
+    """The dedup entries of every spilled batch, computed by ``n`` forked workers (which then exit)."""
+    pool = _Workers(plan, n, frozenset(), target=_key_worker_main)
+    entries: list = []
+
+    def on_result(kind, value):
+        if kind == "keys":
+            entries.extend(value)
+
+    try:
+        for ref in refs:
+            pool.put(ref, on_result=on_result)
+        for _ in range(n):
+            pool.put(_FINISH, on_result=on_result)
+        pool.wait_for(n, "part", on_result)
+        pool.join()
+    except BaseException:
+        pool.terminate()
+        raise
+    return entries
 
 
 def _run_in_workers(plan: JobPlan, refs: Iterable, dropped: frozenset, duplicate_rejections: list, n: int):

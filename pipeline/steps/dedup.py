@@ -78,10 +78,15 @@ def drop_duplicates(batch: list[RawRecord], duplicates: set) -> list[RawRecord]:
 def find_duplicates(refs, format_options: FormatOptions) -> tuple[set, list[dict]]:
     """All the steps above in one process, over the spilled batches ``refs``: ``(sort keys of the duplicates,
     their ``duplicate`` rejections)``. Holds one entry per record (keys and positions, not the records)."""
+    return duplicates_of_entries(entry for ref in refs for entry in dedup_entries(ref, format_options))
+
+
+def duplicates_of_entries(entries) -> tuple[set, list[dict]]:
+    """Steps 2-4 over ``(conversation key, entry)`` pairs (:func:`dedup_entries` of every spilled batch, computed
+    anywhere, in any order): ``(sort keys of the duplicates, their duplicate rejections)``."""
     groups: dict[str, list] = {}
-    for ref in refs:
-        for key, entry in dedup_entries(ref, format_options):
-            groups.setdefault(key, []).append(entry)
+    for key, entry in entries:
+        groups.setdefault(key, []).append(entry)
     by_batch: dict[tuple, list] = {}
     for element in groups.items():
         for ref_key, duplicate in pick_duplicates(element):
