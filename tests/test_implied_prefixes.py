@@ -39,14 +39,16 @@ TOOL_DIALOGUE = [
     {"role": "system", "content": "You call tools."},
     {"role": "user", "content": "Weather in Paris?"},
     {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call00001", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"id": "call00001", "type": "function",
+         "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
     {"role": "tool", "tool_call_id": "call00001", "name": "get_weather", "content": "22 C"},
     {"role": "assistant", "content": "It is 22 C.", "reasoning_content": "The tool said 22 C."},
     {"role": "user", "content": "And in Rome?"},
     {"role": "assistant", "content": "Let me check Rome too."},
 ]
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
-                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
 CONVERSATIONS = [(_dialogue(6), None), (_dialogue(4, system=True), None), (TOOL_DIALOGUE, TOOLS)]
 
 

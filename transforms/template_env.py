@@ -23,13 +23,12 @@ from __future__ import annotations
 import ctypes
 import datetime as _dt
 import functools
-import heapq
 import json
 import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jinja2
 import jinja2.compiler

@@ -12,8 +12,9 @@ it, the only one outside its own body that iterates anything derived from ``mess
 top-level loops iterate ``tools``/``documents`` only; a macro's loop never gets ``messages`` as an
 argument); ``add_generation_prompt`` appears only in the tail; the tail (the top-level nodes after
 the loop) reads no variable but ``add_generation_prompt`` and the variables passed to the template
-(special tokens, record kwargs; none of them assigned in the template, not ``tools``) and calls nothing. The tail's output
-is then a function of those variables alone: :class:`PrefixPlan` renders it once per value.
+(special tokens, record kwargs; none of them assigned in the template, not ``tools``) and calls
+nothing. The tail's output is then a function of those variables alone: :class:`PrefixPlan` renders
+it once per value.
 
 **Per record** (:class:`TracedMessages`): the whole conversation is rendered once with ``messages``
 wrapped in a list look-alike that behaves exactly as the list (same results, same errors, the sandbox
@@ -272,7 +273,8 @@ def prefix_plan(environment, ast: nodes.Template) -> PrefixPlan | None:
             if _names(source) & aliases and not targets <= aliases:
                 aliases |= targets
                 changed = True
-    loops = [(k, node) for k, node in enumerate(ast.body) if isinstance(node, nodes.For) and _names(node.iter) & aliases]
+    loops = [(k, node) for k, node in enumerate(ast.body)
+             if isinstance(node, nodes.For) and _names(node.iter) & aliases]
     if len(loops) != 1:
         return None
     position, main = loops[0]
@@ -292,7 +294,8 @@ def prefix_plan(environment, ast: nodes.Template) -> PrefixPlan | None:
                     return None
     tail = ast.body[position + 1:]
     for node in tail:
-        if not isinstance(node, _TAIL_NODES) or any(not isinstance(child, _TAIL_NODES) for child in node.find_all(nodes.Node)):
+        if not isinstance(node, _TAIL_NODES) \
+                or any(not isinstance(child, _TAIL_NODES) for child in node.find_all(nodes.Node)):
             return None
     tail_names = set().union(*(_names(node) for node in tail)) if tail else set()
     if tail_names & (assigned | aliases | {"tools", "documents"}):  # only the job's and the record's variables
