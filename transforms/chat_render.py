@@ -215,7 +215,7 @@ class ChatRenderer:
         Raises:
             RecordRejected: see the module docstring for the reasons.
         """
-        messages = [dict(m) for m in messages]
+        messages = [m if type(m) is dict else dict(m) for m in messages]  # never modified: no copy of a dict
         trainable = list(trainable) if trainable is not None else [True] * len(messages)
         _ = self.profile  # probed once per renderer, outside the records' time budgets
         budget = RenderBudget(self.render_seconds)
@@ -347,6 +347,7 @@ class _Record:
         self._renders: dict[tuple[int, bool], str] = {}  # (messages[:n], generation prompt) -> text
         self._continued: str | None = None
         self._ends: dict[int, int] = {}  # n -> where messages[:n]'s rendering leaves the loop (in the full text)
+        self._tails: dict[bool, str | None] = {}  # generation prompt -> the template's tail
         self.tools = tools
         self.kwargs = kwargs
         self.budget = budget
@@ -364,6 +365,11 @@ class _Record:
         return self.r.template.render(messages=self.prepared[:n], tools=self.tools, add_generation_prompt=gen,
                                       variables=self.variables, prepared=True)
 
+    def tail(self, gen: bool) -> str | None:
+        if gen not in self._tails:
+            self._tails[gen] = self.r.template.tail_text(gen, self.variables)
+        return self._tails[gen]
+
     def render_full(self, generation_spans: bool = False):
         """The whole conversation's text (and generation spans), traced where the template has a prefix plan."""
         traced = self.r.implied_prefixes and self.r.template.prefix_plan is not None
@@ -372,7 +378,7 @@ class _Record:
             generation_spans=generation_spans, traced=traced)
         self._renders[len(self.messages), False] = text
         if trace is not None and trace.exhausted_at is not None \
-                and text[trace.exhausted_at:] == self.r.template.tail_text(False, self.variables):
+                and text[trace.exhausted_at:] == self.tail(False):
             self._ends = trace.ends  # the plan's prediction holds for this record's own rendering
         return text, spans
 
@@ -380,7 +386,7 @@ class _Record:
         """The rendering of ``messages[:n]`` as the whole rendering's first characters plus the template's
         tail, where the trace proves it (else ``None``)."""
         if n in self._ends and n < len(self.messages):
-            tail = self.r.template.tail_text(gen, self.variables)
+            tail = self.tail(gen)
             if tail is not None:
                 return _Prompt(self._renders[len(self.messages), False], self._ends[n], tail)
         return None

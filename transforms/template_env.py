@@ -467,6 +467,7 @@ class ChatTemplate:
     def _template(self):
         if self._compiled is None:
             self._compiled = _environment(self.max_chars, self.template_date).from_string(self.source)
+            self._globals = dict(self._compiled.globals)  # a ChainMap: copied once, not per render
         return self._compiled
 
     def _generate(self, context: Mapping[str, Any], tracking: list | None = None, trace: Trace | None = None) -> str:
@@ -475,7 +476,7 @@ class ChatTemplate:
         limit = self.max_chars
         template = self._template()
         # Template.generate(**context) less its two copies of the variables: one dict, globals first, shared
-        for chunk in template.root_render_func(template.new_context({**template.globals, **context}, shared=True)):
+        for chunk in template.root_render_func(template.new_context({**self._globals, **context}, shared=True)):
             total += len(chunk)
             if total > limit:
                 raise TemplateLimitExceeded(f"the rendered text exceeds {limit} characters")
