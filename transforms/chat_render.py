@@ -24,6 +24,11 @@ Three strategies find ``G_i`` (:class:`ChatRenderer` picks one per template and 
   turn becomes its own row, ``P_i + G_i``: exactly the text the model sees at inference
   (``--multi-turn auto``; ``split`` always splits, ``single`` rejects instead).
 
+Each record is rendered once; the renderings of its prefixes (``P_i``, ``messages[:i+1]``) are taken from
+that rendering where the template's prefix plan and the record's trace prove them
+(:mod:`transforms.template_trace`), so labels cost time linear in the number of turns; other prefixes are
+rendered (``ChatRenderer(implied_prefixes=False)`` renders them all: the reference the tests compare with).
+
 Templates whose generation prompt opens a reasoning block that the rendered turn lacks (DeepSeek-R1 and
 its distills: the prompt ends with ``<think>\\n`` and the template strips reasoning from every turn): the
 turn is what the model generates after that prompt: the reasoning, ``\\n</think>\\n\\n``, then what the
