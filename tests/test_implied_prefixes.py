@@ -198,3 +198,39 @@ def test_traced_messages_behave_as_the_list(use):
     traced, _, trace = template.render_traced(messages=messages)
     assert traced == plain
     assert trace is not None
+
+
+def test_token_lookup_of_many_spans_equals_char_to_token():
+    from transforms.labels import _first_token_covering, span_token_ranges
+
+    tokenizer = bundled_tokenizer()
+    text = "<|im_start|>user\nhello  world   é 你好 🙂 \n\n  <|im_end|>\n" * 30 + "a" * 300 + " " * 70 + "b"
+    encoding = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+    lookup = _first_token_covering(encoding)
+    assert lookup is not None
+    assert [lookup(p) for p in range(len(text) + 3)] == [encoding.char_to_token(p) for p in range(len(text) + 3)]
+    spans = [(k, k + 7) for k in range(0, len(text), 13)]  # many spans: the lookup path
+    expected = []
+    for start, end in spans:
+        first = next((encoding.char_to_token(p) for p in range(start, end) if encoding.char_to_token(p) is not None),
+                     None)
+        last = next((encoding.char_to_token(p) for p in range(end - 1, start - 1, -1)
+                     if encoding.char_to_token(p) is not None), None)
+        expected.append((first, last + 1) if first is not None else (0, 0))
+    assert span_token_ranges(encoding, spans) == expected
+
+
+def test_a_long_record_becomes_one_row_in_linear_time():
+    from transforms.config import TokenizeOptions
+    from transforms.formats import FormatOptions
+    from transforms.reading import RawRecord
+    from transforms.rows.builder import RowBuilder
+
+    tokenizer = bundled_tokenizer(chat_template=read_template("chatml_generation.jinja"))
+    builder = RowBuilder(tokenizer=tokenizer, format_options=FormatOptions(), tokenize_options=TokenizeOptions())
+    start = time.perf_counter()
+    (kind, row), = builder.build_records([RawRecord(source="long.jsonl", index=0, value={"messages": _dialogue(1000)})])
+    seconds = time.perf_counter() - start
+    assert kind == "row", row
+    assert row["num_trained_turns"] == 1000 and row["num_turns"] == 2000
+    assert seconds < 8.0, seconds  # the quadratic path: about 20 s here, and rejected at the 10 s budget
