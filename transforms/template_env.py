@@ -528,4 +528,9 @@ class ChatTemplate:
         plan = self.prefix_plan
         if plan is None:
             return None
-        return plan.tail_text(add_generation_prompt, variables, self._tails)
+        try:
+            return plan.tail_text(add_generation_prompt, variables, self._tails)
+        except TemplateLimitExceeded:
+            raise
+        except Exception:  # noqa: BLE001 - the prefix is then rendered, and fails there with its own message
+            return None
