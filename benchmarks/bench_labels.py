@@ -19,7 +19,9 @@ without markers (one-row diff strategy). Both are prefix-preserving on these rec
 
 ``--turns 250,500,1000,2000,4000`` times instead the row-building step on one record of that many messages
 (user/assistant pairs, ChatML with markers, no length limit, a render budget large enough not to stop it), in
-each checkout, and prints the seconds per record and the ratio per doubling (2.0: linear; 4.0: quadratic).
+each checkout, and prints the seconds per record and the ratio per doubling (2.0: linear; 4.0: quadratic),
+and the time of the render-and-spans part alone (``ChatRenderer.render_rows``; the rest is mostly the
+tokenizer on one long text).
 A side stops growing the conversation once one record takes longer than ``--turn-seconds``.
 """
 from __future__ import annotations
@@ -89,7 +91,11 @@ start = time.perf_counter()
 out = builder.build_records([RawRecord(source="bench.jsonl", index=0, value={"messages": messages})])
 seconds = time.perf_counter() - start
 kind, row = out[0]
-print(json.dumps({"seconds": seconds, "kind": kind, "trained": int(row["num_loss_tokens"]) if kind == "row" else 0}))
+start = time.perf_counter()
+builder.task.renderer.render_rows(messages)
+labels = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "labels": labels, "kind": kind,
+                  "trained": int(row["num_loss_tokens"]) if kind == "row" else 0}))
 '''
 
 
@@ -104,8 +110,9 @@ def turns_table(args) -> None:
     counts = [int(n) for n in args.turns.split(",")]
     template = TEMPLATES["chatml+markers"]
     print(f"one record of N messages, row-building step (parse, render, labels, tokenize), {template}\n")
-    print("| messages | before s | after s | before ratio per doubling | after ratio per doubling | same labels |")
-    print("|---|---|---|---|---|---|")
+    print("| messages | before s | after s | before ratio per doubling | after ratio per doubling | "
+          "render+spans before s | render+spans after s | same labels |")
+    print("|---|---|---|---|---|---|---|---|")
     previous = {}
     stopped = set()
     for n in counts:
@@ -123,7 +130,9 @@ def turns_table(args) -> None:
         same = "-" if len(cells) < 2 else ("yes" if cells["before"]["trained"] == cells["after"]["trained"] else "NO")
         fmt = {side: f"{cells[side]['seconds']:.3f}" if side in cells else "-" for side in ("before", "after")}
         ratio = {side: _per_doubling(cells.get(side), previous.get(side), n) for side in ("before", "after")}
-        print(f"| {n} | {fmt['before']} | {fmt['after']} | {ratio['before']} | {ratio['after']} | {same} |", flush=True)
+        spans = {side: f"{cells[side]['labels']:.3f}" if side in cells else "-" for side in ("before", "after")}
+        print(f"| {n} | {fmt['before']} | {fmt['after']} | {ratio['before']} | {ratio['after']} | {spans['before']} | "
+              f"{spans['after']} | {same} |", flush=True)
         for side, cell in cells.items():
             previous[side] = {**cell, "n": n}
     print()
