@@ -16,11 +16,19 @@ records, batches of 256, median of ``--repeats``, interleaved.
 
 Templates (the bundled tokenizer's own): ChatML with ``{% generation %}`` markers (the default job) and ChatML
 without markers (one-row diff strategy). Both are prefix-preserving on these records: every record is one row.
+
+``--turns 250,500,1000,2000,4000`` times instead the row-building step on one record of that many messages
+(user/assistant pairs, ChatML with markers, no length limit, a render budget large enough not to stop it), in
+each checkout, and prints the seconds per record and the ratio per doubling (2.0: linear; 4.0: quadratic),
+and the time of the render-and-spans part alone (``ChatRenderer.render_rows``; the rest is mostly the
+tokenizer on one long text).
+A side stops growing the conversation once one record takes longer than ``--turn-seconds``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -63,6 +71,73 @@ print(json.dumps({"seconds": time.perf_counter() - start, "rows": rows}))
 '''
 
 
+TURNS_SCRIPT = r'''
+import json, sys, time
+from transforms.config import TokenizeOptions
+from transforms.tokenizer_loading import bundled_tokenizer, read_template
+from transforms.reading import RawRecord
+from transforms.formats import FormatOptions
+from transforms.rows.builder import RowBuilder
+n = int(sys.argv[2])
+messages = []
+for k in range(n // 2):
+    messages += [{"role": "user", "content": f"Question {k}: what is {k} plus {k}?"},
+                 {"role": "assistant", "content": f"{k} plus {k} is {2 * k}."}]
+tokenizer = bundled_tokenizer(chat_template=read_template(sys.argv[1]))
+builder = RowBuilder(tokenizer=tokenizer, format_options=FormatOptions(),
+                     tokenize_options=TokenizeOptions(render_seconds=3600.0))
+builder.build_records([RawRecord(source="warm.jsonl", index=0, value={"messages": messages[:4]})])
+start = time.perf_counter()
+out = builder.build_records([RawRecord(source="bench.jsonl", index=0, value={"messages": messages})])
+seconds = time.perf_counter() - start
+kind, row = out[0]
+start = time.perf_counter()
+builder.task.renderer.render_rows(messages)
+labels = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "labels": labels, "kind": kind,
+                  "trained": int(row["num_loss_tokens"]) if kind == "row" else 0}))
+'''
+
+
+def _per_doubling(cell, previous, n) -> str:
+    """The time ratio per doubling of the message count between two sizes (2.0: linear, 4.0: quadratic)."""
+    if cell is None or previous is None:
+        return "-"
+    return f"{(cell['seconds'] / previous['seconds']) ** (1 / math.log2(n / previous['n'])):.2f}"
+
+
+def turns_table(args) -> None:
+    counts = [int(n) for n in args.turns.split(",")]
+    template = TEMPLATES["chatml+markers"]
+    print(f"one record of N messages, row-building step (parse, render, labels, tokenize), {template}\n")
+    print("| messages | before s | after s | before ratio per doubling | after ratio per doubling | "
+          "render+spans before s | render+spans after s | same labels |")
+    print("|---|---|---|---|---|---|---|---|")
+    previous = {}
+    stopped = set()
+    for n in counts:
+        cells = {}
+        for side, repo in (("before", args.before), ("after", args.after)):
+            if side in stopped:
+                continue
+            env = {**os.environ, "PYTHONPATH": str(repo)}
+            done = subprocess.run([sys.executable, "-c", TURNS_SCRIPT, template, str(n)], cwd=repo, env=env,
+                                  capture_output=True, text=True, check=True)
+            cells[side] = json.loads(done.stdout.strip().splitlines()[-1])
+            if cells[side]["seconds"] > args.turn_seconds:
+                stopped.add(side)
+
+        same = "-" if len(cells) < 2 else ("yes" if cells["before"]["trained"] == cells["after"]["trained"] else "NO")
+        fmt = {side: f"{cells[side]['seconds']:.3f}" if side in cells else "-" for side in ("before", "after")}
+        ratio = {side: _per_doubling(cells.get(side), previous.get(side), n) for side in ("before", "after")}
+        spans = {side: f"{cells[side]['labels']:.3f}" if side in cells else "-" for side in ("before", "after")}
+        print(f"| {n} | {fmt['before']} | {fmt['after']} | {ratio['before']} | {ratio['after']} | {spans['before']} | "
+              f"{spans['after']} | {same} |", flush=True)
+        for side, cell in cells.items():
+            previous[side] = {**cell, "n": n}
+    print()
+
+
 def stage_seconds(repo: Path, template: str, records: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(repo)}
     done = subprocess.run([sys.executable, "-c", STAGE_SCRIPT, template, str(records)], cwd=repo, env=env,
@@ -100,7 +175,13 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--stage", action="store_true", help="only the row-building step, in-process")
+    parser.add_argument("--turns", help="comma-separated message counts: time one record of each (see above)")
+    parser.add_argument("--turn-seconds", type=float, default=120.0,
+                        help="with --turns: a side stops at the first record slower than this")
     args = parser.parse_args()
+    if args.turns:
+        turns_table(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         stage_table(args, tmp)

@@ -24,6 +24,11 @@ Three strategies find ``G_i`` (:class:`ChatRenderer` picks one per template and 
   turn becomes its own row, ``P_i + G_i``: exactly the text the model sees at inference
   (``--multi-turn auto``; ``split`` always splits, ``single`` rejects instead).
 
+Each record is rendered once; the renderings of its prefixes (``P_i``, ``messages[:i+1]``) are taken from
+that rendering where the template's prefix plan and the record's trace prove them
+(:mod:`transforms.template_trace`), so labels cost time linear in the number of turns; other prefixes are
+rendered (``ChatRenderer(implied_prefixes=False)`` renders them all: the reference the tests compare with).
+
 Templates whose generation prompt opens a reasoning block that the rendered turn lacks (DeepSeek-R1 and
 its distills: the prompt ends with ``<think>\\n`` and the template strips reasoning from every turn): the
 turn is what the model generates after that prompt: the reasoning, ``\\n</think>\\n\\n``, then what the
@@ -50,6 +55,7 @@ from transforms.template_env import (
     ChatTemplate,
     RenderBudget,
     TemplateLimitExceeded,
+    template_messages,
 )
 
 LOSS_MODES = ("assistant", "all", "last")
@@ -140,13 +146,16 @@ class ChatRenderer:
         system_mode: ``reject`` or ``fold`` a system message the template does not support.
         control_tokens: the control-token strings of the tokenizer (a turn must end with one).
         render_seconds: time budget for all renders of one record.
+        implied_prefixes: take the renderings of a conversation's prefixes from its whole rendering where the
+            template's prefix plan proves them (:mod:`transforms.template_trace`; linear time in the number of
+            turns); ``False`` renders every prefix (quadratic; the reference the tests compare with).
     """
 
     def __init__(self, *, chat_template: str | ChatTemplate, template_variables: Mapping[str, Any],
                  loss: str = "assistant", multi_turn: str = "auto", train_reasoning: bool = True,
                  system_mode: str = "reject", control_tokens: Sequence[str] = (),
                  render_seconds: float = DEFAULT_RENDER_SECONDS, profile: TemplateProfile | None = None,
-                 template_date: str | None = None):
+                 template_date: str | None = None, implied_prefixes: bool = True):
         if loss not in LOSS_MODES:
             raise ValueError(f"loss must be one of {LOSS_MODES}, got {loss!r}")
         if multi_turn not in MULTI_TURN_MODES:
@@ -165,6 +174,7 @@ class ChatRenderer:
         self._control_pattern = re.compile("|".join(map(re.escape, self.control_tokens))) \
             if self.control_tokens else None
         self.render_seconds = render_seconds
+        self.implied_prefixes = implied_prefixes
         self.uses_generation_markers = self.template.uses_generation_markers
         self._profile = profile
 
@@ -210,9 +220,17 @@ class ChatRenderer:
         Raises:
             RecordRejected: see the module docstring for the reasons.
         """
-        messages = [dict(m) for m in messages]
+        messages = [m if type(m) is dict else dict(m) for m in messages]  # never modified: no copy of a dict
         trainable = list(trainable) if trainable is not None else [True] * len(messages)
+        _ = self.profile  # probed once per renderer, outside the records' time budgets
         budget = RenderBudget(self.render_seconds)
+        try:
+            with budget.running():  # one watchdog arm for all the record's renders
+                return self._rows_or_retry(messages, tools, trainable, template_kwargs, multi_turn, budget)
+        except TemplateLimitExceeded as exc:  # the budget ran out outside a render (between two)
+            raise RecordRejected(errors.TEMPLATE_LIMIT, str(exc)) from None
+
+    def _rows_or_retry(self, messages, tools, trainable, template_kwargs, multi_turn, budget):
         try:
             return self._rows(messages, tools, trainable, template_kwargs, multi_turn, budget, None)
         except RecordRejected as first:
@@ -236,9 +254,10 @@ class ChatRenderer:
         try:
             messages = state.prepare_system(messages, trainable)
             trainable = state.trainable
-            state.messages = messages
+            if messages is not state.messages:  # a system message folded into the first user turn
+                state.use(messages)
             if self.loss == "all":
-                text = state.render(messages)
+                text = state.prefix(len(messages))
                 state.check_system(text)
                 return [RenderedConversation(text=text, trained_spans=((0, len(text)),) if text else (),
                                              turn_spans=((0, len(text)),) if text else ())]
@@ -291,36 +310,113 @@ def _with_tool_call_content(messages: Sequence[Mapping], content: str | None) ->
     return [{**m, "content": content} if _textless_tool_call(m) else m for m in messages]
 
 
+class _Prompt:
+    """A prefix rendering implied by the whole rendering ``full``: ``full[:end] + tail`` (kept as parts, so a
+    conversation of many turns does not copy its text once per turn)."""
+
+    __slots__ = ("full", "end", "tail")
+
+    def __init__(self, full: str, end: int, tail: str):
+        self.full, self.end, self.tail = full, end, tail
+
+    def __len__(self) -> int:
+        return self.end + len(self.tail)
+
+    @property
+    def text(self) -> str:
+        return self.full[:self.end] + self.tail
+
+
+def _text(prompt: str | _Prompt) -> str:
+    return prompt.text if isinstance(prompt, _Prompt) else prompt
+
+
+def _starts_with(text: str, prompt: str | _Prompt) -> bool:
+    """``text.startswith(prompt)``, without a copy when ``prompt`` is implied by ``text`` itself."""
+    if isinstance(prompt, _Prompt):
+        return text.startswith(prompt.tail, prompt.end) if text is prompt.full else text.startswith(prompt.text)
+    return text.startswith(prompt)
+
+
 class _Record:
-    """The renders of one record (shares one time budget)."""
+    """The renders of one record (under one time budget, armed by the caller).
+
+    The messages are given to the template as ``apply_chat_template`` gives them
+    (:func:`~transforms.template_env.template_messages`), prepared once per record. Where the template has a
+    prefix plan (:mod:`transforms.template_trace`), the whole conversation is rendered once with its
+    observations traced, and the rendering of ``messages[:n]`` is taken from it (``full[:ends[n]]`` plus the
+    template's tail) for every ``n`` the trace proves; other prefixes are rendered."""
 
     def __init__(self, renderer: ChatRenderer, messages, tools, kwargs, budget):
         self.r = renderer
         self._renders: dict[tuple[int, bool], str] = {}  # (messages[:n], generation prompt) -> text
         self._continued: str | None = None
-        self.messages = messages
+        self._ends: dict[int, int] = {}  # n -> where messages[:n]'s rendering leaves the loop (in the full text)
+        self._tails: dict[bool, str | None] = {}  # generation prompt -> the template's tail
         self.tools = tools
         self.kwargs = kwargs
         self.budget = budget
+        self.variables = renderer._variables(kwargs)
         self.has_system = any(m.get("role") == "system" and (m.get("content") or "").strip() for m in messages)
         self.trainable: list[bool] = []
+        self.use(messages)
 
-    def render(self, messages, gen: bool = False) -> str:
-        return self.r.render_text(messages, tools=self.tools, add_generation_prompt=gen,
-                                  template_kwargs=self.kwargs, budget=self.budget)
+    def use(self, messages) -> None:
+        """Render ``messages`` (the record's, after the system-message policy)."""
+        self.messages = messages
+        self.prepared = template_messages(messages)
+
+    def render(self, n: int, gen: bool = False) -> str:
+        return self.r.template.render(messages=self.prepared[:n], tools=self.tools, add_generation_prompt=gen,
+                                      variables=self.variables, prepared=True)
+
+    def tail(self, gen: bool) -> str | None:
+        if gen not in self._tails:
+            self._tails[gen] = self.r.template.tail_text(gen, self.variables)
+        return self._tails[gen]
+
+    def render_full(self, generation_spans: bool = False):
+        """The whole conversation's text (and generation spans), traced where the template has a prefix plan."""
+        traced = self.r.implied_prefixes and self.r.template.prefix_plan is not None
+        text, spans, trace = self.r.template.render_traced(
+            messages=self.prepared, tools=self.tools, variables=self.variables, prepared=True,
+            generation_spans=generation_spans, traced=traced)
+        self._renders[len(self.messages), False] = text
+        if trace is not None and trace.exhausted_at is not None \
+                and text[trace.exhausted_at:] == self.tail(False):
+            self._ends = trace.ends  # the plan's prediction holds for this record's own rendering
+        return text, spans
+
+    def implied(self, n: int, gen: bool = False) -> _Prompt | None:
+        """The rendering of ``messages[:n]`` as the whole rendering's first characters plus the template's
+        tail, where the trace proves it (else ``None``)."""
+        if n in self._ends and n < len(self.messages):
+            tail = self.tail(gen)
+            if tail is not None:
+                return _Prompt(self._renders[len(self.messages), False], self._ends[n], tail)
+        return None
 
     def prefix(self, n: int, gen: bool = False) -> str:
-        """The rendering of ``messages[:n]`` (with the generation prompt when ``gen``); each rendered once per
-        record, whichever strategy asks (the marker checks and the one-row/split path share them)."""
-        if (n, gen) not in self._renders:
-            self._renders[n, gen] = self.render(self.messages[:n], gen)
-        return self._renders[n, gen]
+        """The rendering of ``messages[:n]`` (with the generation prompt when ``gen``); each rendered at most
+        once per record, whichever strategy asks (the marker checks and the one-row/split path share them)."""
+        key = (n, gen)
+        if key not in self._renders:
+            if n == len(self.messages) and not gen:
+                self.render_full()
+            else:
+                implied = self.implied(n, gen)
+                if implied is not None:
+                    return implied.text  # not kept: the fast paths work on the parts
+                self._renders[key] = self.render(n, gen)
+        return self._renders[key]
 
     def continued(self) -> str:
         """The rendering of the conversation continued by a probe user turn (finds an end-of-conversation
         suffix); rendered once per record."""
         if self._continued is None:
-            self._continued = self.render(self.messages + [{"role": "user", "content": _PROBE_USER}])
+            probe = template_messages([{"role": "user", "content": _PROBE_USER}])
+            self._continued = self.r.template.render(messages=self.prepared + probe, tools=self.tools,
+                                                     variables=self.variables, prepared=True)
         return self._continued
 
     # -- system messages --------------------------------------------------------------------------
@@ -358,6 +454,11 @@ class _Record:
             _reject(errors.SYSTEM_NOT_SUPPORTED, "the chat template drops this record's system message")
 
     # -- the prompt of a turn ------------------------------------------------------------------------
+    def prompt_parts(self, i: int) -> _Prompt | str:
+        """``P_i`` as parts of the whole rendering where implied (no copy), else as text (:meth:`prompt`)."""
+        implied = self.implied(i, True)
+        return implied if implied is not None else self.prompt(i)
+
     def prompt(self, i: int) -> str:
         """``P_i``: the rendering of ``messages[:i]`` with the generation prompt (rendered once per record)."""
         try:
@@ -409,8 +510,40 @@ class _Record:
         return (0, end)
 
     # -- the turn after its prompt ------------------------------------------------------------------------
-    def turn_after(self, i: int, prompt: str, full: str) -> tuple[str, int | None]:
+    def _turn_after_implied(self, i: int, prompt: _Prompt, full: str) -> tuple[str, int | None] | None:
+        """:meth:`turn_after` where ``P_i`` and ``messages[:i+1]``'s rendering are implied by ``full``: the same
+        result, computed on the turn's own characters (``None``: take the general path)."""
+        last = i == len(self.messages) - 1
+        if full is not prompt.full or (last and self.r.profile.end_suffix):
+            return None
+        a, tail = prompt.end, prompt.tail
+        if last:
+            after = full[a:]  # upto[a:] (upto = full)
+        else:
+            upto = self.implied(i + 1)
+            if upto is None or upto.end < a:
+                return None
+            after = full[a:upto.end] + upto.tail
+        if not after.startswith(tail):  # upto does not start with the prompt
+            return None
+        completion = after[len(tail):]
+        turn = completion.rstrip()
+        start = len(prompt)
+        if not last and full.startswith(tail, a):  # only its first len(completion) characters matter
+            continuation = full[start:start + len(completion)]
+            length = self.r.atomic_cut(completion, _common_prefix_length(completion, continuation))
+            cut = completion[:length].rstrip()
+            if cut and self.r.control_token_end(cut):
+                turn = cut
+        return turn, None
+
+    def turn_after(self, i: int, prompt: str | _Prompt, full: str) -> tuple[str, int | None]:
         """``(G_i, end of its reasoning block or None)``: what the model generates after ``prompt``."""
+        if isinstance(prompt, _Prompt):
+            fast = self._turn_after_implied(i, prompt, full)
+            if fast is not None:
+                return fast
+            prompt = prompt.text
         last = i == len(self.messages) - 1
         upto = full if last else self.prefix(i + 1)
         if upto.startswith(prompt):
@@ -482,19 +615,19 @@ class _Record:
         turns = []
         exact = system_in_full
         for i in supervised:
-            prompt = self.prompt(i)
+            prompt = self.prompt_parts(i)
             if not system_in_full:
-                self.check_system(prompt)
+                self.check_system(_text(prompt))
             turn, reasoning_end = self.turn_after(i, prompt, full)
             self.check_turn(i, turn)
             turns.append((i, prompt, turn, self.reasoning_span(i, turn, reasoning_end)))
-            exact = exact and full.startswith(prompt) and full.startswith(turn, len(prompt))
+            exact = exact and _starts_with(full, prompt) and full.startswith(turn, len(prompt))
         if mode == "single" and not exact:
             _reject(errors.NOT_PREFIX_PRESERVING, "the chat template renders an earlier turn differently once later "
                                                   "turns follow (e.g. it drops earlier reasoning or moves the system "
                                                   "prompt); use --multi-turn auto or split")
         if mode == "split" or not exact:
-            return [self._row(prompt + turn, [(len(prompt), turn, rspan)], turn=i)
+            return [self._row(_text(prompt) + turn, [(len(prompt), turn, rspan)], turn=i)
                     for i, prompt, turn, rspan in turns]
         return [self._row(full, [(len(prompt), turn, rspan) for _, prompt, turn, rspan in turns])]
 
@@ -516,10 +649,8 @@ class _Record:
                                     reasoning_trained=self.r.train_reasoning)
 
     # -- generation markers -----------------------------------------------------------------------------
-    def _marked(self, messages):
-        with self.budget.running():
-            return self.r.template.render_with_generation_spans(
-                messages=messages, tools=self.tools, variables=self.r._variables(self.kwargs))
+    def _marked(self):
+        return self.render_full(generation_spans=True)
 
     def _without_end_suffix_blocks(self, text: str, blocks):
         """``blocks`` less those that only wrap an end-of-conversation suffix (TRL's ``phi3_training``
@@ -548,19 +679,19 @@ class _Record:
         cannot be assigned to messages are built by :meth:`diff_rows` (exact by construction)."""
         if mode == "split" and len(supervised) > 1:
             return self.diff_rows(supervised, mode)
-        text, blocks = self._marked(self.messages)
-        self._renders[len(self.messages), False] = text  # the same text as the plain rendering
+        text, blocks = self._marked()  # also the plain rendering: the same text
         self.check_system(text)
         if len(blocks) > len(assistants):
             blocks = self._without_end_suffix_blocks(text, blocks)
         if len(blocks) != len(assistants):
             return self.diff_rows(supervised, mode)
         parts = []
+        chosen = set(supervised)
         for owner, (s, e) in zip(assistants, blocks):
-            if owner not in supervised:
+            if owner not in chosen:
                 continue
-            prompt = self.prompt(owner)
-            if not (text.startswith(prompt) and s <= len(prompt) <= e):
+            prompt = self.prompt_parts(owner)
+            if not (_starts_with(text, prompt) and s <= len(prompt) <= e):
                 return self.diff_rows(supervised, mode)
             start = len(prompt)  # the block less what the generation prompt already wrote
             body = text[start:e].rstrip()

@@ -48,18 +48,24 @@ class ControlTokens:
     def __init__(self, tokens: Sequence[str]):
         self.tokens = tuple(tokens)
         self._pattern = re.compile("|".join(map(re.escape, self.tokens))) if self.tokens else None
+        # every token starts with one of these characters: a string holding none of them holds no token
+        self._first = tuple(sorted({token[0] for token in self.tokens}))
 
     def count(self, value: Any) -> int:
         """Occurrences of control-token strings in ``value`` (recursively)."""
         if self._pattern is None:
             return 0
-        if isinstance(value, str):
-            return len(self._pattern.findall(value))
-        if isinstance(value, dict):
-            return sum(self.count(item) for item in value.values())
-        if isinstance(value, (list, tuple)):
-            return sum(self.count(item) for item in value)
-        return 0
+        total, pending, first, findall = 0, [value], self._first, self._pattern.findall
+        while pending:
+            item = pending.pop()
+            if isinstance(item, str):
+                if any(char in item for char in first):
+                    total += len(findall(item))
+            elif isinstance(item, dict):
+                pending.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                pending.extend(item)
+        return total
 
     def mark(self, value: Any) -> Any:
         """``value`` with every occurrence wrapped in :data:`MARK_OPEN`/:data:`MARK_CLOSE` (a copy)."""

@@ -11,6 +11,8 @@ Conventions (the whole project uses them):
 """
 from __future__ import annotations
 
+import bisect
+from itertools import accumulate
 from typing import Sequence
 
 import numpy as np
@@ -27,19 +29,40 @@ def span_token_ranges(encoding, spans: Sequence[tuple[int, int]]) -> list[tuple[
     to no token (e.g. whitespace for WordPiece) are skipped inward. An empty or token-less span gives ``(0, 0)``.
     """
     ranges = []
+    char_to_token = encoding.char_to_token
+    if len(spans) > 8 and hasattr(encoding, "offsets"):  # many spans: O(log n) per lookup, not O(n)
+        char_to_token = _first_token_covering(encoding) or char_to_token
     for start, end in spans:
         first = last = None
         for position in range(start, end):
-            first = encoding.char_to_token(position)
+            first = char_to_token(position)
             if first is not None:
                 break
         if first is not None:
             for position in range(end - 1, start - 1, -1):
-                last = encoding.char_to_token(position)
+                last = char_to_token(position)
                 if last is not None:
                     break
         ranges.append((first, last + 1) if first is not None and last is not None else (0, 0))
     return ranges
+
+
+def _first_token_covering(encoding):
+    """``encoding.char_to_token`` (the first token whose offsets cover a character), as a lookup built once
+    from the offsets: ``tokenizers`` scans all offsets per call, so a row of many turns would cost time
+    quadratic in its length. ``None`` when the offsets are not in order (then the scan is used)."""
+    offsets = encoding.offsets
+    starts = [start for start, _ in offsets]
+    if any(a > b for a, b in zip(starts, starts[1:])):
+        return None
+    reach = list(accumulate((end for _, end in offsets), max))  # the furthest end among tokens [0, i]
+
+    def lookup(position: int) -> int | None:
+        last = bisect.bisect_right(starts, position) - 1  # tokens 0..last start at or before position
+        first = bisect.bisect_right(reach, position)      # the first token that ends after position
+        return first if first <= last else None
+
+    return lookup
 
 
 def mask_from_ranges(length: int, ranges: Sequence[tuple[int, int]]) -> np.ndarray:

@@ -23,15 +23,13 @@ from __future__ import annotations
 import ctypes
 import datetime as _dt
 import functools
-import heapq
 import json
 import os
 import re
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jinja2
 import jinja2.compiler
@@ -39,11 +37,15 @@ import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from transforms.template_trace import PrefixPlan, Trace, TracedMessages, json_default, prefix_plan
+
 DEFAULT_RENDER_SECONDS = 10.0
 DEFAULT_MAX_CHARS = 16 * 1024 * 1024
 _NONDETERMINISTIC = ("random", "lipsum")
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
+_SIZED = (str, list, tuple, TracedMessages)
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 class TemplateLimitExceeded(Exception):
@@ -64,7 +66,13 @@ def has_generation_markers(template: str) -> bool:
 
 
 class _Watchdog:
-    """Interrupts threads whose deadline passed, with an asynchronous :class:`TemplateLimitExceeded`."""
+    """Interrupts threads whose deadline passed, with an asynchronous :class:`TemplateLimitExceeded`.
+
+    Arming is a dictionary entry under a lock: the watchdog thread is not woken per arm (a record's arm and
+    disarm cost about a microsecond); it checks the armed deadlines at least every ``_POLL_SECONDS`` while
+    any is armed (a deadline is enforced that late at most), and sleeps when none is."""
+
+    _POLL_SECONDS = 0.05
 
     def __init__(self):
         self.reset_after_fork()
@@ -74,9 +82,10 @@ class _Watchdog:
         where the parent's watchdog thread does not exist and its lock may have been held at the fork."""
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._heap: list[tuple[float, int, int]] = []  # (deadline, ticket, thread id)
-        self._live: dict[int, tuple[int, bool]] = {}   # ticket -> (thread id, fired)
+        self._armed: dict[int, tuple[float, int]] = {}  # ticket -> (deadline, thread id)
+        self._fired: set[int] = set()
         self._tickets = 0
+        self._idle = False
         self._thread: threading.Thread | None = None
 
     def _ensure_thread(self):
@@ -85,40 +94,46 @@ class _Watchdog:
             self._thread.start()
 
     def arm(self, seconds: float) -> int:
+        deadline = time.monotonic() + seconds
         with self._lock:
             self._ensure_thread()
             self._tickets += 1
             ticket = self._tickets
-            self._live[ticket] = (threading.get_ident(), False)
-            heapq.heappush(self._heap, (time.monotonic() + seconds, ticket, threading.get_ident()))
-            self._wake.notify()
+            self._armed[ticket] = (deadline, threading.get_ident())
+            if self._idle:
+                self._wake.notify()
             return ticket
 
     def disarm(self, ticket: int) -> bool:
         """Forget ``ticket``; True when it fired (a pending interrupt, if any, is cancelled)."""
         with self._lock:
-            thread_id, fired = self._live.pop(ticket, (None, False))
-            if fired and thread_id is not None:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
-            return fired
+            entry = self._armed.pop(ticket, None)
+            if ticket not in self._fired:
+                return False
+            self._fired.discard(ticket)
+            if entry is None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
+            return True
 
     def _run(self):
         with self._lock:
             while True:
-                while self._heap and self._heap[0][1] not in self._live:
-                    heapq.heappop(self._heap)
-                if not self._heap:
+                if not self._armed:
+                    self._idle = True
                     self._wake.wait()
+                    self._idle = False
                     continue
-                deadline, ticket, thread_id = self._heap[0]
-                delay = deadline - time.monotonic()
-                if delay > 0:
-                    self._wake.wait(delay)
+                now = time.monotonic()
+                earliest = min(deadline for deadline, _ in self._armed.values())
+                if earliest > now:
+                    self._wake.wait(min(earliest - now, self._POLL_SECONDS))
                     continue
-                heapq.heappop(self._heap)
-                self._live[ticket] = (thread_id, True)
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(thread_id), ctypes.py_object(TemplateLimitExceeded))
+                for ticket, (deadline, thread_id) in list(self._armed.items()):
+                    if deadline <= now:
+                        del self._armed[ticket]
+                        self._fired.add(ticket)
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                            ctypes.c_ulong(thread_id), ctypes.py_object(TemplateLimitExceeded))
 
 
 _WATCHDOG = _Watchdog()
@@ -126,9 +141,10 @@ os.register_at_fork(after_in_child=_WATCHDOG.reset_after_fork)  # worker process
 
 
 class RenderBudget:
-    """The time left for one record's renders; ``with budget.running():`` around each render.
+    """The time left for one record's renders; ``with budget.running():`` around them (the record's renderer
+    arms it once around all of a record's renders).
 
-    Raises :class:`TemplateLimitExceeded` when the budget is spent (before or during a render).
+    Raises :class:`TemplateLimitExceeded` when the budget is spent (before or while running).
     """
 
     def __init__(self, seconds: float):
@@ -138,20 +154,29 @@ class RenderBudget:
     def _spent(self) -> TemplateLimitExceeded:
         return TemplateLimitExceeded(f"rendering this record took more than {self.seconds:g} s")
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
+    def running(self) -> _Running:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise self._spent()
-        ticket = _WATCHDOG.arm(left)
-        try:
-            yield
-        except BaseException:
-            if _WATCHDOG.disarm(ticket):  # the watchdog stopped it: time, whatever it interrupted
-                raise self._spent() from None
-            raise  # the render's own error (a size limit keeps its message)
-        if _WATCHDOG.disarm(ticket):
-            raise self._spent()
+        return _Running(self)
+
+
+class _Running:
+    """The watchdog armed for a budget's time left, while in the ``with`` block."""
+
+    __slots__ = ("budget", "ticket")
+
+    def __init__(self, budget: RenderBudget):
+        self.budget = budget
+        self.ticket = None
+
+    def __enter__(self) -> None:
+        self.ticket = _WATCHDOG.arm(self.budget.deadline - time.monotonic())
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        if _WATCHDOG.disarm(self.ticket):  # the watchdog stopped it: time, whatever it interrupted
+            raise self.budget._spent() from None
+        return False  # the block's own error (a size limit keeps its message) goes on
 
 
 # ------------------------------------------------------------------------------------------------
@@ -159,7 +184,11 @@ class RenderBudget:
 
 
 class _GenerationSpans(jinja2.ext.Extension):
-    """``{% generation %}...{% endgeneration %}``: records the character span of each block's output."""
+    """``{% generation %}...{% endgeneration %}``: records the character span of each block's output.
+
+    The block is compiled inline, in its own variable scope (as the ``{% call %}`` block transformers uses
+    scopes it, without a macro call per block): reading an attribute of the extension (a property that
+    writes nothing) opens it at the number of characters rendered so far, another closes it there."""
 
     tags = {"generation"}
 
@@ -170,15 +199,23 @@ class _GenerationSpans(jinja2.ext.Extension):
     def parse(self, parser):
         lineno = next(parser.stream).lineno
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return jinja2.nodes.CallBlock(self.call_method("_block"), [], [], body).set_lineno(lineno)
+        return [jinja2.nodes.Output([self.attr("opened")]).set_lineno(lineno),
+                jinja2.nodes.Scope(body).set_lineno(lineno),
+                jinja2.nodes.Output([self.attr("closed")]).set_lineno(lineno)]
 
-    def _block(self, caller):
-        text = caller()
+    @property
+    def opened(self) -> str:
         tracking = getattr(self.environment.generation_tracking, "state", None)
-        if tracking is not None:  # [characters rendered so far, spans]
-            start = tracking[0]
-            tracking[1].append((start, start + len(text)))
-        return text
+        if tracking is not None:  # [characters rendered so far, spans, open blocks' starts]
+            tracking[2].append(tracking[0])
+        return ""
+
+    @property
+    def closed(self) -> str:
+        tracking = getattr(self.environment.generation_tracking, "state", None)
+        if tracking is not None and tracking[2]:
+            tracking[1].append((tracking[2].pop(), tracking[0]))
+        return ""
 
 
 class _Namespace(jinja2.utils.Namespace):
@@ -213,7 +250,16 @@ class _TemplateDict:
 class _CheckedConcatGenerator(jinja2.compiler.CodeGenerator):
     """Compiles ``a ~ b`` (string concatenation) to ``environment.checked_concat``: the same text as Jinja's
     own ``str_join``, with the size limit (a loop doubling a string with ``~`` would otherwise exhaust memory
-    before the time limit stops it)."""
+    before the time limit stops it); and ``a + b`` to ``environment.checked_add`` (the same value, with the
+    size limit; cheaper than the sandbox's generic ``call_binop``, and ``+`` is the operator templates use
+    most)."""
+
+    def visit_Add(self, node, frame) -> None:
+        self.write("environment.checked_add(")
+        self.visit(node.left, frame)
+        self.write(", ")
+        self.visit(node.right, frame)
+        self.write(")")
 
     def visit_Concat(self, node, frame) -> None:
         if frame.eval_ctx.volatile or frame.eval_ctx.autoescape:  # never so for chat templates: Jinja's own
@@ -230,7 +276,7 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox with size checks on the operators that can build huge values from small ones
     (``*``, ``+``, ``**`` and ``~``)."""
 
-    intercepted_binops = frozenset({"*", "+", "**"})
+    intercepted_binops = frozenset({"*", "**"})  # ``+``: checked_add, compiled in (see the code generator)
     code_generator_class = _CheckedConcatGenerator
 
     def __init__(self, *, max_chars: int, **options):
@@ -244,24 +290,38 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
             raise TemplateLimitExceeded(f"the template builds a value of {size} items (limit {self.max_chars})")
         return "".join(parts)
 
+    def getattr(self, obj, attribute):
+        """``obj.attribute`` as the sandbox resolves it; for a plain dict (a message), without the failed
+        attribute lookup first: a key that is not a dict attribute is the item (the same result)."""
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+    def checked_add(self, left, right):
+        """``left + right`` as Jinja computes it, refused when it would build a value over the size limit."""
+        if type(left) is str and type(right) is str:  # the common case
+            if len(left) + len(right) > self.max_chars:
+                raise TemplateLimitExceeded(f"the template builds a value of {len(left) + len(right)} items "
+                                            f"(limit {self.max_chars})")
+            return left + right
+        if isinstance(left, _SIZED) and isinstance(right, _SIZED) and len(left) + len(right) > self.max_chars:
+            raise TemplateLimitExceeded(f"the template builds a value of {len(left) + len(right)} items "
+                                        f"(limit {self.max_chars})")
+        return left + right
+
     def call_binop(self, context, operator, left, right):
         limit = self.max_chars
-        if operator == "+" and type(left) is str and type(right) is str:  # the common case, checked inline
-            if len(left) + len(right) > limit:
-                raise TemplateLimitExceeded(f"the template builds a value of {len(left) + len(right)} items "
-                                            f"(limit {limit})")
-            return left + right
         if operator == "*":
             for seq, count in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and not isinstance(count, bool) \
+                if isinstance(seq, _SIZED) and isinstance(count, int) and not isinstance(count, bool) \
                         and len(seq) * max(count, 0) > limit:
                     raise TemplateLimitExceeded(f"the template builds a value of {len(seq) * count} items "
                                                 f"(limit {limit})")
-        elif operator == "+":
-            if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)) \
-                    and len(left) + len(right) > limit:
-                raise TemplateLimitExceeded(f"the template builds a value of {len(left) + len(right)} items "
-                                            f"(limit {limit})")
+        elif operator == "+":  # not compiled to this (see checked_add); kept for callers of the sandbox API
+            return self.checked_add(left, right)
         elif operator == "**":
             if isinstance(left, (int, float)) and isinstance(right, (int, float)) and abs(left) > 1 \
                     and right > 0 and right * max(abs(float(left)).bit_length() if isinstance(left, int)
@@ -271,7 +331,8 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
 
 
 def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys,
+                      default=json_default)
 
 
 def _raise_exception(message):
@@ -350,10 +411,12 @@ def template_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict]:
     return out
 
 
-def _context(messages, tools, add_generation_prompt: bool, variables: Mapping[str, Any]) -> dict[str, Any]:
-    """The template's variables as ``apply_chat_template`` passes them."""
-    return {**dict(variables), "messages": template_messages(messages), "tools": tools, "documents": None,
-            "add_generation_prompt": add_generation_prompt}
+def _context(messages, tools, add_generation_prompt: bool, variables: Mapping[str, Any], *,
+             prepared: bool = False) -> dict[str, Any]:
+    """The template's variables as ``apply_chat_template`` passes them (``prepared``: ``messages`` are already
+    :func:`template_messages`, as a list of the render's own)."""
+    return {**(variables or {}), "messages": messages if prepared else template_messages(messages), "tools": tools,
+            "documents": None, "add_generation_prompt": add_generation_prompt}
 
 
 class ChatTemplate:
@@ -378,6 +441,8 @@ class ChatTemplate:
             raise TemplateRefused(f"template date must be YYYY-MM-DD, got {self.template_date!r}") from None
         self.max_chars = max_chars
         self.traits = template_traits(source)
+        self._plan: PrefixPlan | None | bool = False  # False: not yet computed
+        self._tails: dict = {}
         if self.traits.uses_randomness:
             raise TemplateRefused("the chat template uses randomness (random/lipsum): its rows could not be "
                                   "reproduced; remove it from the template")
@@ -386,7 +451,17 @@ class ChatTemplate:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_compiled"] = None
+        state["_plan"] = False
+        state["_tails"] = {}
         return state
+
+    @property
+    def prefix_plan(self) -> PrefixPlan | None:
+        """How prefix renderings follow from one rendering (:mod:`transforms.template_trace`), or ``None``."""
+        if self._plan is False:
+            env = _environment(self.max_chars, self.template_date)
+            self._plan = prefix_plan(env, env.parse(self.source))
+        return self._plan
 
     @property
     def uses_generation_markers(self) -> bool:
@@ -395,36 +470,70 @@ class ChatTemplate:
     def _template(self):
         if self._compiled is None:
             self._compiled = _environment(self.max_chars, self.template_date).from_string(self.source)
+            self._globals = dict(self._compiled.globals)  # a ChainMap: copied once, not per render
         return self._compiled
 
-    def _generate(self, context: Mapping[str, Any], tracking: list | None = None) -> str:
+    def _generate(self, context: Mapping[str, Any], tracking: list | None = None, trace: Trace | None = None) -> str:
         chunks = []
         total = 0
-        for chunk in self._template().generate(**context):
+        limit = self.max_chars
+        template = self._template()
+        # Template.generate(**context) less its two copies of the variables: one dict, globals first, shared
+        for chunk in template.root_render_func(template.new_context({**self._globals, **context}, shared=True)):
             total += len(chunk)
-            if total > self.max_chars:
-                raise TemplateLimitExceeded(f"the rendered text exceeds {self.max_chars} characters")
+            if total > limit:
+                raise TemplateLimitExceeded(f"the rendered text exceeds {limit} characters")
             chunks.append(chunk)
             if tracking is not None:
                 tracking[0] = total
+            if trace is not None:
+                trace.position = total
         return "".join(chunks)
 
     def render(self, *, messages: Sequence[Mapping[str, Any]], tools=None, add_generation_prompt: bool = False,
-               variables: Mapping[str, Any] = ()) -> str:
+               variables: Mapping[str, Any] = (), prepared: bool = False) -> str:
         """The text ``apply_chat_template(messages, tools=tools, add_generation_prompt=..., tokenize=False,
         **kwargs)`` renders, where ``variables`` are the special tokens and template kwargs
-        (``{**tokenizer.special_tokens_map, **kwargs}``)."""
-        return self._generate(_context(messages, tools, add_generation_prompt, variables))
+        (``{**tokenizer.special_tokens_map, **kwargs}``). ``prepared``: ``messages`` is a list of
+        :func:`template_messages` that this render may own."""
+        return self._generate(_context(messages, tools, add_generation_prompt, variables, prepared=prepared))
 
-    def render_with_generation_spans(self, *, messages, tools=None, variables: Mapping[str, Any] = ()
-                                     ) -> tuple[str, list[tuple[int, int]]]:
+    def render_with_generation_spans(self, *, messages, tools=None, variables: Mapping[str, Any] = (),
+                                     prepared: bool = False) -> tuple[str, list[tuple[int, int]]]:
         """:meth:`render` (no generation prompt) plus the ``[start, end)`` span of each generation block."""
-        env = self._template().environment
+        text, spans, _ = self.render_traced(messages=messages, tools=tools, variables=variables, prepared=prepared,
+                                            generation_spans=True, traced=False)
+        return text, spans
+
+    def render_traced(self, *, messages, tools=None, variables: Mapping[str, Any] = (), prepared: bool = False,
+                      generation_spans: bool = False, traced: bool = True
+                      ) -> tuple[str, list[tuple[int, int]], Trace | None]:
+        """:meth:`render` (no generation prompt) with what it observed of the messages (a
+        :class:`~transforms.template_trace.Trace`, when ``traced``) and, with ``generation_spans``, the span
+        of each generation block."""
+        items = list(messages) if prepared else template_messages(messages)
+        trace = Trace() if traced else None
+        context = _context(TracedMessages(items, trace) if traced else items, tools, False, variables, prepared=True)
         spans: list[tuple[int, int]] = []
-        tracking = [0, spans]
+        if not generation_spans:
+            return self._generate(context, None, trace), spans, trace
+        env = self._template().environment
+        tracking = [0, spans, []]
         env.generation_tracking.state = tracking
         try:
-            text = self._generate(_context(messages, tools, False, variables), tracking)
+            text = self._generate(context, tracking, trace)
         finally:
             env.generation_tracking.state = None
-        return text, spans
+        return text, spans, trace
+
+    def tail_text(self, add_generation_prompt: bool, variables: Mapping[str, Any]) -> str | None:
+        """What the template writes after its loop over the messages, or ``None`` (no prefix plan)."""
+        plan = self.prefix_plan
+        if plan is None:
+            return None
+        try:
+            return plan.tail_text(add_generation_prompt, variables, self._tails)
+        except TemplateLimitExceeded:
+            raise
+        except Exception:  # noqa: BLE001 - the prefix is then rendered, and fails there with its own message
+            return None

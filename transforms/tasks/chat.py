@@ -152,15 +152,19 @@ class ChatTask:
                      num_messages: int, kept_messages: Sequence[int] | None = None) -> TokenArrays:
         """The token arrays of one rendered row (image spans protected and never trained)."""
         input_ids = np.asarray(encoding.ids, dtype=np.int32)
-        mask = mask_from_ranges(len(input_ids), span_token_ranges(encoding, rendered.trained_spans))
-        reasoning = mask_from_ranges(len(input_ids), span_token_ranges(encoding, rendered.reasoning_spans))
+        trained = span_token_ranges(encoding, rendered.trained_spans)
+        mask = mask_from_ranges(len(input_ids), trained)
+        reasoning = mask_from_ranges(len(input_ids), span_token_ranges(encoding, rendered.reasoning_spans)
+                                     if rendered.reasoning_spans else ())
+        turns = trained if rendered.turn_spans == rendered.trained_spans else \
+            span_token_ranges(encoding, rendered.turn_spans)
         protected, items = (), ()
         if pending.images is not None:
             items = pending.images.of_messages(kept_messages)
             protected = self.images.spans(input_ids, [pending.images.images[k].num_tokens for k in items])
             for start, end in protected:
                 mask[start:end] = False
-        return TokenArrays(input_ids=input_ids, mask=mask, turn_ranges=span_token_ranges(encoding, rendered.turn_spans),
+        return TokenArrays(input_ids=input_ids, mask=mask, turn_ranges=turns,
                            reasoning=reasoning, num_messages=num_messages, protected=protected, protected_items=items)
 
     def _shorter_rows(self, pending: PendingRow) -> Iterator[TokenArrays]:
