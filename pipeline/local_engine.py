@@ -62,7 +62,7 @@ LOG = logging.getLogger("chatshards")
 
 # Spill chunk files of the local engine: small, so the workers get their first batches while the reader
 # goes on (a chunk reference is queued once its file is closed).
-SPILL_CHUNK_BYTES = 1024 * 1024
+SPILL_CHUNK_BYTES = 256 * 1024
 # Chunk references queued per worker before the reader waits (bounds the spill written ahead).
 QUEUE_PER_WORKER = 8
 _FINISH, _STOP = "finish", "stop"
