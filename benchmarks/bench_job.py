@@ -285,21 +285,21 @@ def fixed_cost_split(run: dict) -> dict[str, float]:
     if "output_claimed" in first:  # the local engine: forked workers (or this process) build the rows
         split["claim output"] = first["output_claimed"] - first["launcher_checked"]
         split["start workers (fork) + set-up"] = first["worker_setup_done"] - first["output_claimed"]
-        split["first batch"] = first["batch_done"] - first["worker_setup_done"]
-        split["other batches"] = last["batch_done"] - first["batch_done"]
-        split["shards + audit + commit"] = run["committed"] - last["batch_done"]
-        split["exit (after manifest)"] = run["end"] - run["committed"]
-        split["total"] = run["wall"]
-        return split
+        return _batches_to_exit(split, run, first, last, "shards + audit + commit")
     if children:
         split["graph + worker processes start"] = children[0] - first["launcher_checked"]
         split["worker start (imports, gRPC, read)"] = first["worker_setup_start"] - children[0]
     else:
         split["graph + read (one process)"] = first["worker_setup_start"] - first["launcher_checked"]
     split["worker set-up (tokenizer load)"] = first["worker_setup_done"] - first["worker_setup_start"]
+    return _batches_to_exit(split, run, first, last, "commit (after last batch)")
+
+
+def _batches_to_exit(split: dict, run: dict, first: dict, last: dict, commit_label: str) -> dict[str, float]:
+    """The phases from the first batch to the process exit, added to ``split``."""
     split["first batch"] = first["batch_done"] - first["worker_setup_done"]
     split["other batches"] = last["batch_done"] - first["batch_done"]
-    split["commit (after last batch)"] = run["committed"] - last["batch_done"]
+    split[commit_label] = run["committed"] - last["batch_done"]
     split["exit (after manifest)"] = run["end"] - run["committed"]
     split["total"] = run["wall"]
     return split

@@ -252,6 +252,15 @@ class _Workers:
                 raise WorkerFailed(f"worker process {process.pid} died (exit code {process.exitcode}); "
                                    "out of memory?")
 
+    def build_phase(self, refs: Iterable, on_result) -> None:
+        """Queue every spilled batch of ``refs``, then one ``finish`` per worker, and handle results until
+        each worker has reported its part (``"part"``)."""
+        for ref in refs:
+            self.put(ref, on_result=on_result)
+        for _ in self.processes:
+            self.put(_FINISH, on_result=on_result)
+        self.wait_for(len(self.processes), "part", on_result)
+
     def wait_for(self, count: int, kind: str, on_result) -> None:
         """Handle results until ``count`` messages of ``kind`` came."""
         seen = [0]
@@ -394,11 +403,7 @@ def _keys_in_workers(plan: JobPlan, refs: list, n: int) -> list:
             entries.extend(value)
 
     try:
-        for ref in refs:
-            pool.put(ref, on_result=on_result)
-        for _ in range(n):
-            pool.put(_FINISH, on_result=on_result)
-        pool.wait_for(n, "part", on_result)
+        pool.build_phase(refs, on_result)
         pool.join()
     except BaseException:
         pool.terminate()
@@ -423,11 +428,7 @@ def _run_in_workers(plan: JobPlan, refs: Iterable, dropped: frozenset, duplicate
             written.append(value)
 
     try:
-        for ref in refs:
-            pool.put(ref, on_result=on_result)
-        for _ in range(n):
-            pool.put(_FINISH, on_result=on_result)
-        pool.wait_for(n, "part", on_result)
+        pool.build_phase(refs, on_result)
         if duplicate_rejections:  # written here, as one more part
             stage_part = BuildPart()
             stage_part.rejected.append(write_rejected_fragment(duplicate_rejections,

@@ -11,6 +11,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CHATSHARDS_SHARED_DATA") or REPO.parent / "shared" / "data")
 # Tests never use the default DirectRunner (it tries to download Prism first).
 RUNNER_ARGS = ["--runner=FnApiRunner"]
+# Real files of ../shared/data in five shapes (ShareGPT, OpenAI messages, tool calls, broken turns, a JSON
+# array with a trailing comma): the inputs of the runner-mode and engine byte-identity tests.
+MIXED_REAL_INPUTS = [
+    "sharegpt/fastchat_dummy_conversation.json",
+    "openai/openai_cookbook_toy_chat_fine_tuning.jsonl",
+    "tool_calling/llamafactory_glaive_toolcall_en_demo.json",
+    "edge_cases/axolotl_conversation.missingturns.json",
+    "edge_cases/qwen3vl_single_images_trailing_comma.json",
+]
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
 

@@ -12,17 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from chatshards_testing import REPO, run_job, shared
+from chatshards_testing import MIXED_REAL_INPUTS, REPO, run_job, shared
 from transforms import errors
 from transforms import shard_format as sf
 
-INPUTS = [
-    "sharegpt/fastchat_dummy_conversation.json",
-    "openai/openai_cookbook_toy_chat_fine_tuning.jsonl",
-    "tool_calling/llamafactory_glaive_toolcall_en_demo.json",
-    "edge_cases/axolotl_conversation.missingturns.json",
-    "edge_cases/qwen3vl_single_images_trailing_comma.json",
-]
+INPUTS = MIXED_REAL_INPUTS
 BEAM = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 NEVER_ENDS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 CHATML = ("{% for m in messages %}{% if m.content == 'slow' %}" + NEVER_ENDS + "{% endif %}"

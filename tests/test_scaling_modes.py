@@ -11,15 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from chatshards_testing import REPO, run_job, shared
+from chatshards_testing import MIXED_REAL_INPUTS, REPO, run_job, shared
 
-INPUTS = [
-    "sharegpt/fastchat_dummy_conversation.json",
-    "openai/openai_cookbook_toy_chat_fine_tuning.jsonl",
-    "tool_calling/llamafactory_glaive_toolcall_en_demo.json",
-    "edge_cases/axolotl_conversation.missingturns.json",
-    "edge_cases/qwen3vl_single_images_trailing_comma.json",
-]
+INPUTS = MIXED_REAL_INPUTS
 
 
 def tree_digest(out: Path) -> dict[str, str]:
