@@ -154,17 +154,18 @@ def test_a_folder_locked_by_a_live_run_is_refused(tmp_path, capsys):
 
 STALLING_DRIVER = """
 import sys, time
-from pipeline import sources
+from pipeline.steps import reading
 from pipeline.main import main
 def stalled(path):
     time.sleep(3600)
     yield from ()
-sources.read_file = stalled
+reading.read_file = stalled  # what read_file_batches calls, in the Beam graph and in the local engine
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_two_jobs_into_one_output_the_second_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("engine", [["--runner=FnApiRunner"], ["--workers", "2"]], ids=["beam", "local-engine"])
+def test_two_jobs_into_one_output_the_second_is_refused(tmp_path, capsys, engine):
     """The issue's case: two jobs 0.2 s apart into one --output mixed their shards and both exited 0."""
     out = tmp_path / "out"
     big = write_jsonl(tmp_path / "in" / "big.jsonl", [chat(i) for i in range(200)])
@@ -173,7 +174,7 @@ def test_two_jobs_into_one_output_the_second_is_refused(tmp_path, capsys):
     driver.write_text(STALLING_DRIVER)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     first = subprocess.Popen([sys.executable, str(driver), "--input", str(big), "--output", str(out),
-                              "--num-shards", "8", "--runner=FnApiRunner"], cwd=REPO, env=env,
+                              "--num-shards", "8", *engine], cwd=REPO, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
