@@ -51,7 +51,7 @@ from pipeline.steps.manifest import commit_manifest
 from pipeline.steps.reading import read_file_batches
 from pipeline.steps.records import Progress, build_batch, parse_batch
 from pipeline.steps.rejected import FRAGMENT_BYTES as REJECTED_FRAGMENT_BYTES
-from pipeline.steps.rejected import write_rejected_file, write_rejected_fragment
+from pipeline.steps.rejected import rejection_line_bytes, write_rejected_file, write_rejected_fragment
 from pipeline.steps.shards import auto_num_shards, write_shard
 from pipeline.trace import mark
 from transforms import shard_format as sf
@@ -74,24 +74,21 @@ class WorkerFailed(RuntimeError):
 
 @dataclass
 class BuildPart:
-    """What building rows left behind in one process: fragment files, rejected fragment files, the audit's
-    partial statistics (``None`` with ``--no-audit``) and record counts."""
+    """What building rows left behind in one process: fragment files, rejected fragment files and the audit's
+    partial statistics (``None`` with ``--no-audit``)."""
 
     fragments: list[ChunkFile] = field(default_factory=list)
     rejected: list[ChunkFile] = field(default_factory=list)
     audit: AuditAccumulator | None = None
     hash_groups: HashGroups | None = None
-    records: int = 0
 
 
-class RowBuilderStage:
-    """Parses and builds batches, buffering rows and rejections into fragments; :meth:`finish` flushes and
-    returns the :class:`BuildPart`. One per process."""
+class PartWriter:
+    """Buffers rows and rejections into fragment files (about ``FRAGMENT_BYTES`` / ``REJECTED_FRAGMENT_BYTES``
+    each) and adds them to the audit's partial statistics; :meth:`finish` flushes and returns the
+    :class:`BuildPart`."""
 
-    def __init__(self, plan: JobPlan, *, dropped: frozenset = frozenset()):
-        self.plan = plan
-        self.dropped = dropped
-        self.builder = plan.spec.create_builder()
+    def __init__(self, plan: JobPlan):
         self.schema = payload_schema(plan.shard_schema())
         self.fragments_folder = store_folder(plan.output, FRAGMENTS)
         self.rejected_folder = store_folder(plan.output, REJECTED)
@@ -108,31 +105,24 @@ class RowBuilderStage:
         audit = self.part.audit
         for item in items:
             self._rejections.append(item)
-            self._rejection_bytes += len(str(item.get("record", ""))) + 256  # rough size of its line
+            self._rejection_bytes += rejection_line_bytes(item)
             if audit is not None:
                 audit.add_rejection(item)
         if self._rejection_bytes >= REJECTED_FRAGMENT_BYTES:
             self._flush_rejections()
 
-    def add(self, batch: list) -> None:
-        """Parse and build one batch of raw records (duplicates dropped first)."""
-        batch = drop_duplicates(batch, self.dropped)
-        self.part.records += len(batch)
-        parsed, rejections = parse_batch(batch, self.plan.spec.format_options)
-        self.add_rejections(rejections)
-        rows, rejections = build_batch(self.builder, parsed)
-        self.add_rejections(rejections)
-        if rows:
-            if self.part.audit is not None:
-                for row in rows:
-                    self.part.audit.add_row(row)
-                    self.part.hash_groups.add_row(row)
-            table = sf.table_from_rows(rows, self.schema)
-            self._tables.append(table)
-            self._table_bytes += table.nbytes
-            if self._table_bytes >= FRAGMENT_BYTES:
-                self._flush_rows()
-        mark("batch_done")
+    def add_rows(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        if self.part.audit is not None:
+            for row in rows:
+                self.part.audit.add_row(row)
+                self.part.hash_groups.add_row(row)
+        table = sf.table_from_rows(rows, self.schema)
+        self._tables.append(table)
+        self._table_bytes += table.nbytes
+        if self._table_bytes >= FRAGMENT_BYTES:
+            self._flush_rows()
 
     def _flush_rows(self) -> None:
         if self._tables:
@@ -149,6 +139,25 @@ class RowBuilderStage:
         self._flush_rejections()
         part, self.part = self.part, BuildPart()
         return part
+
+
+class RowBuilderStage(PartWriter):
+    """Parses and builds batches of raw records into a :class:`PartWriter`. One per process."""
+
+    def __init__(self, plan: JobPlan, *, dropped: frozenset = frozenset()):
+        super().__init__(plan)
+        self.format_options = plan.spec.format_options
+        self.dropped = dropped
+        self.builder = plan.spec.create_builder()
+
+    def add(self, batch: list) -> None:
+        """Parse and build one batch of raw records (duplicates dropped first)."""
+        parsed, rejections = parse_batch(drop_duplicates(batch, self.dropped), self.format_options)
+        self.add_rejections(rejections)
+        rows, rejections = build_batch(self.builder, parsed)
+        self.add_rejections(rejections)
+        self.add_rows(rows)
+        mark("batch_done")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -336,9 +345,7 @@ def run_locally(plan: JobPlan, *, workers: int = 1) -> dict:
         audits = [part.audit for part in parts]
         groups = HashGroups()
         for part in parts:
-            for key, group in part.hash_groups.groups.items():
-                mine = groups.groups.get(key)
-                groups.groups[key] = list(group) if mine is None else _merged_group(mine, group)
+            groups.merge(part.hash_groups)
         sections.append(write_audit(output=plan.output, manifest_base=plan.manifest_base, probe=plan.audit_probe,
                                     format_options=plan.spec.format_options, tokenizer=plan.spec.tokenizer,
                                     trust_remote_code=plan.spec.trust_remote_code, partials=audits,
@@ -346,10 +353,6 @@ def run_locally(plan: JobPlan, *, workers: int = 1) -> dict:
     return commit_manifest(output=plan.output, manifest_base=plan.manifest_base, padded=plan.padded,
                            extra_fields=plan.extra_fields, shards=shards, rejected_files=rejected_files,
                            read_count=counter.read, num_shards=num_shards, extra_sections=sections)
-
-
-def _merged_group(a: list, b: list) -> list:
-    return [a[0] + b[0], min(a[1], b[1])]
 
 
 def _shard_count(plan: JobPlan, parts: list[BuildPart]) -> int:
@@ -430,15 +433,9 @@ def _run_in_workers(plan: JobPlan, refs: Iterable, dropped: frozenset, duplicate
     try:
         pool.build_phase(refs, on_result)
         if duplicate_rejections:  # written here, as one more part
-            stage_part = BuildPart()
-            stage_part.rejected.append(write_rejected_fragment(duplicate_rejections,
-                                                               folder=store_folder(plan.output, REJECTED)))
-            if plan.audit:
-                stage_part.audit = AuditAccumulator(plan.audit_probe, plan.spec.format_options)
-                stage_part.hash_groups = HashGroups()
-                for item in duplicate_rejections:
-                    stage_part.audit.add_rejection(item)
-            parts.append(stage_part)
+            writer = PartWriter(plan)
+            writer.add_rejections(duplicate_rejections)
+            parts.append(writer.finish())
         num_shards = _shard_count(plan, parts)
         tasks = _write_tasks(parts, num_shards)
         for task in tasks:

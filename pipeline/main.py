@@ -128,12 +128,17 @@ def local_workers(job: JobArgs, plan: JobPlan) -> int:
     :data:`LOCAL_PARALLEL_INPUT_BYTES` (said on stderr), else 1."""
     if job.workers is not None:
         return job.workers
-    cores = os.cpu_count() or 1
-    total = plan.input_bytes or 0
-    if cores < 2 or total < parallel_threshold(LOCAL_PARALLEL_INPUT_BYTES):
+    return _every_core(plan.input_bytes or 0, parallel_threshold(LOCAL_PARALLEL_INPUT_BYTES), os.cpu_count() or 1,
+                       one_process="--workers 1")
+
+
+def _every_core(total: int, threshold: int, cores: int, *, one_process: str) -> int:
+    """``cores`` when there are several and the input holds at least ``threshold`` bytes (said on stderr,
+    with ``one_process``: the flags that run one process instead), else 1."""
+    if cores < 2 or total < threshold:
         return 1
     print(f"chatshards: input {total / 2**20:.1f} MiB: running on {cores} worker processes (every core); "
-          "for one process pass --workers 1", file=sys.stderr)
+          f"for one process pass {one_process}", file=sys.stderr)
     return cores
 
 
@@ -150,12 +155,9 @@ def _choose_running_mode(inputs: tuple[str, ...], validate_inputs: bool, thresho
                          cores: int) -> tuple[str, int]:
     if cores < 2 or not validate_inputs:
         return "in_memory", 1
-    total = input_bytes(inputs)
-    if total < threshold:
-        return "in_memory", 1
-    print(f"chatshards: input {total / 2**20:.1f} MiB: running on {cores} worker processes (every core); "
-          "for one process pass --runner=FnApiRunner --direct_running_mode=in_memory", file=sys.stderr)
-    return "multi_processing", cores
+    workers = _every_core(input_bytes(inputs), threshold, cores,
+                          one_process="--runner=FnApiRunner --direct_running_mode=in_memory")
+    return ("multi_processing", workers) if workers > 1 else ("in_memory", 1)
 
 
 def _beam_args(job: JobArgs) -> list[str]:

@@ -11,6 +11,7 @@ from pipeline.steps.rejected import (  # noqa: F401 (re-exported)
     merged_lines,
     rejected_file_name,
     rejected_line,
+    rejection_line_bytes,
     sort_key_of,
     writable_rejection,
     write_rejected_file,
@@ -26,7 +27,7 @@ class WriteRejectedFragmentsFn(BundleBufferFn):
         self.flush_bytes = fragment_bytes
 
     def prepare(self, item):
-        return item, len(str(item.get("record", ""))) + 256  # rough size of its line
+        return item, rejection_line_bytes(item)
 
     def write(self, items) -> ChunkFile:
         return write_rejected_fragment(items, folder=self.folder)

@@ -67,6 +67,12 @@ def writable_rejection(item: Mapping[str, Any]) -> Mapping[str, Any]:
     return fixed
 
 
+def rejection_line_bytes(item: Mapping[str, Any]) -> int:
+    """A rough size of a rejection's line (its record's text plus the fields): what rejected fragments are
+    flushed by."""
+    return len(str(item.get("record", ""))) + 256
+
+
 def rejected_file_name(index: int, count: int) -> str:
     return f"{sf.REJECTED_DIR}/rejected-{index:05d}-of-{count:05d}.jsonl"
 

@@ -94,6 +94,13 @@ class HashGroups:
         key = row["conversation_hash"]
         self.groups[key] = group_add(self.groups.get(key), first_of(row))
 
+    def merge(self, other: "HashGroups") -> "HashGroups":
+        """Add ``other``'s groups (partial groups of one hash are merged with :func:`group_merge`)."""
+        for key, group in other.groups.items():
+            mine = self.groups.get(key)
+            self.groups[key] = list(group) if mine is None else group_merge([mine, group])
+        return self
+
     def summary(self) -> DuplicateSummary:
         summary = DuplicateSummary()
         for conversation_hash, (rows, first) in self.groups.items():
