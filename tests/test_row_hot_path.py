@@ -46,11 +46,13 @@ def plain_count(tokens, value) -> int:
 @given(st.sampled_from(TOKEN_SETS), json_values)
 def test_control_tokens_are_counted_as_string_by_string(tokens, value):
     # make token occurrences likely: splice tokens into every string of the value
-    def spliced(v, k=[0]):
+    seen = [0]
+
+    def spliced(v):
         if isinstance(v, str):
-            k[0] += 1
-            t = tokens[k[0] % len(tokens)]
-            return v[: len(v) // 2] + t + v[len(v) // 2:] + (t[:-1] if k[0] % 3 == 0 else "")
+            seen[0] += 1
+            t = tokens[seen[0] % len(tokens)]
+            return v[: len(v) // 2] + t + v[len(v) // 2:] + (t[:-1] if seen[0] % 3 == 0 else "")
         if isinstance(v, dict):
             return {key: spliced(x) for key, x in v.items()}
         if isinstance(v, list):
