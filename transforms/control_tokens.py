@@ -50,22 +50,30 @@ class ControlTokens:
         self._pattern = re.compile("|".join(map(re.escape, self.tokens))) if self.tokens else None
         # every token starts with one of these characters: a string holding none of them holds no token
         self._first = tuple(sorted({token[0] for token in self.tokens}))
+        self._separator = next((c for c in ("\x00", "\n", "\ufdd2") if not any(c in t for t in self.tokens)), None)
 
     def count(self, value: Any) -> int:
         """Occurrences of control-token strings in ``value`` (recursively)."""
         if self._pattern is None:
             return 0
-        total, pending, first, findall = 0, [value], self._first, self._pattern.findall
+        strings = [value] if isinstance(value, str) else []
+        pending = [] if strings else [value]
+        append = strings.append
         while pending:
             item = pending.pop()
-            if isinstance(item, str):
-                if any(char in item for char in first):
-                    total += len(findall(item))
-            elif isinstance(item, dict):
-                pending.extend(item.values())
-            elif isinstance(item, (list, tuple)):
-                pending.extend(item)
-        return total
+            for element in (item.values() if isinstance(item, dict) else item
+                            if isinstance(item, (list, tuple)) else ()):
+                if isinstance(element, str):
+                    append(element)
+                elif isinstance(element, (dict, list, tuple)):
+                    pending.append(element)
+        if self._separator is None:
+            return sum(len(self._pattern.findall(text)) for text in strings)
+        # one search over all the strings: no token holds the separator, so no match spans two strings
+        text = self._separator.join(strings)
+        if not any(char in text for char in self._first):
+            return 0
+        return len(self._pattern.findall(text))
 
     def mark(self, value: Any) -> Any:
         """``value`` with every occurrence wrapped in :data:`MARK_OPEN`/:data:`MARK_CLOSE` (a copy)."""

@@ -106,4 +106,5 @@ def count_trained_turns(turn_ranges: Sequence[tuple[int, int]], mask: np.ndarray
         window: ``[lo, hi)`` token indices kept by truncation.
     """
     lo, hi = window
-    return sum(1 for first, last in turn_ranges if mask[max(first, lo):min(last, hi)].any())
+    count_nonzero = np.count_nonzero
+    return sum(1 for first, last in turn_ranges if count_nonzero(mask[max(first, lo):min(last, hi)]))

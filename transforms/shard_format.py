@@ -124,9 +124,14 @@ def shard_of(sort_key: str, num_shards: int) -> int:
     return (int(sort_key[:16], 16) * num_shards) >> 64
 
 
+# json.dumps with these arguments builds a new encoder per call; one shared encoder gives the same text
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def canonical_json(value: Any) -> str:
-    """Canonical JSON text (sorted keys, no whitespace, UTF-8 kept) used for content hashes."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    """Canonical JSON text (sorted keys, no whitespace, UTF-8 kept) used for content hashes: the text of
+    ``json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))``."""
+    return _CANONICAL_ENCODER.encode(value)
 
 
 def record_id_of(value: Any) -> str:

@@ -122,7 +122,7 @@ def truncate(arrays: TokenArrays, *, max_length: int | None, mode: str,
     if n > max_length:
         window = fit_window(n, max_length, "left" if mode == "left" else "right", arrays.protected)
     lo, hi = window
-    if not arrays.mask[lo:hi].any():
+    if not np.count_nonzero(arrays.mask[lo:hi]):
         raise RecordRejected(errors.NO_LOSS_TOKENS,
                              f"truncation to {max_length} tokens ({mode}) removed every trained token")
     kept = tuple(item for (start, end), item in zip(arrays.protected, arrays.protected_items)

@@ -102,6 +102,7 @@ class AuditAccumulator:
         self._bos = self.probe.bos_token_id
         self._stops = frozenset(self.probe.stop_token_ids)
         self._prefix = np.asarray(self.probe.default_system_prefix, dtype=np.int64)
+        self._prefix_list = self._prefix.tolist()
         self.rows = 0
         self.records = 0  # records with rows (a record split into one row per turn counts once)
         self.rejected = 0
@@ -128,7 +129,7 @@ class AuditAccumulator:
     # -- picklability: the probe-derived fields are rebuilt -------------------------------------------
     def __getstate__(self):
         state = dict(self.__dict__)
-        for key in ("_bos", "_stops", "_prefix"):
+        for key in ("_bos", "_stops", "_prefix", "_prefix_list"):
             state.pop(key)
         return state
 
@@ -137,8 +138,15 @@ class AuditAccumulator:
         self._bos = self.probe.bos_token_id
         self._stops = frozenset(self.probe.stop_token_ids)
         self._prefix = np.asarray(self.probe.default_system_prefix, dtype=np.int64)
+        self._prefix_list = self._prefix.tolist()
 
     # -- input -----------------------------------------------------------------------------------------
+    def _starts_with_prefix(self, head) -> bool:
+        """``head`` (the row's first ``len(prefix)`` ids: numpy array or sequence) equals the default
+        system prompt's ids (a list comparison: ``np.array_equal`` costs several microseconds a row)."""
+        values = (head if isinstance(head, np.ndarray) else np.asarray(head)).tolist()
+        return values == self._prefix_list
+
     def _source(self, source: str) -> dict:
         entry = self.sources.get(source)
         if entry is None:
@@ -200,7 +208,7 @@ class AuditAccumulator:
                 counters["double_bos_rows"] += 1
                 entry["double_bos"] += 1
         k = len(self._prefix)
-        if k and length >= k and np.array_equal(np.asarray(ids[:k]), self._prefix):
+        if k and length >= k and self._starts_with_prefix(ids[:k]):
             counters["default_system_prompt_rows"] += 1
             entry["default_system_prompt"] += 1
         trained_positions = np.flatnonzero(np.asarray(labels[:length]) != IGNORE_INDEX)

@@ -126,7 +126,8 @@ class FormatOptions:
 
     def key(self, canonical: str) -> str:
         """The dataset's name for a canonical field."""
-        return self.field_map.get(canonical, canonical)
+        # the FrozenMap's dict directly (one call less; a record's conversion looks up about 18 names)
+        return self.field_map._dict.get(canonical, canonical)
 
     def to_json(self) -> dict:
         data = {

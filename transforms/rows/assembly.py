@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Mapping
 
+import numpy as np
+
 from transforms.chat_render import WHOLE_CONVERSATION
 from transforms.formats import Conversation
 from transforms.labels import count_trained_turns, labels_from_mask, pad_row
@@ -67,7 +69,7 @@ def assemble_row(*, raw: RawRecord, conversation: Conversation, truncated: Trunc
     input_ids, mask = arrays.input_ids[lo:hi], arrays.mask[lo:hi]
     labels = labels_from_mask(input_ids, mask)
     length = len(input_ids)
-    num_loss = int(mask.sum())
+    num_loss = int(np.count_nonzero(mask))
     if loss == "all":
         trained_turns = sum(1 for m in conversation.messages if m.get("role") == "assistant")
     else:
@@ -88,7 +90,7 @@ def assemble_row(*, raw: RawRecord, conversation: Conversation, truncated: Trunc
         "truncated_tokens": full_length - length,
         "conversation_hash": digest,
         "turn": turn,
-        "reasoning_tokens": int((arrays.reasoning[lo:hi] & mask).sum()) if reasoning_trained else 0,
+        "reasoning_tokens": int(np.count_nonzero(arrays.reasoning[lo:hi] & mask)) if reasoning_trained else 0,
         "literal_control_tokens": literal_control_tokens,
         "row_of_record": 0,
         "split_extra_tokens": 0,

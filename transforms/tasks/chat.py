@@ -197,7 +197,7 @@ class ChatTask:
         turn = pending.rendered.turn
         num_messages = len(pending.messages) if turn == WHOLE_CONVERSATION else turn + 1
         arrays = self.token_arrays(pending, pending.rendered, encoding, num_messages=num_messages)
-        if not arrays.mask.any():
+        if not np.count_nonzero(arrays.mask):
             raise RecordRejected(errors.NO_LOSS_TOKENS, "no token of this record is trained under --loss "
                                  f"{options.loss} (e.g. no trainable assistant turn)")
         truncated = truncate(arrays, max_length=options.max_length, mode=options.truncation,
