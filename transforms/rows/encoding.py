@@ -47,6 +47,6 @@ class TextEncoder:
         return out
 
     def _encode_plain(self, texts: list[str]) -> list[Any]:
-        if self.segments is not None:
+        if self.segments is not None and self.backend.truncation is None and self.backend.padding is None:
             return self.segments.encode_batch(texts)
         return self.backend.encode_batch(texts, add_special_tokens=False)

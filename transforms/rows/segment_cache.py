@@ -85,12 +85,13 @@ def _unqualified_component(kind: str, component: dict | None) -> str | None:
     return f"{kind} {type_!r} is not on the allow-list"
 
 
-def unqualified_reason(backend) -> str | None:
+def unqualified_reason(backend, definition: dict | None = None) -> str | None:
     """Why segment-cached encoding would not be exact for the ``tokenizers.Tokenizer`` ``backend``
-    (``None`` when it is)."""
+    (``None`` when it is); ``definition``: its JSON, parsed (read from ``backend`` when not given)."""
     if getattr(backend, "encode_special_tokens", False):
         return "encode_special_tokens is set"
-    definition = json.loads(backend.to_str())
+    if definition is None:
+        definition = json.loads(backend.to_str())
     if definition.get("truncation") or definition.get("padding"):
         return "the backend truncates or pads"
     model = definition.get("model") or {}
@@ -111,9 +112,9 @@ def unqualified_reason(backend) -> str | None:
 
 def segment_encoder_for(backend, **bounds) -> SegmentEncoder | None:
     """A :class:`SegmentEncoder` for ``backend``, or ``None`` when it would not be exact."""
-    if unqualified_reason(backend) is not None:
-        return None
     definition = json.loads(backend.to_str())
+    if unqualified_reason(backend, definition) is not None:
+        return None
     contents = {t["content"] for t in definition.get("added_tokens") or () if not t.get("normalized") and t["content"]}
     return SegmentEncoder(backend, contents, **bounds)
 
@@ -202,6 +203,7 @@ class SegmentEncoder:
                  max_piece_chars: int = MAX_PIECE_CHARS):
         self.backend = backend
         ordered = sorted(set(split_tokens), key=lambda s: (-len(s), s))  # longest first: leftmost-longest
+        self._split_tokens = tuple(ordered)
         self._split = re.compile("(" + "|".join(map(re.escape, ordered)) + ")").split if ordered else None
         self.max_entries = max_entries
         self.max_piece_chars = max_piece_chars
