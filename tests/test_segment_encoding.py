@@ -151,9 +151,9 @@ FIXED_TEXTS = [
 @pytest.mark.parametrize("name", sorted(QUALIFYING))
 def test_fixed_texts_equal_whole_text_encoding(name):
     backend = built(name)
-    encoder = segment_encoder_for(backend)
-    assert_same_encodings(backend, encoder, FIXED_TEXTS)
-    assert_same_encodings(backend, encoder, FIXED_TEXTS)  # again, now from the cache
+    for encoder in (segment_encoder_for(backend), SegmentEncoder(backend, split_tokens(name), min_segment_chars=1)):
+        assert_same_encodings(backend, encoder, FIXED_TEXTS)
+        assert_same_encodings(backend, encoder, FIXED_TEXTS)  # again, now from the cache
 
 
 FRAGMENTS = st.sampled_from(
@@ -163,12 +163,13 @@ FRAGMENTS = st.sampled_from(
 TEXTS = st.lists(st.one_of(FRAGMENTS, st.text(max_size=6)), max_size=14).map("".join)
 
 
+@pytest.mark.parametrize("min_segment_chars", [1, 4])
 @pytest.mark.parametrize("name", sorted(QUALIFYING))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(texts=st.lists(TEXTS, min_size=1, max_size=6))
-def test_generated_texts_equal_whole_text_encoding(name, texts):
+def test_generated_texts_equal_whole_text_encoding(name, min_segment_chars, texts):
     backend = built(name)
-    encoder = SegmentEncoder(backend, split_tokens(name), max_entries=16)
+    encoder = SegmentEncoder(backend, split_tokens(name), max_entries=16, min_segment_chars=min_segment_chars)
     assert_same_encodings(backend, encoder, texts)
     assert_same_encodings(backend, encoder, texts[::-1])
 
@@ -188,9 +189,9 @@ def test_metaspace_first_falls_back_and_would_differ():
     assert "prepend_scheme" in unqualified_reason(backend)
     assert TextEncoder(backend, ()).segments is None
     # the check matters: piece by piece, every piece would get the prefix that only offset 0 gets
-    forced = SegmentEncoder(backend, ["<a>"])
+    forced = SegmentEncoder(backend, ["<a>"], min_segment_chars=1)
     text = "<a>hello there"
-    assert forced.encode_batch([text])[0].ids != backend.encode(text, add_special_tokens=False).ids
+    assert forced.encode_batch([text, text])[1].ids != backend.encode(text, add_special_tokens=False).ids
     ours = TextEncoder(backend, ()).encode([text, "x<s>y"])
     assert [e.ids for e in ours] == [e.ids for e in backend.encode_batch([text, "x<s>y"], add_special_tokens=False)]
 
@@ -262,22 +263,29 @@ def test_repeated_segments_are_encoded_once():
     encoder = SegmentEncoder(counting, segment_encoder_for(backend)._split_tokens)
     first = [_chatml(f"question {i}") for i in range(4)]
     assert_same_encodings(backend, encoder, first)
-    assert counting.encoded.count(SYSTEM) == 1 and counting.encoded.count("<|im_start|>") == 1
+    # the first text is encoded whole (one run); then the system prompt, seen before, is a segment of its own
+    rests = [text[text.index("<|im_end|>"):] for text in first[1:]]
+    assert counting.encoded == [first[0], "<|im_start|>", SYSTEM] + rests
     counting.encoded.clear()
-    assert_same_encodings(backend, encoder, [_chatml(f"another question {i}") for i in range(4)])
-    assert sorted(counting.encoded) == sorted(f"user\nanother question {i}" for i in range(4))
+    second = [_chatml(f"another question {i}") for i in range(4)]
+    assert_same_encodings(backend, encoder, second)
+    assert counting.encoded == [text[text.index("<|im_end|>"):] for text in second]  # the runs after the prompt
+    assert encoder.segments(second[0]) == ["<|im_start|>", SYSTEM, second[0][second[0].index("<|im_end|>"):]]
 
 
 def test_hot_segment_survives_eviction_and_long_pieces_are_not_kept():
     backend = qwen2_backend()
     counting = CountingBackend(backend)
-    encoder = SegmentEncoder(counting, segment_encoder_for(backend)._split_tokens, max_entries=12,
-                             max_piece_chars=40)
+    encoder = SegmentEncoder(counting, segment_encoder_for(backend)._split_tokens, max_entries=20)
     for batch in range(10):
         assert_same_encodings(backend, encoder, [_chatml(f"q{batch}-{i} " * 3) for i in range(8)])
-    assert counting.encoded.count("<|im_start|>") == 1
-    assert counting.encoded.count(SYSTEM) == 10  # longer than max_piece_chars: encoded in every batch
-    assert len(encoder._cache) <= 12
+    assert counting.encoded.count(SYSTEM) == 1  # while ~80 unique runs went through a cache of 20
+    assert len(encoder._cache) == 20 and SYSTEM in encoder._cache
+    short = SegmentEncoder(counting, segment_encoder_for(backend)._split_tokens, max_piece_chars=40)
+    counting.encoded.clear()
+    for batch in range(3):
+        short.encode_batch([_chatml(f"q{batch}-{i}") for i in range(4)])
+    assert len(counting.encoded) == 12 and all(SYSTEM in text for text in counting.encoded)  # never on its own
 
 
 def test_text_encoder_uses_the_cache_and_keeps_marked_texts_on_their_path():
@@ -292,7 +300,7 @@ def test_text_encoder_uses_the_cache_and_keeps_marked_texts_on_their_path():
     reference = backend.encode_batch(plain, add_special_tokens=False)
     assert [out[0].ids, out[2].ids] == [e.ids for e in reference]
     assert out[1].ids == TextEncoder(backend, ("<|im_end|>",), segment_cache=False).encode([marked])[0].ids
-    assert type(out[0]).__name__ == "SegmentEncoding" and type(out[1]).__name__ == "MarkedEncoding"
+    assert type(out[2]).__name__ == "SegmentEncoding" and type(out[1]).__name__ == "MarkedEncoding"
 
 
 # ------------------------------------------------------------------ real records, real templates

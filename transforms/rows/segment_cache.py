@@ -9,8 +9,13 @@ How the Rust tokenizer encodes (``tokenizers`` ``AddedVocabulary::extract_and_no
 normalized, split at normalized added tokens, pre-tokenized and run through the model on its own, and the
 tokens of all pieces are concatenated. So a text split in Python exactly where the Rust splitter splits can
 be encoded piece by piece: each piece encoded alone gives the tokens it gets inside the whole text, with its
-offsets shifted by the piece's start (in characters, the unit of the Python binding's offsets). Pieces are
-kept in a bounded LRU cache keyed by their text, so a repeated piece is encoded once.
+offsets shifted by the piece's start (in characters, the unit of the Python binding's offsets). The same
+holds for a run of consecutive pieces. So a text is cut into *segments*: a piece of at least
+``MIN_SEGMENT_CHARS`` characters already seen in an earlier text (e.g. the default system prompt) is a
+segment of its own, the runs of pieces between such pieces are the others (each text given to the Rust
+tokenizer has a fixed cost, so short pieces are not encoded one by one). Segments are kept in a bounded
+LRU cache keyed by their text, so a repeated segment is encoded once; the cache misses of a batch are
+encoded in one ``encode_batch`` call.
 
 This is exact only when nothing depends on where a piece sits in the whole text. :func:`segment_encoder_for`
 checks, from the tokenizer's JSON, and returns ``None`` (callers then encode whole texts, as before) unless:
@@ -43,9 +48,13 @@ from collections import OrderedDict
 from typing import Any, Sequence
 
 #: Cache bounds: entries kept (least recently used evicted first; a hit refreshes an entry, so a segment in
-#: every record is never evicted) and the longest piece (in characters) that is kept.
+#: every record is never evicted) and the longest segment (in characters) that is kept.
 MAX_ENTRIES = 4096
 MAX_PIECE_CHARS = 4096
+#: The shortest piece encoded on its own once it repeats. Each text given to the Rust tokenizer costs about
+#: as much as encoding 20-30 characters, so shorter pieces (added tokens, ``"\n"``, role names) stay in the
+#: run of consecutive pieces they sit in, which is encoded (and cached) as one text.
+MIN_SEGMENT_CHARS = 32
 
 _NORMALIZERS = {"BertNormalizer", "Strip", "StripAccents", "NFC", "NFD", "NFKC", "NFKD", "Lowercase", "Nmt",
                 "Precompiled", "Replace", "Prepend", "ByteLevel"}
@@ -120,7 +129,7 @@ def segment_encoder_for(backend, **bounds) -> SegmentEncoder | None:
 
 
 class _Segment:
-    """One piece's encoding (piece-relative offsets)."""
+    """One segment's encoding (segment-relative offsets)."""
 
     __slots__ = ("ids", "length", "encoding")
 
@@ -189,7 +198,8 @@ class SegmentEncoding:
 
 
 class SegmentEncoder:
-    """Encodes texts piece by piece (pieces split at added tokens), with a bounded cache of pieces.
+    """Encodes texts segment by segment (cut at added tokens, see the module docstring), with a bounded
+    cache of segments.
 
     Build it with :func:`segment_encoder_for`, which checks that this is exact for the tokenizer.
 
@@ -197,17 +207,20 @@ class SegmentEncoder:
         backend: the ``tokenizers.Tokenizer``.
         split_tokens: the contents of the added tokens to split at (the non-normalized ones).
         max_entries, max_piece_chars: cache bounds.
+        min_segment_chars: the shortest repeated piece made a segment of its own.
     """
 
     def __init__(self, backend, split_tokens, *, max_entries: int = MAX_ENTRIES,
-                 max_piece_chars: int = MAX_PIECE_CHARS):
+                 max_piece_chars: int = MAX_PIECE_CHARS, min_segment_chars: int = MIN_SEGMENT_CHARS):
         self.backend = backend
         ordered = sorted(set(split_tokens), key=lambda s: (-len(s), s))  # longest first: leftmost-longest
         self._split_tokens = tuple(ordered)
         self._split = re.compile("(" + "|".join(map(re.escape, ordered)) + ")").split if ordered else None
         self.max_entries = max_entries
         self.max_piece_chars = max_piece_chars
+        self.min_segment_chars = min_segment_chars
         self._cache: OrderedDict[str, _Segment] = OrderedDict()
+        self._seen: OrderedDict[int, None] = OrderedDict()  # hashes of pieces seen once (bounded)
 
     def pieces(self, text: str) -> list[str]:
         """``text`` split where the Rust tokenizer splits it: added-token matches and the text between."""
@@ -215,27 +228,57 @@ class SegmentEncoder:
             return [text] if text else []
         return [piece for piece in self._split(text) if piece]
 
+    def segments(self, text: str) -> list[str]:
+        """``text`` cut into segments: repeated pieces of at least ``min_segment_chars`` characters, and the
+        runs of pieces between them."""
+        cache, seen = self._cache, self._seen
+        low, high = self.min_segment_chars, self.max_piece_chars
+        out: list[str] = []
+        run: list[str] = []
+        for piece in self.pieces(text):
+            if low <= len(piece) <= high:
+                if piece not in cache:
+                    key = hash(piece)
+                    if key not in seen:
+                        seen[key] = None
+                        if len(seen) > 4 * self.max_entries:
+                            seen.popitem(last=False)
+                        run.append(piece)
+                        continue
+                if run:
+                    out.append("".join(run))
+                    run = []
+                out.append(piece)
+            else:
+                run.append(piece)
+        if run:
+            out.append("".join(run))
+        return out
+
     def encode_batch(self, texts: Sequence[str]) -> list[SegmentEncoding]:
-        """One :class:`SegmentEncoding` per text; the pieces not in the cache are encoded in one
-        ``encode_batch`` call (the Rust tokenizer's parallelism is kept)."""
+        """One encoding per text: a :class:`SegmentEncoding`, or the ``tokenizers.Encoding`` of a text that is
+        one segment (shared with the cache: read it, never change it). The segments not in the cache are
+        encoded in one ``encode_batch`` call (the Rust tokenizer's parallelism is kept)."""
         cache = self._cache
-        found: dict[str, _Segment | None] = {}  # this batch's pieces (a hit stays found if evicted below)
+        found: dict[str, _Segment | None] = {}  # this batch's segments (a hit stays found if evicted below)
         plans = []
         for text in texts:
-            plan = self.pieces(text)
-            for piece in plan:
-                if piece not in found:
-                    segment = cache.get(piece)
-                    if segment is not None:
-                        cache.move_to_end(piece)
-                    found[piece] = segment
+            plan = self.segments(text)
+            for segment in plan:
+                if segment not in found:
+                    entry = cache.get(segment)
+                    if entry is not None:
+                        cache.move_to_end(segment)
+                    found[segment] = entry
             plans.append(plan)
-        missing = [piece for piece, segment in found.items() if segment is None]
+        missing = [segment for segment, entry in found.items() if entry is None]
         if missing:
-            for piece, encoding in zip(missing, self.backend.encode_batch(missing, add_special_tokens=False)):
-                segment = found[piece] = _Segment(encoding, len(piece))
-                if len(piece) <= self.max_piece_chars:
-                    cache[piece] = segment
+            high = self.max_piece_chars
+            for segment, encoding in zip(missing, self.backend.encode_batch(missing, add_special_tokens=False)):
+                entry = found[segment] = _Segment(encoding, len(segment))
+                if len(segment) <= high:
+                    cache[segment] = entry
             while len(cache) > self.max_entries:
                 cache.popitem(last=False)
-        return [SegmentEncoding([found[piece] for piece in plan]) for plan in plans]
+        return [found[plan[0]].encoding if len(plan) == 1 else SegmentEncoding([found[segment] for segment in plan])
+                for plan in plans]
