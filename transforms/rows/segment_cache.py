@@ -45,7 +45,7 @@ import bisect
 import json
 import re
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Sequence
 
 #: Cache bounds: entries kept (least recently used evicted first; a hit refreshes an entry, so a segment in
 #: every record is never evicted) and the longest segment (in characters) that is kept.
