@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from transforms.control_tokens import MARK_CLOSE, MARK_OPEN, encode_marked, plain_text_backend
+from transforms.rows.segment_cache import segment_encoder_for
 
 
 class TextEncoder:
@@ -11,15 +12,18 @@ class TextEncoder:
 
     Texts holding marked control-token strings (``--control-tokens-in-data text``, see
     :mod:`transforms.control_tokens`) are encoded piecewise; the others in one parallel
-    ``encode_batch`` call.
+    ``encode_batch`` call: segment by segment with repeated segments encoded once
+    (:mod:`transforms.rows.segment_cache`) where that is exact for the tokenizer, whole texts otherwise.
 
     Args:
         backend: the tokenizer's ``tokenizers.Tokenizer``.
         control_tokens: the strings that are kept text where marked.
+        segment_cache: use the segment cache where it is exact (``False``: always whole texts).
     """
 
-    def __init__(self, backend, control_tokens: Sequence[str]):
+    def __init__(self, backend, control_tokens: Sequence[str], *, segment_cache: bool = True):
         self.backend = backend
+        self.segments = segment_encoder_for(backend) if segment_cache else None
         self.control_tokens = tuple(control_tokens)
         self._plain_backend = None  # built on the first text that holds marked control-token strings
 
@@ -29,15 +33,20 @@ class TextEncoder:
             return []
         marked = [i for i, text in enumerate(texts) if MARK_OPEN in text or MARK_CLOSE in text]
         if not marked:
-            return self.backend.encode_batch(list(texts), add_special_tokens=False)
+            return self._encode_plain(list(texts))
         if self._plain_backend is None:
             self._plain_backend = plain_text_backend(self.backend, self.control_tokens)
         marked_set = set(marked)
         plain = [i for i in range(len(texts)) if i not in marked_set]
         out: list[Any] = [None] * len(texts)
-        encoded = self.backend.encode_batch([texts[i] for i in plain], add_special_tokens=False) if plain else []
+        encoded = self._encode_plain([texts[i] for i in plain]) if plain else []
         for i, encoding in zip(plain, encoded):
             out[i] = encoding
         for i in marked:
             out[i] = encode_marked(texts[i], self.backend, self._plain_backend)
         return out
+
+    def _encode_plain(self, texts: list[str]) -> list[Any]:
+        if self.segments is not None and self.backend.truncation is None and self.backend.padding is None:
+            return self.segments.encode_batch(texts)
+        return self.backend.encode_batch(texts, add_special_tokens=False)
