@@ -288,6 +288,17 @@ def test_hot_segment_survives_eviction_and_long_pieces_are_not_kept():
     assert len(counting.encoded) == 12 and all(SYSTEM in text for text in counting.encoded)  # never on its own
 
 
+def test_the_cache_keeps_at_most_its_character_budget_and_the_hot_segment():
+    backend = qwen2_backend()
+    counting = CountingBackend(backend)
+    budget = 4 * len(SYSTEM)
+    encoder = SegmentEncoder(counting, segment_encoder_for(backend)._split_tokens, max_cached_chars=budget)
+    for batch in range(6):
+        assert_same_encodings(backend, encoder, [_chatml(f"question {batch}-{i} " * 4) for i in range(8)])
+        assert sum(map(len, encoder._cache)) == encoder._cached_chars <= budget
+    assert counting.encoded.count(SYSTEM) == 1 and SYSTEM in encoder._cache
+
+
 def test_text_encoder_uses_the_cache_and_keeps_marked_texts_on_their_path():
     from transforms.control_tokens import MARK_CLOSE, MARK_OPEN
 

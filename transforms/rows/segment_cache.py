@@ -52,6 +52,9 @@ from typing import Sequence
 #: Cache bounds: entries kept (least recently used evicted first; a hit refreshes an entry, so a segment in
 #: every record is never evicted) and the longest segment (in characters) that is kept.
 MAX_ENTRIES = 4096
+#: and the characters kept in all (a ``tokenizers.Encoding`` holds 20 to 60 bytes a character of its text, so
+#: 10 to 30 MiB a process at most).
+MAX_CACHED_CHARS = 1 << 19
 MAX_PIECE_CHARS = 4096
 #: The shortest piece encoded on its own once it repeats. Each text given to the Rust tokenizer costs about
 #: as much as encoding 20-30 characters, so shorter pieces (added tokens, ``"\n"``, role names) stay in the
@@ -208,12 +211,14 @@ class SegmentEncoder:
     Args:
         backend: the ``tokenizers.Tokenizer``.
         split_tokens: the contents of the added tokens to split at (the non-normalized ones).
-        max_entries, max_piece_chars: cache bounds.
+        max_entries, max_piece_chars, max_cached_chars: cache bounds (entries, longest piece kept, characters
+            kept in all; the least recently used entries go first).
         min_segment_chars: the shortest repeated piece made a segment of its own.
     """
 
     def __init__(self, backend, split_tokens, *, max_entries: int = MAX_ENTRIES,
-                 max_piece_chars: int = MAX_PIECE_CHARS, min_segment_chars: int = MIN_SEGMENT_CHARS):
+                 max_piece_chars: int = MAX_PIECE_CHARS, min_segment_chars: int = MIN_SEGMENT_CHARS,
+                 max_cached_chars: int = MAX_CACHED_CHARS):
         self.backend = backend
         ordered = sorted(set(split_tokens), key=lambda s: (-len(s), s))  # longest first: leftmost-longest
         self._split_tokens = tuple(ordered)
@@ -221,6 +226,8 @@ class SegmentEncoder:
         self.max_entries = max_entries
         self.max_piece_chars = max_piece_chars
         self.min_segment_chars = min_segment_chars
+        self.max_cached_chars = max_cached_chars
+        self._cached_chars = 0
         self._cache: OrderedDict[str, _Segment] = OrderedDict()
         self._seen: OrderedDict[int, None] = OrderedDict()  # hashes of pieces seen once (bounded)
 
@@ -263,6 +270,7 @@ class SegmentEncoder:
         encoded in one ``encode_batch`` call (the Rust tokenizer's parallelism is kept)."""
         cache = self._cache
         found: dict[str, _Segment | None] = {}  # this batch's segments (a hit stays found if evicted below)
+        reused: list[str] = []  # hits, and segments used twice in this batch: kept before the batch's others
         plans = []
         for text in texts:
             plan = self.segments(text)
@@ -270,17 +278,25 @@ class SegmentEncoder:
                 if segment not in found:
                     entry = cache.get(segment)
                     if entry is not None:
-                        cache.move_to_end(segment)
+                        reused.append(segment)
                     found[segment] = entry
+                elif found[segment] is None:
+                    reused.append(segment)
             plans.append(plan)
         missing = [segment for segment, entry in found.items() if entry is None]
         if missing:
             high = self.max_piece_chars
             for segment, encoding in zip(missing, self.backend.encode_batch(missing, add_special_tokens=False)):
                 entry = found[segment] = _Segment(encoding, len(segment))
-                if len(segment) <= high:
+                if len(segment) <= high and segment not in cache:
                     cache[segment] = entry
-            while len(cache) > self.max_entries:
-                cache.popitem(last=False)
+                    self._cached_chars += len(segment)
+        # least recently used first out; what this batch used again is the most recent, so the batch's new
+        # one-off segments go before a segment that every record uses (e.g. the default system prompt)
+        for segment in reused:
+            if segment in cache:
+                cache.move_to_end(segment)
+        while cache and (len(cache) > self.max_entries or self._cached_chars > self.max_cached_chars):
+            self._cached_chars -= len(cache.popitem(last=False)[0])
         return [found[plan[0]].encoding if len(plan) == 1 else SegmentEncoding([found[segment] for segment in plan])
                 for plan in plans]
