@@ -2,9 +2,10 @@
 
 Input (deterministic, built from ../shared/data): short Alpaca records (instruction + input + output
 of at most 600 characters) and ShareGPT conversations, interleaved and repeated to ``--records``;
-repeats beyond the first copy are varied (a numbered suffix on the first user turn) so no two records
-are identical. About 100 tokens per record. The job reads the records in their own formats; the
-recipe reads the same conversations already converted to ``messages`` (which favours the recipe).
+repeats beyond the first copy are varied (a numbered suffix on every message) so no two records, and no
+two messages of different copies, are identical (``--unique-messages``: no two messages at all). About 100
+tokens per record. The job reads the records in their own formats; the recipe reads the same
+conversations already converted to ``messages`` (which favours the recipe).
 
 Tokenizer: a *user's own tokenizer folder*, loaded by ``--tokenizer DIR`` in both. Without
 ``--tokenizer`` the bundled Qwen2-vocabulary tokenizer with the ``{% generation %}`` ChatML template
@@ -109,25 +110,27 @@ def _base_records() -> list[tuple[dict, list[dict]]]:
 
 
 def _varied(record: dict, messages: list[dict], copy: int) -> tuple[dict, list[dict]]:
-    """The ``copy``-th repeat of a base record: a numbered suffix on its first user turn (copy 0: as is)."""
+    """The ``copy``-th repeat of a base record: a numbered suffix on every message (copy 0: as is), so no
+    message text repeats across copies (a cache of repeated text would otherwise flatter the job)."""
     if copy == 0:
         return record, messages
     suffix = f" (#{copy})"
     record = json.loads(json.dumps(record))
     if "instruction" in record:
         record["instruction"] += suffix
-    else:
-        record["conversations"][0]["value"] += suffix
-    messages = [dict(m) for m in messages]
-    messages[0]["content"] = (messages[0]["content"].replace("\n", suffix + "\n", 1)
-                              if "instruction" in record and "\n" in messages[0]["content"]
-                              else messages[0]["content"] + suffix)
-    return record, messages
+        record["output"] += suffix
+        user = record["instruction"] + ("\n" + record["input"] if record["input"] else "")
+        return record, [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
+    for turn in record["conversations"]:
+        turn["value"] += suffix
+    return record, [{"role": m["role"], "content": t["value"]} for m, t in zip(messages, record["conversations"])]
 
 
-def build_input(folder: Path, records: int) -> tuple[Path, Path, list[list[dict]]]:
+def build_input(folder: Path, records: int, *, unique_messages: bool = False) -> tuple[Path, Path, list[list[dict]]]:
     """Write ``records`` short records: the job's input (``folder/job/*.jsonl``, INPUT_FILES files),
-    the recipe's (``folder/recipe.jsonl``, ``{"messages": [...]}`` lines); return them and the messages."""
+    the recipe's (``folder/recipe.jsonl``, ``{"messages": [...]}`` lines); return them and the messages.
+    ``unique_messages``: every record numbered, the first copy too, so no message text repeats at all (the
+    base data repeats its own short ShareGPT conversations: 167 times "What is up?")."""
     base = _base_records()
     job_dir = folder / "job"
     job_dir.mkdir(parents=True)
@@ -136,7 +139,7 @@ def build_input(folder: Path, records: int) -> tuple[Path, Path, list[list[dict]
     conversations = []
     with open(folder / "recipe.jsonl", "w", encoding="utf-8") as recipe:
         for i in range(records):
-            record, messages = _varied(*base[i % len(base)], i // len(base))
+            record, messages = _varied(*base[i % len(base)], i + 1 if unique_messages else i // len(base))
             handles[i // per_file].write(json.dumps(record, ensure_ascii=False) + "\n")
             recipe.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
             conversations.append(messages)
@@ -318,6 +321,8 @@ def main() -> None:
     parser.add_argument("--tiny", type=int, default=100, help="for the fixed cost (0: skip)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--unique-messages", action="store_true", help="number every record's messages, so no "
+                        "message text repeats (the default input repeats the base data's own conversations)")
     parser.add_argument("--tokenizer", help="a tokenizer folder (default: the bundled one, saved to a folder)")
     parser.add_argument("--job-repo", type=Path, default=REPO, help="checkout to run the job from")
     parser.add_argument("--legacy", action="store_true", help="the --job-repo checkout has no local engine "
@@ -342,7 +347,7 @@ def main() -> None:
         mode_sizes = [int(n) for n in args.mode_sizes.split(",") if n.strip()]
         sizes = sorted({n for n in (args.records, args.small, args.tiny, *mode_sizes) if n}, reverse=True)
         one = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"] if args.legacy else ["--workers", "1"]
-        inputs = {n: build_input(tmp / f"in-{n}", n) for n in sizes}
+        inputs = {n: build_input(tmp / f"in-{n}", n, unique_messages=args.unique_messages) for n in sizes}
         input_mib = {n: sum(p.stat().st_size for p in inputs[n][0].glob("*.jsonl")) / 2**20 for n in sizes}
         runs: dict[str, list[dict]] = {}
 
@@ -389,7 +394,8 @@ def main() -> None:
     ceiling_s = _median([c["seconds"] for c in ceilings])
     print(f"job from {args.job_repo} ; tokenizer folder {'given' if args.tokenizer else '(bundled, saved)'} ; "
           f"{args.workers} workers ; medians of {args.repeats}")
-    print(f"input: {n} short records (Alpaca <= {SHORT_ALPACA_CHARS} chars + ShareGPT); job wrote "
+    print(f"input: {n} short records (Alpaca <= {SHORT_ALPACA_CHARS} chars + ShareGPT"
+          f"{', every message numbered' if args.unique_messages else ''}); job wrote "
           f"{manifest['counts']['written']} rows, {manifest['totals']['tokens']} tokens, rejected "
           f"{manifest['counts']['rejected']}")
     print("\n| what | wall |\n|---|---|")
