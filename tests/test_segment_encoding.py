@@ -299,6 +299,33 @@ def test_the_cache_keeps_at_most_its_character_budget_and_the_hot_segment():
     assert counting.encoded.count(SYSTEM) == 1 and SYSTEM in encoder._cache
 
 
+def test_the_text_encoder_encodes_whole_texts_for_a_while_where_nothing_repeats():
+    from transforms.rows import encoding as text_encoding
+
+    backend = qwen2_backend()
+
+    class Counting(CountingBackend):
+        truncation = padding = None
+
+    for repeated, expect_active in ((False, False), (True, True)):
+        encoder = TextEncoder(backend, ("<|im_end|>",))
+        counting = encoder.backend = encoder.segments.backend = Counting(backend)
+        for batch in range(text_encoding.TRIAL_BATCHES):
+            texts = [_chatml(f"question {batch}-{i}") if repeated else
+                     f"<|im_start|>user\nquestion {batch}-{i} asked in full<|im_end|>\n" for i in range(6)]
+            assert [e.ids for e in encoder.encode(texts)] == [e.ids for e in backend.encode_batch(texts, False)]
+        assert encoder.segment_cache_active is expect_active
+        counting.encoded.clear()
+        texts = [_chatml(f"later {i}") for i in range(3)]
+        assert [e.ids for e in encoder.encode(texts)] == [e.ids for e in backend.encode_batch(texts, False)]
+        assert (counting.encoded == texts) is not expect_active  # paused: whole texts, not segments
+    # the pause ends: the cache is tried again
+    paused = TextEncoder(backend, ("<|im_end|>",))
+    paused._paused = 1
+    paused.encode([_chatml("a")])
+    assert paused.segment_cache_active
+
+
 def test_text_encoder_uses_the_cache_and_keeps_marked_texts_on_their_path():
     from transforms.control_tokens import MARK_CLOSE, MARK_OPEN
 

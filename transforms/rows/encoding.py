@@ -6,6 +6,13 @@ from typing import Any, Sequence
 from transforms.control_tokens import MARK_CLOSE, MARK_OPEN, encode_marked, plain_text_backend
 from transforms.rows.segment_cache import segment_encoder_for
 
+#: The segment cache pays for its Python split only when enough text repeats. It is tried for TRIAL_BATCHES
+#: batches; when it spared the Rust tokenizer less than MIN_SAVED of the characters, whole texts are encoded
+#: for the next PAUSE_BATCHES batches, then it is tried again. (Both ways give the same encodings.)
+TRIAL_BATCHES = 8
+PAUSE_BATCHES = 64
+MIN_SAVED = 0.10
+
 
 class TextEncoder:
     """Encodes rendered texts with a tokenizer's Rust backend, without adding special tokens.
@@ -13,7 +20,8 @@ class TextEncoder:
     Texts holding marked control-token strings (``--control-tokens-in-data text``, see
     :mod:`transforms.control_tokens`) are encoded piecewise; the others in one parallel
     ``encode_batch`` call: segment by segment with repeated segments encoded once
-    (:mod:`transforms.rows.segment_cache`) where that is exact for the tokenizer, whole texts otherwise.
+    (:mod:`transforms.rows.segment_cache`) where that is exact for the tokenizer and enough text repeats
+    (see :data:`MIN_SAVED`), whole texts otherwise.
 
     Args:
         backend: the tokenizer's ``tokenizers.Tokenizer``.
@@ -26,6 +34,8 @@ class TextEncoder:
         self.segments = segment_encoder_for(backend) if segment_cache else None
         self.control_tokens = tuple(control_tokens)
         self._plain_backend = None  # built on the first text that holds marked control-token strings
+        self._trial = [0, 0, 0]  # batches, characters, characters spared in the current trial
+        self._paused = 0  # batches still to encode whole
 
     def encode(self, texts: Sequence[str]) -> list[Any]:
         """One encoding per text, in order."""
@@ -47,6 +57,24 @@ class TextEncoder:
         return out
 
     def _encode_plain(self, texts: list[str]) -> list[Any]:
-        if self.segments is not None and self.backend.truncation is None and self.backend.padding is None:
-            return self.segments.encode_batch(texts)
-        return self.backend.encode_batch(texts, add_special_tokens=False)
+        segments = self.segments
+        if segments is None or self.backend.truncation is not None or self.backend.padding is not None:
+            return self.backend.encode_batch(texts, add_special_tokens=False)
+        if self._paused:
+            self._paused -= 1
+            return self.backend.encode_batch(texts, add_special_tokens=False)
+        out = segments.encode_batch(texts)
+        trial = self._trial
+        trial[0] += 1
+        trial[1] += segments.last_batch_chars
+        trial[2] += segments.last_batch_saved_chars
+        if trial[0] >= TRIAL_BATCHES:
+            if trial[2] < MIN_SAVED * trial[1]:
+                self._paused = PAUSE_BATCHES
+            self._trial = [0, 0, 0]
+        return out
+
+    @property
+    def segment_cache_active(self) -> bool:
+        """Whether the next batch goes through the segment cache."""
+        return self.segments is not None and not self._paused

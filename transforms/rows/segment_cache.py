@@ -228,6 +228,8 @@ class SegmentEncoder:
         self.min_segment_chars = min_segment_chars
         self.max_cached_chars = max_cached_chars
         self._cached_chars = 0
+        #: characters of the last batch's texts, and of them those not given to the Rust tokenizer
+        self.last_batch_chars = self.last_batch_saved_chars = 0
         self._cache: OrderedDict[str, _Segment] = OrderedDict()
         self._seen: OrderedDict[int, None] = OrderedDict()  # hashes of pieces seen once (bounded)
 
@@ -284,6 +286,8 @@ class SegmentEncoder:
                     reused.append(segment)
             plans.append(plan)
         missing = [segment for segment, entry in found.items() if entry is None]
+        self.last_batch_chars = sum(map(len, texts))
+        self.last_batch_saved_chars = self.last_batch_chars - sum(map(len, missing))
         if missing:
             high = self.max_piece_chars
             for segment, encoding in zip(missing, self.backend.encode_batch(missing, add_special_tokens=False)):
