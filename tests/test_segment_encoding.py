@@ -149,6 +149,22 @@ FIXED_TEXTS = [
 
 
 @pytest.mark.parametrize("name", sorted(QUALIFYING))
+def test_the_definition_read_from_components_is_the_tokenizers_json(name):
+    from transforms.rows.segment_cache import backend_definition
+
+    backend = built(name)
+    full = json.loads(backend.to_str())
+    ours = backend_definition(backend)
+    for kind in ("normalizer", "pre_tokenizer", "post_processor", "truncation", "padding"):
+        assert ours[kind] == full.get(kind), kind
+    assert ours["model"]["type"] == full["model"]["type"]
+    assert ours["model"].get("dropout") == full["model"].get("dropout")
+    flags = ("content", "lstrip", "rstrip", "single_word", "normalized")
+    assert sorted(tuple(t[f] for f in flags) for t in ours["added_tokens"]) == \
+        sorted(tuple(t[f] for f in flags) for t in full["added_tokens"])
+
+
+@pytest.mark.parametrize("name", sorted(QUALIFYING))
 def test_fixed_texts_equal_whole_text_encoding(name):
     backend = built(name)
     for encoder in (segment_encoder_for(backend), SegmentEncoder(backend, split_tokens(name), min_segment_chars=1)):
