@@ -330,6 +330,8 @@ def main() -> None:
     parser.add_argument("--no-beam", action="store_true", help="skip the Beam W-worker runs")
     parser.add_argument("--before-repo", type=Path, default=None, help="also run an older checkout (without the "
                         "local engine: Beam W workers, and its default command) on the same inputs, interleaved")
+    parser.add_argument("--before-local", action="store_true", help="the --before-repo checkout has the local "
+                        "engine: run it with --workers W (not on Beam), and print its steady rate")
     parser.add_argument("--no-default-runner", action="store_true", help="skip the default-command runs on N")
     parser.add_argument("--mode-sizes", default="", help="comma-separated record counts: also run the job in one "
                         "process and on W processes at each (where the default command's threshold should be)")
@@ -369,7 +371,8 @@ def main() -> None:
                 if not args.legacy and not args.no_beam:
                     add(f"beam {n}", run_job(job_dir, tmp / "out", tokenizer, beam_multi, args.job_repo, tmp / "trace"))
                 if args.before_repo:
-                    add(f"before {n}", run_job(job_dir, tmp / "out", tokenizer, beam_multi, args.before_repo,
+                    add(f"before {n}", run_job(job_dir, tmp / "out", tokenizer,
+                                               multi if args.before_local else beam_multi, args.before_repo,
                                                tmp / "trace"))
                     if n != args.small:
                         add(f"before default {n}", run_job(job_dir, tmp / "out", tokenizer, [], args.before_repo,
@@ -437,7 +440,8 @@ def main() -> None:
             if m and f"before {m}" in wall:
                 extra = (f" / default command {wall[f'before default {m}']:.1f} s" if f"before default {m}" in wall
                          else "")
-                print(f"| before ({args.before_repo}): Beam {args.workers} workers, {m} records | "
+                how = "local engine" if args.before_local else "Beam"
+                print(f"| before ({args.before_repo}): {how} {args.workers} workers, {m} records | "
                       f"{wall[f'before {m}']:.1f} s{extra} |")
     print("\nratios (records/s, higher is better for the job):")
     print(f"  end to end, job / recipe script : {wall[f'recipe {n}'] / wall[f'job {n}']:.2f}x (target >= 1.0 at 50k, "
@@ -450,6 +454,12 @@ def main() -> None:
         print(f"  steady rate ({args.small}..{n}): job {job_rate:.0f} records/s, recipe {recipe_rate:.0f} records/s "
               f"({job_rate / recipe_rate:.2f}x), ceiling {n / ceiling_s:.0f} records/s: job / ceiling "
               f"{job_rate * ceiling_s / n:.2f} (target >= 0.80)")
+        if f"before {args.small}" in wall and f"before {n}" in wall:
+            before_rate = (n - args.small) / (wall[f"before {n}"] - wall[f"before {args.small}"])
+            print(f"  before ({args.before_repo}): end to end {wall[f'recipe {n}'] / wall[f'before {n}']:.2f}x the "
+                  f"recipe script; steady {before_rate:.0f} records/s ({before_rate / recipe_rate:.2f}x the recipe, "
+                  f"{before_rate * ceiling_s / n:.2f} of the ceiling); job / before, steady: "
+                  f"{job_rate / before_rate:.2f}x")
     if args.tiny:
         print(f"  fixed cost, {args.tiny} records, {args.workers} workers: {wall[f'job {args.tiny}']:.1f} s "
               f"(target <= 2.5 s and <= the recipe's {wall[f'recipe {args.tiny}']:.1f} s); default command, bundled "
