@@ -56,17 +56,15 @@ class ControlTokens:
         """Occurrences of control-token strings in ``value`` (recursively)."""
         if self._pattern is None:
             return 0
-        strings = [value] if isinstance(value, str) else []
-        pending = [] if strings else [value]
-        append = strings.append
+        strings, pending = [], [value]
         while pending:
             item = pending.pop()
-            for element in (item.values() if isinstance(item, dict) else item
-                            if isinstance(item, (list, tuple)) else ()):
-                if isinstance(element, str):
-                    append(element)
-                elif isinstance(element, (dict, list, tuple)):
-                    pending.append(element)
+            if isinstance(item, str):
+                strings.append(item)
+            elif isinstance(item, dict):
+                pending.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                pending.extend(item)
         if self._separator is None:
             return sum(len(self._pattern.findall(text)) for text in strings)
         # one search over all the strings: no token holds the separator, so no match spans two strings

@@ -101,8 +101,7 @@ class AuditAccumulator:
         self.format_options = format_options
         self._bos = self.probe.bos_token_id
         self._stops = frozenset(self.probe.stop_token_ids)
-        self._prefix = np.asarray(self.probe.default_system_prefix, dtype=np.int64)
-        self._prefix_list = self._prefix.tolist()
+        self._prefix = [int(v) for v in self.probe.default_system_prefix]
         self.rows = 0
         self.records = 0  # records with rows (a record split into one row per turn counts once)
         self.rejected = 0
@@ -129,7 +128,7 @@ class AuditAccumulator:
     # -- picklability: the probe-derived fields are rebuilt -------------------------------------------
     def __getstate__(self):
         state = dict(self.__dict__)
-        for key in ("_bos", "_stops", "_prefix", "_prefix_list"):
+        for key in ("_bos", "_stops", "_prefix"):
             state.pop(key)
         return state
 
@@ -137,15 +136,14 @@ class AuditAccumulator:
         self.__dict__.update(state)
         self._bos = self.probe.bos_token_id
         self._stops = frozenset(self.probe.stop_token_ids)
-        self._prefix = np.asarray(self.probe.default_system_prefix, dtype=np.int64)
-        self._prefix_list = self._prefix.tolist()
+        self._prefix = [int(v) for v in self.probe.default_system_prefix]
 
     # -- input -----------------------------------------------------------------------------------------
     def _starts_with_prefix(self, head) -> bool:
         """``head`` (the row's first ``len(prefix)`` ids: numpy array or sequence) equals the default
         system prompt's ids (a list comparison: ``np.array_equal`` costs several microseconds a row)."""
         values = (head if isinstance(head, np.ndarray) else np.asarray(head)).tolist()
-        return values == self._prefix_list
+        return values == self._prefix
 
     def _source(self, source: str) -> dict:
         entry = self.sources.get(source)

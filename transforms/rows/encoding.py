@@ -34,7 +34,7 @@ class TextEncoder:
         self.segments = segment_encoder_for(backend) if segment_cache else None
         self.control_tokens = tuple(control_tokens)
         self._plain_backend = None  # built on the first text that holds marked control-token strings
-        self._trial = [0, 0, 0]  # batches, characters, characters spared in the current trial
+        self._trial_batches = self._trial_chars = self._trial_saved = 0  # the current trial's batches, characters
         self._paused = 0  # batches still to encode whole
 
     def encode(self, texts: Sequence[str]) -> list[Any]:
@@ -58,20 +58,18 @@ class TextEncoder:
 
     def _encode_plain(self, texts: list[str]) -> list[Any]:
         segments = self.segments
-        if segments is None or self.backend.truncation is not None or self.backend.padding is not None:
-            return self.backend.encode_batch(texts, add_special_tokens=False)
-        if self._paused:
-            self._paused -= 1
+        exact = segments is not None and self.backend.truncation is None and self.backend.padding is None
+        if not exact or self._paused:
+            self._paused = max(self._paused - 1, 0)
             return self.backend.encode_batch(texts, add_special_tokens=False)
         out = segments.encode_batch(texts)
-        trial = self._trial
-        trial[0] += 1
-        trial[1] += segments.last_batch_chars
-        trial[2] += segments.last_batch_saved_chars
-        if trial[0] >= TRIAL_BATCHES:
-            if trial[2] < MIN_SAVED * trial[1]:
+        self._trial_batches += 1
+        self._trial_chars += segments.last_batch_chars
+        self._trial_saved += segments.last_batch_saved_chars
+        if self._trial_batches >= TRIAL_BATCHES:
+            if self._trial_saved < MIN_SAVED * self._trial_chars:
                 self._paused = PAUSE_BATCHES
-            self._trial = [0, 0, 0]
+            self._trial_batches = self._trial_chars = self._trial_saved = 0
         return out
 
     @property

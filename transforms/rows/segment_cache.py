@@ -295,7 +295,7 @@ class SegmentEncoder:
         encoded in one ``encode_batch`` call (the Rust tokenizer's parallelism is kept)."""
         cache = self._cache
         found: dict[str, _Segment | None] = {}  # this batch's segments (a hit stays found if evicted below)
-        reused: list[str] = []  # hits, and segments used twice in this batch: kept before the batch's others
+        reused: dict[str, None] = {}  # hits, and segments used twice in this batch: kept before the batch's others
         plans = []
         for text in texts:
             plan = self.segments(text)
@@ -303,10 +303,10 @@ class SegmentEncoder:
                 if segment not in found:
                     entry = cache.get(segment)
                     if entry is not None:
-                        reused.append(segment)
+                        reused[segment] = None
                     found[segment] = entry
                 elif found[segment] is None:
-                    reused.append(segment)
+                    reused[segment] = None
             plans.append(plan)
         missing = [segment for segment, entry in found.items() if entry is None]
         self.last_batch_chars = sum(map(len, texts))
