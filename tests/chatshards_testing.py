@@ -36,16 +36,10 @@ def sample(relative: str) -> Path:
     return path
 
 
-def real(relative: str) -> Path:
-    """The whole public file in ../shared/data where it exists (the larger matrix), else its committed subset in
-    tests/data (a fresh clone): the test runs either way, never skips."""
-    path = SHARED_DATA / relative
-    return path if path.exists() else sample(relative)
-
-
 def shared(relative: str) -> Path:
     """Path of a file in ../shared/data, for tests of the larger matrix only (whole files, exact counts); skips
-    the test with a clear message when it is absent. Core claims use :func:`sample` or :func:`real`."""
+    the test with a clear message when it is absent (tests collect such cases only where ../shared/data exists).
+    Core claims use :func:`sample`."""
     path = SHARED_DATA / relative
     if not path.exists():
         pytest.skip(f"../shared/data/{relative} is not available (tests that use real data need ../shared/data)")
