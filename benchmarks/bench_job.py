@@ -185,6 +185,14 @@ def build_input(folder: Path, records: int, kind: str, data: Path) -> tuple[Path
     return job_dir, folder / "recipe.jsonl", conversations
 
 
+def base_data(name: str) -> Path:
+    """The folder of the base records: ``tests`` (the committed subsets) or ``shared`` (../shared/data)."""
+    data = SHARED if name == "shared" else TEST_DATA
+    if not (data / ALPACA).exists():
+        sys.exit(f"{data / ALPACA} is needed (--base-data shared: set CHATSHARDS_SHARED_DATA)")
+    return data
+
+
 def per_file(records: int) -> int:
     return -(-records // INPUT_FILES)
 
@@ -393,9 +401,11 @@ from transforms.prepared_tokenizer import vocab_digest
 marks["chatshards imports"] = time.time()
 folder_content_hash(folder)
 marks["folder hash (cache key)"] = time.time()
-import transformers  # imports torch too
-marks["import transformers (+ torch)"] = time.time()
-tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+import torch  # noqa: F401 - transformers' AutoTokenizer imports it (configuration_utils)
+marks["import torch (transformers imports it)"] = time.time()
+from transformers import AutoTokenizer
+marks["import transformers' AutoTokenizer"] = time.time()
+tokenizer = AutoTokenizer.from_pretrained(folder)
 marks["AutoTokenizer.from_pretrained"] = time.time()
 vocab_digest(tokenizer.get_vocab())
 marks["vocabulary hash (get_vocab + sha256)"] = time.time()
@@ -471,9 +481,7 @@ def main() -> None:
     kinds = [k.strip() for k in args.inputs.split(",") if k.strip()]
     if not kinds or any(k not in INPUT_KINDS for k in kinds):
         sys.exit(f"--inputs takes kinds of {INPUT_KINDS}")
-    data = SHARED if args.base_data == "shared" else TEST_DATA
-    if not (data / ALPACA).exists():
-        sys.exit(f"{data / ALPACA} is needed (--base-data shared: set CHATSHARDS_SHARED_DATA)")
+    data = base_data(args.base_data)
     if args.first_run and not args.tiny:
         sys.exit("--first-run needs --tiny N")
     with tempfile.TemporaryDirectory(prefix="bench-job-") as tmp_name:
