@@ -62,7 +62,7 @@ def _regexes(action) -> list[str]:
 
 def job_parameters() -> list[dict]:
     """One metadata entry per flag of the job's parser (help excluded), in the parser's order."""
-    from pipeline.cli import build_parser
+    from pipeline.launch.cli import build_parser
 
     parameters = []
     for action in build_parser()._actions:

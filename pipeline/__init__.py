@@ -1,7 +1,7 @@
 """chatshards job: the job's steps around the pure code in ``transforms`` (``pipeline`` imports
 ``transforms``, never the reverse), run by the local engine or as a Beam graph.
 
-Entry point: ``python -m pipeline --input ... --output ...`` (:mod:`pipeline.main`).
+Entry point: ``python -m pipeline --input ... --output ...`` (:mod:`pipeline.launch.main`).
 
 Modules:
 

@@ -44,10 +44,11 @@ def offline():
 @pytest.fixture(scope="module")
 def dry_run(offline):
     pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="needs apache-beam[gcp]")
-    from pipeline.cli import parse_args
-    from pipeline.main import run
+    from pipeline.launch.cli import parse_args
+    from pipeline.launch.main import run
 
-    result = run(parse_args([*JOB_ARGS, *DATAFLOW_ARGS]))
+    result, dry_run = run(parse_args([*JOB_ARGS, *DATAFLOW_ARGS]))
+    assert dry_run, "--dry_run=True was not honoured"
     assert result.job is not None, "DataflowRunner returned no job description"
     return result
 

@@ -57,8 +57,8 @@ def test_transient_failures_are_retried_without_duplicates_or_losses(tmp_path, m
     """BuildRows fails on the first attempt of two batches (after emitting their rows) and
     WriteShards fails on its first attempt after writing the shard file; the runner retries those
     bundles and the output is byte-identical to a clean run: no row is lost or duplicated."""
-    from pipeline.build import BuildRowsFn
-    from pipeline.sink import WriteShardFn
+    from pipeline.engines.beam.build import BuildRowsFn
+    from pipeline.engines.beam.sink import WriteShardFn
 
     markers = tmp_path / "attempts"
     markers.mkdir()
@@ -99,7 +99,7 @@ def test_transient_failures_are_retried_without_duplicates_or_losses(tmp_path, m
 
 
 def test_a_failure_that_persists_fails_the_job_and_commits_nothing(tmp_path, monkeypatch):
-    from pipeline.sink import WriteShardFn
+    from pipeline.engines.beam.sink import WriteShardFn
 
     def always_fails(self, element, num_shards):
         raise TransientError("disk is gone")
@@ -118,8 +118,8 @@ DRIVER = textwrap.dedent('''
     import sys
     import time
 
-    from pipeline import sink
-    from pipeline.main import main
+    from pipeline.engines.beam import sink
+    from pipeline.launch.main import main
 
     original = sink.WriteShardFn.process
     written = []

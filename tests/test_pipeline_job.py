@@ -153,7 +153,7 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, capsy
 
 
 def test_a_run_that_dies_leaves_no_manifest(tmp_path, monkeypatch):
-    from pipeline import sink
+    from pipeline.engines.beam import sink
 
     def explode(self, element, num_shards):
         raise RuntimeError("injected failure while writing a shard")

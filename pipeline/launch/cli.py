@@ -50,7 +50,7 @@ class JobArgs:
     validate_inputs: bool
     beam_args: tuple[str, ...]
     no_audit: bool = False
-    # --workers: processes of the local engine (None: chosen from the input size; see pipeline.main)
+    # --workers: processes of the local engine (None: chosen from the input size; see pipeline.launch.main)
     workers: int | None = None
     # vision jobs (--processor); see transforms/vision/part.py
     processor: str | None = None

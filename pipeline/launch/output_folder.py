@@ -19,7 +19,7 @@ holding pid, host and start time) while the job runs. A lock whose process is go
 not alive) is stale and taken over. This works on local and network disks (NFS honours
 ``O_EXCL``); object stores (``gs://``) have no atomic create-if-absent through Beam's filesystems,
 so there the lock is not taken (see README, "Reliability"): the commit check
-(:func:`check_folder_holds_exactly`) still refuses to write a manifest over a folder whose
+(:func:`pipeline.steps.manifest.check_folder_holds_exactly`) still refuses to write a manifest over a folder whose
 ``data/`` or ``rejected/`` hold files the run did not write.
 """
 from __future__ import annotations
@@ -33,9 +33,8 @@ import time
 import uuid
 from typing import Iterable, Sequence
 
-from pipeline.chunks import CHUNK_SUFFIX, STORES
-from pipeline.cli import ConfigError
-from pipeline.files import (
+from pipeline.io.chunks import CHUNK_SUFFIX, STORES
+from pipeline.io.files import (
     TMP_DIR,
     create,
     delete,
@@ -47,7 +46,8 @@ from pipeline.files import (
     open_binary,
     path_present,
 )
-from pipeline.globs import glob_regex
+from pipeline.io.globs import glob_regex
+from pipeline.launch.cli import ConfigError
 from transforms import shard_format as sf
 
 LOG = logging.getLogger("chatshards")
@@ -233,27 +233,6 @@ def prepare_output(output: str, *, overwrite: bool, input_files: Iterable[str] =
 
 
 # ---------------------------------------------------------------------------------------------
-# commit check
-
-def check_folder_holds_exactly(output: str, shard_paths: Iterable[str], rejected_paths: Iterable[str]) -> None:
-    """Raise ``RuntimeError`` unless ``output/data`` and ``output/rejected`` hold exactly the given files
-    (paths relative to ``output``): a job never commits a manifest over a folder mixed with another
-    run's files (a second writer, e.g. on ``gs://`` where no lock is taken)."""
-    for folder, expected in ((sf.DATA_DIR, set(shard_paths)), (sf.REJECTED_DIR, set(rejected_paths))):
-        root = join(output, folder)
-        found = {f"{folder}/{_relative(path, root)}" for path in list_tree(root)}
-        extra, missing = sorted(found - expected), sorted(expected - found)
-        if extra or missing:
-            raise RuntimeError(
-                f"refusing to commit the dataset in {output}: {folder}/ holds "
-                + (f"{len(extra)} file(s) this run did not write (e.g. {extra[0]}; another job writing into the same "
-                   "--output?)" if extra else "")
-                + (" and " if extra and missing else "")
-                + (f"lacks {len(missing)} file(s) this run wrote (e.g. {missing[0]})" if missing else "")
-            )
-
-
-# ---------------------------------------------------------------------------------------------
 # one run at a time
 
 _HELD: dict[str, str] = {}  # lock path -> token, for the locks this process holds
@@ -363,3 +342,22 @@ class OutputLock:
                 pass
         _HELD.pop(self.path, None)
         self.token = None
+
+
+# ---------------------------------------------------------------------------------------------
+# claiming --output for a run
+
+def claim_output(output: str, *, inputs: Sequence[str], files: Iterable[str] | None, overwrite: bool) -> OutputLock:
+    """Launch-time checks and claim of ``output``: a folder, not overlapping the ``inputs`` patterns or the
+    matched ``files``, locked for this run (:class:`OutputLock`), then prepared (:func:`prepare_output`: with
+    ``overwrite`` only what an earlier run of this tool wrote is deleted). Returns the held lock (release it
+    when the run ends); raises ``ConfigError``."""
+    check_output_target(output)
+    check_inputs_outside_output(output, inputs, files)
+    lock = OutputLock(output).acquire()
+    try:
+        prepare_output(output, overwrite=overwrite, input_files=files or ())
+    except BaseException:
+        lock.release()
+        raise
+    return lock
