@@ -1,6 +1,6 @@
 """Write ``deploy/metadata.json`` (the Flex Template's parameter list) from the job's own parser.
 
-Every flag of ``pipeline/cli.py`` becomes one template parameter, named with underscores (the form
+Every flag of ``pipeline/launch/cli.py`` becomes one template parameter, named with underscores (the form
 ``cli.py`` accepts beside the dashed one). ``tests/test_dataflow_deploy.py`` fails when the file is
 out of date; regenerate with::
 
