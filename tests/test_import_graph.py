@@ -125,18 +125,17 @@ def beam_imports() -> list[tuple[str, str | None]]:
     for module, path in project_modules().items():
         if not module.startswith("pipeline"):
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-
-        def visit(node, function):
-            for child in ast.iter_child_nodes(node):
-                name = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
-                names = imported(module, path, child) if isinstance(child, (ast.Import, ast.ImportFrom)) else []
-                if any(n == "apache_beam" or n.startswith("apache_beam.") for n in names):
-                    found.append((module, function))
-                visit(child, name)
-
-        visit(tree, None)
+        _visit_beam_imports(module, path, ast.parse(path.read_text(encoding="utf-8")), None, found)
     return found
+
+
+def _visit_beam_imports(module: str, path: Path, node: ast.AST, function: str | None, found: list) -> None:
+    for child in ast.iter_child_nodes(node):
+        name = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
+        names = imported(module, path, child) if isinstance(child, (ast.Import, ast.ImportFrom)) else []
+        if any(n == "apache_beam" or n.startswith("apache_beam.") for n in names):
+            found.append((module, function))
+        _visit_beam_imports(module, path, child, name, found)
 
 
 def test_only_the_beam_engine_imports_apache_beam():
