@@ -98,7 +98,7 @@ def test_transient_failures_are_retried_without_duplicates_or_losses(tmp_path, m
     assert manifest["counts"]["read"] == rows + manifest["counts"]["rejected"]
 
 
-def test_a_failure_that_persists_fails_the_job_and_commits_nothing(tmp_path, monkeypatch):
+def test_a_failure_that_persists_fails_the_job_and_commits_nothing(tmp_path, monkeypatch, capsys):
     from pipeline.engines.beam.sink import WriteShardFn
 
     def always_fails(self, element, num_shards):
@@ -106,9 +106,11 @@ def test_a_failure_that_persists_fails_the_job_and_commits_nothing(tmp_path, mon
 
     monkeypatch.setattr(WriteShardFn, "process", always_fails)
     out = tmp_path / "out"
-    with pytest.raises(Exception, match="disk is gone"):
-        run_job([*input_args(), "--output", str(out), "--runner=BundleBasedDirectRunner"])
+    assert run_job([*input_args(), "--output", str(out), "--runner=BundleBasedDirectRunner"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("chatshards: error: the job failed: ") and "disk is gone" in err[-1], err
     assert not (out / sf.MANIFEST_NAME).exists()
+    assert not (out / sf.DATA_DIR).exists() and not (out / ".tmp").exists()  # the run's partial files removed
 
 
 # -- a run killed with SIGKILL ------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def test_bad_worker_counts_are_configuration_errors(tmp_path, capsys, flags):
 
 
 @pytest.mark.parametrize("how", ["raises", "dies"])
-def test_a_failing_worker_fails_the_job_without_a_manifest(tmp_path, monkeypatch, how):
+def test_a_failing_worker_fails_the_job_without_a_manifest(tmp_path, monkeypatch, capsys, how):
     import pipeline.engines.local.engine as engine
 
     def broken(self, batch):
@@ -116,10 +116,12 @@ def test_a_failing_worker_fails_the_job_without_a_manifest(tmp_path, monkeypatch
     monkeypatch.setattr(engine.RowBuilderStage, "add", broken)  # inherited by the forked workers
     data = jsonl(tmp_path / "a.jsonl", [chat(f"hi {i}") for i in range(50)])
     out = tmp_path / "o"
-    with pytest.raises(RuntimeError) as failure:
-        default_command(["--input", data, "--output", str(out), "--workers", "2", "--batch-size", "4"])
-    assert ("a bug in the row builder" if how == "raises" else "died (exit code 3)") in str(failure.value)
-    assert not (out / sf.MANIFEST_NAME).exists()
+    assert default_command(["--input", data, "--output", str(out), "--workers", "2", "--batch-size", "4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("chatshards: error: the job failed: "), err
+    assert ("ValueError: a bug in the row builder" if how == "raises" else "exited with status 3") in err[0]
+    assert not (out / sf.MANIFEST_NAME).exists() and not (out / ".tmp").exists()
+    assert sorted(p.name for p in out.iterdir()) == [".chatshards-output"]  # only the marker is left
     # the lock was released: a rerun with --overwrite may use the folder
     monkeypatch.undo()
     assert default_command(["--input", data, "--output", str(out), "--workers", "2", "--overwrite"]) == 0

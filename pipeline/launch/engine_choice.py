@@ -29,6 +29,39 @@ _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".xz", ".deflate", ".lzm
 # "local" is the default wherever the local engine can run.
 ENGINE_ENV = "CHATSHARDS_ENGINE"
 LOCAL, BEAM = "local", "beam"
+# What one local-engine worker may need at most (peak RSS measured 220-405 MiB, benchmarks/bench_memory.py):
+# --workers is capped so that the workers fit in the memory available at launch.
+WORKER_MEMORY_BYTES = 512 * 1024 * 1024
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask where the system has one, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new processes (``MemAvailable`` of ``/proc/meminfo``), or ``None``."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def worker_limit() -> tuple[int, str]:
+    """``(most worker processes this machine can run well, why)``: one per usable core, and no more than the
+    available memory holds at :data:`WORKER_MEMORY_BYTES` each."""
+    cores, memory = usable_cores(), available_memory()
+    by_memory = max(1, memory // WORKER_MEMORY_BYTES) if memory is not None else cores
+    why = f"{cores} usable core{'s' if cores != 1 else ''}" + (
+        f", {memory / 2**30:.1f} GiB available" if memory is not None else "")
+    return max(1, min(cores, by_memory)), why
 
 
 def weighted_input_bytes(sizes) -> int:
@@ -65,12 +98,18 @@ def chosen_engine(job: JobArgs, plan: JobPlan) -> str:
 
 
 def local_workers(job: JobArgs, plan: JobPlan) -> int:
-    """Processes of the local engine: ``--workers``, else one per core when the input holds at least
+    """Processes of the local engine: ``--workers`` (capped at :func:`worker_limit`, said on stderr), else one
+    per usable core (within :func:`worker_limit`) when the input holds at least
     :data:`LOCAL_PARALLEL_INPUT_BYTES` (said on stderr), else 1."""
+    limit, why = worker_limit()
     if job.workers is not None:
+        if job.workers > limit:
+            print(f"chatshards: --workers {job.workers} is more than this machine runs well ({why}); using {limit}",
+                  file=sys.stderr)
+            return limit
         return job.workers
-    return every_core(plan.input_bytes or 0, parallel_threshold(LOCAL_PARALLEL_INPUT_BYTES), os.cpu_count() or 1,
-                       one_process="--workers 1")
+    return every_core(plan.input_bytes or 0, parallel_threshold(LOCAL_PARALLEL_INPUT_BYTES), limit,
+                      one_process="--workers 1")
 
 
 def every_core(total: int, threshold: int, cores: int, *, one_process: str) -> int:

@@ -361,3 +361,34 @@ def claim_output(output: str, *, inputs: Sequence[str], files: Iterable[str] | N
         lock.release()
         raise
     return lock
+
+
+def _identity(path: str) -> tuple | None:
+    """``(st_dev, st_ino)`` of the file ``path`` names (symbolic links followed), or ``None``."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def abandon_run(output: str, *, input_files: Iterable[str] = ()) -> None:
+    """After a run that did not finish (a failure, a signal): delete what it wrote under a local ``output``
+    (shards, rejected files, audit files, ``.tmp``), then ``data/``, ``rejected/`` and ``audit/`` when empty, so
+    the folder holds only the marker and the next run needs no ``--overwrite``. Never deletes an input (same
+    file by device and inode, whatever the path's spelling), and nothing when a manifest is there (the run
+    committed before it was stopped). Never raises: a clean-up failure is a warning."""
+    if not is_local(output) or exists(join(output, sf.MANIFEST_NAME)):
+        return
+    try:
+        inputs = {identity for identity in map(_identity, input_files) if identity is not None}
+        own, _ = _own_files(output)
+        delete([path for path in own if _identity(path) not in inputs])
+        delete_tree(join(output, TMP_DIR))
+        for name in (sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR):
+            try:
+                os.rmdir(join(output, name))
+            except OSError:  # absent, or holds other files: left as it is
+                pass
+    except Exception as exc:  # noqa: BLE001 - the job's own failure is what the user must see
+        LOG.warning("chatshards: could not remove the unfinished run's files in %s: %s", output, exc)

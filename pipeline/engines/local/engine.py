@@ -41,7 +41,7 @@ from pipeline.engines.local.parts import (
     shard_count,
     write_tasks,
 )
-from pipeline.engines.local.workers import WorkerPool, key_worker_main
+from pipeline.engines.local.workers import DEFAULT_TIMEOUT_S, WorkerPool, key_worker_main
 from pipeline.io.chunks import SPILL, store_folder
 from pipeline.io.spill import CHUNK_BYTES, read_spilled, spill_batches
 from pipeline.io.trace import mark
@@ -58,9 +58,10 @@ from transforms.audit.duplicates import HashGroups
 SPILL_CHUNK_BYTES = 256 * 1024
 
 
-def run_locally(plan: JobPlan, *, workers: int = 1) -> dict:
+def run_locally(plan: JobPlan, *, workers: int = 1, worker_timeout: float = DEFAULT_TIMEOUT_S) -> dict:
     """Run the job of ``plan`` without Beam on ``workers`` processes (1: this process only); returns the
-    manifest. ``plan.files`` must be the matched local input files and ``plan.output`` a local folder that
+    manifest. ``worker_timeout``: seconds a worker may show no sign of life before the job fails.
+    ``plan.files`` must be the matched local input files and ``plan.output`` a local folder that
     :func:`pipeline.launch.output_folder.claim_output` prepared. Raises
     :class:`~pipeline.engines.local.workers.WorkerFailed` (and writes no manifest) when a worker fails or dies."""
     if plan.files is None:
@@ -72,7 +73,7 @@ def run_locally(plan: JobPlan, *, workers: int = 1) -> dict:
     if plan.dedup:
         batches = list(spill_batches(batches, folder=store_folder(plan.output, SPILL),
                                      chunk_bytes=SPILL_CHUNK_BYTES if workers > 1 else CHUNK_BYTES))
-        dropped, duplicate_rejections = _find_duplicates(plan, batches, workers)
+        dropped, duplicate_rejections = _find_duplicates(plan, batches, workers, worker_timeout)
     # 3. build rows, 4. write the shards and rejected files
     if workers <= 1:
         spilled = map(read_spilled, batches) if plan.dedup else batches
@@ -80,7 +81,8 @@ def run_locally(plan: JobPlan, *, workers: int = 1) -> dict:
     else:
         refs = batches if plan.dedup else spill_batches(batches, folder=store_folder(plan.output, SPILL),
                                                         chunk_bytes=SPILL_CHUNK_BYTES)
-        parts, written, num_shards = _build_and_write_in_workers(plan, refs, dropped, duplicate_rejections, workers)
+        parts, written, num_shards = _build_and_write_in_workers(plan, refs, dropped, duplicate_rejections, workers,
+                                                                 worker_timeout)
     shards, rejected_files = collect_written(written)
     # 5. audit
     sections = [_write_audit(plan, parts)] if plan.audit else []
@@ -104,12 +106,12 @@ class InputReader:
                 yield batch
 
 
-def _find_duplicates(plan: JobPlan, refs: list, workers: int) -> tuple[frozenset, list[dict]]:
+def _find_duplicates(plan: JobPlan, refs: list, workers: int, timeout: float) -> tuple[frozenset, list[dict]]:
     """``(sort keys of the records to drop, their rejections)`` from the spilled batches ``refs``: keys by
     forked workers (which then exit) or in this process."""
     if workers > 1:
         entries: list = []
-        pool = WorkerPool(plan, workers, frozenset(), target=key_worker_main)
+        pool = WorkerPool(plan, workers, frozenset(), target=key_worker_main, timeout=timeout)
         try:
             pool.build_phase(refs, lambda kind, value: entries.extend(value) if kind == "keys" else None)
             pool.join()
@@ -138,9 +140,9 @@ def _build_and_write_here(plan: JobPlan, batches: Iterable[list], dropped: froze
 
 
 def _build_and_write_in_workers(plan: JobPlan, refs: Iterable, dropped: frozenset, duplicate_rejections: list,
-                                n: int):
+                                n: int, timeout: float):
     """Steps 3 and 4 on ``n`` forked workers (which inherit the loaded tokenizer): ``(parts, written, num_shards)``."""
-    pool = WorkerPool(plan, n, dropped)
+    pool = WorkerPool(plan, n, dropped, timeout=timeout)
     progress = Progress(who=f"{n} worker processes")
     parts: list[BuildPart] = []
     written: list[tuple] = []
