@@ -7,7 +7,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from task_testing import BEAM, C4, WIKI_TXT, WMT16, XSUM, manifest, run, tree_digest
+from task_testing import BEAM, C4, WIKI_TXT, WMT16, XSUM, bert_folder, manifest, run, tree_digest
 
 
 def parse(argv):
@@ -56,7 +56,9 @@ def test_the_flex_template_metadata_lists_the_task_flags():
     from chatshards_testing import REPO
 
     names = {p["name"] for p in json.loads((REPO / "deploy" / "metadata.json").read_text())["parameters"]}
-    assert {"task", "group_texts", "group_remainder", "text_file_unit", "no_eos"} <= names
+    assert {"task", "group_texts", "group_remainder", "text_file_unit", "no_eos", "source_lang", "target_lang",
+            "source_prefix", "max_source_length", "max_target_length", "decoder_start_token_id",
+            "whole_word_mask"} <= names
 
 
 def test_the_task_spec_is_small_picklable_and_chat_by_default():
@@ -107,13 +109,16 @@ ENGINE_CASES = {
     "seq2seq": ["--task", "seq2seq", "--input", str(XSUM), "--input", str(WMT16), "--source-lang", "en",
                 "--target-lang", "ro", "--field-map", "source=document,target=summary", "--max-source-length", "64",
                 "--max-target-length", "16", "--source-prefix", "summarize: ", "--dedup", "--num-shards", "2"],
+    "mlm-grouped": ["--task", "mlm", "--input", str(C4), "--input", str(WIKI_TXT), "--tokenizer", "BERT",
+                    "--group-texts", "96", "--batch-size", "7", "--whole-word-mask", "--dedup", "--num-shards", "2"],
+    "mlm-rows": ["--task", "mlm", "--input", str(C4), "--tokenizer", "BERT", "--max-length", "64"],
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(ENGINE_CASES))
 def test_every_task_writes_the_same_bytes_on_both_engines_and_any_worker_count(tmp_path, case):
-    args = ENGINE_CASES[case]
+    args = [bert_folder() if arg == "BERT" else arg for arg in ENGINE_CASES[case]]
     assert run([*args, "--output", str(tmp_path / "beam"), *BEAM]) == 0
     reference = tree_digest(tmp_path / "beam")
     assert "manifest.json" in reference and any(k.startswith("data/") for k in reference)

@@ -24,6 +24,7 @@ from .batching import LengthGroupedBatchSampler, TokenBudgetBatchSampler, paddin
 from .collate import Batch, Collator, CollatorConfig, RowLayout
 from .dataset import ShardDataset
 from .heads import COLLATORS as TASK_COLLATORS
+from .mlm import MaskingCollator, epoch_callback
 from .partition import (
     ResumableDataLoader,
     ShardIterableDataset,
@@ -57,4 +58,6 @@ __all__ = [
     "write_synthetic_dataset",
     "TASK_COLLATORS",
     "Seq2SeqCollator",
+    "MaskingCollator",
+    "epoch_callback",
 ]

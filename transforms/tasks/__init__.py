@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from transforms.tasks.base import Task, TaskFigures, TaskFlag, TaskOptions
 from transforms.tasks.chat import ChatTask
+from transforms.tasks.mlm import MlmTask
 from transforms.tasks.seq2seq import Seq2SeqTask
 from transforms.tasks.text import TextTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (ChatTask, TextTask, Seq2SeqTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (ChatTask, TextTask, Seq2SeqTask, MlmTask)}
 
 
 def task_class(name: str):
@@ -47,5 +48,5 @@ def task_flags() -> dict[str, tuple[TaskFlag, list[str]]]:
     return flags
 
 
-__all__ = ["TASKS", "ChatTask", "Seq2SeqTask", "Task", "TaskFigures", "TaskFlag", "TaskOptions",
+__all__ = ["TASKS", "ChatTask", "MlmTask", "Seq2SeqTask", "Task", "TaskFigures", "TaskFlag", "TaskOptions",
            "TextTask", "task_class", "task_flags"]
