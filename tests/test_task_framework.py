@@ -126,3 +126,35 @@ def test_every_task_writes_the_same_bytes_on_both_engines_and_any_worker_count(t
         out = tmp_path / f"local-{workers}"
         assert run([*args, "--output", str(out), "--workers", str(workers)]) == 0
         assert tree_digest(out) == reference, workers
+
+
+@pytest.mark.parametrize("case", ["text", "seq2seq", "mlm"])
+def test_the_audit_command_recomputes_the_jobs_stats_and_inspect_shows_rows(tmp_path, capsys, case):
+    import json
+    import shutil
+
+    from pipeline.audit import main as audit_main
+    from pipeline.inspect import main as inspect_main
+
+    args = {"text": ["--task", "text", "--input", str(C4), "--group-texts", "128", "--group-remainder", "drop",
+                     "--batch-size", "5"],
+            "seq2seq": ["--task", "seq2seq", "--input", str(XSUM), "--field-map", "source=document,target=summary",
+                        "--max-source-length", "64"],
+            "mlm": ["--task", "mlm", "--input", str(WIKI_TXT), "--tokenizer", "BERT", "--max-length", "128",
+                    "--whole-word-mask"]}[case]
+    args = [bert_folder() if arg == "BERT" else arg for arg in args]
+    out = tmp_path / "out"
+    assert run([*args, "--output", str(out), "--workers", "1"]) == 0
+    stats = json.loads((out / "audit" / "stats.json").read_text())
+    assert stats["task"]["name"] == case and manifest(out)["audit"]["task"] == stats["task"]["summary"]
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "audit")
+    assert audit_main([str(copy)]) == 0 and audit_main([str(out), "--check"]) == 0
+    recomputed = json.loads((copy / "audit" / "stats.json").read_text())
+    assert {k: v for k, v in recomputed.items() if k != "computed_by"} == \
+        {k: v for k, v in stats.items() if k != "computed_by"}
+    capsys.readouterr()
+    assert inspect_main([str(out), "--n", "1", "--color", "never", "--ids"]) == 0
+    shown = capsys.readouterr().out
+    assert f"· {case} ·" in shown and "input_ids: [" in shown
