@@ -17,7 +17,9 @@ Modules (one concept each):
 - :mod:`.vision`     ``VisionCollator``: ``pixel_values``/``image_grid_thw`` for image rows
 - :mod:`.synthetic`  ``write_synthetic_dataset``: a small valid dataset folder for tests and examples
 - :mod:`.heads`      the collator of each task (``Collator.from_manifest`` picks it from ``manifest["task"]``);
-  :mod:`.text_lm` (``text``) and the other tasks' modules register theirs
+  :mod:`.text_lm` (``text``: the plain ``Collator``), :mod:`.seq2seq` (``Seq2SeqCollator``: labels -100,
+  ``decoder_input_ids``), :mod:`.mlm` (``MaskingCollator``: masks at run time per (seed, epoch, row);
+  ``epoch_callback`` for transformers' Trainer, the one helper that imports transformers, when called)
 """
 from ..shard_format import IGNORE_INDEX, ManifestError
 from .batching import LengthGroupedBatchSampler, TokenBudgetBatchSampler, padding_fraction
