@@ -128,6 +128,7 @@ def test_every_task_writes_the_same_bytes_on_both_engines_and_any_worker_count(t
         assert tree_digest(out) == reference, workers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["text", "seq2seq", "mlm"])
 def test_the_audit_command_recomputes_the_jobs_stats_and_inspect_shows_rows(tmp_path, capsys, case):
     import json
