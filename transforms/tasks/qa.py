@@ -171,7 +171,11 @@ class QAEncoder:
 def answer_positions(offsets: Sequence[tuple[int, int]], sequence_ids: Sequence[int | None], *, context_sequence: int,
                      start_char: int, end_char: int, cls_index: int) -> tuple[int, int, bool]:
     """``(start_position, end_position, inside)``: the tokens holding ``[start_char, end_char)`` of the
-    context when the window holds all of it, else ``(cls_index, cls_index, False)``."""
+    context when the window holds all of it, else ``(cls_index, cls_index, False)``.
+
+    ``run_qa.py``'s start scan, one difference: it stops at the window's last context token. The script
+    runs on into the closing special token (whose offsets are ``(0, 0)``) and the padding, so an answer
+    that starts on a window's last context token gets the last position of the row as its start."""
     first = 0
     while sequence_ids[first] != context_sequence:
         first += 1
@@ -180,7 +184,8 @@ def answer_positions(offsets: Sequence[tuple[int, int]], sequence_ids: Sequence[
         last -= 1
     if not (offsets[first][0] <= start_char and offsets[last][1] >= end_char):
         return cls_index, cls_index, False
-    while first < len(offsets) and offsets[first][0] <= start_char:
+    context_end = last
+    while first <= context_end and offsets[first][0] <= start_char:  # run_qa.py scans on past the context
         first += 1
     while offsets[last][1] >= end_char:
         last -= 1
