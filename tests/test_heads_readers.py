@@ -32,7 +32,8 @@ def test_mrpc_tsv_keeps_quote_characters_and_crlf():
     records = list(iter_delimited_records(open(DATA / "mrpc_train.tsv", "rb"), source="t", delimiter="\t"))
     assert len(records) == 6 and all(r.ok for r in records)
     assert records[0].value["Quality"] == "1"
-    assert records[0].value["#2 String"] == '" The foodservice pie business does not fit our long-term growth strategy .'
+    assert records[0].value["#2 String"] == ('" The foodservice pie business does not fit our long-term growth '
+                                             'strategy .')
     assert records[1].value["#2 String"].count('"') == 2
     assert not any("\r" in v for r in records for v in r.value.values())
 

@@ -78,7 +78,8 @@ def iter_delimited_records(stream: BinaryIO, *, source: str, delimiter: str) -> 
             if header is None:
                 yield counter.bad(text, f"the header row cannot be read: {exc}", INVALID_CONTENT)
                 return
-            yield counter.bad(text, f"line {reader.line_num}: {exc}", TRUNCATED_INPUT if end_of_file else INVALID_CONTENT)
+            code = TRUNCATED_INPUT if end_of_file else INVALID_CONTENT
+            yield counter.bad(text, f"line {reader.line_num}: {exc}", code)
             if end_of_file:
                 return
             continue

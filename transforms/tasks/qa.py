@@ -143,7 +143,8 @@ class QAEncoder:
                                 "for the context (the question is never truncated)")
             else:
                 (batch if room > self.doc_stride else tight).append(k)
-        for k, encoding in zip(batch, self.windowed.encode_batch([self._pair(items[k]) for k in batch]) if batch else []):
+        windowed = self.windowed.encode_batch([self._pair(items[k]) for k in batch]) if batch else []
+        for k, encoding in zip(batch, windowed):
             out[k] = EncodedQA(features=(encoding, *encoding.overflowing))
         for k in tight:  # room for the context, but not more than --doc-stride: fine unless it needs windows
             try:
@@ -195,8 +196,10 @@ def answer_positions(offsets: Sequence[tuple[int, int]], sequence_ids: Sequence[
 def qa_feature_columns(encoder: QAEncoder, encoded: EncodedQA, example: QAExample, example_id: str) -> list[dict]:
     """The task columns of each feature of one record: ``input_ids`` (int32), ``token_type_ids`` (int8,
     where defined), ``start_positions``/``end_positions`` (int32), ``offset_mapping`` (per token a
-    ``[start, end]`` pair of context characters, ``None`` elsewhere), ``example_id``, ``answer_in_window``,
-    ``feature_index``, ``num_features``, ``length``."""
+    ``[start, end]`` pair of context characters, ``None`` elsewhere), ``example_id``, ``answer_in_window``
+    (this window holds the answer), ``feature_index``, ``num_features``, ``answerable`` and
+    ``answer_windows`` (the example's: how many of its windows hold the answer; 0 for an answerable
+    example means its answer was lost to windowing), ``length``."""
     rows = []
     for number, encoding in enumerate(encoded.features):
         ids = encoding.ids
@@ -220,6 +223,10 @@ def qa_feature_columns(encoder: QAEncoder, encoded: EncodedQA, example: QAExampl
         row["answer_in_window"] = bool(inside)
         row["feature_index"] = number
         row["num_features"] = len(encoded.features)
+        row["answerable"] = example.answerable
         row["length"] = len(ids)
         rows.append(row)
+    windows = sum(row["answer_in_window"] for row in rows)
+    for row in rows:
+        row["answer_windows"] = windows
     return rows

@@ -225,8 +225,8 @@ class WordsEncoder:
 def token_classification_columns(encoded: EncodedWords, tag_ids: np.ndarray, *, label_all_tokens: bool,
                                  b_to_i: np.ndarray | None, token_type_ids: bool) -> dict[str, Any]:
     """The task columns of one row: ``input_ids`` (int32), ``token_type_ids`` (int8, where defined),
-    ``labels`` (int32 per token, -100 where no loss), ``length``, ``truncated_tokens``,
-    ``words_truncated``."""
+    ``labels`` (int32 per token, -100 where no loss), ``length``, ``truncated_tokens``, ``num_words``,
+    ``words_truncated`` (words that lost every token to truncation, so their tag is not trained)."""
     encoding = encoded.encoding
     input_ids = np.asarray(encoding.ids, dtype=np.int32)
     row: dict[str, Any] = {"input_ids": input_ids}
@@ -235,5 +235,6 @@ def token_classification_columns(encoded: EncodedWords, tag_ids: np.ndarray, *, 
     row["labels"] = align_labels(encoding.word_ids, tag_ids, label_all_tokens=label_all_tokens, b_to_i=b_to_i)
     row["length"] = len(input_ids)
     row["truncated_tokens"] = encoded.full_length - len(input_ids)
+    row["num_words"] = len(tag_ids)
     row["words_truncated"] = encoded.words_truncated
     return row
