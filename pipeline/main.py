@@ -25,6 +25,7 @@ from pipeline.input_files import launch_problem, list_input_sizes, not_regular_r
 from pipeline.output_folder import OutputLock, check_inputs_outside_output, check_output_target, prepare_output
 from pipeline.plan import JobPlan, load_vision, make_plan
 from pipeline.remote import load_job_tokenizer, share_job_tokenizer
+from pipeline.steps.scan import resolve_task_options
 from pipeline.time_limit import LaunchCheckTimeout, call_with_time_limit
 from pipeline.trace import mark
 from transforms import shard_format as sf
@@ -238,6 +239,7 @@ def plan_job(job: JobArgs) -> JobPlan:
         sizes = list_input_sizes(job.inputs) if job.validate_inputs else None
         files = sorted(sizes) if sizes is not None else None
         check_input_files(files)
+        job = resolve_task_options(job, files)  # a label map built from the data (classification, NER)
         if sizes is not None:
             check_num_shards_for_input(job.num_shards, sum(sizes.values()))
         vision = load_vision(job, tokenizer)  # --processor: its family config

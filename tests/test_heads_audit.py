@@ -11,9 +11,9 @@ import test_heads_qa as qa
 import test_heads_token_classification as token_classification
 from encoder_head_references import DATA, minilm_tokenizer
 
-from transforms.audit.encoder_heads import ClassificationFigures, QAFigures, TokenClassificationFigures
-from transforms.tasks.classification import LabelSpace
-from transforms.tasks.token_classification import TagSpace
+from transforms.tasks.classification import ClassificationFigures, LabelSpace
+from transforms.tasks.qa import QAFigures
+from transforms.tasks.token_classification import TagSpace, TokenClassificationFigures
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,8 @@ def halves(make, rows, rejections=()):
     for k, item in enumerate(rejections):
         whole.add_rejection(item)
         (first if k % 2 else second).add_rejection(item)
-    assert second.merge(first).to_dict() == whole.to_dict()
-    return whole.to_dict()
+    assert second.merge(first).to_json() == whole.to_json()
+    return whole.to_json()
 
 
 def test_class_balance_and_unmapped_labels(tok):

@@ -19,7 +19,8 @@ This is how GLUE ships MRPC and STS-B (``train.tsv``: ``Quality``, ``#1 String``
 from __future__ import annotations
 
 import csv
-from typing import BinaryIO, Iterator
+import functools
+from typing import BinaryIO, Callable, Iterator
 
 from transforms.errors import INVALID_CONTENT, TRUNCATED_INPUT
 from transforms.reading.record import RawRecord, RecordCounter
@@ -111,3 +112,22 @@ def _header_problem(cells: list[str]) -> str | None:
     if twice:
         return f"the header row names column(s) {', '.join(map(repr, twice))} more than once"
     return None
+
+
+def file_suffix(path: str) -> str:
+    """The lower-case extension of ``path`` after any compression suffix (``a.tsv.gz`` -> ``.tsv``)."""
+    from transforms.reading.plain_text import _COMPRESSION_SUFFIXES
+
+    name = str(path).lower()
+    for suffix in _COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    dot = name.rfind(".")
+    return name[dot:] if dot > name.rfind("/") else ""
+
+
+def delimited_file_reader(path: str) -> Callable[..., Iterator[RawRecord]] | None:
+    """The reader of a ``.csv`` / ``.tsv`` file (also compressed), ``None`` for other files."""
+    delimiter = {".csv": ",", ".tsv": "\t"}.get(file_suffix(path))
+    return None if delimiter is None else functools.partial(iter_delimited_records, delimiter=delimiter)

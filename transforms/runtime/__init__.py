@@ -14,6 +14,8 @@ Modules (one concept each):
   rank/worker partitioning, mid-epoch resume
 - :mod:`.batching`   ``LengthGroupedBatchSampler``/``TokenBudgetBatchSampler``/``padding_fraction``
 - :mod:`.collate`    ``Collator``/``CollatorConfig``/``Batch``: padded and padding-free batches
+- :mod:`.encoder_collate` ``SequenceClassificationCollator``/``TokenClassificationCollator``/
+  ``QuestionAnsweringCollator``: encoder heads (classification, NER, extractive QA)
 - :mod:`.vision`     ``VisionCollator``: ``pixel_values``/``image_grid_thw`` for image rows
 - :mod:`.synthetic`  ``write_synthetic_dataset``: a small valid dataset folder for tests and examples
 - :mod:`.heads`      the collator of each task (``Collator.from_manifest`` picks it from ``manifest["task"]``);
@@ -23,6 +25,12 @@ from ..shard_format import IGNORE_INDEX, ManifestError
 from .batching import LengthGroupedBatchSampler, TokenBudgetBatchSampler, padding_fraction
 from .collate import Batch, Collator, CollatorConfig, RowLayout
 from .dataset import ShardDataset
+from .encoder_collate import (
+    EncoderCollatorConfig,
+    QuestionAnsweringCollator,
+    SequenceClassificationCollator,
+    TokenClassificationCollator,
+)
 from .heads import COLLATORS as TASK_COLLATORS
 from .partition import (
     ResumableDataLoader,
@@ -57,4 +65,8 @@ __all__ = [
     "write_synthetic_dataset",
     "TASK_COLLATORS",
     "Seq2SeqCollator",
+    "EncoderCollatorConfig",
+    "SequenceClassificationCollator",
+    "TokenClassificationCollator",
+    "QuestionAnsweringCollator",
 ]

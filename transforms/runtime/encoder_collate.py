@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from ..shard_format import IGNORE_INDEX
-from .collate import Batch
+from .collate import Batch, manifest_options
+from .heads import register_collator
 
 __all__ = ["EncoderCollatorConfig", "QuestionAnsweringCollator", "SequenceClassificationCollator",
            "TokenClassificationCollator"]
@@ -143,14 +144,19 @@ class _EncoderCollator:
         return batch, starts, width
 
     @classmethod
-    def from_tokenizer_info(cls, info: Mapping[str, Any], **options: Any):
-        """A collator from a manifest's ``tokenizer`` entry (pad id, vocabulary size, padding side)."""
-        base = {"pad_token_id": info.get("pad_token_id", 0) or 0}
-        if info.get("vocab_size"):
-            base["vocab_size"] = int(info["vocab_size"])
-        if info.get("pad_token_type_id") is not None:
-            base["pad_token_type_id"] = int(info["pad_token_type_id"])
-        return cls(EncoderCollatorConfig(**{**base, **options}))
+    def from_manifest_dict(cls, manifest: Mapping[str, Any], options: Mapping[str, Any]):
+        """A collator for a dataset: the pad id and pad token type id of its ``task`` section, the vocabulary
+        size of its tokenizer (explicit ``options`` win)."""
+        options = dict(options)
+        section = manifest.get("task") or {}
+        for key in ("pad_token_id", "pad_token_type_id"):
+            if key not in options and section.get(key) is not None:
+                options[key] = int(section[key])
+        resolved = manifest_options(manifest, {k: options[k] for k in ("pad_token_id", "vocab_size") if k in options})
+        options.setdefault("pad_token_id", resolved["pad_token_id"])
+        if resolved.get("vocab_size") is not None:
+            options.setdefault("vocab_size", resolved["vocab_size"])
+        return cls(EncoderCollatorConfig(**options))
 
 
 def _target(feature: Mapping[str, Any], row: int, *names: str) -> Any:
@@ -215,3 +221,18 @@ class QuestionAnsweringCollator(_EncoderCollator):
                                  f"{int(lengths[bad[0]])} tokens")
             batch[name] = torch.from_numpy(values + starts)
         return batch
+
+
+@register_collator("classification")
+def classification_collator(manifest: Mapping[str, Any], options: dict) -> SequenceClassificationCollator:
+    return SequenceClassificationCollator.from_manifest_dict(manifest, options)
+
+
+@register_collator("token-classification")
+def token_classification_collator(manifest: Mapping[str, Any], options: dict) -> TokenClassificationCollator:
+    return TokenClassificationCollator.from_manifest_dict(manifest, options)
+
+
+@register_collator("qa")
+def qa_collator(manifest: Mapping[str, Any], options: dict) -> QuestionAnsweringCollator:
+    return QuestionAnsweringCollator.from_manifest_dict(manifest, options)

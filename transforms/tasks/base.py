@@ -255,6 +255,20 @@ class Task:
         return None
 
     @classmethod
+    def needs_scan(cls, options: TaskOptions) -> bool:
+        """Whether the job must read every record's example at launch to complete ``options`` (a label map
+        built from the data, as ``run_glue.py``/``run_ner.py`` build theirs): see :meth:`resolve_options`."""
+        return False
+
+    @classmethod
+    def resolve_options(cls, options: TaskOptions, examples) -> TaskOptions:
+        """``options`` completed from the parsed examples of every input record (records that do not parse are
+        left out: the job rejects them later). Runs once, at launch, only when :meth:`needs_scan` says so, so the
+        options every step receives (and the fingerprint and the manifest record) are final. ``ValueError``:
+        the examples cannot complete the options (a configuration error)."""
+        return options
+
+    @classmethod
     def shard_fields(cls, options: TaskOptions, tokenize_options) -> tuple:
         """The Arrow fields the task adds after :data:`transforms.shard_format.TASK_BASE_FIELDS`."""
         return ()

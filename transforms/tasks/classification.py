@@ -28,20 +28,40 @@ is rejected as ``too_long``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from transforms import errors
 from transforms.errors import RecordRejected
+from transforms.reading.delimited import delimited_file_reader
+from transforms.tasks.base import (
+    Task,
+    TaskFigures,
+    TaskFlag,
+    TaskOptions,
+    check_choice,
+    content_digest,
+    normalized_text,
+)
 from transforms.tasks.encoder_heads import (
+    ENCODER_TRUNCATION,
+    LABEL_FLAGS,
     Failed,
+    check_labels_option,
+    encoder_row,
     field_value,
+    max_length_of,
     own_backend,
     special_tokens_added,
+    tokenizer_entries,
+    top_counts,
     truncation_side,
     uses_token_type_ids,
 )
@@ -281,12 +301,12 @@ class PairEncoder:
     ``encode`` never raises for one item: an item that cannot fit is a :class:`Failed` (``too_long``).
     """
 
-    def __init__(self, tokenizer, *, max_length: int, truncation: str = "longest_first"):
+    def __init__(self, tokenizer, *, max_length: int, truncation: str = "longest_first", side: str | None = None):
         if truncation not in PAIR_TRUNCATION:
             raise ValueError(f"truncation must be one of {', '.join(PAIR_TRUNCATION)}, not {truncation!r}")
         self.max_length = max_length
         self.truncation = truncation
-        self.side = truncation_side(tokenizer)
+        self.side = side or truncation_side(tokenizer)
         self.added_single = special_tokens_added(tokenizer, pair=False)
         self.added_pair = special_tokens_added(tokenizer, pair=True)
         if max_length <= self.added_pair:
@@ -333,3 +353,240 @@ def classification_columns(encoded: EncodedText, label: int | float | np.ndarray
     row["length"] = len(input_ids)
     row["truncated_tokens"] = encoded.full_length - len(input_ids)
     return row
+
+
+# -- audit -------------------------------------------------------------------------------------------
+class ClassificationFigures(TaskFigures):
+    """Audit of classification rows: class balance (rows per class; per class and labels per row for
+    multi-label; range and a histogram rounded to one decimal for regression), truncated rows, and the
+    unmapped labels (values of ``unmapped_label`` rejections, with counts)."""
+
+    def __init__(self, label_space, field_map: Mapping[str, str] | None = None):
+        self.space = label_space
+        self.field_map = dict(field_map or {})
+        self.rows = 0
+        self.truncated = 0
+        self.classes: Counter = Counter()
+        self.labels_per_row: Counter = Counter()
+        self.low = math.inf
+        self.high = -math.inf
+        self.rounded: Counter = Counter()
+        self.unmapped: Counter = Counter()
+
+    def _name(self, class_id: int) -> str:
+        return self.space.names[class_id] if self.space.names else str(class_id)
+
+    def add_row(self, row: Mapping[str, Any]) -> None:
+        self.rows += 1
+        self.truncated += int(row.get("truncated_tokens", 0) > 0)
+        label = row["labels"]
+        if self.space.problem_type == REGRESSION:
+            value = float(label)
+            self.low, self.high = min(self.low, value), max(self.high, value)
+            self.rounded[f"{round(value, 1):.1f}"] += 1
+        elif self.space.problem_type == MULTI_LABEL:
+            hot = np.flatnonzero(np.asarray(label) > 0)
+            self.labels_per_row[str(len(hot))] += 1
+            for class_id in hot:
+                self.classes[self._name(int(class_id))] += 1
+        else:
+            self.classes[self._name(int(label))] += 1
+
+    def add_rejection(self, item: Mapping[str, Any]) -> None:
+        if item.get("reason") != errors.UNMAPPED_LABEL:
+            return
+        try:
+            label = parse_classification(item.get("record"), self.field_map).label
+        except RecordRejected:
+            return
+        for value in label if isinstance(label, (list, tuple)) else [label]:
+            try:
+                self.space.encode([value] if isinstance(label, (list, tuple)) else value)
+            except RecordRejected:
+                self.unmapped[str(value)] += 1
+
+    def merge(self, other: "ClassificationFigures") -> "ClassificationFigures":
+        self.rows += other.rows
+        self.truncated += other.truncated
+        for mine, theirs in ((self.classes, other.classes), (self.labels_per_row, other.labels_per_row),
+                             (self.rounded, other.rounded), (self.unmapped, other.unmapped)):
+            mine.update(theirs)
+        self.low, self.high = min(self.low, other.low), max(self.high, other.high)
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"problem_type": self.space.problem_type, "rows": self.rows,
+                               "truncated_rows": self.truncated}
+        if self.space.problem_type == REGRESSION:
+            out["label_min"] = None if not self.rows else self.low
+            out["label_max"] = None if not self.rows else self.high
+            out["label_histogram"] = dict(sorted(self.rounded.items(), key=lambda kv: float(kv[0])))
+        else:
+            names = list(self.space.names) or [str(i) for i in range(self.space.num_labels)]
+            out["class_balance"] = {name: self.classes.get(name, 0) for name in names}
+            if self.space.problem_type == MULTI_LABEL:
+                out["labels_per_row"] = dict(sorted(self.labels_per_row.items(), key=lambda kv: int(kv[0])))
+        out["unmapped_labels"] = top_counts(self.unmapped)
+        out["unmapped_label_records"] = sum(self.unmapped.values())
+        return out
+
+    def sample_view(self, row: Mapping[str, Any]):
+        """The tokens, none marked trained (the label belongs to the whole sequence)."""
+        ids = np.asarray(row["input_ids"])
+        return ids, np.full(len(ids), -100)
+
+    def summary(self) -> dict[str, Any]:
+        out = self.to_json()
+        out.pop("label_histogram", None)
+        out.pop("unmapped_labels", None)
+        return out
+
+
+# -- the task ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ClassificationOptions(TaskOptions):
+    """Options of ``--task classification``.
+
+    Attributes:
+        labels: the class names in id order (``--labels``); when not given, the job's label scan fills them
+            (class names) or leaves them ``None`` (class ids, scores, multi-hot lists).
+        problem_type: one of :data:`PROBLEM_TYPES` (``--problem-type``); inferred by the scan when not given
+            (``--labels`` alone means single-label).
+        num_labels: the model's ``num_labels`` (``--num-labels``; from ``--labels`` or the scan otherwise).
+        pair_truncation: ``longest_first``, ``only_first`` or ``only_second`` (``--pair-truncation``).
+    """
+
+    FIELDS = ("text", "text_pair", "label")
+
+    labels: tuple[str, ...] | None = None
+    problem_type: str | None = None
+    num_labels: int | None = None
+    pair_truncation: str = "longest_first"
+
+    def validate(self) -> None:
+        check_labels_option(self)
+        if self.problem_type is not None:
+            check_choice("--problem-type", self.problem_type, PROBLEM_TYPES)
+        elif self.labels is not None:
+            object.__setattr__(self, "problem_type", SINGLE_LABEL)
+        if self.problem_type == REGRESSION:
+            if self.num_labels not in (None, 1) or self.labels is not None:
+                raise ValueError("--problem-type regression has one label and no --labels")
+            object.__setattr__(self, "num_labels", 1)
+        check_choice("--pair-truncation", self.pair_truncation, PAIR_TRUNCATION)
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the label space is known (else the job scans the records' labels at launch)."""
+        return self.problem_type is not None and self.num_labels is not None
+
+    def label_space(self) -> LabelSpace:
+        if not self.resolved:
+            raise ValueError("the label space is not known yet (the job scans the labels at launch)")
+        return LabelSpace(problem_type=self.problem_type, names=self.labels or (), num_labels=self.num_labels)
+
+
+CLASSIFICATION_FLAGS = LABEL_FLAGS + (
+    TaskFlag("problem-type", "problem_type", choices=PROBLEM_TYPES,
+             help="classification: single_label_classification, multi_label_classification or regression "
+                  "(default: inferred from the labels)"),
+    TaskFlag("pair-truncation", "pair_truncation", choices=PAIR_TRUNCATION,
+             help="classification: how a sentence pair is cut to --max-length: longest_first (default), "
+                  "only_first, only_second (transformers' truncation strategies)"),
+)
+
+
+@dataclass(frozen=True)
+class PendingExample:
+    raw: Any
+    example: ClassificationExample
+    label: Any
+
+
+class ClassificationTask(Task):
+    """Sequence-classification rows (see the module docstring)."""
+
+    name = "classification"
+    options_class = ClassificationOptions
+    flags = CLASSIFICATION_FLAGS
+    default_max_length = 128  # run_glue.py's --max_seq_length
+
+    @classmethod
+    def check_config(cls, options: ClassificationOptions, tokenize_options) -> None:
+        super().check_config(options, tokenize_options)
+        check_choice("--truncation", tokenize_options.truncation, ENCODER_TRUNCATION)
+
+    @classmethod
+    def check_tokenizer(cls, options, tokenizer) -> None:
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"--task {cls.name} needs a tokenizer with a pad token (the collator pads with it)")
+
+    @classmethod
+    def parse(cls, value, options: ClassificationOptions, format_options) -> ClassificationExample:
+        return parse_classification(value, options.field_map)
+
+    @classmethod
+    def content_key(cls, example: ClassificationExample, options) -> str:
+        pair = None if example.text_pair is None else normalized_text(example.text_pair)
+        return content_digest([normalized_text(example.text), pair, example.label])
+
+    @classmethod
+    def file_layout(cls, path: str, options):
+        return delimited_file_reader(path)
+
+    @classmethod
+    def needs_scan(cls, options: ClassificationOptions) -> bool:
+        return not options.resolved
+
+    @classmethod
+    def resolve_options(cls, options: ClassificationOptions, examples) -> ClassificationOptions:
+        space = label_space_from_values((e.label for e in examples), labels=options.labels,
+                                        problem_type=options.problem_type)
+        return dataclasses.replace(options, labels=space.names or None, problem_type=space.problem_type,
+                                   num_labels=options.num_labels or space.num_labels)
+
+    @classmethod
+    def shard_fields(cls, options: ClassificationOptions, tokenize_options) -> tuple:
+        label = {SINGLE_LABEL: pa.int32(), REGRESSION: pa.float32()}.get(options.problem_type,
+                                                                          pa.list_(pa.float32()))
+        return (pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+                pa.field("token_type_ids", pa.list_(pa.int8()), nullable=False),
+                pa.field("labels", label, nullable=False))
+
+    @classmethod
+    def figures(cls, options: ClassificationOptions) -> ClassificationFigures:
+        return ClassificationFigures(options.label_space(), options.field_map)
+
+    @classmethod
+    def manifest_section(cls, options: ClassificationOptions, tokenizer, tokenize_options) -> dict[str, Any]:
+        entries = tokenizer_entries(tokenizer)
+        columns = ["input_ids", "token_type_ids", "labels"] if entries["token_type_ids"] else ["input_ids", "labels"]
+        return {"name": cls.name, "options": options.to_json(), "columns": columns, "collator": cls.name,
+                "max_length": max_length_of(tokenize_options, tokenizer, cls.default_max_length),
+                **options.label_space().to_manifest(), **entries}
+
+    def __init__(self, *, tokenizer, options, task_options: ClassificationOptions | None = None, images=None):
+        super().__init__(tokenizer=tokenizer, options=options, task_options=task_options, images=images)
+        self.check_config(self.task_options, options)
+        self.space = self.task_options.label_space()
+        self.max_length = max_length_of(options, tokenizer, self.default_max_length)
+        self.drop = options.truncation == "drop"
+        self.encoder = PairEncoder(tokenizer, max_length=self.max_length, truncation=self.task_options.pair_truncation,
+                                   side="left" if options.truncation == "left" else "right")
+
+    def prepare(self, raw, example: ClassificationExample) -> list[PendingExample]:
+        return [PendingExample(raw, example, self.space.encode(example.label))]
+
+    def texts(self, pending: PendingExample):
+        return ((pending.example.text, pending.example.text_pair),)
+
+    def finish(self, pending: PendingExample, encoded) -> dict[str, Any]:
+        if isinstance(encoded, Failed):
+            encoded.raise_()
+        if self.drop and encoded.full_length > self.max_length:
+            raise RecordRejected(errors.TOO_LONG, f"the record has {encoded.full_length} tokens, more than "
+                                 f"--max-length {self.max_length} (--truncation drop)")
+        columns = classification_columns(encoded, pending.label, token_type_ids=True)
+        columns = {key: columns[key] for key in ("input_ids", "token_type_ids", "labels")}
+        return encoder_row(pending.raw, columns, content_hash=self.content_key(pending.example, self.task_options),
+                           num_loss_tokens=1, full_length=encoded.full_length)

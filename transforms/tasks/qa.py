@@ -21,18 +21,26 @@ rejected (``answer_not_in_context``): its positions would train on the wrong tok
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from transforms import errors
 from transforms.errors import RecordRejected
+from transforms.reading import iter_records
+from transforms.reading.squad import expand_squad
+from transforms.tasks.base import Task, TaskFigures, TaskFlag, TaskOptions, content_digest, normalized_text
 from transforms.tasks.encoder_heads import (
     Failed,
+    encoder_row,
     field_value,
+    max_length_of,
     own_backend,
     special_tokens_added,
+    tokenizer_entries,
     truncation_side,
     uses_token_type_ids,
 )
@@ -230,3 +238,184 @@ def qa_feature_columns(encoder: QAEncoder, encoded: EncodedQA, example: QAExampl
     for row in rows:
         row["answer_windows"] = windows
     return rows
+
+
+# -- audit -------------------------------------------------------------------------------------------
+class QAFigures(TaskFigures):
+    """Audit of QA features: features per example, answerable and unanswerable examples, answers lost to
+    windowing (answerable examples none of whose windows holds the answer), features whose target is CLS."""
+
+    def __init__(self):
+        self.features = 0
+        self.cls_targets = 0
+        self.per_example: Counter = Counter()
+        self.answerable = 0
+        self.unanswerable = 0
+        self.lost = 0
+
+    def add_row(self, row: Mapping[str, Any]) -> None:
+        self.features += 1
+        self.cls_targets += int(not row["answer_in_window"])
+        if row["feature_index"] != 0:
+            return
+        self.per_example[str(int(row["num_features"]))] += 1
+        if row["answerable"]:
+            self.answerable += 1
+            self.lost += int(row["answer_windows"] == 0)
+        else:
+            self.unanswerable += 1
+
+    def merge(self, other: "QAFigures") -> "QAFigures":
+        for name in ("features", "cls_targets", "answerable", "unanswerable", "lost"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.per_example.update(other.per_example)
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        examples = self.answerable + self.unanswerable
+        return {"examples": examples, "features": self.features,
+                "features_per_example": dict(sorted(self.per_example.items(), key=lambda kv: int(kv[0]))),
+                "answerable_examples": self.answerable, "unanswerable_examples": self.unanswerable,
+                "answers_lost_to_windowing": self.lost, "features_with_cls_target": self.cls_targets}
+
+    def summary(self) -> dict[str, Any]:
+        return {key: value for key, value in self.to_json().items() if key != "features_per_example"}
+
+    def sample_view(self, row: Mapping[str, Any]):
+        """The tokens, the answer span marked as trained (none when the target is CLS)."""
+        ids = np.asarray(row["input_ids"])
+        labels = np.full(len(ids), -100)
+        if row["answer_in_window"]:
+            start, end = int(row["start_positions"]), int(row["end_positions"])
+            labels[start:end + 1] = ids[start:end + 1]
+        return ids, labels
+
+
+# -- the task ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class QAOptions(TaskOptions):
+    """Options of ``--task qa``.
+
+    Attributes:
+        doc_stride: tokens of overlap between a context's windows (``--doc-stride``, run_qa.py's default 128).
+    """
+
+    FIELDS = ("id", "question", "context", "answers")
+
+    doc_stride: int = 128
+
+    def validate(self) -> None:
+        if isinstance(self.doc_stride, bool) or not isinstance(self.doc_stride, int) or self.doc_stride < 0:
+            raise ValueError(f"--doc-stride must be an integer >= 0, got {self.doc_stride!r}")
+
+
+@dataclass(frozen=True)
+class PendingQuestion:
+    raw: Any
+    example: QAExample
+
+
+def squad_file_reader(stream, *, source: str):
+    """The records of any input file, SQuAD documents expanded to one record per question."""
+    return expand_squad(iter_records(stream, source=source))
+
+
+QA_COLUMNS = ("input_ids", "token_type_ids", "start_positions", "end_positions", "offset_mapping", "example_id",
+              "answer_in_window", "feature_index", "num_features", "answerable", "answer_windows")
+
+
+class QATask(Task):
+    """Extractive-QA features (see the module docstring)."""
+
+    name = "qa"
+    options_class = QAOptions
+    flags = (TaskFlag("doc-stride", "doc_stride", type=int, metavar="N",
+                      help="qa: tokens shared by consecutive windows of a long context (default: 128, as run_qa.py)"),)
+    default_max_length = 384  # run_qa.py's --max_seq_length
+
+    @classmethod
+    def check_config(cls, options: QAOptions, tokenize_options) -> None:
+        super().check_config(options, tokenize_options)
+        if tokenize_options.truncation != "right":
+            raise ValueError("--task qa cuts long contexts into windows (--doc-stride); --truncation does not apply")
+
+    @classmethod
+    def check_tokenizer(cls, options, tokenizer) -> None:
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"--task {cls.name} needs a tokenizer with a pad token (the collator pads with it)")
+
+    @classmethod
+    def parse(cls, value, options: QAOptions, format_options) -> QAExample:
+        return parse_qa(value, options.field_map)
+
+    @classmethod
+    def content_key(cls, example: QAExample, options) -> str:
+        return content_digest([normalized_text(example.question), example.context, list(example.answer_starts),
+                               list(example.answer_texts)])
+
+    @classmethod
+    def detect_format(cls, value, options, format_options) -> str:
+        return "squad"
+
+    @classmethod
+    def file_layout(cls, path: str, options: QAOptions):
+        return squad_file_reader
+
+    @classmethod
+    def shard_fields(cls, options, tokenize_options) -> tuple:
+        return (pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+                pa.field("token_type_ids", pa.list_(pa.int8()), nullable=False),
+                pa.field("start_positions", pa.int32(), nullable=False),
+                pa.field("end_positions", pa.int32(), nullable=False),
+                pa.field("offset_mapping", pa.list_(pa.list_(pa.int32())), nullable=False),
+                pa.field("example_id", pa.string(), nullable=False),
+                pa.field("answer_in_window", pa.bool_(), nullable=False),
+                pa.field("feature_index", pa.int32(), nullable=False),
+                pa.field("num_features", pa.int32(), nullable=False),
+                pa.field("answerable", pa.bool_(), nullable=False),
+                pa.field("answer_windows", pa.int32(), nullable=False))
+
+    @classmethod
+    def figures(cls, options) -> QAFigures:
+        return QAFigures()
+
+    @classmethod
+    def manifest_section(cls, options: QAOptions, tokenizer, tokenize_options) -> dict[str, Any]:
+        entries = tokenizer_entries(tokenizer)
+        model = ["input_ids", "token_type_ids"] if entries["token_type_ids"] else ["input_ids"]
+        return {"name": cls.name, "options": options.to_json(), "columns": [*model, "start_positions", "end_positions"],
+                "collator": cls.name, "max_length": max_length_of(tokenize_options, tokenizer, cls.default_max_length),
+                "doc_stride": options.doc_stride, **entries}
+
+    def __init__(self, *, tokenizer, options, task_options: QAOptions | None = None, images=None):
+        super().__init__(tokenizer=tokenizer, options=options, task_options=task_options, images=images)
+        self.check_config(self.task_options, options)
+        self.max_length = max_length_of(options, tokenizer, self.default_max_length)
+        try:
+            self.encoder = QAEncoder(tokenizer, max_length=self.max_length, doc_stride=self.task_options.doc_stride)
+        except ValueError as exc:
+            raise ValueError(f"--task qa: {exc}") from None
+
+    def prepare(self, raw, example: QAExample) -> list[PendingQuestion]:
+        return [PendingQuestion(raw, example)]
+
+    def texts(self, pending: PendingQuestion):
+        return ((pending.example.question, pending.example.context),)
+
+    def finish(self, pending: PendingQuestion, encoded) -> list[dict[str, Any]]:
+        """All the features of one record (a list; :meth:`finish_batch` makes them the record's rows)."""
+        if isinstance(encoded, Failed):
+            encoded.raise_()
+        example = pending.example
+        raw = pending.raw
+        example_id = example.example_id if example.example_id is not None else f"{raw.source}:{raw.index}"
+        content_hash = self.content_key(example, self.task_options)
+        features = qa_feature_columns(self.encoder, encoded, example, example_id)
+        # tokens of the context beyond the first window are not cut but repeated: nothing is truncated
+        return [encoder_row(raw, {key: feature[key] for key in QA_COLUMNS}, content_hash=content_hash,
+                            num_loss_tokens=2, full_length=len(feature["input_ids"]), row_number=k)
+                for k, feature in enumerate(features)]
+
+    def finish_batch(self, parsed, built):
+        """Each record's features as its rows (``finish`` gives them as one list)."""
+        return [item if isinstance(item, Exception) else [row for rows in item for row in rows] for item in built]

@@ -19,19 +19,31 @@ string (``invalid_content``). Words cut by ``max_length`` are counted (``words_t
 """
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from transforms import errors
 from transforms.errors import RecordRejected
+from transforms.reading.conll import iter_conll_records
 from transforms.shard_format import IGNORE_INDEX
+from transforms.tasks.base import Task, TaskFigures, TaskFlag, TaskOptions, check_choice, content_digest
 from transforms.tasks.encoder_heads import (
+    ENCODER_TRUNCATION,
+    LABEL_FLAGS,
     Failed,
+    check_labels_option,
+    encoder_row,
     field_value,
+    max_length_of,
     own_backend,
     special_tokens_added,
+    tokenizer_entries,
+    top_counts,
     truncation_side,
     uses_token_type_ids,
 )
@@ -191,9 +203,9 @@ class WordsEncoder:
     :class:`Failed` (``word_not_tokenized``).
     """
 
-    def __init__(self, tokenizer, *, max_length: int):
+    def __init__(self, tokenizer, *, max_length: int, side: str | None = None):
         self.max_length = max_length
-        self.side = truncation_side(tokenizer)
+        self.side = side or truncation_side(tokenizer)
         self.added = special_tokens_added(tokenizer, pair=False)
         if max_length <= self.added:
             raise ValueError(f"max_length {max_length} leaves no room after {self.added} special tokens")
@@ -238,3 +250,214 @@ def token_classification_columns(encoded: EncodedWords, tag_ids: np.ndarray, *, 
     row["num_words"] = len(tag_ids)
     row["words_truncated"] = encoded.words_truncated
     return row
+
+
+# -- audit -------------------------------------------------------------------------------------------
+class TokenClassificationFigures(TaskFigures):
+    """Audit of token-classification rows: tokens trained per tag (what the loss sees), words, words lost
+    to truncation, truncated rows, and the unmapped tags (tags of ``unmapped_label`` rejections, with counts)."""
+
+    def __init__(self, tag_space, field_map: Mapping[str, str] | None = None):
+        self.space = tag_space
+        self.field_map = dict(field_map or {})
+        self.rows = 0
+        self.words = 0
+        self.words_truncated = 0
+        self.truncated_rows = 0
+        self.tags = np.zeros(tag_space.num_labels, dtype=np.int64)
+        self.unmapped: Counter = Counter()
+
+    def add_row(self, row: Mapping[str, Any]) -> None:
+        self.rows += 1
+        self.words += int(row["num_words"])
+        self.words_truncated += int(row["words_truncated"])
+        self.truncated_rows += int(row.get("truncated_tokens", 0) > 0)
+        labels = np.asarray(row["labels"])
+        labels = labels[labels != IGNORE_INDEX]
+        self.tags += np.bincount(labels, minlength=self.space.num_labels)[: self.space.num_labels]
+
+    def add_rejection(self, item: Mapping[str, Any]) -> None:
+        if item.get("reason") != errors.UNMAPPED_LABEL:
+            return
+        try:
+            tags = parse_tagged(item.get("record"), self.field_map).tags
+        except RecordRejected:
+            return
+        for tag in tags:
+            try:
+                self.space.encode([tag])
+            except RecordRejected:
+                self.unmapped[str(tag)] += 1
+
+    def merge(self, other: "TokenClassificationFigures") -> "TokenClassificationFigures":
+        self.rows += other.rows
+        self.words += other.words
+        self.words_truncated += other.words_truncated
+        self.truncated_rows += other.truncated_rows
+        self.tags += other.tags
+        self.unmapped.update(other.unmapped)
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        names = list(self.space.names) or [str(i) for i in range(self.space.num_labels)]
+        return {"rows": self.rows, "words": self.words, "words_lost_to_truncation": self.words_truncated,
+                "truncated_rows": self.truncated_rows,
+                "trained_tokens_per_tag": {name: int(n) for name, n in zip(names, self.tags)},
+                "unmapped_tags": top_counts(self.unmapped), "unmapped_tag_occurrences": sum(self.unmapped.values())}
+
+    def summary(self) -> dict[str, Any]:
+        out = self.to_json()
+        out.pop("unmapped_tags")
+        return out
+
+
+# -- the task ----------------------------------------------------------------------------------------
+CONLL = "conll"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenClassificationOptions(TaskOptions):
+    """Options of ``--task token-classification``.
+
+    Attributes:
+        labels: the tag names in id order (``--labels``); when not given, the job's scan fills them with the
+            sorted distinct tags (or leaves them ``None`` for integer tags).
+        num_labels: the number of tags (``--num-labels``; from ``--labels`` or the scan otherwise).
+        label_all_tokens: label every sub-token of a word, ``B-X`` as ``I-X`` after the first
+            (``--label-all-tokens``); otherwise the first sub-token only.
+    """
+
+    FIELDS = ("tokens", "tags")
+    FORMATS = ("auto", CONLL)
+
+    labels: tuple[str, ...] | None = None
+    num_labels: int | None = None
+    label_all_tokens: bool = False
+
+    def validate(self) -> None:
+        check_labels_option(self)
+        if not isinstance(self.label_all_tokens, bool):
+            raise ValueError(f"label_all_tokens must be a bool, got {self.label_all_tokens!r}")
+
+    @property
+    def resolved(self) -> bool:
+        return self.num_labels is not None
+
+    def tag_space(self) -> TagSpace:
+        if not self.resolved:
+            raise ValueError("the tag map is not known yet (the job scans the tags at launch)")
+        return TagSpace(names=self.labels or (), num_labels=self.num_labels)
+
+
+@dataclass(frozen=True)
+class PendingSentence:
+    raw: Any
+    sentence: TaggedSentence
+    tag_ids: np.ndarray
+
+
+def conll_file_reader(path: str, options: "TokenClassificationOptions"):
+    """The CoNLL reader for ``.conll`` files (also compressed) or any file with ``--format conll``."""
+    from transforms.reading.delimited import file_suffix
+
+    return iter_conll_records if options.format == CONLL or file_suffix(path) == ".conll" else None
+
+
+class TokenClassificationTask(Task):
+    """Token-classification rows (see the module docstring)."""
+
+    name = "token-classification"
+    options_class = TokenClassificationOptions
+    flags = LABEL_FLAGS + (
+        TaskFlag("label-all-tokens", "label_all_tokens", switch=True, value=True,
+                 help="token-classification: label every sub-token of a word (B-X as I-X after the first), as "
+                      "run_ner.py --label_all_tokens; default: the first sub-token only, -100 on the others"),
+    )
+    default_max_length = 512  # run_ner.py: the tokenizer's model_max_length
+
+    @classmethod
+    def check_config(cls, options, tokenize_options) -> None:
+        super().check_config(options, tokenize_options)
+        check_choice("--truncation", tokenize_options.truncation, ENCODER_TRUNCATION)
+
+    @classmethod
+    def check_tokenizer(cls, options, tokenizer) -> None:
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"--task {cls.name} needs a tokenizer with a pad token (the collator pads with it)")
+
+    @classmethod
+    def parse(cls, value, options: TokenClassificationOptions, format_options) -> TaggedSentence:
+        return parse_tagged(value, options.field_map)
+
+    @classmethod
+    def content_key(cls, example: TaggedSentence, options) -> str:
+        return content_digest([list(example.words), list(example.tags)])
+
+    @classmethod
+    def detect_format(cls, value, options, format_options) -> str:
+        return CONLL if options.format == CONLL else "tokens"
+
+    @classmethod
+    def file_layout(cls, path: str, options: TokenClassificationOptions):
+        return conll_file_reader(path, options)
+
+    @classmethod
+    def needs_scan(cls, options: TokenClassificationOptions) -> bool:
+        return not options.resolved
+
+    @classmethod
+    def resolve_options(cls, options: TokenClassificationOptions, examples) -> TokenClassificationOptions:
+        space = tag_space_from_values((e.tags for e in examples), labels=options.labels)
+        return dataclasses.replace(options, labels=space.names or None,
+                                   num_labels=options.num_labels or space.num_labels)
+
+    @classmethod
+    def shard_fields(cls, options, tokenize_options) -> tuple:
+        return (pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+                pa.field("token_type_ids", pa.list_(pa.int8()), nullable=False),
+                pa.field("labels", pa.list_(pa.int32()), nullable=False),
+                pa.field("num_words", pa.int32(), nullable=False),
+                pa.field("words_truncated", pa.int32(), nullable=False))
+
+    @classmethod
+    def figures(cls, options: TokenClassificationOptions) -> TokenClassificationFigures:
+        return TokenClassificationFigures(options.tag_space(), options.field_map)
+
+    @classmethod
+    def manifest_section(cls, options: TokenClassificationOptions, tokenizer, tokenize_options) -> dict[str, Any]:
+        entries = tokenizer_entries(tokenizer)
+        columns = ["input_ids", "token_type_ids", "labels"] if entries["token_type_ids"] else ["input_ids", "labels"]
+        return {"name": cls.name, "options": options.to_json(), "columns": columns, "collator": cls.name,
+                "max_length": max_length_of(tokenize_options, tokenizer, cls.default_max_length),
+                **options.tag_space().to_manifest(), **entries}
+
+    def __init__(self, *, tokenizer, options, task_options: TokenClassificationOptions | None = None, images=None):
+        super().__init__(tokenizer=tokenizer, options=options, task_options=task_options, images=images)
+        self.check_config(self.task_options, options)
+        self.space = self.task_options.tag_space()
+        self.b_to_i = self.space.b_to_i()
+        self.max_length = max_length_of(options, tokenizer, self.default_max_length)
+        self.drop = options.truncation == "drop"
+        self.encoder = WordsEncoder(tokenizer, max_length=self.max_length,
+                                    side="left" if options.truncation == "left" else "right")
+
+    def prepare(self, raw, example: TaggedSentence) -> list[PendingSentence]:
+        return [PendingSentence(raw, example, self.space.encode(example.tags))]
+
+    def texts(self, pending: PendingSentence):
+        return (pending.sentence.words,)
+
+    def finish(self, pending: PendingSentence, encoded) -> dict[str, Any]:
+        if isinstance(encoded, Failed):
+            encoded.raise_()
+        if self.drop and encoded.full_length > self.max_length:
+            raise RecordRejected(errors.TOO_LONG, f"the sentence has {encoded.full_length} tokens, more than "
+                                 f"--max-length {self.max_length} (--truncation drop)")
+        columns = token_classification_columns(encoded, pending.tag_ids,
+                                               label_all_tokens=self.task_options.label_all_tokens,
+                                               b_to_i=self.b_to_i, token_type_ids=True)
+        columns = {key: columns[key] for key in ("input_ids", "token_type_ids", "labels", "num_words",
+                                                 "words_truncated")}
+        return encoder_row(pending.raw, columns, content_hash=self.content_key(pending.sentence, self.task_options),
+                           num_loss_tokens=int(np.count_nonzero(columns["labels"] != IGNORE_INDEX)),
+                           full_length=encoded.full_length)
