@@ -218,6 +218,7 @@ def check_task_tokenizer(job: JobArgs, tokenizer) -> None:
 
     try:
         task_class(job.task).check_tokenizer(job.task_options, tokenizer)
+        task_class(job.task).check_build(job.task_options, job.tokenize_options, tokenizer)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 

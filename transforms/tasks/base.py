@@ -234,6 +234,11 @@ class Task:
         """Launch-time checks that need the tokenizer (a token the task needs is missing...): ``ValueError``."""
 
     @classmethod
+    def check_build(cls, options: TaskOptions, tokenize_options, tokenizer) -> None:
+        """Launch-time checks of the options with the tokenizer and the common options together (a
+        ``--max-length`` that leaves no room after the tokenizer's special tokens...): ``ValueError``."""
+
+    @classmethod
     def parse(cls, value: Any, options: TaskOptions, format_options) -> Any:
         """One record's JSON value -> the task's example (raises :class:`RecordRejected`)."""
         raise NotImplementedError

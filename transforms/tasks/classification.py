@@ -522,6 +522,14 @@ class ClassificationTask(Task):
             raise ValueError(f"--task {cls.name} needs a tokenizer with a pad token (the collator pads with it)")
 
     @classmethod
+    def check_build(cls, options, tokenize_options, tokenizer) -> None:
+        max_length = max_length_of(tokenize_options, tokenizer, cls.default_max_length)
+        added = special_tokens_added(tokenizer, pair=True)
+        if max_length <= added:
+            raise ValueError(f"--task {cls.name}: --max-length {max_length} leaves no room after the tokenizer's "
+                             f"{added} special tokens")
+
+    @classmethod
     def parse(cls, value, options: ClassificationOptions, format_options) -> ClassificationExample:
         return parse_classification(value, options.field_map)
 

@@ -345,6 +345,14 @@ class QATask(Task):
             raise ValueError(f"--task {cls.name} needs a tokenizer with a pad token (the collator pads with it)")
 
     @classmethod
+    def check_build(cls, options, tokenize_options, tokenizer) -> None:
+        max_length = max_length_of(tokenize_options, tokenizer, cls.default_max_length)
+        added = special_tokens_added(tokenizer, pair=True)
+        if max_length <= added + options.doc_stride:
+            raise ValueError(f"--task qa: --max-length {max_length} must exceed the {added} special tokens of a "
+                             f"question/context pair plus --doc-stride {options.doc_stride}")
+
+    @classmethod
     def parse(cls, value, options: QAOptions, format_options) -> QAExample:
         return parse_qa(value, options.field_map)
 

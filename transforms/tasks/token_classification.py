@@ -386,6 +386,14 @@ class TokenClassificationTask(Task):
             raise ValueError(f"--task {cls.name} needs a tokenizer with a pad token (the collator pads with it)")
 
     @classmethod
+    def check_build(cls, options, tokenize_options, tokenizer) -> None:
+        max_length = max_length_of(tokenize_options, tokenizer, cls.default_max_length)
+        added = special_tokens_added(tokenizer, pair=False)
+        if max_length <= added:
+            raise ValueError(f"--task {cls.name}: --max-length {max_length} leaves no room after the tokenizer's "
+                             f"{added} special tokens")
+
+    @classmethod
     def parse(cls, value, options: TokenClassificationOptions, format_options) -> TaggedSentence:
         return parse_tagged(value, options.field_map)
 
