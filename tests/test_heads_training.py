@@ -1,6 +1,6 @@
-"""One training step per encoder head through transformers.Trainer with a tiny randomly initialised BERT:
-our rows and collator give a finite loss equal to the loss on transformers' own pipeline (the example
-script's preprocessing + transformers' collator) for the same records."""
+"""One training step per encoder head through transformers.Trainer with a tiny randomly initialised BERT: the
+job's shards (ShardDataset) and Collator.from_manifest give a finite loss equal to the loss on transformers'
+own pipeline (the example script's preprocessing + transformers' collator) for the same records."""
 from __future__ import annotations
 
 import copy
@@ -13,12 +13,9 @@ import test_heads_qa as qa
 import test_heads_token_classification as token_classification
 import torch
 from encoder_head_references import DATA, minilm_tokenizer
+from task_testing import bert_folder, run
 
-from transforms.runtime.encoder_collate import (
-    QuestionAnsweringCollator,
-    SequenceClassificationCollator,
-    TokenClassificationCollator,
-)
+from transforms.runtime import Collator, ShardDataset
 
 pytestmark = pytest.mark.slow  # three heads x two Trainer runs: ~15 s on two cores
 
@@ -47,17 +44,23 @@ def one_step(model, rows, collator, tmp_path) -> float:
     return trainer.train().training_loss
 
 
+def job_dataset(tmp_path, *args, **collator_options):
+    out = tmp_path / "job"
+    assert run([*map(str, args), "--output", str(out), "--tokenizer", bert_folder(), "--workers", "1"]) == 0
+    return ShardDataset(str(out)), Collator.from_manifest(str(out), **collator_options)
+
+
 def test_sequence_classification_step(tok, tmp_path):
     from transformers import BertForSequenceClassification, DataCollatorWithPadding
 
     records = classification.read("mrpc_dev.csv", ",")
-    space, rows = classification.job_rows(records, tok)
+    rows, collator = job_dataset(tmp_path, "--task", "classification", "--input", DATA / "mrpc_dev.csv")
     reference = classification.columns_to_rows(classification.glue_preprocess(
         {key: [r[key] for r in records] for key in ("sentence1", "sentence2", "label")}, tokenizer=tok,
         sentence1_key="sentence1", sentence2_key="sentence2",
         label_to_id=classification.glue_label_to_id(r["label"] for r in records), max_seq_length=128))
-    model = tiny_bert(BertForSequenceClassification, tok, num_labels=space.num_labels)
-    ours = one_step(model, rows, SequenceClassificationCollator(pad_token_id=tok.pad_token_id), tmp_path / "a")
+    model = tiny_bert(BertForSequenceClassification, tok, num_labels=2)
+    ours = one_step(model, rows, collator, tmp_path / "a")
     theirs = one_step(model, [{k: v for k, v in r.items() if k != "attention_mask"} for r in reference],
                       DataCollatorWithPadding(tok), tmp_path / "b")
     assert math.isfinite(ours) and ours == pytest.approx(theirs, rel=1e-6, abs=1e-7)
@@ -67,11 +70,12 @@ def test_token_classification_step(tok, tmp_path):
     from transformers import BertForTokenClassification, DataCollatorForTokenClassification
 
     records = [json.loads(line) for line in (DATA / "conll_sample.json").read_text().splitlines()]
-    space, rows = token_classification.job_rows(records, tok, max_length=24)
+    rows, collator = job_dataset(tmp_path, "--task", "token-classification", "--input", DATA / "conll_sample.json",
+                                 "--max-length", "24")
     _, reference = token_classification.reference_rows([r["words"] for r in records], [r["ner"] for r in records],
                                                        tok, max_length=24, label_all_tokens=False)
-    model = tiny_bert(BertForTokenClassification, tok, num_labels=space.num_labels)
-    ours = one_step(model, rows, TokenClassificationCollator(pad_token_id=tok.pad_token_id), tmp_path / "a")
+    model = tiny_bert(BertForTokenClassification, tok, num_labels=6)
+    ours = one_step(model, rows, collator, tmp_path / "a")
     theirs = one_step(model, reference, DataCollatorForTokenClassification(tok), tmp_path / "b")
     assert math.isfinite(ours) and ours == pytest.approx(theirs, rel=1e-6, abs=1e-7)
 
@@ -80,11 +84,12 @@ def test_question_answering_step(tok, tmp_path):
     from transformers import BertForQuestionAnswering, default_data_collator
 
     records = qa.squad("squad_v2_flat.json")
-    rows = qa.job_features(records, tok, max_length=64, doc_stride=16)[:12]
-    reference = qa.reference_features(records, tok, max_length=64, doc_stride=16, pad_to_max_length=True)[:12]
+    rows, collator = job_dataset(tmp_path, "--task", "qa", "--input", DATA / "squad_v2_flat.json", "--max-length", "64",
+                                 "--doc-stride", "16", max_length=64)
+    reference = qa.reference_features(records, tok, max_length=64, doc_stride=16, pad_to_max_length=True)
+    assert len(rows) == len(reference)
     keys = ("input_ids", "token_type_ids", "attention_mask", "start_positions", "end_positions")
     model = tiny_bert(BertForQuestionAnswering, tok)
-    ours = one_step(model, rows, QuestionAnsweringCollator(pad_token_id=tok.pad_token_id, max_length=64),
-                    tmp_path / "a")
+    ours = one_step(model, rows, collator, tmp_path / "a")
     theirs = one_step(model, [{k: r[k] for k in keys} for r in reference], default_data_collator, tmp_path / "b")
     assert math.isfinite(ours) and ours == pytest.approx(theirs, rel=1e-6, abs=1e-7)
