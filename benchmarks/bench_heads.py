@@ -130,8 +130,7 @@ def timed(command: list[str]) -> tuple[float, str]:
 
 
 def rows_written(out: Path) -> int:
-    manifest = json.loads((out / "manifest.json").read_text())
-    return int(manifest.get("num_rows", manifest.get("rows", 0)))
+    return int(json.loads((out / "manifest.json").read_text())["counts"]["rows"])
 
 
 def main() -> None:
