@@ -14,6 +14,8 @@ Modules (one concept each):
   rank/worker partitioning, mid-epoch resume
 - :mod:`.batching`   ``LengthGroupedBatchSampler``/``TokenBudgetBatchSampler``/``padding_fraction``
 - :mod:`.collate`    ``Collator``/``CollatorConfig``/``Batch``: padded and padding-free batches
+- :mod:`.encoder_collate` ``SequenceClassificationCollator``/``TokenClassificationCollator``/
+  ``QuestionAnsweringCollator``: encoder heads (classification, NER, extractive QA)
 - :mod:`.vision`     ``VisionCollator``: ``pixel_values``/``image_grid_thw`` for image rows
 - :mod:`.synthetic`  ``write_synthetic_dataset``: a small valid dataset folder for tests and examples
 - :mod:`.heads`      the collator of each task (``Collator.from_manifest`` picks it from ``manifest["task"]``);
@@ -25,6 +27,12 @@ from ..shard_format import IGNORE_INDEX, ManifestError
 from .batching import LengthGroupedBatchSampler, TokenBudgetBatchSampler, padding_fraction
 from .collate import Batch, Collator, CollatorConfig, RowLayout
 from .dataset import ShardDataset
+from .encoder_collate import (
+    EncoderCollatorConfig,
+    QuestionAnsweringCollator,
+    SequenceClassificationCollator,
+    TokenClassificationCollator,
+)
 from .heads import COLLATORS as TASK_COLLATORS
 from .mlm import MaskingCollator, epoch_callback
 from .partition import (
@@ -62,4 +70,8 @@ __all__ = [
     "Seq2SeqCollator",
     "MaskingCollator",
     "epoch_callback",
+    "EncoderCollatorConfig",
+    "SequenceClassificationCollator",
+    "TokenClassificationCollator",
+    "QuestionAnsweringCollator",
 ]
