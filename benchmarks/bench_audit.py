@@ -96,8 +96,8 @@ def main() -> int:
         inputs = os.path.join(tmp, "in")
         os.makedirs(inputs)
         total = make_input(args.data, inputs, args.records)
-        print(f"input: {total:,} records in {len(os.listdir(inputs))} files (from {args.data}); {args.repeats} runs each, "
-              "alternating")
+        print(f"input: {total:,} records in {len(os.listdir(inputs))} files (from {args.data}); "
+              f"{args.repeats} runs each, alternating")
         times: dict[bool, list[float]] = {True: [], False: []}
         cpus: dict[bool, list[float]] = {True: [], False: []}
         for repeat in range(args.repeats):
