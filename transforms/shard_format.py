@@ -51,6 +51,11 @@ import pyarrow as pa
 SCHEMA_VERSION = 1
 FORMAT_NAME = "chatshards"
 IGNORE_INDEX = -100
+#: Job row keys that reach the audit but are no shard column (so the shards of a job without such records keep
+#: their bytes): the row's turns trained by the prompt-mismatch rule (``chat_render.PromptMismatch.to_json()``
+#: each), and, on a record's first row, whether any row of the record has one.
+PROMPT_MISMATCH_KEY = "prompt_mismatch"
+PROMPT_MISMATCH_RECORD_KEY = "prompt_mismatch_record"
 MANIFEST_NAME = "manifest.json"
 DATA_DIR = "data"
 REJECTED_DIR = "rejected"
@@ -316,11 +321,14 @@ def validate_manifest(manifest: Any, *, where: str = MANIFEST_NAME) -> dict:
         for key in ("rows", "bytes"):
             if type(shard[key]) is not int or shard[key] < 0:
                 raise ManifestError(f"{where}: shard {shard['path']!r} has {key}={shard[key]!r}, not a count")
-    written = manifest["counts"].get("written") if isinstance(manifest["counts"], dict) else None
-    if written is not None and written != sum(shard["rows"] for shard in manifest["shards"]):
+    counts = manifest["counts"] if isinstance(manifest["counts"], dict) else {}
+    # rows = records written, unless a record gave one row per supervised turn (then counts.rows says how many)
+    key = "rows" if "rows" in counts else "written"
+    rows = counts.get(key)
+    if rows is not None and rows != sum(shard["rows"] for shard in manifest["shards"]):
         raise ManifestError(
             f"{where}: the shards hold {sum(shard['rows'] for shard in manifest['shards'])} rows "
-            f"but counts.written is {written!r}"
+            f"but counts.{key} is {rows!r}"
         )
     return manifest
 
