@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, "multi-turn", default="auto", choices=("auto", "split", "single"),
           help="one row per record when the template renders every supervised turn in the full conversation as "
           "at inference, else one row per supervised turn (auto, default); always split; or single (reject instead)")
+    _flag(parser, "prompt-mismatch", default="diverge", choices=("diverge", "reject"),
+          help="a supervised turn the template renders differently from what follows its own generation prompt: "
+          "train it from where the two diverge, on a token boundary (diverge, default; counted in the audit), or "
+          "reject the record (reject: ambiguous_span / no_generation_prompt)")
     _flag(parser, "no-train-reasoning", action="store_true",
           help="keep the supervised turns' reasoning in the rows but do not train it")
     _flag(parser, "fold-system", action="store_true",
@@ -244,7 +248,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             multi_turn=known.multi_turn, train_reasoning=not known.no_train_reasoning,
             system_mode="fold" if known.fold_system else "reject", control_tokens=known.control_tokens_in_data,
             template_kwargs=template_kwargs, template_date=known.template_date,
-            render_seconds=known.template_timeout,
+            render_seconds=known.template_timeout, prompt_mismatch=known.prompt_mismatch,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

@@ -28,6 +28,7 @@ from pipeline.remote import load_job_tokenizer, share_job_tokenizer
 from pipeline.time_limit import LaunchCheckTimeout, call_with_time_limit
 from pipeline.trace import mark
 from transforms import shard_format as sf
+from transforms.audit.summary import prompt_mismatch_line
 from transforms.template_check import TemplateUnusable, check_template
 from transforms.template_env import TemplateRefused, template_traits, today_iso
 from transforms.tokenizer_loading import TokenizerConfigError
@@ -337,4 +338,7 @@ def _print_summary(job: JobArgs, seconds: float, manifest: dict | None = None) -
         f"({counts['read'] / max(seconds, 1e-9):.0f} records/s) -> {job.output}"
     )
     if "audit" in manifest:
+        mismatch = manifest["audit"].get("prompt_mismatch")
+        if mismatch:
+            print(f"chatshards: {prompt_mismatch_line(mismatch)}")
         print(f"chatshards: audit report: {join(job.output, 'audit', 'report.html')}")

@@ -27,6 +27,7 @@ CONTENT_NOT_RENDERED = "content_not_rendered"
 CONTROL_TOKEN_IN_TEXT = "control_token_in_text"
 AMBIGUOUS_SPAN = "ambiguous_span"
 NO_STOP_TOKEN = "no_stop_token"
+NO_GENERATION_PROMPT = "no_generation_prompt"
 TEMPLATE_LIMIT = "template_limit"
 # input files that end early or cannot be read (see transforms/reading/, pipeline/sources.py)
 TRUNCATED_INPUT = "truncated_input"
@@ -45,6 +46,7 @@ ALL_REASONS = (
     MISSING_IMAGE, BAD_IMAGE, IMAGE_TOO_LARGE, IMAGE_PATH_ESCAPE, IMAGE_COUNT_MISMATCH,
     NOT_PREFIX_PRESERVING, TOOL_CALL_NOT_RENDERED, SYSTEM_NOT_SUPPORTED, REASONING_NOT_RENDERED,
     CONTENT_NOT_RENDERED, CONTROL_TOKEN_IN_TEXT, AMBIGUOUS_SPAN, NO_STOP_TOKEN, TEMPLATE_LIMIT,
+    NO_GENERATION_PROMPT,
 )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from transforms import errors
 from transforms.audit.histogram import FractionHistogram, IntHistogram, merge_counts
 from transforms.audit.probe import TemplateProbe
-from transforms.shard_format import IGNORE_INDEX, row_sort_key
+from transforms.shard_format import IGNORE_INDEX, PROMPT_MISMATCH_KEY, PROMPT_MISMATCH_RECORD_KEY, row_sort_key
 
 EXCERPT_CHARS = 1200
 DETAIL_CHARS = 500
@@ -120,7 +120,10 @@ class AuditAccumulator:
             "split_rows": 0, "split_records": 0, "split_extra_tokens": 0,
             "rows_with_trained_reasoning": 0, "trained_reasoning_tokens": 0,
             "records_with_literal_control_tokens": 0,
+            "prompt_mismatch_records": 0, "prompt_mismatch_rows": 0, "prompt_mismatch_turns": 0,
         }
+        self.prompt_mismatch_kinds: dict[str, int] = {}  # kind -> turns (see transforms.chat_render.PromptMismatch)
+        self.prompt_mismatch_example: tuple | None = None  # (sort_key, example), the smallest key
         self.first_by_format: dict[str, tuple] = {}
         self.first_truncated: tuple | None = None
         self.first_rows: list[tuple] = []  # the FIRST_ROWS_KEPT smallest (sort_key, sample)
@@ -186,6 +189,11 @@ class AuditAccumulator:
             counters["trained_reasoning_tokens"] += int(row["reasoning_tokens"])
         if first and int(row.get("literal_control_tokens", 0) or 0) > 0:
             counters["records_with_literal_control_tokens"] += 1
+        mismatches = row.get(PROMPT_MISMATCH_KEY)
+        if mismatches:
+            self._add_prompt_mismatch(row, mismatches)
+        if first and row.get(PROMPT_MISMATCH_RECORD_KEY):
+            counters["prompt_mismatch_records"] += 1
         entry = self._source(source)
         entry["rows"] += 1
         entry["records"] += 1 if first else 0
@@ -228,6 +236,18 @@ class AuditAccumulator:
             kept.append((sort_key, _sample_of(row, sort_key)))
             kept.sort(key=lambda item: item[0])
             del kept[FIRST_ROWS_KEPT:]
+
+    def _add_prompt_mismatch(self, row: Mapping[str, Any], mismatches) -> None:
+        counters = self.counters
+        counters["prompt_mismatch_rows"] += 1
+        counters["prompt_mismatch_turns"] += len(mismatches)
+        for mismatch in mismatches:
+            kind = str(mismatch["kind"])
+            self.prompt_mismatch_kinds[kind] = self.prompt_mismatch_kinds.get(kind, 0) + 1
+        source = str(row["source"])
+        sort_key = row.get("sort_key") or row_sort_key(source, int(row["index"]))
+        example = {"source": source, "index": int(row["index"]), **dict(mismatches[0])}
+        self.prompt_mismatch_example = _min_keyed(self.prompt_mismatch_example, (sort_key, example))
 
     def add_rejection(self, item: Mapping[str, Any]) -> None:
         """Add one rejection dict ``{reason, detail, source, index, record}``."""
@@ -275,6 +295,8 @@ class AuditAccumulator:
         merge_counts(self.formats_rejected, other.formats_rejected)
         merge_counts(self.reasons, other.reasons)
         merge_counts(self.counters, other.counters)
+        merge_counts(self.prompt_mismatch_kinds, other.prompt_mismatch_kinds)
+        self.prompt_mismatch_example = _min_keyed(self.prompt_mismatch_example, other.prompt_mismatch_example)
         for reason, pair in other.examples.items():
             self.examples[reason] = _min_keyed(self.examples.get(reason), pair)
         for fmt, pair in other.first_by_format.items():

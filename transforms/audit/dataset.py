@@ -127,7 +127,11 @@ def compute_stats(root: str, manifest: Mapping[str, Any], *, probe: TemplateProb
             groups.add_row(row)
     for item in iter_rejections(root, manifest):
         acc.add_rejection(item)
-    return build_stats(acc, groups.summary(), manifest=manifest, computed_by=computed_by), acc.samples()
+    stats = build_stats(acc, groups.summary(), manifest=manifest, computed_by=computed_by)
+    recorded = (manifest.get("audit") or {}).get("prompt_mismatch")
+    if recorded and not stats["prompt_mismatch"]["records"]:  # the job's figures: the shards do not hold them
+        stats["prompt_mismatch"] = dict(recorded)
+    return stats, acc.samples()
 
 
 def check_against_manifest(stats: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:

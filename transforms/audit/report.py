@@ -245,6 +245,19 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
         ["default system prompt", _e(tmpl["default_system_prompt"] or "–")],
         ["rows starting with the default system prompt", _n(tmpl["rows_with_default_system_prompt"])],
     ]
+    mismatch = stats.get("prompt_mismatch") or {}
+    if mismatch:
+        example = mismatch.get("example")
+        shown = (f'<div>{_e(example["source"])} record {_n(example["index"])} turn {_n(example["turn"])} '
+                 f'({_e(example["kind"])}): shared <code>{_e(example["shared"])}</code>, then the generation prompt '
+                 f'<code>{_e(example["generation_prompt"])}</code>, the rendered turn (trained) '
+                 f'<code>{_e(example["rendered"])}</code></div>') if example else ""
+        kinds = ", ".join(f"{_e(k)}={v}" for k, v in (mismatch.get("by_kind") or {}).items())
+        rows.append([f'records / turns rendered differently from their generation prompt '
+                     f'(--prompt-mismatch {_e(mismatch.get("mode"))})',
+                     flag(bool(mismatch.get("records")),
+                          f'{mismatch.get("records", 0):,} / {mismatch.get("turns", 0):,}')
+                     + (f" ({kinds})" if kinds else "") + shown])
     parts.append('<section id="template"><h2>Template checks</h2>' + _table(["check", "result"], rows) + "</section>")
 
     # samples

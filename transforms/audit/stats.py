@@ -123,6 +123,7 @@ def build_stats(acc: AuditAccumulator, duplicates: DuplicateSummary, *, manifest
             "trained_reasoning_tokens": counters["trained_reasoning_tokens"],
         },
         "control_tokens": {"records_with_literal_control_tokens": counters["records_with_literal_control_tokens"]},
+        "prompt_mismatch": prompt_mismatch_section(acc, tokenize.get("prompt_mismatch")),
         "template": {
             "double_bos": bool(check.get("double_bos", False)),
             "renders_bos": bool(check.get("renders_bos", False)),
@@ -153,9 +154,31 @@ def build_stats(acc: AuditAccumulator, duplicates: DuplicateSummary, *, manifest
     return stats
 
 
+def prompt_mismatch_section(acc: AuditAccumulator, mode: str | None) -> dict[str, Any]:
+    """The turns trained by the prompt-mismatch rule (``--prompt-mismatch diverge``, see
+    ``transforms.chat_render``): counts, by kind, and the first one in stable order."""
+    counters = acc.counters
+    example = acc.prompt_mismatch_example[1] if acc.prompt_mismatch_example else None
+    return {
+        "mode": mode,
+        "records": counters["prompt_mismatch_records"],
+        "rows": counters["prompt_mismatch_rows"],
+        "turns": counters["prompt_mismatch_turns"],
+        "by_kind": sorted_counts(acc.prompt_mismatch_kinds),
+        "example": example,
+        "meaning": "supervised turns the chat template renders differently from what follows its own generation "
+                   "prompt, trained from where the two diverge (diverged), or whose record gets no generation prompt "
+                   "from the template, so the role header the template writes for a conversation that has one "
+                   "ends the prompt (header_from_generation_prompt); --prompt-mismatch reject rejects them instead",
+    }
+
+
 def manifest_section(stats: Mapping[str, Any]) -> dict[str, Any]:
-    """The small ``audit`` section merged into ``manifest.json``."""
+    """The small ``audit`` section merged into ``manifest.json`` (with the ``prompt_mismatch`` figures when a
+    record has them: the shards do not hold them, so ``python -m pipeline.audit`` reads them from here)."""
     dist = stats["distributions"]
+    mismatch = stats.get("prompt_mismatch") or {}
+    extra = {"prompt_mismatch": dict(mismatch)} if mismatch.get("records") else {}
     return {
         "audit": {
             "stats_path": STATS_PATH,
@@ -172,5 +195,6 @@ def manifest_section(stats: Mapping[str, Any]) -> dict[str, Any]:
             "percentiles": {name: _percentile_summary(dist[name])
                             for name in ("total_tokens", "trained_tokens", "trained_fraction")},
             "template_probe": stats["template"]["probe"],
+            **extra,
         }
     }

@@ -29,6 +29,7 @@ from transforms.labels import mask_from_ranges, span_token_ranges
 from transforms.reading import RawRecord
 from transforms.rows.assembly import assemble_row, conversation_hash
 from transforms.rows.encoding import TextEncoder
+from transforms.shard_format import PROMPT_MISMATCH_KEY, PROMPT_MISMATCH_RECORD_KEY
 from transforms.tokenizer_loading import control_tokens_for, special_tokens_for_template
 from transforms.truncation import TokenArrays, exchange_cuts, truncate
 from transforms.vision.part import ImagePart, RecordImages
@@ -45,6 +46,8 @@ class PendingRow:
         guarded: the conversation as rendered (its tools and template variables).
         literal_control_tokens: control-token strings kept as text in the record.
         images: the record's images (with an image part), else ``None``.
+        record_prompt_mismatch: on the record's first row: some row of the record has a turn trained by the
+            prompt-mismatch rule (the audit counts the record once).
     """
 
     raw: RawRecord
@@ -54,6 +57,7 @@ class PendingRow:
     guarded: Conversation
     literal_control_tokens: int = 0
     images: RecordImages | None = None
+    record_prompt_mismatch: bool = False
 
     @property
     def text(self) -> str:
@@ -89,6 +93,7 @@ class ChatTask:
             control_tokens=template_control_tokens,
             render_seconds=options.render_seconds,
             template_date=options.template_date,
+            prompt_mismatch=options.prompt_mismatch,
         )
         self.encoder = TextEncoder(tokenizer.backend_tokenizer, self.control_tokens.tokens)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -144,8 +149,10 @@ class ChatTask:
         if self.images is not None:
             messages, images = self.images.attach(raw, guarded)
         rows = self._render_rows(guarded, messages, guarded.trainable, one_row=images is not None)
+        mismatched = any(row.prompt_mismatches for row in rows)
         return [PendingRow(raw=raw, conversation=conversation, rendered=row, messages=messages, guarded=guarded,
-                           literal_control_tokens=literal, images=images) for row in rows]
+                           literal_control_tokens=literal, images=images, record_prompt_mismatch=mismatched and k == 0)
+                for k, row in enumerate(rows)]
 
     # -- after tokenization ---------------------------------------------------------------------------
     def token_arrays(self, pending: PendingRow, rendered: RenderedConversation, encoding, *,
@@ -207,10 +214,15 @@ class ChatTask:
         if pending.images is not None:
             digest = self.images.digest(digest, pending.images)
             extra = self.images.columns(pending.images, truncated.kept_items)
-        return assemble_row(
+        row = assemble_row(
             raw=pending.raw, conversation=pending.conversation, truncated=truncated, turn=turn, loss=options.loss,
             reasoning_trained=pending.rendered.reasoning_trained, digest=digest,
             literal_control_tokens=pending.literal_control_tokens,
             pad_to=options.max_length if options.pad_to == "max_length" else None,
             pad_token_id=self.pad_token_id, extra_columns=extra,
         )
+        if pending.rendered.prompt_mismatches:  # audit-only keys, no shard column (see transforms.audit)
+            row[PROMPT_MISMATCH_KEY] = [m.to_json() for m in pending.rendered.prompt_mismatches]
+        if pending.record_prompt_mismatch:
+            row[PROMPT_MISMATCH_RECORD_KEY] = True
+        return row
