@@ -94,7 +94,7 @@ class PartWriter:
         self.rejected_folder = store_folder(plan.output, REJECTED)
         self.part = BuildPart()
         if plan.audit:
-            self.part.audit = AuditAccumulator(plan.audit_probe, plan.spec.format_options)
+            self.part.audit = AuditAccumulator(plan.audit_probe, plan.task_spec)
             self.part.hash_groups = HashGroups()
         self._tables: list[pa.Table] = []
         self._table_bytes = 0
@@ -146,7 +146,7 @@ class RowBuilderStage(PartWriter):
 
     def __init__(self, plan: JobPlan, *, dropped: frozenset = frozenset()):
         super().__init__(plan)
-        self.format_options = plan.spec.format_options
+        self.format_options = plan.task_spec  # the task's parsing (chat: its record-format options)
         self.dropped = dropped
         self.builder = plan.spec.create_builder()
 
@@ -167,8 +167,8 @@ class RowBuilderStage(PartWriter):
 def _write_task(plan: JobPlan, task: tuple) -> tuple:
     kind, index, chunks, count = task
     if kind == "shard":
-        return kind, write_shard(chunks, output=plan.output, index=index, num_shards=count, padded=plan.padded,
-                                 extra_fields=plan.extra_fields)
+        return kind, write_shard(chunks, output=plan.output, index=index, num_shards=count,
+                                 schema=plan.shard_schema())
     return kind, write_rejected_file(chunks, output=plan.output, index=index, num_files=count)
 
 
@@ -180,7 +180,7 @@ def _key_worker_main(plan: JobPlan, dropped: frozenset, tasks, writes, results) 
             task = tasks.get()
             if task == _FINISH:
                 break
-            results.put(("keys", list(dedup_entries(task, plan.spec.format_options))))
+            results.put(("keys", list(dedup_entries(task, plan.task_spec))))
         results.put(("part", None))
     except BaseException:  # reported to the parent, which stops the job
         results.put(("error", f"worker {os.getpid()}: {traceback.format_exc()}"))
@@ -299,7 +299,7 @@ class _Workers:
 
 def _batches(plan: JobPlan) -> Iterator[list]:
     for path in plan.files:
-        yield from read_file_batches(path, plan.batch_size)
+        yield from read_file_batches(path, plan.batch_size, task=plan.task_spec)
 
 
 class _Counter:
@@ -330,7 +330,7 @@ def run_locally(plan: JobPlan, *, workers: int = 1) -> dict:
         if workers > 1:
             found, duplicate_rejections = duplicates_of_entries(_keys_in_workers(plan, refs, workers))
         else:
-            found, duplicate_rejections = find_duplicates(refs, plan.spec.format_options)
+            found, duplicate_rejections = find_duplicates(refs, plan.task_spec)
         dropped = frozenset(found)
     if workers <= 1:
         parts, entries = _run_in_process(plan, batches if refs is None else map(read_spilled, refs), dropped,
@@ -347,11 +347,11 @@ def run_locally(plan: JobPlan, *, workers: int = 1) -> dict:
         for part in parts:
             groups.merge(part.hash_groups)
         sections.append(write_audit(output=plan.output, manifest_base=plan.manifest_base, probe=plan.audit_probe,
-                                    format_options=plan.spec.format_options, tokenizer=plan.spec.tokenizer,
+                                    format_options=plan.task_spec, tokenizer=plan.spec.tokenizer,
                                     trust_remote_code=plan.spec.trust_remote_code, partials=audits,
                                     duplicates=groups.summary()))
-    return commit_manifest(output=plan.output, manifest_base=plan.manifest_base, padded=plan.padded,
-                           extra_fields=plan.extra_fields, shards=shards, rejected_files=rejected_files,
+    return commit_manifest(output=plan.output, manifest_base=plan.manifest_base, schema=plan.shard_schema(),
+                           shards=shards, rejected_files=rejected_files,
                            read_count=counter.read, num_shards=num_shards, extra_sections=sections)
 
 

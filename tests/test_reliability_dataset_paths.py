@@ -59,7 +59,7 @@ def shard_twice_through_a_link(manifest, root):
     os.symlink(root / manifest["shards"][0]["path"], root / "data" / "again.arrow")
     manifest["shards"][1]["path"] = "data/again.arrow"
     manifest["shards"][1].update({k: manifest["shards"][0][k] for k in ("rows", "bytes", "sha256", "tokens")})
-    manifest["counts"]["written"] = manifest["counts"]["rows"] = 2 * manifest["shards"][0]["rows"]
+    manifest["counts"]["written"] = 2 * manifest["shards"][0]["rows"]
 
 
 @pytest.mark.parametrize("change,message", [

@@ -38,6 +38,10 @@ BAD_IMAGE = "bad_image"
 IMAGE_TOO_LARGE = "image_too_large"
 IMAGE_PATH_ESCAPE = "image_path_escape"
 IMAGE_COUNT_MISMATCH = "image_count_mismatch"
+# tasks other than chat (transforms/tasks/): a text field that is empty, documents cut off with the last
+# partial block of a batch (--group-texts with --group-remainder drop)
+EMPTY_TEXT = "empty_text"
+GROUP_REMAINDER = "group_remainder"
 
 ALL_REASONS = (
     INVALID_JSON, UNKNOWN_FORMAT, INVALID_ROLE, EMPTY_CONVERSATION, NO_ASSISTANT_TURN, EMPTY_TURN,
@@ -47,6 +51,7 @@ ALL_REASONS = (
     NOT_PREFIX_PRESERVING, TOOL_CALL_NOT_RENDERED, SYSTEM_NOT_SUPPORTED, REASONING_NOT_RENDERED,
     CONTENT_NOT_RENDERED, CONTROL_TOKEN_IN_TEXT, AMBIGUOUS_SPAN, NO_STOP_TOKEN, TEMPLATE_LIMIT,
     NO_GENERATION_PROMPT,
+    EMPTY_TEXT, GROUP_REMAINDER,
 )
 
 

@@ -16,11 +16,14 @@ Modules (one concept each):
 - :mod:`.collate`    ``Collator``/``CollatorConfig``/``Batch``: padded and padding-free batches
 - :mod:`.vision`     ``VisionCollator``: ``pixel_values``/``image_grid_thw`` for image rows
 - :mod:`.synthetic`  ``write_synthetic_dataset``: a small valid dataset folder for tests and examples
+- :mod:`.heads`      the collator of each task (``Collator.from_manifest`` picks it from ``manifest["task"]``);
+  :mod:`.text_lm` (``text``) and the other tasks' modules register theirs
 """
 from ..shard_format import IGNORE_INDEX, ManifestError
 from .batching import LengthGroupedBatchSampler, TokenBudgetBatchSampler, padding_fraction
 from .collate import Batch, Collator, CollatorConfig, RowLayout
 from .dataset import ShardDataset
+from .heads import COLLATORS as TASK_COLLATORS
 from .partition import (
     ResumableDataLoader,
     ShardIterableDataset,
@@ -28,7 +31,9 @@ from .partition import (
     rank_indices,
     resolve_rank_world_size,
 )
+from .seq2seq import Seq2SeqCollator
 from .synthetic import write_synthetic_dataset
+from .text_lm import text_collator  # noqa: F401 (registers the text task's collator)
 from .vision import VisionCollator, vision_columns  # images decoded lazily (PIL imported on first use)
 
 __all__ = [
@@ -50,4 +55,6 @@ __all__ = [
     "rank_indices",
     "resolve_rank_world_size",
     "write_synthetic_dataset",
+    "TASK_COLLATORS",
+    "Seq2SeqCollator",
 ]
