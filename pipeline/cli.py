@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from transforms.config import TokenizeOptions
-from transforms.formats import ALL_FORMATS, VISION_FORMATS, FormatOptions, parse_mapping_option
+from transforms.formats import ALL_FORMATS, MESSAGE_FIELDS, VISION_FORMATS, FormatOptions, parse_mapping_option
 from transforms.tasks import TASKS, task_flags
 
 if TYPE_CHECKING:  # only for the annotation; the vision module loads PIL lazily
@@ -187,7 +187,8 @@ def task_options_of(known: argparse.Namespace, field_map: dict):
             raise ConfigError(f"--{name} applies to --task {', '.join(owners)}, not --task {known.task}")
     if task.chat_flags:
         return None
-    chat_only = [name for name, default in CHAT_ONLY_FLAGS.items() if getattr(known, name) != default]
+    chat_only = [name for name, default in CHAT_ONLY_FLAGS.items()
+                 if getattr(known, name) != default and name not in task.chat_options]
     if chat_only:
         raise ConfigError(f"{', '.join('--' + n.replace('_', '-') for n in chat_only)}: chat options; "
                           f"--task {known.task} does not read them")
@@ -197,6 +198,17 @@ def task_options_of(known: argparse.Namespace, field_map: dict):
         return task.options_class(format=known.format, field_map=field_map, **values)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def task_format_options(known: argparse.Namespace, mappings: dict) -> FormatOptions:
+    """The message-reading options of a task other than chat: its ``--format``/``--field-map`` are its own, so
+    only the chat options it reads (``Task.chat_options``: ``--role-map``, ``--system-prompt``) and the message
+    fields of ``--field-map`` (role, content, from, value) are kept; the defaults for the other tasks."""
+    reads = TASKS[known.task].chat_options
+    if "role_map" not in reads and "system_prompt" not in reads:
+        return FormatOptions()
+    return FormatOptions(field_map={k: v for k, v in mappings["--field-map"].items() if k in MESSAGE_FIELDS},
+                         role_map=mappings["--role-map"], system_prompt=known.system_prompt)
 
 
 def _processor_tokenizer(processor: str) -> str | None:
@@ -289,7 +301,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             role_map=mappings["--role-map"],
             system_prompt=known.system_prompt,
             images=known.processor is not None,
-        ) if task_options is None else FormatOptions()  # other tasks read --format/--field-map themselves
+        ) if task_options is None else task_format_options(known, mappings)
         template_kwargs = {}
         if known.chat_template_kwargs:
             try:

@@ -226,7 +226,10 @@ def plan_job(job: JobArgs) -> JobPlan:
     """The launch-time checks and the :class:`~pipeline.plan.JobPlan` of ``job``: tokenizer loaded (and shared
     with the in-process runner's workers), template checked, inputs matched and checked, processor loaded.
     Raises ``ConfigError``."""
-    chat = job.task_options is None  # other tasks (--task text|seq2seq|mlm...) render no chat template
+    from transforms.tasks import task_class
+
+    # the tasks that render a chat template (chat, preference, kto) check it at launch; text|seq2seq|mlm... do not
+    chat = job.task_options is None or task_class(job.task).needs_chat_template
     try:
         tokenizer = load_job_tokenizer(job.tokenizer, chat_template_file=job.chat_template,
                                        trust_remote_code=job.trust_remote_code, require_chat_template=chat)
@@ -235,6 +238,7 @@ def plan_job(job: JobArgs) -> JobPlan:
             report = _bounded_template_check(check_template, tokenizer, job)
         else:
             report = None
+        if job.task_options is not None:
             check_task_tokenizer(job, tokenizer)
         sizes = list_input_sizes(job.inputs) if job.validate_inputs else None
         files = sorted(sizes) if sizes is not None else None

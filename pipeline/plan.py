@@ -129,6 +129,16 @@ def task_section(job: JobArgs, spec: BuilderSpec, tokenizer) -> dict[str, Any] |
     return section
 
 
+def task_message_format(job: JobArgs) -> dict[str, Any]:
+    """The message-reading options of a task that reads chat messages (``--role-map``, ``--system-prompt``: the
+    preference tasks), for its config and fingerprint; ``{}`` for the tasks that do not read them."""
+    from transforms.tasks import task_class
+
+    if not {"role_map", "system_prompt"} & set(task_class(job.task).chat_options):
+        return {}
+    return {"role_map": dict(job.format_options.role_map), "system_prompt": job.format_options.system_prompt}
+
+
 def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
               input_bytes: int | None = None) -> JobPlan:
     """The plan of ``job``: ``tokenizer`` is the loaded job tokenizer (its chat template set),
@@ -143,7 +153,8 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
     task_part = task_section(job, spec, tokenizer)
     description = tokenizer_description(tokenizer)
     format_json = job.format_options.to_json() if task_part is None else {
-        "format": job.task_options.format, "field_map": dict(job.task_options.field_map)}
+        "format": job.task_options.format, "field_map": dict(job.task_options.field_map),
+        **task_message_format(job)}
     config = JobConfig(format=format_json, tokenize=job.tokenize_options,
                        tokenizer=description, dedup=job.dedup, num_shards=job.num_shards,
                        extra={"vision": {k: vision_part[k] for k in ("config", "images")}} if vision_part else {},

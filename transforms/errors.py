@@ -42,6 +42,10 @@ IMAGE_COUNT_MISMATCH = "image_count_mismatch"
 # partial block of a batch (--group-texts with --group-remainder drop)
 EMPTY_TEXT = "empty_text"
 GROUP_REMAINDER = "group_remainder"
+# preference data (--task preference / kto): chosen and rejected are the same (in the record, or once tokenized
+# or truncated); truncation would leave a completion without a token
+IDENTICAL_PAIR = "identical_pair"
+PAIR_TRUNCATED = "pair_truncated"
 
 ALL_REASONS = (
     INVALID_JSON, UNKNOWN_FORMAT, INVALID_ROLE, EMPTY_CONVERSATION, NO_ASSISTANT_TURN, EMPTY_TURN,
@@ -52,6 +56,7 @@ ALL_REASONS = (
     CONTENT_NOT_RENDERED, CONTROL_TOKEN_IN_TEXT, AMBIGUOUS_SPAN, NO_STOP_TOKEN, TEMPLATE_LIMIT,
     NO_GENERATION_PROMPT,
     EMPTY_TEXT, GROUP_REMAINDER,
+    IDENTICAL_PAIR, PAIR_TRUNCATED,
 )
 
 

@@ -51,7 +51,7 @@ class BuilderSpec:
         return TaskSpec(name=self.task, options=self.task_options, format_options=self.format_options)
 
     def create_builder(self) -> RowBuilder:
-        chat = self.task_spec.is_chat
+        chat = self.task_spec.task_class.needs_chat_template  # chat, preference, kto: the job's chat template
         tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code,
                                          require_chat_template=chat)
         if chat:

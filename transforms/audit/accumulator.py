@@ -295,6 +295,11 @@ class AuditAccumulator:
         """:meth:`add_row` for a task other than chat: the common counts and histograms, no template checks,
         and the task's figures."""
         self.figures.add_row(row)
+        mismatches = row.get(PROMPT_MISMATCH_KEY)
+        if mismatches:
+            self._add_prompt_mismatch(row, mismatches)
+        if row.get(PROMPT_MISMATCH_RECORD_KEY) and int(row.get("row_of_record", 0) or 0) == 0:
+            self.counters["prompt_mismatch_records"] += 1
         length = int(row["length"])
         trained = int(row["num_loss_tokens"])
         truncated = bool(row["truncated"])

@@ -16,6 +16,7 @@ Modules (one concept each):
 - :mod:`.collate`    ``Collator``/``CollatorConfig``/``Batch``: padded and padding-free batches
 - :mod:`.vision`     ``VisionCollator``: ``pixel_values``/``image_grid_thw`` for image rows
 - :mod:`.synthetic`  ``write_synthetic_dataset``: a small valid dataset folder for tests and examples
+- :mod:`.preference` ``PreferenceCollator``/``KtoCollator``: DPO and KTO batches (``--task preference|kto``)
 - :mod:`.heads`      the collator of each task (``Collator.from_manifest`` picks it from ``manifest["task"]``);
   :mod:`.text_lm` (``text``) and the other tasks' modules register theirs
 """
@@ -31,6 +32,7 @@ from .partition import (
     rank_indices,
     resolve_rank_world_size,
 )
+from .preference import KtoCollator, PreferenceCollator
 from .seq2seq import Seq2SeqCollator
 from .synthetic import write_synthetic_dataset
 from .text_lm import text_collator  # noqa: F401 (registers the text task's collator)
@@ -57,4 +59,6 @@ __all__ = [
     "write_synthetic_dataset",
     "TASK_COLLATORS",
     "Seq2SeqCollator",
+    "PreferenceCollator",
+    "KtoCollator",
 ]

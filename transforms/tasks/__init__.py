@@ -9,6 +9,8 @@ schema, build, audit figures, manifest section), :mod:`~transforms.tasks.spec` t
 - ``text`` (:class:`~transforms.tasks.text.TextTask`): raw text for causal LM (continued pretraining).
 - ``seq2seq`` (:class:`~transforms.tasks.seq2seq.Seq2SeqTask`): source/target pairs for encoder-decoders.
 - ``mlm`` (:class:`~transforms.tasks.mlm.MlmTask`): raw text for masked LM (masked at run time).
+- ``preference`` / ``kto`` (:mod:`~transforms.tasks.preference`): preference pairs (DPO) and unpaired feedback
+  (KTO), split into prompt and completions with the chat template machinery of SFT labels.
 
 :func:`task_class` looks one up.
 """
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 from transforms.tasks.base import Task, TaskFigures, TaskFlag, TaskOptions
 from transforms.tasks.chat import ChatTask
+from transforms.tasks.preference import KtoTask, PreferenceTask
 from transforms.tasks.seq2seq import Seq2SeqTask
 from transforms.tasks.text import TextTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (ChatTask, TextTask, Seq2SeqTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (ChatTask, TextTask, Seq2SeqTask, PreferenceTask, KtoTask)}
 
 
 def task_class(name: str):
@@ -47,5 +50,5 @@ def task_flags() -> dict[str, tuple[TaskFlag, list[str]]]:
     return flags
 
 
-__all__ = ["TASKS", "ChatTask", "Seq2SeqTask", "Task", "TaskFigures", "TaskFlag", "TaskOptions",
-           "TextTask", "task_class", "task_flags"]
+__all__ = ["TASKS", "ChatTask", "KtoTask", "PreferenceTask", "Seq2SeqTask", "Task", "TaskFigures", "TaskFlag",
+           "TaskOptions", "TextTask", "task_class", "task_flags"]

@@ -206,13 +206,18 @@ class Task:
         options_class: its :class:`TaskOptions` subclass.
         flags: its :class:`TaskFlag` s.
         chat_flags: whether the chat flags (``--loss``, ``--chat-template``, ...) apply (chat only).
-        needs_chat_template: whether the tokenizer must have a chat template (checked at launch).
+        chat_options: the chat flags (their ``JobArgs`` names, e.g. ``"chat_template"``, ``"role_map"``) a task
+            other than chat reads as chat does: they reach its ``TokenizeOptions`` and message-reading
+            ``FormatOptions``; the other chat flags are refused.
+        needs_chat_template: whether the tokenizer must have a chat template (checked at launch, with the chat
+            template's launch check and pinned ``--template-date``).
     """
 
     name: ClassVar[str] = ""
     options_class: ClassVar[type[TaskOptions]] = TaskOptions
     flags: ClassVar[tuple[TaskFlag, ...]] = ()
     chat_flags: ClassVar[bool] = False
+    chat_options: ClassVar[tuple[str, ...]] = ()
     needs_chat_template: ClassVar[bool] = False
 
     images = None  # only the chat task has parts (images)
