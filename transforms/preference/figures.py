@@ -4,7 +4,8 @@
 chosen-minus-rejected length difference (a known source of length bias: how often the chosen completion is
 the longer one, by how much, the mean signed difference); truncated pairs (prompt or completions cut) and
 rejected ones (``pair_truncated``, ``identical_pair``, ``too_long``); pairs per prompt (how many pairs share
-a prompt, by ``prompt_hash``); pairs trained by the prompt-mismatch rule. :class:`KtoFigures`
+a prompt, by ``prompt_hash``); pairs trained by the prompt-mismatch rule, and pairs whose completions start
+at a token that also holds prompt characters (``boundary_moved``). :class:`KtoFigures`
 (``--task kto``): desirable/undesirable balance, prompt and completion token distributions per label,
 truncation. Both merge exactly in any order (integer counts, fixed-bin histograms, a count per prompt).
 """
@@ -57,7 +58,7 @@ class PreferenceFigures(TaskFigures):
         self.groups = _PromptGroups()
         self.counts = {"pairs": 0, "chosen_longer": 0, "same_length": 0, "rejected_longer": 0,
                        "length_difference_sum": 0, "truncated_pairs": 0, "prompt_truncated_pairs": 0,
-                       "completion_truncated_pairs": 0, "prompt_mismatch_pairs": 0,
+                       "completion_truncated_pairs": 0, "prompt_mismatch_pairs": 0, "boundary_moved_pairs": 0,
                        **{f"rejected_{reason}": 0 for reason in _PAIR_REASONS}}
 
     def add_row(self, row: Mapping[str, Any]) -> None:
@@ -85,6 +86,8 @@ class PreferenceFigures(TaskFigures):
             counts["truncated_pairs"] += 1
         if int(row["prompt_mismatch_turns"]):
             counts["prompt_mismatch_pairs"] += 1
+        if bool(row["boundary_moved"]):
+            counts["boundary_moved_pairs"] += 1
         self.groups.add(_prompt_group(row))
 
     def add_rejection(self, item: Mapping[str, Any]) -> None:
@@ -141,7 +144,7 @@ class KtoFigures(TaskFigures):
         self.undesirable_tokens = IntHistogram()
         self.groups = _PromptGroups()
         self.counts = {"examples": 0, "desirable": 0, "undesirable": 0, "truncated": 0, "prompt_truncated": 0,
-                       "completion_truncated": 0, "prompt_mismatch_examples": 0}
+                       "completion_truncated": 0, "prompt_mismatch_examples": 0, "boundary_moved": 0}
 
     def add_row(self, row: Mapping[str, Any]) -> None:
         counts = self.counts
@@ -161,6 +164,8 @@ class KtoFigures(TaskFigures):
             counts["completion_truncated"] += 1
         if int(row["prompt_mismatch_turns"]):
             counts["prompt_mismatch_examples"] += 1
+        if bool(row["boundary_moved"]):
+            counts["boundary_moved"] += 1
         self.groups.add(_prompt_group(row))
 
     def merge(self, other: "KtoFigures") -> "KtoFigures":

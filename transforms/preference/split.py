@@ -2,7 +2,10 @@
 
 A completion (chosen, rejected, or a KTO completion) is rendered after its prompt with the job's
 :class:`~transforms.chat_render.ChatRenderer`: the messages ``prompt + completion`` with only the
-completion's assistant turns supervised, as one row (``--multi-turn single``). The completion is then
+completion's assistant turns supervised, as one row: the whole conversation where the template renders the
+completion there as at inference, else its inference prompt ``P_i`` followed by the turn (a completion of
+several turns that the template renders differently once later turns follow is rejected as
+``not_prefix_preserving``). The completion is then
 exactly what SFT would train for those turns, from the first character of the first supervised turn to the
 end of the last one: what the template renders after the generation prompt ``P_i``, through the
 end-of-turn token the model must learn to emit, without the whitespace or end-of-conversation suffix the
@@ -22,7 +25,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from transforms import errors
 from transforms.chat_render import ChatRenderer, PromptMismatch
+from transforms.errors import RecordRejected
 from transforms.labels import span_token_ranges
 
 
@@ -47,7 +52,11 @@ def render_side(renderer: ChatRenderer, prompt: Sequence[Mapping], completion: S
     messages = [*prompt, *completion]
     trainable = [False] * len(prompt) + [m.get("role") == "assistant" for m in completion]
     rows = renderer.render_rows(messages, tools=list(tools) if tools else None, trainable=trainable,
-                                template_kwargs=template_kwargs, multi_turn="single")
+                                template_kwargs=template_kwargs, multi_turn="auto")
+    if len(rows) != 1:
+        raise RecordRejected(errors.NOT_PREFIX_PRESERVING, "the chat template renders the completion's earlier turns "
+                                                           "differently once later turns follow, so the completion has "
+                                                           "no one rendering")
     row = rows[0]
     start, end = row.turn_spans[0][0], row.turn_spans[-1][1]
     return RenderedSide(text=row.text[:end], start=start, mismatches=row.prompt_mismatches)

@@ -11,15 +11,18 @@ SFT renders it (through the end-of-turn token of its last turn), ``prompt_ids`` 
 (the generation prompt, or the shared context under the prompt-mismatch rule). A plain-text pair (three
 strings) is tokenized as TRL does (``tokenizer(prompt)``, ``tokenizer(prompt + completion + eos)``, the
 completion from where they part). Truncation keeps pairs meaningful
-(:mod:`transforms.preference.truncation`). Provenance columns as every task, with ``length`` = prompt +
-the longer completion (the width the pair pads to), ``num_loss_tokens`` = chosen + rejected tokens,
+(:mod:`transforms.preference.truncation`). Provenance columns as every task, with ``length`` = the tokens of
+the pair's two sequences (``2 * prompt + chosen + rejected``: what the model reads for the pair, so token
+budgets and totals count what is computed), ``num_loss_tokens`` = chosen + rejected tokens,
 ``truncated_tokens`` = tokens cut from the three; plus ``prompt_hash`` (pairs of one prompt share it),
-``prompt_truncated_tokens``, ``chosen_truncated_tokens``, ``rejected_truncated_tokens`` and
-``prompt_mismatch_turns`` (completion turns trained by the prompt-mismatch rule).
+``prompt_truncated_tokens``, ``chosen_truncated_tokens``, ``rejected_truncated_tokens``,
+``prompt_mismatch_turns`` (completion turns trained by the prompt-mismatch rule) and ``boundary_moved`` (a token
+holds characters of both the prompt and a completion, or the two texts tokenize differently before the
+completions: the completions start at that token, and ``prompt_ids`` is one token short of the tokenized prompt).
 
 Rows (``--task kto``): ``prompt_ids``, ``completion_ids``, ``label`` (the columns of TRL's
 ``DataCollatorForUnpairedPreference``), the same provenance and ``prompt_hash``,
-``prompt_truncated_tokens``, ``completion_truncated_tokens``, ``prompt_mismatch_turns``.
+``prompt_truncated_tokens``, ``completion_truncated_tokens``, ``prompt_mismatch_turns``, ``boundary_moved``.
 
 Runtime: ``Collator.from_manifest(out)`` is :class:`transforms.runtime.preference.PreferenceCollator` /
 :class:`~transforms.runtime.preference.KtoCollator`.
@@ -210,13 +213,14 @@ class _PreferenceBase(Task):
         return split_tokens(encodings, [s.start for s in pending.sides], [len(s.text) for s in pending.sides])
 
     def _row(self, pending: PendingExample, columns: dict[str, Any], *, length: int, loss_tokens: int,
-             cut: int, content_hash: str) -> dict[str, Any]:
+             cut: int, content_hash: str, split_moved: bool) -> dict[str, Any]:
         raw, example = pending.raw, pending.example
         mismatches = [m for side in pending.sides for m in side.mismatches]
         row = {
             **columns,
             "prompt_hash": hashlib.sha256(prompt_key(example).encode("utf-8")).hexdigest(),
             "prompt_mismatch_turns": len(mismatches),
+            "boundary_moved": bool(split_moved),
             "length": length,
             "num_loss_tokens": loss_tokens,
             "truncated": cut > 0,
@@ -259,7 +263,8 @@ class PreferenceTask(_PreferenceBase):
                 pa.field("rejected_ids", _INT_LIST, nullable=False),
                 pa.field("prompt_hash", pa.string(), nullable=False),
                 _int_field("prompt_truncated_tokens"), _int_field("chosen_truncated_tokens"),
-                _int_field("rejected_truncated_tokens"), _int_field("prompt_mismatch_turns"))
+                _int_field("rejected_truncated_tokens"), _int_field("prompt_mismatch_turns"),
+                pa.field("boundary_moved", pa.bool_(), nullable=False))
 
     @classmethod
     def figures(cls, options) -> PreferenceFigures:
@@ -278,9 +283,9 @@ class PreferenceTask(_PreferenceBase):
         columns = {"prompt_ids": prompt, "chosen_ids": kept_chosen, "rejected_ids": kept_rejected,
                    "prompt_truncated_tokens": out.prompt_cut, "chosen_truncated_tokens": out.completion_cuts[0],
                    "rejected_truncated_tokens": out.completion_cuts[1]}
-        return self._row(pending, columns, length=len(prompt) + max(len(kept_chosen), len(kept_rejected)),
+        return self._row(pending, columns, length=2 * len(prompt) + len(kept_chosen) + len(kept_rejected),
                          loss_tokens=len(kept_chosen) + len(kept_rejected), cut=out.cut,
-                         content_hash=self.content_key(pending.example, self.task_options))
+                         content_hash=self.content_key(pending.example, self.task_options), split_moved=split.moved)
 
 
 class KtoTask(_PreferenceBase):
@@ -307,7 +312,8 @@ class KtoTask(_PreferenceBase):
         return (pa.field("prompt_ids", _INT_LIST, nullable=False),
                 pa.field("completion_ids", _INT_LIST, nullable=False), pa.field("label", pa.bool_(), nullable=False),
                 pa.field("prompt_hash", pa.string(), nullable=False), _int_field("prompt_truncated_tokens"),
-                _int_field("completion_truncated_tokens"), _int_field("prompt_mismatch_turns"))
+                _int_field("completion_truncated_tokens"), _int_field("prompt_mismatch_turns"),
+                pa.field("boundary_moved", pa.bool_(), nullable=False))
 
     @classmethod
     def figures(cls, options) -> KtoFigures:
@@ -328,7 +334,7 @@ class KtoTask(_PreferenceBase):
         columns = {"prompt_ids": out.prompt, "completion_ids": kept, "label": bool(pending.example.label),
                    "prompt_truncated_tokens": out.prompt_cut, "completion_truncated_tokens": out.completion_cuts[0]}
         return self._row(pending, columns, length=len(out.prompt) + len(kept), loss_tokens=len(kept), cut=out.cut,
-                         content_hash=self.content_key(pending.example, self.task_options))
+                         content_hash=self.content_key(pending.example, self.task_options), split_moved=split.moved)
 
 
 __all__ = ["KtoOptions", "KtoTask", "PreferenceOptions", "PreferenceTask"]
