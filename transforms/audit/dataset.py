@@ -38,7 +38,7 @@ def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # the columns of the tasks other than chat (their shards have ``content_hash``): every numeric list column
-# and these scalars besides SCALAR_COLUMNS
+# and every scalar column (a task's audit figures read its own, e.g. seq2seq's per-side truncation)
 TASK_SCALAR_COLUMNS = ("content_hash", "row_of_record", sf.DOCUMENTS_COLUMN)
 
 
@@ -52,7 +52,7 @@ def iter_table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
     if "content_hash" in table.column_names:  # another task's shard
         names = tuple(field.name for field in table.schema if pa.types.is_list(field.type)
                       and (pa.types.is_integer(field.type.value_type) or pa.types.is_floating(field.type.value_type)))
-        scalar_names = SCALAR_COLUMNS + TASK_SCALAR_COLUMNS
+        scalar_names = tuple(field.name for field in table.schema if not pa.types.is_list(field.type))
     lists = {name: _list_column(table, name) for name in names if name in table.column_names}
     scalars = {name: table.column(name).to_pylist() for name in scalar_names if name in table.column_names}
     names = list(scalars)
