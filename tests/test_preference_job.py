@@ -205,3 +205,40 @@ def test_dedup_and_role_map(tmp_path):
     tokenizer = bundled_tokenizer()
     third = next(r for r in rows if r["index"] == 2)
     assert "Be kind." in tokenizer.decode(third["prompt_ids"])  # --system-prompt reached the record without one
+
+
+def test_a_template_that_renders_the_turn_differently_is_counted(tmp_path):
+    """axolotl's Qwen3 template (generation prompt ``<think>\\n\\n``, rendered turn ``<think>\\nreasoning``): pairs with
+    reasoning are trained from where the two part, as SFT rows, and counted in the audit."""
+    from test_prompt_mismatch import AXOLOTL_QWEN3
+
+    import template_families as tf
+
+    folder = tf.family_tokenizer(tf.BY_NAME["qwen3"], tmp_path / "tok")
+    template = tmp_path / "qwen3.jinja"
+    template.write_text(AXOLOTL_QWEN3, encoding="utf-8")
+    pairs = [{"prompt": [msg("user", f"What is {k} plus {k}?")],
+              "chosen": [{"role": "assistant", "content": f"{2 * k}.",
+                          "reasoning_content": f"{k} and {k} make {2 * k}."}],
+              "rejected": [{"role": "assistant", "content": f"{2 * k + 1}.", "reasoning_content": "A guess."}]}
+             for k in range(5)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    out = tmp_path / "out"
+    assert default_command(["--task", "preference", "--input", data, "--output", str(out), "--tokenizer", folder,
+                            "--chat-template", str(template), "--workers", "1"]) == 0
+    manifest, rows, rejected = read(out)
+    assert len(rows) == 5 and not rejected
+    tokenizer = tf.load_family_tokenizer(folder)
+    for row in rows:
+        assert row["prompt_mismatch_turns"] == 2
+        prompt = tokenizer.decode(row["prompt_ids"])
+        assert prompt.endswith("<|im_start|>assistant\n<think>\n")  # the context both renderings share
+        pair = pairs[row["index"]]
+        full = tokenizer.apply_chat_template(pair["prompt"] + pair["chosen"], tokenize=False,
+                                             chat_template=AXOLOTL_QWEN3)
+        assert list(row["prompt_ids"]) + list(row["chosen_ids"]) == tokenizer(
+            full.rstrip("\n"), add_special_tokens=False)["input_ids"]
+    stats = json.loads((out / "audit" / "stats.json").read_text())
+    assert stats["task"]["figures"]["prompt_mismatch_pairs"] == 5
+    assert stats["prompt_mismatch"]["records"] == 5 and stats["prompt_mismatch"]["turns"] == 10
+    assert manifest["audit"]["prompt_mismatch"]["records"] == 5
