@@ -42,7 +42,7 @@ def write_jsonl(path: Path, items) -> str:
 
 def run(args: list[str]) -> int:
     """``python -m pipeline ARGS`` in this process (the local engine unless Beam flags are given)."""
-    from pipeline.main import main
+    from pipeline.launch.main import main
 
     return main(list(args))
 

@@ -184,8 +184,8 @@ def test_the_audit_and_the_summary_count_the_records_with_an_example(axolotl_job
     assert "rendered differently from their generation prompt" in report and "20 / 40" in report
     # the command's summary line, and a recomputed audit that keeps the job's figures (the shards lack them)
     from pipeline.audit import main as audit_main
-    from pipeline.cli import parse_args
-    from pipeline.main import _print_summary
+    from pipeline.launch.cli import parse_args
+    from pipeline.launch.main import _print_summary
 
     _print_summary(parse_args(["--input", "x", "--output", str(out)]), 1.0, manifest)
     printed = capsys.readouterr().out

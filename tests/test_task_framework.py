@@ -11,7 +11,7 @@ from task_testing import BEAM, C4, WIKI_TXT, WMT16, XSUM, manifest, run, tree_di
 
 
 def parse(argv):
-    from pipeline.cli import parse_args
+    from pipeline.launch.cli import parse_args
 
     return parse_args(["--input", "x.jsonl", "--output", "out", *argv])
 
@@ -33,7 +33,7 @@ def test_chat_is_the_default_task_and_its_options_are_unchanged():
 ], ids=["other-task-flag", "chat-flag", "chat-template", "pad-to", "block-size", "group-and-max", "turns",
         "field-map"])
 def test_configuration_errors_are_one_line_before_any_work(argv, message):
-    from pipeline.cli import ConfigError
+    from pipeline.launch.cli import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         parse(argv)

@@ -230,7 +230,7 @@ def test_bad_pairs_are_rejected_with_reasons(tmp_path, t5):
 
 
 def test_configuration_errors(tmp_path):
-    from pipeline.cli import ConfigError, parse_args
+    from pipeline.launch.cli import ConfigError, parse_args
 
     base = ["--input", "x.jsonl", "--output", "out", "--task", "seq2seq"]
     for extra, message in ((["--source-lang", "en"], "go together"),

@@ -29,7 +29,7 @@ AMBIGUOUS_SPAN = "ambiguous_span"
 NO_STOP_TOKEN = "no_stop_token"
 NO_GENERATION_PROMPT = "no_generation_prompt"
 TEMPLATE_LIMIT = "template_limit"
-# input files that end early or cannot be read (see transforms/reading/, pipeline/sources.py)
+# input files that end early or cannot be read (see transforms/reading/, pipeline/steps/reading.py)
 TRUNCATED_INPUT = "truncated_input"
 UNREADABLE_INPUT = "unreadable_input"
 # image reasons (vision-language records)
