@@ -179,6 +179,7 @@ def test_truncation_through_the_job(tmp_path):
     (["--task", "preference", "--truncation", "left"], "--truncation"),
     (["--task", "chat", "--max-prompt-length", "10"], "--max-prompt-length"),
     (["--task", "kto", "--format", "ranking"], "--format"),
+    (["--task", "text", "--prompt-mismatch", "reject"], "--prompt-mismatch"),
 ])
 def test_configuration_errors(tmp_path, capsys, args, message):
     data = write_jsonl(tmp_path / "d.jsonl", [every_layout()["trl_explicit"]])

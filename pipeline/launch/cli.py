@@ -70,7 +70,8 @@ CHAT_ONLY_FLAGS = {"chat_template": None, "loss": "assistant", "multi_turn": "au
                    "fold_system": False, "control_tokens_in_data": "text", "chat_template_kwargs": None,
                    "template_date": None, "template_timeout": 10.0, "system_prompt": None, "role_map": None,
                    "processor": None, "image_root": None, "store_pixels": False, "image_encoding": "webp",
-                   "max_image_pixels": None, "min_pixels": None, "max_pixels": None, "pad_to": None}
+                   "max_image_pixels": None, "min_pixels": None, "max_pixels": None, "pad_to": None,
+                   "prompt_mismatch": "diverge"}
 
 
 def _task_formats() -> tuple[str, ...]:

@@ -72,7 +72,7 @@ from transforms.tasks.encoding import SpecialTokensEncoder
 #: the chat flags these tasks read (the chat template, its variables and limits, the record-format options of
 #: messages); the others (--loss, --multi-turn, --pad-to, images...) are refused
 CHAT_OPTIONS = ("chat_template", "chat_template_kwargs", "template_date", "template_timeout", "control_tokens_in_data",
-                "system_prompt", "role_map", "fold_system")
+                "system_prompt", "role_map", "fold_system", "prompt_mismatch")
 
 
 def _check_lengths(options) -> None:
