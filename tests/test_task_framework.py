@@ -7,7 +7,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from task_testing import BEAM, C4, WIKI_TXT, WMT16, XSUM, manifest, run, tree_digest
+from task_testing import BEAM, C4, WIKI_TXT, WMT16, XSUM, bert_folder, manifest, run, tree_digest
 
 
 def parse(argv):
@@ -56,7 +56,9 @@ def test_the_flex_template_metadata_lists_the_task_flags():
     from chatshards_testing import REPO
 
     names = {p["name"] for p in json.loads((REPO / "deploy" / "metadata.json").read_text())["parameters"]}
-    assert {"task", "group_texts", "group_remainder", "text_file_unit", "no_eos"} <= names
+    assert {"task", "group_texts", "group_remainder", "text_file_unit", "no_eos", "source_lang", "target_lang",
+            "source_prefix", "max_source_length", "max_target_length", "decoder_start_token_id",
+            "whole_word_mask"} <= names
 
 
 def test_the_task_spec_is_small_picklable_and_chat_by_default():
@@ -107,13 +109,16 @@ ENGINE_CASES = {
     "seq2seq": ["--task", "seq2seq", "--input", str(XSUM), "--input", str(WMT16), "--source-lang", "en",
                 "--target-lang", "ro", "--field-map", "source=document,target=summary", "--max-source-length", "64",
                 "--max-target-length", "16", "--source-prefix", "summarize: ", "--dedup", "--num-shards", "2"],
+    "mlm-grouped": ["--task", "mlm", "--input", str(C4), "--input", str(WIKI_TXT), "--tokenizer", "BERT",
+                    "--group-texts", "96", "--batch-size", "7", "--whole-word-mask", "--dedup", "--num-shards", "2"],
+    "mlm-rows": ["--task", "mlm", "--input", str(C4), "--tokenizer", "BERT", "--max-length", "64"],
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(ENGINE_CASES))
 def test_every_task_writes_the_same_bytes_on_both_engines_and_any_worker_count(tmp_path, case):
-    args = ENGINE_CASES[case]
+    args = [bert_folder() if arg == "BERT" else arg for arg in ENGINE_CASES[case]]
     assert run([*args, "--output", str(tmp_path / "beam"), *BEAM]) == 0
     reference = tree_digest(tmp_path / "beam")
     assert "manifest.json" in reference and any(k.startswith("data/") for k in reference)
@@ -121,3 +126,36 @@ def test_every_task_writes_the_same_bytes_on_both_engines_and_any_worker_count(t
         out = tmp_path / f"local-{workers}"
         assert run([*args, "--output", str(out), "--workers", str(workers)]) == 0
         assert tree_digest(out) == reference, workers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["text", "seq2seq", "mlm"])
+def test_the_audit_command_recomputes_the_jobs_stats_and_inspect_shows_rows(tmp_path, capsys, case):
+    import json
+    import shutil
+
+    from pipeline.audit import main as audit_main
+    from pipeline.inspect import main as inspect_main
+
+    args = {"text": ["--task", "text", "--input", str(C4), "--group-texts", "128", "--group-remainder", "drop",
+                     "--batch-size", "5"],
+            "seq2seq": ["--task", "seq2seq", "--input", str(XSUM), "--field-map", "source=document,target=summary",
+                        "--max-source-length", "64"],
+            "mlm": ["--task", "mlm", "--input", str(WIKI_TXT), "--tokenizer", "BERT", "--max-length", "128",
+                    "--whole-word-mask"]}[case]
+    args = [bert_folder() if arg == "BERT" else arg for arg in args]
+    out = tmp_path / "out"
+    assert run([*args, "--output", str(out), "--workers", "1"]) == 0
+    stats = json.loads((out / "audit" / "stats.json").read_text())
+    assert stats["task"]["name"] == case and manifest(out)["audit"]["task"] == stats["task"]["summary"]
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "audit")
+    assert audit_main([str(copy)]) == 0 and audit_main([str(out), "--check"]) == 0
+    recomputed = json.loads((copy / "audit" / "stats.json").read_text())
+    assert {k: v for k, v in recomputed.items() if k != "computed_by"} == \
+        {k: v for k, v in stats.items() if k != "computed_by"}
+    capsys.readouterr()
+    assert inspect_main([str(out), "--n", "1", "--color", "never", "--ids"]) == 0
+    shown = capsys.readouterr().out
+    assert f"· {case} ·" in shown and "input_ids: [" in shown

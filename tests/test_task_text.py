@@ -219,3 +219,14 @@ def test_the_runtime_serves_text_rows_and_a_tiny_llama_trains_on_them(tmp_path, 
     trainer = Trainer(model=model.train(), args=args, train_dataset=dataset, data_collator=collator)
     result = trainer.train()
     assert np.isfinite(result.training_loss)
+
+
+def test_parquet_records_read_like_jsonl(tmp_path, qwen):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [r["text"] for r in records(C4)][:5]
+    pq.write_table(pa.table({"text": texts, "url": [f"u{i}" for i in range(5)]}), tmp_path / "c4.parquet")
+    out = tmp_path / "out"
+    assert run(["--task", "text", "--input", str(tmp_path / "c4.parquet"), "--output", str(out), "--workers", "1"]) == 0
+    assert [r["input_ids"] for r in shard_rows(out)] == [ids + [qwen.eos_token_id] for ids in qwen(texts)["input_ids"]]

@@ -42,6 +42,13 @@ IMAGE_COUNT_MISMATCH = "image_count_mismatch"
 # partial block of a batch (--group-texts with --group-remainder drop)
 EMPTY_TEXT = "empty_text"
 GROUP_REMAINDER = "group_remainder"
+# encoder-head reasons (classification, token classification, extractive QA)
+INVALID_LABEL = "invalid_label"            # missing, or not of the job's label kind
+UNMAPPED_LABEL = "unmapped_label"          # a class name or tag outside the label map given with --labels
+LENGTH_MISMATCH = "length_mismatch"        # tokens and tags of different lengths
+WORD_NOT_TOKENIZED = "word_not_tokenized"  # a word that tokenizes to nothing (its label would vanish)
+QUESTION_TOO_LONG = "question_too_long"    # the question leaves no room for context (it is never truncated)
+ANSWER_NOT_IN_CONTEXT = "answer_not_in_context"  # answer_start/text do not point at the answer in the context
 # preference data (--task preference / kto): chosen and rejected are the same (in the record, or once tokenized
 # or truncated); truncation would leave a completion without a token
 IDENTICAL_PAIR = "identical_pair"
@@ -56,6 +63,7 @@ ALL_REASONS = (
     CONTENT_NOT_RENDERED, CONTROL_TOKEN_IN_TEXT, AMBIGUOUS_SPAN, NO_STOP_TOKEN, TEMPLATE_LIMIT,
     NO_GENERATION_PROMPT,
     EMPTY_TEXT, GROUP_REMAINDER,
+    INVALID_LABEL, UNMAPPED_LABEL, LENGTH_MISMATCH, WORD_NOT_TOKENIZED, QUESTION_TOO_LONG, ANSWER_NOT_IN_CONTEXT,
     IDENTICAL_PAIR, PAIR_TRUNCATED,
 )
 

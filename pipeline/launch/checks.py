@@ -16,6 +16,7 @@ from pipeline.launch.cli import ConfigError, JobArgs, check_num_shards_for_input
 from pipeline.launch.engine_choice import weighted_input_bytes
 from pipeline.launch.plan import JobPlan, load_vision, make_plan
 from pipeline.launch.time_limit import LaunchCheckTimeout, call_with_time_limit
+from pipeline.steps.scan import resolve_task_options
 from transforms.template_check import TemplateUnusable, check_template
 from transforms.template_env import TemplateRefused, template_traits, today_iso
 from transforms.tokenizer_loading import TokenizerConfigError
@@ -89,6 +90,7 @@ def check_task_tokenizer(job: JobArgs, tokenizer) -> None:
 
     try:
         task_class(job.task).check_tokenizer(job.task_options, tokenizer)
+        task_class(job.task).check_build(job.task_options, job.tokenize_options, tokenizer)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -114,6 +116,7 @@ def plan_job(job: JobArgs) -> JobPlan:
         sizes = list_input_sizes(job.inputs) if job.validate_inputs else None
         files = sorted(sizes) if sizes is not None else None
         check_input_files(files)
+        job = resolve_task_options(job, files)  # a label map built from the data (classification, NER)
         if sizes is not None:
             check_num_shards_for_input(job.num_shards, sum(sizes.values()))
         vision = load_vision(job, tokenizer)  # --processor: its family config

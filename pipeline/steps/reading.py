@@ -84,7 +84,8 @@ def read_file(path: str, task=None) -> Iterator[RawRecord]:
 def read_file_batches(path: str, batch_size: int, task=None) -> Iterator[list[RawRecord]]:
     """The records of one file in lists of at most ``batch_size`` (in file order; ``task``: see :func:`read_file`)."""
     batch: list[RawRecord] = []
-    for raw in read_file(path, task):
+    # the chat task reads every file the usual way (read_file(path), as before tasks existed)
+    for raw in (read_file(path) if task is None or task.is_chat else read_file(path, task)):
         batch.append(raw)
         if len(batch) >= batch_size:
             yield batch

@@ -330,7 +330,8 @@ class AuditAccumulator:
             self.counters["truncated_rows"] += 1
             entry["truncated"] += 1
             self.truncated_tokens.add(int(row["truncated_tokens"]))
-        sort_key = row.get("sort_key") or row_sort_key(source, int(row["index"]))
+        # samples by a key the shard columns give back (the audit command has no sort_key): record, then row
+        sort_key = f"{row_sort_key(source, int(row['index']))}:{int(row.get('row_of_record', 0) or 0):08d}"
         current = self.first_by_format.get(fmt)
         if current is None or sort_key < current[0]:
             self.first_by_format[fmt] = (sort_key, _sample_of(row, sort_key, self.figures))

@@ -37,11 +37,6 @@ def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     return offsets, values
 
 
-# the columns of the tasks other than chat (their shards have ``content_hash``): every numeric list column
-# and every scalar column (a task's audit figures read its own, e.g. seq2seq's per-side truncation)
-TASK_SCALAR_COLUMNS = ("content_hash", "row_of_record", sf.DOCUMENTS_COLUMN)
-
-
 def iter_table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
     """Rows of a shard table as dicts; ``input_ids``/``labels`` (for another task than chat: every numeric
     list column) are numpy views (no Python lists)."""
@@ -49,7 +44,7 @@ def iter_table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
         return
     names = ("input_ids", "labels")
     scalar_names = SCALAR_COLUMNS
-    if "content_hash" in table.column_names:  # another task's shard
+    if "content_hash" in table.column_names:  # another task's shard: every column (its figures read them)
         names = tuple(field.name for field in table.schema if pa.types.is_list(field.type)
                       and (pa.types.is_integer(field.type.value_type) or pa.types.is_floating(field.type.value_type)))
         scalar_names = tuple(field.name for field in table.schema if not pa.types.is_list(field.type))

@@ -14,17 +14,28 @@ Modules (one concept each):
   rank/worker partitioning, mid-epoch resume
 - :mod:`.batching`   ``LengthGroupedBatchSampler``/``TokenBudgetBatchSampler``/``padding_fraction``
 - :mod:`.collate`    ``Collator``/``CollatorConfig``/``Batch``: padded and padding-free batches
+- :mod:`.encoder_collate` ``SequenceClassificationCollator``/``TokenClassificationCollator``/
+  ``QuestionAnsweringCollator``: encoder heads (classification, NER, extractive QA)
 - :mod:`.vision`     ``VisionCollator``: ``pixel_values``/``image_grid_thw`` for image rows
 - :mod:`.synthetic`  ``write_synthetic_dataset``: a small valid dataset folder for tests and examples
 - :mod:`.preference` ``PreferenceCollator``/``KtoCollator``: DPO and KTO batches (``--task preference|kto``)
 - :mod:`.heads`      the collator of each task (``Collator.from_manifest`` picks it from ``manifest["task"]``);
-  :mod:`.text_lm` (``text``) and the other tasks' modules register theirs
+  :mod:`.text_lm` (``text``: the plain ``Collator``), :mod:`.seq2seq` (``Seq2SeqCollator``: labels -100,
+  ``decoder_input_ids``), :mod:`.mlm` (``MaskingCollator``: masks at run time per (seed, epoch, row);
+  ``epoch_callback`` for transformers' Trainer, the one helper that imports transformers, when called)
 """
 from ..shard_format import IGNORE_INDEX, ManifestError
 from .batching import LengthGroupedBatchSampler, TokenBudgetBatchSampler, padding_fraction
 from .collate import Batch, Collator, CollatorConfig, RowLayout
 from .dataset import ShardDataset
+from .encoder_collate import (
+    EncoderCollatorConfig,
+    QuestionAnsweringCollator,
+    SequenceClassificationCollator,
+    TokenClassificationCollator,
+)
 from .heads import COLLATORS as TASK_COLLATORS
+from .mlm import MaskingCollator, epoch_callback
 from .partition import (
     ResumableDataLoader,
     ShardIterableDataset,
@@ -59,6 +70,12 @@ __all__ = [
     "write_synthetic_dataset",
     "TASK_COLLATORS",
     "Seq2SeqCollator",
+    "MaskingCollator",
+    "epoch_callback",
+    "EncoderCollatorConfig",
+    "SequenceClassificationCollator",
+    "TokenClassificationCollator",
+    "QuestionAnsweringCollator",
     "PreferenceCollator",
     "KtoCollator",
 ]

@@ -119,10 +119,10 @@ class _MappedShard:
 
     __slots__ = ("path", "chunk_starts", "chunks")
 
-    def __init__(self, path: str, *, expected_rows: int, columns: Sequence[str]):
+    def __init__(self, path: str, *, expected_rows: int, columns: Sequence[str], chat: bool = True):
         self.path = path
         schema, batches = _map_stream(path)
-        _check_schema(path, schema, columns)
+        _check_schema(path, schema, columns, chat=chat)
         rows = sum(b.num_rows for b in batches)
         if rows != expected_rows:
             raise ManifestError(f"shard {path} is corrupted: {rows} rows, manifest says {expected_rows}")
@@ -161,7 +161,9 @@ class _MappedShard:
                     yield b[a[0]:a[-1]]
 
 
-def _check_schema(path: str, schema: pa.Schema, columns: Sequence[str]) -> None:
+def _check_schema(path: str, schema: pa.Schema, columns: Sequence[str], *, chat: bool = True) -> None:
+    """The shard's schema version and requested columns; ``chat``: their types are the chat schema's (a task's
+    dataset has its task's own types, e.g. a classification ``labels`` int32 per row)."""
     version = (schema.metadata or {}).get(_VERSION_KEY)
     if version is not None and version != str(sf.SCHEMA_VERSION).encode():
         raise ManifestError(
@@ -172,7 +174,7 @@ def _check_schema(path: str, schema: pa.Schema, columns: Sequence[str]) -> None:
     for name in columns:
         if name not in schema.names:
             raise ManifestError(f"shard {path} has no column {name!r} (columns: {schema.names})")
-        if name in expected.names and schema.field(name).type != expected.field(name).type:
+        if chat and name in expected.names and schema.field(name).type != expected.field(name).type:
             raise ManifestError(
                 f"shard {path}: column {name!r} is {schema.field(name).type}, expected {expected.field(name).type}"
             )
@@ -248,6 +250,7 @@ class ShardDataset(torch.utils.data.Dataset):
     ):
         self.root = os.fspath(path)
         self.manifest = sf.load_manifest(self.root)
+        self._chat = heads.task_section(self.manifest) is None
         self.paths = sf.shard_paths(self.root, self.manifest)
         entries = self.manifest["shards"]
         for p, entry in zip(self.paths, entries):
@@ -365,14 +368,15 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def _shard(self, k: int, columns: Sequence[str] | None = None) -> _MappedShard:
         if columns is not None:  # one-off scan with other columns: not cached
-            return _MappedShard(self.paths[k], expected_rows=self._starts[k + 1] - self._starts[k], columns=columns)
+            return _MappedShard(self.paths[k], expected_rows=self._starts[k + 1] - self._starts[k], columns=columns,
+                                chat=self._chat)
         if self._pid != os.getpid():  # forked or unpickled in a worker: map again here
             self._open = collections.OrderedDict()
             self._pid = os.getpid()
         shard = self._open.get(k)
         if shard is None:
             rows = self._starts[k + 1] - self._starts[k]
-            shard = _MappedShard(self.paths[k], expected_rows=rows, columns=self._stored)
+            shard = _MappedShard(self.paths[k], expected_rows=rows, columns=self._stored, chat=self._chat)
             self._open[k] = shard
             if len(self._open) > self.max_open_shards:
                 self._open.popitem(last=False)

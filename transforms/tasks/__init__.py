@@ -9,6 +9,12 @@ schema, build, audit figures, manifest section), :mod:`~transforms.tasks.spec` t
 - ``text`` (:class:`~transforms.tasks.text.TextTask`): raw text for causal LM (continued pretraining).
 - ``seq2seq`` (:class:`~transforms.tasks.seq2seq.Seq2SeqTask`): source/target pairs for encoder-decoders.
 - ``mlm`` (:class:`~transforms.tasks.mlm.MlmTask`): raw text for masked LM (masked at run time).
+- ``classification`` (:class:`~transforms.tasks.classification.ClassificationTask`): a text or a sentence pair
+  and a label (class, multi-label, regression) for sequence classification.
+- ``token-classification`` (:class:`~transforms.tasks.token_classification.TokenClassificationTask`): words and
+  their tags (NER, POS; JSON or CoNLL files), labels on first sub-tokens.
+- ``qa`` (:class:`~transforms.tasks.qa.QATask`): SQuAD questions and contexts -> windowed features with answer
+  positions (extractive QA).
 - ``preference`` / ``kto`` (:mod:`~transforms.tasks.preference`): preference pairs (DPO) and unpaired feedback
   (KTO), split into prompt and completions with the chat template machinery of SFT labels.
 
@@ -18,11 +24,17 @@ from __future__ import annotations
 
 from transforms.tasks.base import Task, TaskFigures, TaskFlag, TaskOptions
 from transforms.tasks.chat import ChatTask
+from transforms.tasks.classification import ClassificationTask
+from transforms.tasks.mlm import MlmTask
 from transforms.tasks.preference import KtoTask, PreferenceTask
+from transforms.tasks.qa import QATask
 from transforms.tasks.seq2seq import Seq2SeqTask
 from transforms.tasks.text import TextTask
+from transforms.tasks.token_classification import TokenClassificationTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (ChatTask, TextTask, Seq2SeqTask, PreferenceTask, KtoTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (ChatTask, TextTask, Seq2SeqTask, MlmTask,
+                                                             ClassificationTask, TokenClassificationTask, QATask,
+                                                             PreferenceTask, KtoTask)}
 
 
 def task_class(name: str):
@@ -50,5 +62,5 @@ def task_flags() -> dict[str, tuple[TaskFlag, list[str]]]:
     return flags
 
 
-__all__ = ["TASKS", "ChatTask", "KtoTask", "PreferenceTask", "Seq2SeqTask", "Task", "TaskFigures", "TaskFlag",
-           "TaskOptions", "TextTask", "task_class", "task_flags"]
+__all__ = ["TASKS", "ChatTask", "KtoTask", "MlmTask", "PreferenceTask", "Seq2SeqTask", "Task", "TaskFigures",
+           "TaskFlag", "TaskOptions", "TextTask", "task_class", "task_flags"]

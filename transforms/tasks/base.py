@@ -239,6 +239,11 @@ class Task:
         """Launch-time checks that need the tokenizer (a token the task needs is missing...): ``ValueError``."""
 
     @classmethod
+    def check_build(cls, options: TaskOptions, tokenize_options, tokenizer) -> None:
+        """Launch-time checks of the options with the tokenizer and the common options together (a
+        ``--max-length`` that leaves no room after the tokenizer's special tokens...): ``ValueError``."""
+
+    @classmethod
     def parse(cls, value: Any, options: TaskOptions, format_options) -> Any:
         """One record's JSON value -> the task's example (raises :class:`RecordRejected`)."""
         raise NotImplementedError
@@ -258,6 +263,20 @@ class Task:
         """A reader ``(stream, *, source) -> Iterator[RawRecord]`` for files that are not JSON/Parquet/Arrow
         (for example ``.txt`` files of the text task), chosen by the path; ``None``: the usual readers."""
         return None
+
+    @classmethod
+    def needs_scan(cls, options: TaskOptions) -> bool:
+        """Whether the job must read every record's example at launch to complete ``options`` (a label map
+        built from the data, as ``run_glue.py``/``run_ner.py`` build theirs): see :meth:`resolve_options`."""
+        return False
+
+    @classmethod
+    def resolve_options(cls, options: TaskOptions, examples) -> TaskOptions:
+        """``options`` completed from the parsed examples of every input record (records that do not parse are
+        left out: the job rejects them later). Runs once, at launch, only when :meth:`needs_scan` says so, so the
+        options every step receives (and the fingerprint and the manifest record) are final. ``ValueError``:
+        the examples cannot complete the options (a configuration error)."""
+        return options
 
     @classmethod
     def shard_fields(cls, options: TaskOptions, tokenize_options) -> tuple:

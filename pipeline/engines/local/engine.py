@@ -88,8 +88,8 @@ def run_locally(plan: JobPlan, *, workers: int = 1, worker_timeout: float = DEFA
     sections = [_write_audit(plan, parts)] if plan.audit else []
     # 6. commit
     return commit_manifest(output=plan.output, manifest_base=plan.manifest_base, schema=plan.shard_schema(),
-                           shards=shards, rejected_files=rejected_files,
-                           read_count=reader.read, num_shards=num_shards, extra_sections=sections)
+                           shards=shards, rejected_files=rejected_files, read_count=reader.read,
+                           num_shards=num_shards, extra_sections=sections)
 
 
 class InputReader:
