@@ -208,14 +208,18 @@ def test_dedup_and_role_map(tmp_path):
     assert "Be kind." in tokenizer.decode(third["prompt_ids"])  # --system-prompt reached the record without one
 
 
+@pytest.mark.slow
 def test_a_template_that_renders_the_turn_differently_is_counted(tmp_path):
     """axolotl's Qwen3 template (generation prompt ``<think>\\n\\n``, rendered turn ``<think>\\nreasoning``): pairs with
     reasoning are trained from where the two part, as SFT rows, and counted in the audit."""
+    from test_preference_labels import family_tokenizer
     from test_prompt_mismatch import AXOLOTL_QWEN3
 
     import template_families as tf
 
-    folder = tf.family_tokenizer(tf.BY_NAME["qwen3"], tmp_path / "tok")
+    tokenizer = family_tokenizer(tf.BY_NAME["qwen3"])
+    folder = str(tmp_path / "tok")
+    tokenizer.save_pretrained(folder)
     template = tmp_path / "qwen3.jinja"
     template.write_text(AXOLOTL_QWEN3, encoding="utf-8")
     pairs = [{"prompt": [msg("user", f"What is {k} plus {k}?")],
@@ -229,7 +233,6 @@ def test_a_template_that_renders_the_turn_differently_is_counted(tmp_path):
                             "--chat-template", str(template), "--workers", "1"]) == 0
     manifest, rows, rejected = read(out)
     assert len(rows) == 5 and not rejected
-    tokenizer = tf.load_family_tokenizer(folder)
     for row in rows:
         assert row["prompt_mismatch_turns"] == 2
         prompt = tokenizer.decode(row["prompt_ids"])

@@ -98,8 +98,12 @@ def read_rejected(out: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def qwen3_tokenizer(tmp_path_factory):
-    folder = tf.family_tokenizer(tf.BY_NAME["qwen3"], tmp_path_factory.mktemp("qwen3_tok"))
-    return folder, tf.load_family_tokenizer(folder)
+    from test_preference_labels import family_tokenizer  # in memory (tf.family_tokenizer also reloads and checks)
+
+    tokenizer = family_tokenizer(tf.BY_NAME["qwen3"])
+    folder = str(tmp_path_factory.mktemp("qwen3_tok"))
+    tokenizer.save_pretrained(folder)
+    return folder, tokenizer
 
 
 @pytest.fixture(scope="module")
