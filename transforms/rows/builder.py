@@ -73,7 +73,8 @@ class RowBuilder:
                     pending.append((position, task.prepare(raw, conversation)))
                 except Exception as exc:  # noqa: BLE001 - bad input never crashes the job
                     results[position] = [(REJECTED, rejection_for(raw, exc))]
-            encodings = iter(task.encoder.encode([row.text for _, rows in pending for row in rows]))
+            texts = [row for _, rows in pending for row in rows]
+            encodings = iter(task.encoder.encode([row.text for row in texts], [row.markers for row in texts]))
             for position, rows in pending:
                 try:
                     built = [task.finish(row, next(encodings)) for row in rows]
