@@ -20,7 +20,7 @@ Modules (one concept each):
 from ..shard_format import IGNORE_INDEX, ManifestError
 from .batching import LengthGroupedBatchSampler, TokenBudgetBatchSampler, padding_fraction
 from .collate import Batch, Collator, CollatorConfig, RowLayout
-from .dataset import ShardDataset
+from .dataset import DatasetChanged, ShardDataset
 from .partition import (
     ResumableDataLoader,
     ShardIterableDataset,
@@ -36,6 +36,7 @@ __all__ = [
     "vision_columns",
     "IGNORE_INDEX",
     "ManifestError",
+    "DatasetChanged",
     "ShardDataset",
     "ShardIterableDataset",
     "ResumableDataLoader",
