@@ -35,5 +35,5 @@ setup(
     package_data={"transforms": ["templates/*.jinja"]},
     install_requires=["numpy>=1.26,<2.5", "pyarrow>=14,<26"],
     extras_require={"job": JOB, "train": TRAIN, "dev": JOB + TRAIN + DEV},
-    entry_points={"console_scripts": ["chatshards=pipeline.main:main"]},
+    entry_points={"console_scripts": ["chatshards=pipeline.launch.main:main"]},
 )

@@ -68,7 +68,7 @@ def select_shards(manifest, shard: str | None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.remote import load_job_tokenizer
+    from pipeline.io.remote import load_job_tokenizer
     from transforms import shard_format as sf
     from transforms.audit.dataset import iter_table_rows, load_dataset_tokenizer, read_shard_table
     from transforms.audit.masks import (

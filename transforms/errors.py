@@ -28,7 +28,7 @@ CONTROL_TOKEN_IN_TEXT = "control_token_in_text"
 AMBIGUOUS_SPAN = "ambiguous_span"
 NO_STOP_TOKEN = "no_stop_token"
 TEMPLATE_LIMIT = "template_limit"
-# input files that end early or cannot be read (see transforms/reading/, pipeline/sources.py)
+# input files that end early or cannot be read (see transforms/reading/, pipeline/steps/reading.py)
 TRUNCATED_INPUT = "truncated_input"
 UNREADABLE_INPUT = "unreadable_input"
 # image reasons (vision-language records)

@@ -234,7 +234,7 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
         chat_template_file: a Jinja file whose text replaces the tokenizer's chat template.
         trust_remote_code: passed to ``AutoTokenizer.from_pretrained``.
         fetch_folder: ``url -> local folder`` for remote specs (the job passes
-            ``pipeline.remote.stage_folder``; this module never touches remote storage itself).
+            ``pipeline.io.remote.stage_folder``; this module never touches remote storage itself).
         read_text: ``path -> str`` for the template file (default: local files only).
         prepared: allow a :class:`transforms.prepared_tokenizer.PreparedTokenizer` (what the job reads
             of a tokenizer, loaded with ``tokenizers`` alone) from the prepared-tokenizer cache for the
@@ -258,7 +258,8 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
         return bundled_tokenizer(chat_template=template)
     if is_remote_path(spec) and fetch_folder is None:
         raise TokenizerConfigError(
-            f"tokenizer {spec!r} is a remote folder: load it through the job side (pipeline.remote.load_job_tokenizer)"
+            f"tokenizer {spec!r} is a remote folder: load it through the job side "
+            "(pipeline.io.remote.load_job_tokenizer)"
         )
     source = fetch_folder(spec) if is_remote_path(spec) else spec
     tokenizer = None
@@ -387,7 +388,7 @@ def is_remote_path(path: str) -> bool:
 def _read_local_text(path: str) -> str:
     if is_remote_path(path):
         raise TokenizerConfigError(
-            f"cannot read {path}: remote files are read by the job side (pipeline.remote.load_job_tokenizer)"
+            f"cannot read {path}: remote files are read by the job side (pipeline.io.remote.load_job_tokenizer)"
         )
     if not os.path.isfile(path):
         raise TokenizerConfigError(f"chat template file {path!r} does not exist")

@@ -1,4 +1,4 @@
-"""Writing the audit files (Beam-free: the job's :class:`pipeline.stats.WriteAuditFn` and the local engine
+"""Writing the audit files (Beam-free: the job's :class:`pipeline.engines.beam.stats.WriteAuditFn` and the local engine
 call :func:`write_audit`).
 
 The statistics themselves are the mergeable accumulators of :mod:`transforms.audit` (partial results merge
@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable, Mapping
 
-from pipeline.files import join, tmp_root, write_atomically
-from pipeline.remote import shared_job_tokenizer
+from pipeline.io.files import join, tmp_root, write_atomically
+from pipeline.io.remote import shared_job_tokenizer
 from transforms.audit.accumulator import AuditAccumulator
 from transforms.audit.dump import stats_json_bytes
 from transforms.audit.duplicates import DuplicateSummary

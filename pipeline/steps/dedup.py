@@ -1,7 +1,7 @@
 """``--dedup``: keep the first of records with identical conversations, without moving the records (Beam-free:
-the job's :class:`pipeline.dedup.FindDuplicates` and the local engine share these functions).
+the job's :class:`pipeline.engines.beam.dedup.FindDuplicates` and the local engine share these functions).
 
-The records stay in their spill chunks (:mod:`pipeline.spill`). Only small keys cross shuffles:
+The records stay in their spill chunks (:mod:`pipeline.io.spill`). Only small keys cross shuffles:
 
 1. ``dedup_entries``: per spilled batch, one ``(conversation key, (sort_key, source, index, ref, position))``
    per record; grouped by conversation key;
@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import astuple
 from typing import Iterator
 
-from pipeline.chunks import Chunk
-from pipeline.spill import read_spilled
+from pipeline.io.chunks import Chunk
+from pipeline.io.spill import read_spilled
 from transforms import errors
 from transforms import shard_format as sf
 from transforms.formats import FormatOptions, to_conversation

@@ -1,10 +1,11 @@
 """Reading one input file into :class:`transforms.reading.RawRecord` elements (Beam-free: the job's
-:class:`pipeline.sources.ReadRawRecords` and the local engine read files with :func:`read_file_batches`)."""
+:class:`pipeline.engines.beam.sources.ReadRawRecords` and the local engine read files with
+:func:`read_file_batches`)."""
 from __future__ import annotations
 
 from typing import Iterator
 
-from pipeline.input_files import (
+from pipeline.io.input_files import (
     CorruptInput,
     TruncatedInput,
     compression_of,
@@ -52,7 +53,7 @@ def read_file(path: str) -> Iterator[RawRecord]:
 
     Never a silent short read: a compressed stream cut short or corrupt ends the file's records with
     one more record, rejected as ``truncated_input`` or ``unreadable_input``
-    (:mod:`pipeline.input_files`); a path that is not a regular file (a FIFO, a directory) is never
+    (:mod:`pipeline.io.input_files`); a path that is not a regular file (a FIFO, a directory) is never
     opened and becomes one ``unreadable_input`` record.
     """
     reason = not_regular_reason(path)

@@ -1,5 +1,5 @@
 """Parsing and building rows for a batch of raw records (Beam-free: the job's *ParseRecords* and *BuildRows*
-DoFns in :mod:`pipeline.build` and the local engine call :func:`parse_batch` and :func:`build_batch`).
+DoFns in :mod:`pipeline.engines.beam.build` and the local engine call :func:`parse_batch` and :func:`build_batch`).
 
 :class:`BuilderSpec` is what a worker needs to rebuild the row builder (small, picklable).
 """
@@ -9,8 +9,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from pipeline.files import read_bytes
-from pipeline.remote import shared_job_tokenizer
+from pipeline.io.files import read_bytes
+from pipeline.io.remote import shared_job_tokenizer
 from pipeline.steps.rejected import writable_rejection
 from transforms.config import TokenizeOptions
 from transforms.formats import FormatOptions
@@ -58,13 +58,13 @@ class BuilderSpec:
 def parse_raw_record(raw, format_options: FormatOptions):
     """:func:`transforms.rows.parse_record` (which keeps the reader's own reject code: ``truncated_input``,
     ``unreadable_input``, ``invalid_content`` for a lone surrogate), with a rejection that is always
-    writable (:func:`pipeline.rejected.writable_rejection`). Never raises."""
+    writable (:func:`pipeline.engines.beam.rejected.writable_rejection`). Never raises."""
     kind, item = parse_record(raw, format_options)
     return (kind, item) if kind == PARSED else (kind, writable_rejection(item))
 
 
 def read_remote_file(path: str) -> bytes:
-    """Whole-file read of an image path under ``gs://`` and the like (:func:`pipeline.files.read_bytes`)."""
+    """Whole-file read of an image path under ``gs://`` and the like (:func:`pipeline.io.files.read_bytes`)."""
     return read_bytes(path)
 
 

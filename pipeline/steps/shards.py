@@ -1,4 +1,4 @@
-"""Writing shards deterministically (Beam-free: the job's DoFn :class:`pipeline.sink.WriteShardFn` and the
+"""Writing shards deterministically (Beam-free: the job's DoFn :class:`pipeline.engines.beam.sink.WriteShardFn` and the
 local engine both call :func:`write_shard`; the manifest: :mod:`pipeline.steps.manifest`; rejected records:
 :mod:`pipeline.steps.rejected`).
 
@@ -11,7 +11,7 @@ Beam's file sinks place rows in shards at random, so shards are written here:
    name);
 3. the manifest is written last (:mod:`pipeline.steps.manifest`): it is the commit point.
 
-All file access goes through :mod:`pipeline.files` (local paths and ``gs://`` alike).
+All file access goes through :mod:`pipeline.io.files` (local paths and ``gs://`` alike).
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import math
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.chunks import Chunk
-from pipeline.files import atomic_writer, join, tmp_root
+from pipeline.io.chunks import Chunk
+from pipeline.io.files import atomic_writer, join, tmp_root
 from pipeline.steps.fragments import SORT_KEY, payload_schema, read_shard_rows
 from transforms import shard_format as sf
 
@@ -66,7 +66,7 @@ def shard_entry(index: int, num_shards: int, rows: int, tokens: int, loss_tokens
 
 
 def merge_fragments(chunks: list[Chunk], schema: pa.Schema, *, shard: int, num_shards: int) -> pa.Table:
-    """Shard ``shard``'s rows from its fragment chunks (see :mod:`pipeline.fragments`): merged, sorted by
+    """Shard ``shard``'s rows from its fragment chunks (see :mod:`pipeline.engines.beam.fragments`): merged, sorted by
     ``sort_key``, ``sort_key`` dropped; one chunk, shard schema."""
     tables = read_shard_rows(chunks, shard=shard, num_shards=num_shards)
     table = pa.concat_tables(tables) if tables else payload_schema(schema).empty_table()
@@ -86,7 +86,7 @@ def records_in(table: pa.Table) -> int:
 
 def write_shard(chunks, *, output: str, index: int, num_shards: int, padded: bool = False, extra_fields=()) -> dict:
     """Write ``data/shard-<index>-of-<num_shards>.arrow`` under ``output`` from its fragment chunks (those
-    :func:`pipeline.chunks.chunks_by_shard` names for it); return its manifest entry (:func:`shard_entry`).
+    :func:`pipeline.io.chunks.chunks_by_shard` names for it); return its manifest entry (:func:`shard_entry`).
 
     The bytes depend only on the rows (those with ``shard_of(sort_key, num_shards) == index``), never on
     how they were fragmented or in which order the chunks come."""

@@ -5,7 +5,7 @@ The audit package, by concern: :mod:`~transforms.audit.probe` (what the per-row 
 for), :mod:`~transforms.audit.accumulator` (rows and rejections -> counts, histograms, examples),
 :mod:`~transforms.audit.duplicates` (duplicate groups), this module (the document),
 :mod:`~transforms.audit.dump` (its exact bytes) and :mod:`~transforms.audit.summary` (the command's lines).
-The Beam job feeds these from ``CombineFn``s (``pipeline/stats.py``); ``python -m pipeline.audit``
+The Beam job feeds these from ``CombineFn``s (``pipeline/engines/beam/stats.py``); ``python -m pipeline.audit``
 feeds the same classes from the shard and rejected files (``transforms/audit/dataset.py``).
 """
 from __future__ import annotations

@@ -30,11 +30,11 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-from pipeline.globs import StorageError, walk_files
+from pipeline.io.globs import StorageError, walk_files
 from transforms.tokenizer_loading import is_remote_path
 
 # The job's scratch folder under ``--output``: temporaries of atomic writes and the chunk stores
-# (:mod:`pipeline.chunks`); deleted once the manifest is committed.
+# (:mod:`pipeline.io.chunks`); deleted once the manifest is committed.
 TMP_DIR = ".tmp"
 
 

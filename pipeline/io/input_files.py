@@ -7,7 +7,7 @@ a stream must end: :class:`CheckedDecompression` raises :class:`TruncatedInput` 
 inside a stream and :class:`CorruptInput` when the bytes are not a valid stream. Multi-member files
 (``cat a.gz b.gz``) are read member after member, as ``gzip`` does.
 
-The job's reader (:func:`pipeline.sources.read_file`) turns those errors into one more rejected
+The job's reader (:func:`pipeline.engines.beam.sources.read_file`) turns those errors into one more rejected
 record of the file (reasons ``truncated_input`` / ``unreadable_input``) after the records read before
 the fault, so a bad file never ends the job and is never a silent short read. At launch,
 :func:`launch_problem` checks local inputs (a directory, an unreadable file, a ``.gz`` that is not
@@ -16,8 +16,8 @@ gzip) so that those are configuration errors (exit status 2) before any work sta
 Compression is chosen by file name, as Beam does (``.gz``, ``.bz2``, ``.xz``/``.lzma``, ``.deflate``,
 ``.zst``/``.zstd``, any letter case); other files are read as they are.
 
-Listing the inputs at launch: :func:`list_input_sizes` (``{path: size}`` of what the ``--input`` patterns
-match, :mod:`pipeline.globs`: Beam's matching, without Beam for local patterns).
+Listing the inputs: :func:`expand_input_sizes` (``{path: size}`` of what the ``--input`` patterns
+match, :mod:`pipeline.io.globs`: Beam's matching, without Beam for local patterns).
 
 Nothing here imports Beam for local paths.
 """
@@ -31,9 +31,8 @@ import stat
 import zlib
 from typing import Callable, Sequence
 
-from pipeline.cli import ConfigError
-from pipeline.files import is_local, open_binary, storage_errors
-from pipeline.globs import match_patterns
+from pipeline.io.files import is_local, open_binary
+from pipeline.io.globs import match_patterns
 
 READ_CHUNK = 1 << 20
 # Compressed bytes fed to a decoder at once: bounds what one call can expand to (deflate: ~1000x).
@@ -220,7 +219,7 @@ def expand_input_sizes(patterns: Sequence[str]) -> dict[str, int]:
     """:func:`expand_inputs` with each file's size in bytes (``{path: size}``, in listing order).
 
     Every pattern is matched before any is found empty, so a listing failure
-    (:func:`pipeline.files.storage_errors`) wins over "matches no file", as with one ``FileSystems.match``
+    (:func:`pipeline.io.files.storage_errors`) wins over "matches no file", as with one ``FileSystems.match``
     call."""
     patterns = list(patterns)
     files: dict[str, int] = {}
@@ -229,16 +228,3 @@ def expand_input_sizes(patterns: Sequence[str]) -> dict[str, int]:
             raise FileNotFoundError(f"--input {pattern!r} matches no file")
         files.update((info.path, info.size) for info in found)
     return files
-
-
-def list_input_sizes(patterns) -> dict[str, int]:
-    """``{path: size}`` of the files the ``--input`` patterns match (:func:`expand_input_sizes`),
-    at launch. A pattern that matches nothing, or that the storage cannot list (a missing bucket, no
-    credentials, no network: Beam's ``BeamIOError``, after the storage client's own retries; an invalid
-    local pattern: ``StorageError``) is a configuration error (``ConfigError``), one line, before any work."""
-    try:
-        return expand_input_sizes(patterns)
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from exc
-    except (*storage_errors(), ValueError) as exc:  # ValueError: no filesystem for the scheme
-        raise ConfigError(f"--input cannot be listed: {storage_error_text(exc)}") from exc

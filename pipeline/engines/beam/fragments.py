@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline.bundles import BundleBufferFn
-from pipeline.chunks import ChunkFile
-from pipeline.steps.fragments import (  # noqa: F401 (re-exported: the fragment format's names)
-    BATCH_ROWS,
+from pipeline.engines.beam.bundles import BundleBufferFn
+from pipeline.io.chunks import ChunkFile
+from pipeline.steps.fragments import (
     FRAGMENT_BYTES,
-    SORT_KEY,
     payload_schema,
-    read_shard_rows,
     write_fragment,
 )
 from transforms import shard_format as sf

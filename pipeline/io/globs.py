@@ -6,7 +6,7 @@ of characters (``/`` included); ``?`` is any one character; ``[abc]``, ``[a-z]``
 character classes (an unclosed ``[`` is a literal ``[``); every other character stands for itself (no
 quoting). A pattern is matched against whole paths, spelled as the listing spells them.
 
-Local patterns (no ``scheme://`` prefix, :func:`pipeline.files.is_local`) are matched here, with the
+Local patterns (no ``scheme://`` prefix, :func:`pipeline.io.files.is_local`) are matched here, with the
 results ``FileSystems.match`` gives for them (same paths, same spelling, same order, same sizes):
 
 * a pattern ending in ``/`` (or ``\\``) gets a ``*``;
@@ -18,7 +18,7 @@ results ``FileSystems.match`` gives for them (same paths, same spelling, same or
   ``os.path.join(folder, name)`` is kept when the pattern's regular expression matches it.
 
 Remote patterns go through Beam's ``FileSystems.match``, imported only then. Failures raise
-:class:`StorageError` (local; :mod:`pipeline.files` raises it too) or Beam's ``BeamIOError`` (remote),
+:class:`StorageError` (local; :mod:`pipeline.io.files` raises it too) or Beam's ``BeamIOError`` (remote),
 both carrying ``exception_details`` (``{pattern: cause}``); no match is an empty list, not an error.
 This module imports nothing of the project but :func:`transforms.tokenizer_loading.is_remote_path`.
 """
@@ -124,7 +124,7 @@ def match_patterns(patterns: Sequence[str]) -> list[list[FileInfo]]:
     results: list[list[FileInfo] | None] = [None] * len(patterns)
     remote = []
     for index, pattern in enumerate(patterns):
-        if not is_remote_path(pattern):  # pipeline.files.is_local
+        if not is_remote_path(pattern):  # pipeline.io.files.is_local
             results[index] = match_local(pattern)
         else:
             remote.append(index)

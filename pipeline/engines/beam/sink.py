@@ -3,15 +3,8 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from pipeline.steps.shards import (  # noqa: F401 (re-exported)
-    MAX_AUTO_SHARDS,
-    TARGET_SHARD_BYTES,
-    auto_num_shards,
-    merge_fragments,
-    records_in,
-    shard_entry,
+from pipeline.steps.shards import (
     write_shard,
-    write_table_atomically,
 )
 
 

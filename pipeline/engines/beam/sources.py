@@ -5,7 +5,7 @@ Lines); its records are spilled in batches to temporary chunk files and referenc
 reshuffled, so that one large file does not pin all later work to the worker that read it.
 
 Listing the inputs at launch (:func:`list_input_sizes`, :func:`expand_input_sizes`, :func:`expand_inputs`)
-lives in the Beam-free :mod:`pipeline.input_files`; the names are re-exported here.
+lives in the Beam-free :mod:`pipeline.io.input_files`; the names are re-exported here.
 """
 from __future__ import annotations
 
@@ -15,21 +15,16 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
-from pipeline.input_files import (  # noqa: F401  (the listing functions are re-exported)
-    expand_input_sizes,
-    expand_inputs,
-    list_input_sizes,
-)
-from pipeline.spill import spill_batches
-from pipeline.steps.reading import read_file, read_file_batches  # noqa: F401 (read_file re-exported)
+from pipeline.io.spill import spill_batches
+from pipeline.steps.reading import read_file_batches
 
 
 class ReadRawRecords(beam.PTransform):
     """``PBegin -> PCollection[Chunk]``: every input's records, spilled in batches, as references.
 
     Each matched file is read (streamed) by one worker, which writes its records in lists of up to
-    ``batch_size`` to chunk files under ``spill_folder`` (:mod:`pipeline.spill`) and emits one
-    :class:`~pipeline.chunks.Chunk` per batch. The chunk references, not the records, are then reshuffled, so one
+    ``batch_size`` to chunk files under ``spill_folder`` (:mod:`pipeline.io.spill`) and emits one
+    :class:`~pipeline.io.chunks.Chunk` per batch. The chunk references, not the records, are then reshuffled, so one
     large file does not pin later work to the worker that read it, and no runner ever holds the
     records in memory to move them. ``Map(read_spilled)`` turns a ref back into its batch.
 

@@ -1,8 +1,9 @@
-"""The job plan: everything the job graph needs, decided once at launch by :mod:`pipeline.main`.
+"""The job plan: everything the job graph needs, decided once at launch by :mod:`pipeline.launch.main`.
 
 :class:`JobPlan` is frozen and built by :func:`make_plan` from the parsed command line
-(:class:`pipeline.cli.JobArgs`), the loaded tokenizer and the template check; :func:`pipeline.graph.build_graph`
-consumes it and decides nothing itself. The manifest's launch-time part (config, fingerprint, tokenizer,
+(:class:`pipeline.launch.cli.JobArgs`), the loaded tokenizer and the template check; both engines
+(:func:`pipeline.engines.local.engine.run_locally`, :func:`pipeline.engines.beam.graph.build_graph`) consume it
+and decide nothing themselves. The manifest's launch-time part (config, fingerprint, tokenizer,
 template check, versions, vision) is assembled here, once.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Mapping
 
-from pipeline.cli import JobArgs
+from pipeline.launch.cli import JobArgs
 from pipeline.steps.records import BuilderSpec
 from pipeline.version import VERSION
 from transforms import shard_format as sf
@@ -37,7 +38,7 @@ class JobPlan:
         batch_size: records per batch.
         audit_probe: the audit branch's template probe, or ``None`` when the audit is off (``--no-audit``).
         input_bytes: the matched inputs' total size (compressed files weighted, see
-            :func:`pipeline.main.weighted_input_bytes`), or ``None`` with ``--no-validate-inputs``.
+            :func:`pipeline.launch.main.weighted_input_bytes`), or ``None`` with ``--no-validate-inputs``.
     """
 
     patterns: tuple[str, ...]

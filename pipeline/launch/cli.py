@@ -50,8 +50,10 @@ class JobArgs:
     validate_inputs: bool
     beam_args: tuple[str, ...]
     no_audit: bool = False
-    # --workers: processes of the local engine (None: chosen from the input size; see pipeline.main)
+    # --workers: processes of the local engine (None: chosen from the input size; see pipeline.launch.main)
     workers: int | None = None
+    # --worker-timeout: seconds a local-engine worker may go without a sign of life before the job fails
+    worker_timeout: float = 300.0
     # vision jobs (--processor); see transforms/vision/part.py
     processor: str | None = None
     image_options: "ImageOptions | None" = None
@@ -119,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, "workers", type=int, default=None, metavar="N",
           help="processes for the default command (no Beam flags): 1 = this process only (default: one per core "
           "when the input is large enough to pay for it)")
+    _flag(parser, "worker-timeout", type=float, default=None, metavar="SECONDS",
+          help="the default command's worker processes: fail the job when one shows no sign of life for this "
+          "long, e.g. stopped or stuck (default: 300)")
     _flag(parser, "no-validate-inputs", action="store_true",
           help="do not check at launch that every --input matches files (for offline graph builds)")
     # vision-language records (images): see README, section "Images: vision-language records"
@@ -258,6 +263,12 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         if beam_args:
             raise ConfigError("--workers sets the processes of the default command; with Beam flags use "
                               "--direct_num_workers (local runners) or --max_num_workers (Dataflow)")
+    if known.worker_timeout is not None:
+        if not 1 <= known.worker_timeout <= 86400:
+            raise ConfigError(f"--worker-timeout must be between 1 and 86400 seconds, got {known.worker_timeout:g}")
+        if beam_args:
+            raise ConfigError("--worker-timeout is for the default command's worker processes; Beam runners "
+                              "watch their own workers")
     check_limits(known)
     if known.truncation in ("turns", "drop", "left") and known.max_length is None:
         raise ConfigError(f"--truncation {known.truncation} needs --max-length N")
@@ -304,6 +315,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         beam_args=tuple(beam_args),
         no_audit=known.no_audit,
         workers=known.workers,
+        **({"worker_timeout": known.worker_timeout} if known.worker_timeout is not None else {}),
         processor=known.processor,
         image_options=image_options,
         min_pixels=known.min_pixels,

@@ -1,6 +1,6 @@
 """Remote files for the job side: tokenizer folders and template files on any Beam filesystem.
 
-Beam is imported only when a remote path is handled (through :mod:`pipeline.files` / :mod:`pipeline.globs`).
+Beam is imported only when a remote path is handled (through :mod:`pipeline.io.files` / :mod:`pipeline.io.globs`).
 
 ``transforms`` never touches remote storage (it must import without Beam); it takes these functions
 as hooks. :func:`load_job_tokenizer` is what every job-side caller uses.
@@ -13,9 +13,9 @@ import shutil
 import tempfile
 import threading
 
-from pipeline.files import is_local, open_binary, read_bytes
-from pipeline.globs import match
-from pipeline.trace import mark
+from pipeline.io.files import is_local, open_binary, read_bytes
+from pipeline.io.globs import match
+from pipeline.io.trace import mark
 from transforms.tokenizer_loading import TokenizerConfigError, load_tokenizer
 
 _STAGED: dict[str, str] = {}

@@ -6,8 +6,8 @@ to a *chunk file* under ``<out>/.tmp/<store>/`` (one folder per store: :data:`SP
 :data:`REJECTED`) and emits small :class:`Chunk` references (a path, a byte range, an item count and, for
 keyed stores, the first and last sort key); only references cross shuffles, and whichever worker receives
 one reads that byte range back (:func:`read_chunks`). The three users differ only in what a chunk's bytes
-are: a pickled record batch (:mod:`pipeline.spill`), an Arrow IPC stream of rows sorted by sort key
-(:mod:`pipeline.fragments`), sorted rejected lines (:mod:`pipeline.rejected`).
+are: a pickled record batch (:mod:`pipeline.io.spill`), an Arrow IPC stream of rows sorted by sort key
+(:mod:`pipeline.engines.beam.fragments`), sorted rejected lines (:mod:`pipeline.engines.beam.rejected`).
 
 Contracts:
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Iterable, Iterator
 
-from pipeline.files import TMP_DIR, create, join, open_binary, read_range
+from pipeline.io.files import TMP_DIR, create, join, open_binary, read_range
 from transforms import shard_format as sf
 
 # The stores, one folder each under <out>/.tmp/

@@ -1,26 +1,28 @@
 """The job graph: read -> (dedup) -> parse -> build rows -> fragments -> shards, rejected files, (audit) -> manifest.
 
 ``build_graph(p, plan)`` only wires PTransforms around the pure code in ``transforms``; what to build is
-decided at launch, in the :class:`pipeline.plan.JobPlan` it is given. With ``--dedup``, duplicates are
-found on the spilled records before parsing (:mod:`pipeline.dedup`), so a duplicate is never parsed or
-tokenized; the audit's duplicate statistics (:mod:`pipeline.stats`) are computed on the written rows.
+decided at launch, in the :class:`pipeline.launch.plan.JobPlan` it is given. With ``--dedup``, duplicates are
+found on the spilled records before parsing (:mod:`pipeline.engines.beam.dedup`), so a duplicate is never parsed or
+tokenized; the audit's duplicate statistics (:mod:`pipeline.engines.beam.stats`) are computed on the written rows.
 """
 from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.pvalue import AsList, AsSingleton
 
-from pipeline.build import REJECTED_TAG, BuildRowsFn, ParseRecordsFn
-from pipeline.chunks import FRAGMENTS, REJECTED, SPILL, chunks_by_shard, store_folder
-from pipeline.commit import CommitManifestFn
-from pipeline.dedup import FindDuplicates, drop_duplicates
-from pipeline.fragments import WriteFragmentsFn
-from pipeline.plan import JobPlan
-from pipeline.rejected import WriteRejectedFn, WriteRejectedFragmentsFn
-from pipeline.sink import WriteShardFn, auto_num_shards
-from pipeline.sources import ReadRawRecords
-from pipeline.spill import read_spilled
-from pipeline.stats import AuditStats
+from pipeline.engines.beam.build import REJECTED_TAG, BuildRowsFn, ParseRecordsFn
+from pipeline.engines.beam.commit import CommitManifestFn
+from pipeline.engines.beam.dedup import FindDuplicates
+from pipeline.engines.beam.fragments import WriteFragmentsFn
+from pipeline.engines.beam.rejected import WriteRejectedFn, WriteRejectedFragmentsFn
+from pipeline.engines.beam.sink import WriteShardFn
+from pipeline.engines.beam.sources import ReadRawRecords
+from pipeline.engines.beam.stats import AuditStats
+from pipeline.io.chunks import FRAGMENTS, REJECTED, SPILL, chunks_by_shard, store_folder
+from pipeline.io.spill import read_spilled
+from pipeline.launch.plan import JobPlan
+from pipeline.steps.dedup import drop_duplicates
+from pipeline.steps.shards import auto_num_shards
 
 
 def build_graph(p, plan: JobPlan) -> dict:
@@ -36,7 +38,7 @@ def build_graph(p, plan: JobPlan) -> dict:
     raw_batches = spilled | "ReadSpilled" >> beam.Map(read_spilled)
     read_count = spilled | "CountRead" >> beam.Map(lambda chunk: chunk.count) | "TotalRead" >> beam.CombineGlobally(sum)
     rejected_parts = []
-    if plan.dedup:  # decided on keys; the records stay spilled (pipeline.dedup)
+    if plan.dedup:  # decided on keys; the records stay spilled (pipeline.engines.beam.dedup)
         duplicates = spilled | "Dedup" >> FindDuplicates(format_options=spec.format_options)
         raw_batches = raw_batches | "DropDuplicates" >> beam.Map(drop_duplicates,
                                                                   AsSingleton(duplicates["dropped"]))

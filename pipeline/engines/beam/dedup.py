@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from pipeline.steps.dedup import (  # noqa: F401 (re-exported)
+from pipeline.steps.dedup import (
     dedup_entries,
-    dedup_key,
-    drop_duplicates,
     duplicate_rejections,
     pick_duplicates,
 )

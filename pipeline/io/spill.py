@@ -1,8 +1,8 @@
-"""Spilling record batches to the :data:`~pipeline.chunks.SPILL` chunk store, so that only small
+"""Spilling record batches to the :data:`~pipeline.io.chunks.SPILL` chunk store, so that only small
 references cross a shuffle.
 
-The reader writes its batches to chunk files under ``<out>/.tmp/spill/`` (:mod:`pipeline.chunks`: why,
-and the contracts every store keeps) and emits one unkeyed :class:`~pipeline.chunks.Chunk` per batch
+The reader writes its batches to chunk files under ``<out>/.tmp/spill/`` (:mod:`pipeline.io.chunks`: why,
+and the contracts every store keeps) and emits one unkeyed :class:`~pipeline.io.chunks.Chunk` per batch
 (``count``: its records); the chunks are reshuffled (a few dozen bytes each), and whichever worker
 receives one reads that one batch back (:func:`read_spilled`). Peak memory is then one chunk file per
 reader and one batch per consumer, whatever the input size. On Dataflow the same holds (the chunk
@@ -17,7 +17,7 @@ from __future__ import annotations
 import pickle
 from typing import Iterable, Iterator
 
-from pipeline.chunks import SPILL, Chunk, ChunkWriter, read_chunk
+from pipeline.io.chunks import SPILL, Chunk, ChunkWriter, read_chunk
 from transforms.reading import RawRecord
 
 # A chunk file is closed once it holds this many bytes (or its input file ends): few files on object

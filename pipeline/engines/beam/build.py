@@ -6,15 +6,13 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.steps.records import (  # noqa: F401 (re-exported)
+from pipeline.io.trace import mark
+from pipeline.steps.records import (
     BuilderSpec,
     Progress,
     build_batch,
     parse_batch,
-    parse_raw_record,
-    read_remote_file,
 )
-from pipeline.trace import mark
 
 REJECTED_TAG = "rejected"
 

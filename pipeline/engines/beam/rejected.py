@@ -3,17 +3,11 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from pipeline.bundles import BundleBufferFn
-from pipeline.chunks import ChunkFile
-from pipeline.steps.rejected import (  # noqa: F401 (re-exported)
-    CHUNK_LINES,
+from pipeline.engines.beam.bundles import BundleBufferFn
+from pipeline.io.chunks import ChunkFile
+from pipeline.steps.rejected import (
     FRAGMENT_BYTES,
-    merged_lines,
-    rejected_file_name,
-    rejected_line,
     rejection_line_bytes,
-    sort_key_of,
-    writable_rejection,
     write_rejected_file,
     write_rejected_fragment,
 )

@@ -19,7 +19,7 @@ holding pid, host and start time) while the job runs. A lock whose process is go
 not alive) is stale and taken over. This works on local and network disks (NFS honours
 ``O_EXCL``); object stores (``gs://``) have no atomic create-if-absent through Beam's filesystems,
 so there the lock is not taken (see README, "Reliability"): the commit check
-(:func:`check_folder_holds_exactly`) still refuses to write a manifest over a folder whose
+(:func:`pipeline.steps.manifest.check_folder_holds_exactly`) still refuses to write a manifest over a folder whose
 ``data/`` or ``rejected/`` hold files the run did not write.
 """
 from __future__ import annotations
@@ -33,9 +33,8 @@ import time
 import uuid
 from typing import Iterable, Sequence
 
-from pipeline.chunks import CHUNK_SUFFIX, STORES
-from pipeline.cli import ConfigError
-from pipeline.files import (
+from pipeline.io.chunks import CHUNK_SUFFIX, STORES
+from pipeline.io.files import (
     TMP_DIR,
     create,
     delete,
@@ -47,7 +46,8 @@ from pipeline.files import (
     open_binary,
     path_present,
 )
-from pipeline.globs import glob_regex
+from pipeline.io.globs import glob_regex
+from pipeline.launch.cli import ConfigError
 from transforms import shard_format as sf
 
 LOG = logging.getLogger("chatshards")
@@ -325,27 +325,6 @@ def prepare_output(output: str, *, overwrite: bool, input_files: Iterable[str] =
 
 
 # ---------------------------------------------------------------------------------------------
-# commit check
-
-def check_folder_holds_exactly(output: str, shard_paths: Iterable[str], rejected_paths: Iterable[str]) -> None:
-    """Raise ``RuntimeError`` unless ``output/data`` and ``output/rejected`` hold exactly the given files
-    (paths relative to ``output``): a job never commits a manifest over a folder mixed with another
-    run's files (a second writer, e.g. on ``gs://`` where no lock is taken)."""
-    for folder, expected in ((sf.DATA_DIR, set(shard_paths)), (sf.REJECTED_DIR, set(rejected_paths))):
-        root = join(output, folder)
-        found = {f"{folder}/{_relative(path, root)}" for path in list_tree(root)}
-        extra, missing = sorted(found - expected), sorted(expected - found)
-        if extra or missing:
-            raise RuntimeError(
-                f"refusing to commit the dataset in {output}: {folder}/ holds "
-                + (f"{len(extra)} file(s) this run did not write (e.g. {extra[0]}; another job writing into the same "
-                   "--output?)" if extra else "")
-                + (" and " if extra and missing else "")
-                + (f"lacks {len(missing)} file(s) this run wrote (e.g. {missing[0]})" if missing else "")
-            )
-
-
-# ---------------------------------------------------------------------------------------------
 # one run at a time
 
 _HELD: dict[str, str] = {}  # lock path -> token, for the locks this process holds
@@ -455,3 +434,53 @@ class OutputLock:
                 pass
         _HELD.pop(self.path, None)
         self.token = None
+
+
+# ---------------------------------------------------------------------------------------------
+# claiming --output for a run
+
+def claim_output(output: str, *, inputs: Sequence[str], files: Iterable[str] | None, overwrite: bool) -> OutputLock:
+    """Launch-time checks and claim of ``output``: a folder, not overlapping the ``inputs`` patterns or the
+    matched ``files``, locked for this run (:class:`OutputLock`), then prepared (:func:`prepare_output`: with
+    ``overwrite`` only what an earlier run of this tool wrote is deleted). Returns the held lock (release it
+    when the run ends); raises ``ConfigError``."""
+    check_output_target(output)
+    check_inputs_outside_output(output, inputs, files)
+    lock = OutputLock(output).acquire()
+    try:
+        prepare_output(output, overwrite=overwrite, input_files=files or ())
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _identity(path: str) -> tuple | None:
+    """``(st_dev, st_ino)`` of the file ``path`` names (symbolic links followed), or ``None``."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def abandon_run(output: str, *, input_files: Iterable[str] = ()) -> None:
+    """After a run that did not finish (a failure, a signal): delete what it wrote under a local ``output``
+    (shards, rejected files, audit files, ``.tmp``), then ``data/``, ``rejected/`` and ``audit/`` when empty, so
+    the folder holds only the marker and the next run needs no ``--overwrite``. Never deletes an input (same
+    file by device and inode, whatever the path's spelling), and nothing when a manifest is there (the run
+    committed before it was stopped). Never raises: a clean-up failure is a warning."""
+    if not is_local(output) or exists(join(output, sf.MANIFEST_NAME)):
+        return
+    try:
+        inputs = {identity for identity in map(_identity, input_files) if identity is not None}
+        own, _ = _own_files(output)
+        delete([path for path in own if _identity(path) not in inputs])
+        delete_tree(join(output, TMP_DIR))
+        for name in (sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR):
+            try:
+                os.rmdir(join(output, name))
+            except OSError:  # absent, or holds other files: left as it is
+                pass
+    except Exception as exc:  # noqa: BLE001 - the job's own failure is what the user must see
+        LOG.warning("chatshards: could not remove the unfinished run's files in %s: %s", output, exc)
