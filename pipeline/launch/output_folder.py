@@ -455,15 +455,6 @@ def claim_output(output: str, *, inputs: Sequence[str], files: Iterable[str] | N
     return lock
 
 
-def _identity(path: str) -> tuple | None:
-    """``(st_dev, st_ino)`` of the file ``path`` names (symbolic links followed), or ``None``."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
-
-
 def abandon_run(output: str, *, input_files: Iterable[str] = ()) -> None:
     """After a run that did not finish (a failure, a signal): delete what it wrote under a local ``output``
     (shards, rejected files, audit files, ``.tmp``), then ``data/``, ``rejected/`` and ``audit/`` when empty, so
