@@ -224,7 +224,7 @@ def bundled_tokenizer(*, chat_template: str | None = None):
 
 
 def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, trust_remote_code: bool = False,
-                   fetch_folder=None, read_text=None, prepared: bool = False):
+                   fetch_folder=None, read_text=None, prepared: bool = False, require_chat_template: bool = True):
     """Load the job's tokenizer.
 
     Args:
@@ -241,6 +241,8 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
             bundled tokenizer and for local (or staged) folders; on a cache miss the tokenizer is loaded
             through transformers as usual and its prepared form is written for the next load. Without
             it (the default) the result is always a transformers tokenizer.
+        require_chat_template: refuse a tokenizer without a chat template (the chat task); the other tasks
+            (``--task text|seq2seq|mlm|...``) pass ``False`` and such a tokenizer keeps ``chat_template=None``.
 
     Raises:
         TokenizerConfigError: the tokenizer cannot be loaded, is not a fast tokenizer, or has no chat
@@ -285,6 +287,8 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
     if not isinstance(tokenizer.chat_template, str) or not tokenizer.chat_template:
         if isinstance(tokenizer.chat_template, dict) and "default" in tokenizer.chat_template:
             tokenizer.chat_template = tokenizer.chat_template["default"]
+        elif not require_chat_template:
+            tokenizer.chat_template = None
         else:
             raise TokenizerConfigError(
                 f"tokenizer {spec!r} has no chat template; pass --chat-template FILE"
@@ -423,7 +427,8 @@ def tokenizer_description(tokenizer) -> dict[str, Any]:
         "eos_token_id": tokenizer.eos_token_id,
         "bos_token": tokenizer.bos_token,
         "bos_token_id": tokenizer.bos_token_id,
-        "chat_template_hash": template_hash(tokenizer.chat_template),
+        "chat_template_hash": template_hash(tokenizer.chat_template) if isinstance(tokenizer.chat_template, str)
+        else None,  # a tokenizer of a task other than chat may have no chat template
     }
 
 

@@ -103,14 +103,18 @@ def load_job_tokenizer(spec: str | None, **options):
 _SHARED: dict[tuple, object] = {}
 
 
-def shared_job_tokenizer(spec: str | None, *, trust_remote_code: bool = False):
-    """:func:`load_job_tokenizer` once per process for each ``(spec, trust_remote_code)``."""
-    key = (spec, trust_remote_code)
+def shared_job_tokenizer(spec: str | None, *, trust_remote_code: bool = False, require_chat_template: bool = True):
+    """:func:`load_job_tokenizer` once per process for each ``(spec, trust_remote_code)`` (and whether a chat
+    template is required: tasks other than chat take tokenizers without one)."""
+    key = (spec, trust_remote_code) if require_chat_template else (spec, trust_remote_code, False)
     if key not in _SHARED:
-        _SHARED[key] = load_job_tokenizer(spec, trust_remote_code=trust_remote_code)
+        _SHARED[key] = load_job_tokenizer(spec, trust_remote_code=trust_remote_code,
+                                          require_chat_template=require_chat_template)
     return _SHARED[key]
 
 
-def share_job_tokenizer(spec: str | None, tokenizer, *, trust_remote_code: bool = False) -> None:
+def share_job_tokenizer(spec: str | None, tokenizer, *, trust_remote_code: bool = False,
+                        require_chat_template: bool = True) -> None:
     """Make ``tokenizer`` (already loaded for ``spec``) what :func:`shared_job_tokenizer` returns here."""
-    _SHARED[(spec, trust_remote_code)] = tokenizer
+    key = (spec, trust_remote_code) if require_chat_template else (spec, trust_remote_code, False)
+    _SHARED[key] = tokenizer

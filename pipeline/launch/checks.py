@@ -16,6 +16,7 @@ from pipeline.launch.cli import ConfigError, JobArgs, check_num_shards_for_input
 from pipeline.launch.engine_choice import weighted_input_bytes
 from pipeline.launch.plan import JobPlan, load_vision, make_plan
 from pipeline.launch.time_limit import LaunchCheckTimeout, call_with_time_limit
+from pipeline.steps.scan import resolve_task_options
 from transforms.template_check import TemplateUnusable, check_template
 from transforms.template_env import TemplateRefused, template_traits, today_iso
 from transforms.tokenizer_loading import TokenizerConfigError
@@ -83,25 +84,43 @@ def _bounded_template_check(check_template, tokenizer, job: JobArgs):
                           "--template-timeout)") from None
 
 
+def check_task_tokenizer(job: JobArgs, tokenizer) -> None:
+    """The task's launch checks that need the tokenizer (a token it needs, such as EOS or [MASK]): ``ConfigError``."""
+    from transforms.tasks import task_class
+
+    try:
+        task_class(job.task).check_tokenizer(job.task_options, tokenizer)
+        task_class(job.task).check_build(job.task_options, job.tokenize_options, tokenizer)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def plan_job(job: JobArgs) -> JobPlan:
     """The launch-time checks and the :class:`~pipeline.launch.plan.JobPlan` of ``job``: tokenizer loaded (and shared
     with the in-process runner's workers), template checked, inputs matched and checked, processor loaded.
     Raises ``ConfigError``."""
+    chat = job.task_options is None  # other tasks (--task text|seq2seq|mlm...) render no chat template
     try:
         tokenizer = load_job_tokenizer(job.tokenizer, chat_template_file=job.chat_template,
-                                       trust_remote_code=job.trust_remote_code)
-        job = _pin_template_date(job, tokenizer)
-        report = _bounded_template_check(check_template, tokenizer, job)
+                                       trust_remote_code=job.trust_remote_code, require_chat_template=chat)
+        if chat:
+            job = _pin_template_date(job, tokenizer)
+            report = _bounded_template_check(check_template, tokenizer, job)
+        else:
+            report = None
+            check_task_tokenizer(job, tokenizer)
         sizes = list_input_sizes(job.inputs) if job.validate_inputs else None
         files = sorted(sizes) if sizes is not None else None
         check_input_files(files)
+        job = resolve_task_options(job, files)  # a label map built from the data (classification, NER)
         if sizes is not None:
             check_num_shards_for_input(job.num_shards, sum(sizes.values()))
         vision = load_vision(job, tokenizer)  # --processor: its family config
     except (TokenizerConfigError, TemplateUnusable, FileNotFoundError, VisionConfigError) as exc:
         raise ConfigError(str(exc)) from exc
     # the in-process runner's builder and audit writer reuse it (the job's chat template is already set)
-    share_job_tokenizer(job.tokenizer, tokenizer, trust_remote_code=job.trust_remote_code)
+    share_job_tokenizer(job.tokenizer, tokenizer, trust_remote_code=job.trust_remote_code,
+                        require_chat_template=chat)
     return make_plan(job, tokenizer, template_report=report, files=files, vision=vision,
                      input_bytes=weighted_input_bytes(sizes) if sizes is not None else None)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from transforms.config import TokenizeOptions
 from transforms.formats import ALL_FORMATS, VISION_FORMATS, FormatOptions, parse_mapping_option
+from transforms.tasks import TASKS, task_flags
 
 if TYPE_CHECKING:  # only for the annotation; the vision module loads PIL lazily
     from transforms.vision.part import ImageOptions
@@ -59,6 +60,27 @@ class JobArgs:
     image_options: "ImageOptions | None" = None
     min_pixels: int | None = None
     max_pixels: int | None = None
+    # --task (transforms/tasks/): the task's name and options (None for chat, whose options are the above)
+    task: str = "chat"
+    task_options: object | None = None
+
+
+# The flags that only the chat task reads, with their defaults: another --task refuses them when given.
+CHAT_ONLY_FLAGS = {"chat_template": None, "loss": "assistant", "multi_turn": "auto", "no_train_reasoning": False,
+                   "fold_system": False, "control_tokens_in_data": "text", "chat_template_kwargs": None,
+                   "template_date": None, "template_timeout": 10.0, "system_prompt": None, "role_map": None,
+                   "processor": None, "image_root": None, "store_pixels": False, "image_encoding": "webp",
+                   "max_image_pixels": None, "min_pixels": None, "max_pixels": None, "pad_to": None}
+
+
+def _task_formats() -> tuple[str, ...]:
+    """Every ``--format`` name: the chat record formats, then the other tasks' record shapes."""
+    names = list(ALL_FORMATS)
+    for task in TASKS.values():
+        for name in getattr(task.options_class, "FORMATS", ()) if task.options_class else ():
+            if name not in names:
+                names.append(name)
+    return tuple(names)
 
 
 def _flag(parser, name: str, **kwargs):
@@ -78,8 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, "input", action="append", required=True, metavar="GLOB",
           help="input files (repeatable; globs; local or any Beam filesystem such as gs://; .gz read transparently)")
     _flag(parser, "output", required=True, metavar="DIR", help="output folder (local or gs://)")
-    _flag(parser, "format", default="auto", choices=ALL_FORMATS,
-          help="record format (default: auto, per record; vqa = image/question/answer, needs --processor)")
+    _flag(parser, "task", default="chat", choices=tuple(TASKS),
+          help="what the rows train (default: chat): chat (chat-template rows), text (causal LM on raw text), "
+          "seq2seq (encoder-decoder source/target), mlm (masked LM) ...; see docs/tasks.md")
+    _flag(parser, "format", default="auto", choices=_task_formats(),
+          help="record format (default: auto, per record; vqa = image/question/answer, needs --processor; "
+          "other tasks: their record shapes, see docs/tasks.md)")
     _flag(parser, "field-map", default=None, metavar="CANON=FIELD,...",
           help="rename dataset fields, e.g. messages=dialog,instruction=question")
     _flag(parser, "role-map", default=None, metavar="SRC=ROLE,...", help="map source roles, e.g. bot=assistant")
@@ -143,7 +169,35 @@ def build_parser() -> argparse.ArgumentParser:
           help="dynamic-resolution processors (Qwen-VL): override the processor's min_pixels")
     _flag(parser, "max-pixels", type=int, default=None, metavar="N",
           help="dynamic-resolution processors (Qwen-VL): override the processor's max_pixels")
+    # the flags of the tasks other than chat (transforms/tasks/*: TaskFlag), each added once
+    for flag, _ in task_flags().values():
+        _flag(parser, flag.name, **flag.argparse_kwargs())
     return parser
+
+
+def task_options_of(known: argparse.Namespace, field_map: dict):
+    """The options of ``--task`` (``None`` for chat) from the flags given; ``ConfigError`` for a flag of another
+    task, a chat-only flag given to another task, or an invalid value."""
+    given = {name: flag for name, (flag, _) in task_flags().items()
+             if getattr(known, name.replace("-", "_"), None) is not None}
+    task = TASKS[known.task]
+    own = {flag.name for flag in task.flags}
+    for name in given:
+        if name not in own:
+            owners = task_flags()[name][1]
+            raise ConfigError(f"--{name} applies to --task {', '.join(owners)}, not --task {known.task}")
+    if task.chat_flags:
+        return None
+    chat_only = [name for name, default in CHAT_ONLY_FLAGS.items() if getattr(known, name) != default]
+    if chat_only:
+        raise ConfigError(f"{', '.join('--' + n.replace('_', '-') for n in chat_only)}: chat options; "
+                          f"--task {known.task} does not read them")
+    values = {flag.field: flag.value if flag.switch else getattr(known, name.replace("-", "_"))
+              for name, flag in given.items()}
+    try:
+        return task.options_class(format=known.format, field_map=field_map, **values)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _processor_tokenizer(processor: str) -> str | None:
@@ -228,6 +282,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             mappings[flag] = parse_mapping_option(text) if text else {}
         except ValueError as exc:
             raise ConfigError(f"{flag}: {exc}") from exc
+    task_options = task_options_of(known, mappings["--field-map"])
     try:
         format_options = FormatOptions(
             format=known.format,
@@ -235,7 +290,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             role_map=mappings["--role-map"],
             system_prompt=known.system_prompt,
             images=known.processor is not None,
-        )
+        ) if task_options is None else FormatOptions()  # other tasks read --format/--field-map themselves
         template_kwargs = {}
         if known.chat_template_kwargs:
             try:
@@ -251,6 +306,8 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             template_kwargs=template_kwargs, template_date=known.template_date,
             render_seconds=known.template_timeout,
         )
+        if task_options is not None:
+            TASKS[known.task].check_config(task_options, tokenize_options)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if known.num_shards is not None and known.num_shards < 1:
@@ -270,7 +327,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             raise ConfigError("--worker-timeout is for the default command's worker processes; Beam runners "
                               "watch their own workers")
     check_limits(known)
-    if known.truncation in ("turns", "drop", "left") and known.max_length is None:
+    if known.truncation in ("turns", "drop", "left") and known.max_length is None and task_options is None:
         raise ConfigError(f"--truncation {known.truncation} needs --max-length N")
     image_options = None
     tokenizer = known.tokenizer
@@ -320,4 +377,6 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         image_options=image_options,
         min_pixels=known.min_pixels,
         max_pixels=known.max_pixels,
+        task=known.task,
+        task_options=task_options,
     )

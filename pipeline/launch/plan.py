@@ -16,7 +16,6 @@ from typing import Any, Mapping
 from pipeline.launch.cli import JobArgs
 from pipeline.steps.records import BuilderSpec
 from pipeline.version import VERSION
-from transforms import shard_format as sf
 from transforms.audit.probe import TemplateProbe, template_probe
 from transforms.config import JobConfig
 from transforms.tokenizer_loading import tokenizer_description
@@ -68,9 +67,15 @@ class JobPlan:
     def extra_fields(self) -> tuple:
         return self.spec.extra_fields()
 
+    @property
+    def task_spec(self):
+        """The job's tokenizer-free :class:`~transforms.tasks.spec.TaskSpec` (what parsing, dedup keys, reading
+        non-JSON inputs and the audit receive)."""
+        return self.spec.task_spec
+
     def shard_schema(self):
-        """The Arrow schema of the shards."""
-        return sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields)
+        """The Arrow schema of the shards (the task's)."""
+        return self.spec.shard_schema()
 
 
 def library_versions() -> dict[str, str]:
@@ -114,28 +119,46 @@ def vision_section(job: JobArgs, spec: BuilderSpec) -> dict[str, Any]:
     }
 
 
+def task_section(job: JobArgs, spec: BuilderSpec, tokenizer) -> dict[str, Any] | None:
+    """The manifest's ``task`` section of a task other than chat (``None`` for chat): name, options, the model
+    input columns the runtime serves, the collator, what the runtime needs (special ids, label maps)."""
+    task_spec = spec.task_spec
+    if task_spec.is_chat:
+        return None
+    section = task_spec.task_class.manifest_section(task_spec.options, tokenizer, job.tokenize_options)
+    section["shard_columns"] = [field.name for field in spec.shard_schema()]
+    return section
+
+
 def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
               input_bytes: int | None = None) -> JobPlan:
     """The plan of ``job``: ``tokenizer`` is the loaded job tokenizer (its chat template set),
-    ``template_report`` the :func:`transforms.template_check.check_template` report, ``files`` the inputs
-    matched at launch (or ``None``), ``vision`` what :func:`load_vision` returned."""
+    ``template_report`` the :func:`transforms.template_check.check_template` report (``None`` for tasks other
+    than chat, which render no template), ``files`` the inputs matched at launch (or ``None``), ``vision``
+    what :func:`load_vision` returned."""
     spec = BuilderSpec(tokenizer=job.tokenizer, chat_template=tokenizer.chat_template,
                        trust_remote_code=job.trust_remote_code, format_options=job.format_options,
-                       tokenize_options=job.tokenize_options, vision=vision, image_options=job.image_options)
+                       tokenize_options=job.tokenize_options, vision=vision, image_options=job.image_options,
+                       task=job.task, task_options=job.task_options)
     vision_part = vision_section(job, spec) if vision is not None else None
+    task_part = task_section(job, spec, tokenizer)
     description = tokenizer_description(tokenizer)
-    config = JobConfig(format=job.format_options.to_json(), tokenize=job.tokenize_options,
+    format_json = job.format_options.to_json() if task_part is None else {
+        "format": job.task_options.format, "field_map": dict(job.task_options.field_map)}
+    config = JobConfig(format=format_json, tokenize=job.tokenize_options,
                        tokenizer=description, dedup=job.dedup, num_shards=job.num_shards,
-                       extra={"vision": {k: vision_part[k] for k in ("config", "images")}} if vision_part else {})
-    template_check = template_report.to_json()
+                       extra={"vision": {k: vision_part[k] for k in ("config", "images")}} if vision_part else {},
+                       task={"name": job.task, "options": task_part["options"]} if task_part else None)
+    template_check = template_report.to_json() if template_report is not None else None
     manifest_base = {
         "config": {**config.to_json(), "inputs": list(job.inputs)},
         "config_fingerprint": config.fingerprint(),
         "tokenizer": description,
         "chat_template_hash": description["chat_template_hash"],
-        "template_check": template_check,
+        **({"template_check": template_check} if template_check is not None else {}),
         "versions": library_versions(),
         **({"vision": vision_part} if vision_part else {}),
+        **({"task": task_part} if task_part else {}),
     }
     return JobPlan(
         patterns=tuple(job.inputs),
@@ -146,6 +169,7 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
         spec=spec,
         num_shards=job.num_shards,
         batch_size=job.batch_size,
-        audit_probe=None if job.no_audit else template_probe(tokenizer, template_check),
+        audit_probe=None if job.no_audit else (
+            template_probe(tokenizer, template_check) if template_check is not None else TemplateProbe()),
         input_bytes=input_bytes,
     )

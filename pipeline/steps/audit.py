@@ -17,6 +17,7 @@ from transforms.audit.duplicates import DuplicateSummary
 from transforms.audit.probe import TemplateProbe
 from transforms.audit.report import render_report, render_samples
 from transforms.audit.stats import REPORT_PATH, STATS_PATH, build_stats, manifest_section
+from transforms.tasks.spec import as_task_spec
 
 LOG = logging.getLogger("chatshards")
 # What the audit keeps of the launch-time manifest sections.
@@ -46,8 +47,9 @@ def write_audit(*, output: str, manifest_base: Mapping[str, Any], probe: Templat
     stats = build_stats(acc, duplicates, manifest=base, computed_by="job")
     notes = []
     try:
-        # the vocabulary only (to decode the samples)
-        vocabulary = shared_job_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+        # the vocabulary only (to decode the samples); tasks other than chat take tokenizers without a template
+        chat = as_task_spec(format_options).is_chat
+        vocabulary = shared_job_tokenizer(tokenizer, trust_remote_code=trust_remote_code, require_chat_template=chat)
         samples = render_samples(vocabulary, acc.samples())
     except Exception as exc:  # the statistics stand without decoded samples
         LOG.warning("chatshards: audit report without decoded samples: %s", exc)

@@ -13,20 +13,22 @@ from pipeline.steps.shards import shard_entry
 from transforms import shard_format as sf
 
 
-def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bool, extra_fields=(),
+def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bool = False, extra_fields=(),
                     shards: Iterable[Mapping], rejected_files: Iterable[Mapping], read_count: int, num_shards: int,
-                    extra_sections: Iterable[Mapping] = ()) -> dict:
+                    extra_sections: Iterable[Mapping] = (), schema=None) -> dict:
     """Fill empty shards, check counts, write ``manifest.json`` (last), delete ``<output>/.tmp``; return the manifest.
 
     ``shards``: the shard entries written (:func:`pipeline.steps.shards.write_shard`); ``rejected_files``: the
     rejected files' entries (:func:`pipeline.steps.rejected.write_rejected_file`); ``extra_sections``: dicts merged
-    into the manifest (the audit section). Raises (so no manifest is written) when ``read != written + rejected``,
+    into the manifest (the audit section); ``schema``: the shards' schema (the job plan's), else the chat schema
+    of ``padded`` / ``extra_fields``. Raises (so no manifest is written) when ``read != written + rejected``,
     or when ``data/`` or ``rejected/`` hold other files than this run's (another writer in the same folder).
     """
     manifest_base = dict(manifest_base)
     extra_fields = tuple(extra_fields)
     shards = {entry["path"]: entry for entry in shards}
-    schema = sf.arrow_schema(padded=padded, extra_fields=extra_fields)
+    if schema is None:
+        schema = sf.arrow_schema(padded=padded, extra_fields=extra_fields)
     scratch = tmp_root(output)
     for index in range(num_shards):
         relative = sf.shard_relative_path(index, num_shards)

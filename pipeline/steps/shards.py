@@ -77,21 +77,27 @@ def merge_fragments(chunks: list[Chunk], schema: pa.Schema, *, shard: int, num_s
 
 
 def records_in(table: pa.Table) -> int:
-    """Distinct records among a shard's rows (sorted, so the rows of one record are adjacent)."""
+    """Distinct records among a shard's rows (sorted, so the rows of one record are adjacent); for rows that
+    hold several records (blocks of grouped texts), the sum of their ``documents`` column."""
     if table.num_rows == 0:
         return 0
+    if sf.DOCUMENTS_COLUMN in table.column_names:
+        return int(pc.sum(table[sf.DOCUMENTS_COLUMN]).as_py() or 0)
     source, index = table["source"].to_pylist(), table["index"].to_pylist()
     return 1 + sum(1 for k in range(1, len(source)) if source[k] != source[k - 1] or index[k] != index[k - 1])
 
 
-def write_shard(chunks, *, output: str, index: int, num_shards: int, padded: bool = False, extra_fields=()) -> dict:
+def write_shard(chunks, *, output: str, index: int, num_shards: int, padded: bool = False, extra_fields=(),
+                schema: pa.Schema | None = None) -> dict:
     """Write ``data/shard-<index>-of-<num_shards>.arrow`` under ``output`` from its fragment chunks (those
     :func:`pipeline.io.chunks.chunks_by_shard` names for it); return its manifest entry (:func:`shard_entry`).
+    ``schema``: the shards' schema (the job plan's), else the chat schema of ``padded`` / ``extra_fields``.
 
     The bytes depend only on the rows (those with ``shard_of(sort_key, num_shards) == index``), never on
     how they were fragmented or in which order the chunks come."""
-    table = merge_fragments(list(chunks), sf.arrow_schema(padded=padded, extra_fields=tuple(extra_fields)),
-                            shard=index, num_shards=num_shards)
+    if schema is None:
+        schema = sf.arrow_schema(padded=padded, extra_fields=tuple(extra_fields))
+    table = merge_fragments(list(chunks), schema, shard=index, num_shards=num_shards)
     path = join(output, *sf.shard_relative_path(index, num_shards).split("/"))
     # streamed to the file: the serialised shard (same bytes as ipc_stream_bytes) is never in memory
     size, sha256 = write_table_atomically(path, table, tmp_root=tmp_root(output))

@@ -32,7 +32,7 @@ class ParseRecordsFn(beam.DoFn):
         self._rejected = Metrics.counter("chatshards", "records_rejected")
 
     def process(self, batch):
-        parsed, rejections = parse_batch(batch, self.spec.format_options)
+        parsed, rejections = parse_batch(batch, self.spec.task_spec)
         for item in rejections:
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)

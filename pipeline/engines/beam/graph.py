@@ -33,13 +33,14 @@ def build_graph(p, plan: JobPlan) -> dict:
     memory). The manifest is written last, after the shards, the rejected files and the audit files.
     """
     output, spec = plan.output, plan.spec
+    task = plan.task_spec  # parsing, dedup keys, non-JSON inputs and the audit follow the task
     spilled = p | "Read" >> ReadRawRecords(patterns=plan.patterns, files=plan.files, batch_size=plan.batch_size,
-                                           spill_folder=store_folder(output, SPILL))
+                                           spill_folder=store_folder(output, SPILL), task=task)
     raw_batches = spilled | "ReadSpilled" >> beam.Map(read_spilled)
     read_count = spilled | "CountRead" >> beam.Map(lambda chunk: chunk.count) | "TotalRead" >> beam.CombineGlobally(sum)
     rejected_parts = []
     if plan.dedup:  # decided on keys; the records stay spilled (pipeline.engines.beam.dedup)
-        duplicates = spilled | "Dedup" >> FindDuplicates(format_options=spec.format_options)
+        duplicates = spilled | "Dedup" >> FindDuplicates(format_options=task)
         raw_batches = raw_batches | "DropDuplicates" >> beam.Map(drop_duplicates,
                                                                   AsSingleton(duplicates["dropped"]))
         rejected_parts.append(duplicates["rejected"])
@@ -49,7 +50,7 @@ def build_graph(p, plan: JobPlan) -> dict:
     row_batches = built.rows
     rejected_parts.append(built[REJECTED_TAG])
 
-    padded, extra_fields = plan.padded, plan.extra_fields
+    schema = plan.shard_schema()
     fragments = row_batches | "WriteFragments" >> beam.ParDo(
         WriteFragmentsFn(folder=store_folder(output, FRAGMENTS), schema=plan.shard_schema()))
     if plan.num_shards is not None:
@@ -65,7 +66,7 @@ def build_graph(p, plan: JobPlan) -> dict:
         fragments
         | "ShardBatches" >> beam.FlatMap(lambda ref, n: chunks_by_shard(ref.chunks, n), n=AsSingleton(shard_count))
         | "GroupShards" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, padded=padded, extra_fields=extra_fields),
+        | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, schema=schema),
                                       num_shards=AsSingleton(shard_count))
     )
     # Each part is written to fragments in the stage that produced it; only the refs are flattened (a
@@ -83,14 +84,14 @@ def build_graph(p, plan: JobPlan) -> dict:
         rows = row_batches | "Rows" >> beam.FlatMap(lambda batch: batch)
         sections = (rows, *rejected_parts) | "Audit" >> AuditStats(
             output=output, manifest_base=plan.manifest_base, probe=plan.audit_probe,
-            format_options=spec.format_options, tokenizer=spec.tokenizer, trust_remote_code=spec.trust_remote_code)
+            format_options=task, tokenizer=spec.tokenizer, trust_remote_code=spec.trust_remote_code)
     else:
         sections = p | "NoAudit" >> beam.Create([])
     manifest = (
         p
         | "CommitTrigger" >> beam.Create([None])
         | "CommitManifest" >> beam.ParDo(
-            CommitManifestFn(output=output, manifest_base=plan.manifest_base, padded=padded, extra_fields=extra_fields),
+            CommitManifestFn(output=output, manifest_base=plan.manifest_base, schema=schema),
             shards=AsList(shards),
             rejected_files=AsList(rejected_files),
             read_count=AsSingleton(read_count),

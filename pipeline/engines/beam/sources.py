@@ -43,7 +43,7 @@ class ReadRawRecords(beam.PTransform):
     """
 
     def __init__(self, *, patterns: Sequence[str], spill_folder: str, files: Sequence[str] | None = None,
-                 spread_records: bool = True, batch_size: int = 256):
+                 spread_records: bool = True, batch_size: int = 256, task=None):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -52,6 +52,7 @@ class ReadRawRecords(beam.PTransform):
         self.files = tuple(files) if files is not None else None
         self.spill_folder = spill_folder
         self.spread_records = spread_records
+        self.task = task  # the job's TaskSpec: reads some files its own way (.txt of the text task)
 
     def expand(self, pbegin):
         if self.files is not None:
@@ -64,12 +65,12 @@ class ReadRawRecords(beam.PTransform):
                 | "Paths" >> beam.Map(lambda metadata: metadata.path)
                 | "DistinctPaths" >> beam.Distinct()
             )
-        batch_size, folder = self.batch_size, self.spill_folder
+        batch_size, folder, task = self.batch_size, self.spill_folder, self.task
         refs = (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFiles" >> beam.FlatMap(
-                lambda path: spill_batches(_counted(read_file_batches(path, batch_size)), folder=folder))
+                lambda path: spill_batches(_counted(read_file_batches(path, batch_size, task)), folder=folder))
         )
         return refs | "SpreadRecords" >> beam.Reshuffle() if self.spread_records else refs
 

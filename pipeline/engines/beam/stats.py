@@ -22,7 +22,7 @@ from apache_beam.pvalue import AsList, AsSingleton
 
 from pipeline.steps.audit import MANIFEST_KEYS, merge_into_first, write_audit
 from transforms.audit.accumulator import AuditAccumulator
-from transforms.audit.duplicates import DuplicateSummary, first_of, group_merge
+from transforms.audit.duplicates import DuplicateSummary, first_of, group_merge, hash_of
 from transforms.audit.probe import TemplateProbe
 
 ROWS, REJECTIONS = "rows", "rejections"
@@ -141,7 +141,7 @@ class AuditStats(beam.PTransform):
         ) | "AuditRejectionParts" >> beam.Flatten()
         duplicates = (
             rows
-            | "AuditHashKeys" >> beam.Map(lambda row: (row["conversation_hash"], first_of(row)))
+            | "AuditHashKeys" >> beam.Map(lambda row: (hash_of(row), first_of(row)))
             | "AuditHashGroups" >> beam.CombinePerKey(DuplicateGroupFn())
             | "AuditDuplicateGroups" >> beam.Filter(lambda item: item[1][0] > 1)
             | "AuditDuplicates" >> beam.CombineGlobally(DuplicateSummaryFn())

@@ -87,9 +87,9 @@ def run_locally(plan: JobPlan, *, workers: int = 1, worker_timeout: float = DEFA
     # 5. audit
     sections = [_write_audit(plan, parts)] if plan.audit else []
     # 6. commit
-    return commit_manifest(output=plan.output, manifest_base=plan.manifest_base, padded=plan.padded,
-                           extra_fields=plan.extra_fields, shards=shards, rejected_files=rejected_files,
-                           read_count=reader.read, num_shards=num_shards, extra_sections=sections)
+    return commit_manifest(output=plan.output, manifest_base=plan.manifest_base, schema=plan.shard_schema(),
+                           shards=shards, rejected_files=rejected_files, read_count=reader.read,
+                           num_shards=num_shards, extra_sections=sections)
 
 
 class InputReader:
@@ -101,7 +101,7 @@ class InputReader:
 
     def batches(self) -> Iterator[list]:
         for path in self.plan.files:
-            for batch in read_file_batches(path, self.plan.batch_size):
+            for batch in read_file_batches(path, self.plan.batch_size, task=self.plan.task_spec):
                 self.read += len(batch)
                 yield batch
 
@@ -120,7 +120,7 @@ def _find_duplicates(plan: JobPlan, refs: list, workers: int, timeout: float) ->
             raise
         found, rejections = duplicates_of_entries(entries)
     else:
-        found, rejections = find_duplicates(refs, plan.spec.format_options)
+        found, rejections = find_duplicates(refs, plan.task_spec)
     return frozenset(found), rejections
 
 
@@ -177,6 +177,6 @@ def _write_audit(plan: JobPlan, parts: list[BuildPart]) -> dict:
     for part in parts:
         groups.merge(part.hash_groups)
     return write_audit(output=plan.output, manifest_base=plan.manifest_base, probe=plan.audit_probe,
-                       format_options=plan.spec.format_options, tokenizer=plan.spec.tokenizer,
+                       format_options=plan.task_spec, tokenizer=plan.spec.tokenizer,
                        trust_remote_code=plan.spec.trust_remote_code, partials=[part.audit for part in parts],
                        duplicates=groups.summary())

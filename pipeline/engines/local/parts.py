@@ -48,7 +48,7 @@ class PartWriter:
         self.rejected_folder = store_folder(plan.output, REJECTED)
         self.part = BuildPart()
         if plan.audit:
-            self.part.audit = AuditAccumulator(plan.audit_probe, plan.spec.format_options)
+            self.part.audit = AuditAccumulator(plan.audit_probe, plan.task_spec)
             self.part.hash_groups = HashGroups()
         self._tables: list[pa.Table] = []
         self._table_bytes = 0
@@ -100,7 +100,7 @@ class RowBuilderStage(PartWriter):
 
     def __init__(self, plan: JobPlan, *, dropped: frozenset = frozenset()):
         super().__init__(plan)
-        self.format_options = plan.spec.format_options
+        self.format_options = plan.task_spec  # the task's parsing (chat: its record-format options)
         self.dropped = dropped
         self.builder = plan.spec.create_builder()
 
@@ -138,8 +138,8 @@ def run_write_task(plan: JobPlan, task: tuple) -> tuple:
     """Write the shard or rejected file of one :func:`write_tasks` task; ``(kind, manifest entry or None)``."""
     kind, index, chunks, count = task
     if kind == "shard":
-        return kind, write_shard(chunks, output=plan.output, index=index, num_shards=count, padded=plan.padded,
-                                 extra_fields=plan.extra_fields)
+        return kind, write_shard(chunks, output=plan.output, index=index, num_shards=count,
+                                 schema=plan.shard_schema())
     return kind, write_rejected_file(chunks, output=plan.output, index=index, num_files=count)
 
 
