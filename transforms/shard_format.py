@@ -43,6 +43,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -299,11 +300,14 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
 
 
 def load_manifest(root: str) -> dict:
-    """Read and validate ``<root>/manifest.json`` of a local dataset folder.
+    """Read and validate ``<root>/manifest.json`` of a local dataset folder, as a whole: the manifest itself
+    (:func:`validate_manifest`) and its agreement with the folder (:func:`check_data_folder`: ``data/`` holds
+    exactly the listed shards).
 
     Raises:
         ManifestError: no manifest (unfinished or crashed run), unreadable JSON, a schema version
-            this code cannot read, or missing required keys.
+            this code cannot read, missing required keys, counts that disagree, malformed checksums, or a
+            ``data/`` folder that holds shards the manifest does not list.
     """
     path = os.path.join(root, MANIFEST_NAME)
     if not os.path.isfile(path):
@@ -316,11 +320,117 @@ def load_manifest(root: str) -> dict:
             manifest = json.loads(handle.read().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: unreadable manifest: {exc}") from exc
-    return validate_manifest(manifest, where=path)
+    _check_entries(manifest, path)
+    shard_paths(root, manifest)  # paths that leave the folder, or name one file twice, before any count
+    check_data_folder(root, manifest, where=path)  # a dropped entry is named as such, before the counts
+    _check_whole(manifest, path)
+    return manifest
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_ZERO_SHA256 = "0" * 64
+_SPECIAL_TOKENS = ("pad", "eos", "bos")
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _check_sha256(value: Any, what: str, where: str) -> None:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value) or value == _ZERO_SHA256:
+        raise ManifestError(f"{where}: {what} has sha256 {value!r}, not a sha256 digest (64 lowercase hex digits); "
+                            "the manifest was edited or damaged")
+
+
+def _check_tokenizer(tokenizer: Any, where: str) -> None:
+    """The ``tokenizer`` block: a vocabulary hash, and for pad/eos (and bos where recorded) an id key that is
+    ``null`` or a token id, ``null`` exactly when the token itself is (where the token is recorded too)."""
+    if not isinstance(tokenizer, dict):
+        raise ManifestError(f"{where}: 'tokenizer' must be an object")
+    if not isinstance(tokenizer.get("vocab_hash"), str) or not tokenizer["vocab_hash"]:
+        raise ManifestError(f"{where}: tokenizer.vocab_hash is missing or empty")
+    vocab_size = tokenizer.get("vocab_size")
+    if "vocab_size" in tokenizer and (not _count(vocab_size) or vocab_size == 0):
+        raise ManifestError(f"{where}: tokenizer.vocab_size is {vocab_size!r}, not a vocabulary size")
+    for role in _SPECIAL_TOKENS:
+        key = f"{role}_token_id"
+        if key not in tokenizer:
+            if role == "bos":
+                continue  # older manifests and the synthetic datasets name pad and eos only
+            raise ManifestError(f"{where}: tokenizer.{key} is missing (null when the tokenizer has no {role} token)")
+        value = tokenizer[key]
+        if value is not None and not _count(value):
+            raise ManifestError(f"{where}: tokenizer.{key} is {value!r}, not a token id")
+        token = tokenizer.get(f"{role}_token", value)
+        if f"{role}_token" in tokenizer and (token is None) != (value is None):
+            raise ManifestError(f"{where}: tokenizer.{role}_token is {token!r} but tokenizer.{key} is {value!r}; "
+                                "the manifest was edited or damaged")
+
+
+def _check_counts(manifest: dict, where: str) -> None:
+    """Counts agree with the shard entries, the rejected files and each other, as far as the manifest has them."""
+    counts, shards = manifest["counts"], manifest["shards"]
+    if not isinstance(counts, dict):
+        raise ManifestError(f"{where}: 'counts' must be an object")
+    for key, value in counts.items():
+        if not _count(value):
+            raise ManifestError(f"{where}: counts.{key} is {value!r}, not a count")
+    rows = sum(shard["rows"] for shard in shards)
+    # records written: fewer than the rows when a record gives several rows, more when a row is a block of
+    # grouped texts from several records (the shard entries' "records" add up to counts.written)
+    records = sum(shard.get("records", shard["rows"]) for shard in shards)
+    expected = {"written": records, "rows": rows}
+    if all("tokens" in shard for shard in shards):
+        expected["tokens"] = sum(shard["tokens"] for shard in shards)
+    rejected_files = manifest.get("rejected_files")
+    if isinstance(rejected_files, list) and all(isinstance(e, dict) and "rows" in e for e in rejected_files):
+        expected["rejected"] = sum(entry["rows"] for entry in rejected_files)
+    by_reason = manifest.get("rejected_by_reason")
+    for key, value in expected.items():
+        if key in counts and counts[key] != value:
+            what = {"written": f"records (the shards hold {value})", "rows": f"rows (the shards hold {value})",
+                    "tokens": f"tokens (the shards hold {value})",
+                    "rejected": f"rejections (the rejected files hold {value})"}[key]
+            raise ManifestError(f"{where}: counts.{key} is {counts[key]!r} but the manifest lists {what}")
+    if isinstance(by_reason, dict) and "rejected" in counts:
+        if not all(_count(v) for v in by_reason.values()) or sum(by_reason.values()) != counts["rejected"]:
+            raise ManifestError(f"{where}: rejected_by_reason {by_reason!r} does not add up to counts.rejected "
+                                f"{counts['rejected']!r}")
+    if all(key in counts for key in ("read", "written", "rejected")) and \
+            counts["read"] != counts["written"] + counts["rejected"]:
+        raise ManifestError(f"{where}: counts.read is {counts['read']!r} but {counts['written']} records were written "
+                            f"and {counts['rejected']} rejected (read = written + rejected)")
+    totals = manifest.get("totals")
+    if isinstance(totals, dict):
+        for key, column in (("rows", "rows"), ("tokens", "tokens"), ("loss_tokens", "loss_tokens")):
+            if key in totals and all(column in shard for shard in shards) and \
+                    totals[key] != sum(shard[column] for shard in shards):
+                raise ManifestError(f"{where}: totals.{key} is {totals[key]!r} but the shards hold "
+                                    f"{sum(shard[column] for shard in shards)}")
+    if "num_shards" in manifest and manifest["num_shards"] != len(shards):
+        raise ManifestError(f"{where}: num_shards is {manifest['num_shards']!r} but {len(shards)} shard(s) are listed")
 
 
 def validate_manifest(manifest: Any, *, where: str = MANIFEST_NAME) -> dict:
-    """Check the keys every reader relies on; return the manifest unchanged."""
+    """Check the manifest as a whole; return it unchanged.
+
+    Checked: the schema version; the required keys; every shard entry (a plain relative path named once,
+    counts that are counts, a well-formed sha256: 64 lowercase hex digits, not all zeros); the rejected files'
+    entries the same way; the counts against the shard entries and each other (``written`` = the shards'
+    records, ``rows`` = their rows, ``rejected`` = the rejected files' rows = the sum of ``rejected_by_reason``,
+    ``read`` = ``written`` + ``rejected``, ``totals``, ``num_shards``; each as far as the manifest records it);
+    the tokenizer block (:func:`_check_tokenizer`).
+
+    Raises:
+        ManifestError: naming the first problem found.
+    """
+    _check_entries(manifest, where)
+    _check_whole(manifest, where)
+    return manifest
+
+
+def _check_entries(manifest: Any, where: str) -> None:
+    """The schema version, the required keys and each shard and rejected-file entry on its own."""
     if not isinstance(manifest, dict):
         raise ManifestError(f"{where}: manifest must be a JSON object")
     version = manifest.get("schema_version")
@@ -345,19 +455,50 @@ def validate_manifest(manifest: Any, *, where: str = MANIFEST_NAME) -> dict:
         if shard["path"] in seen:
             raise ManifestError(f"{where}: shard {shard['path']!r} is listed twice; refusing to serve its rows twice")
         seen.add(shard["path"])
-        for key in ("rows", "bytes"):
-            if type(shard[key]) is not int or shard[key] < 0:
+        for key in ("rows", "bytes", "tokens", "records", "loss_tokens"):
+            if key in shard and not _count(shard[key]):
                 raise ManifestError(f"{where}: shard {shard['path']!r} has {key}={shard[key]!r}, not a count")
-    counts = manifest["counts"] if isinstance(manifest["counts"], dict) else {}
-    rows = sum(shard["rows"] for shard in manifest["shards"])
-    written = counts.get("written")
-    # counts.written: records written; fewer than the rows when a record gives several rows or a block of grouped
-    # texts holds several records (then the shard entries' "records" add up to it and counts.rows to the rows)
-    records = sum(shard.get("records", shard["rows"]) for shard in manifest["shards"])
-    if written is not None and written != rows and not (written == records and counts.get("rows", rows) == rows):
-        raise ManifestError(f"{where}: the shards hold {rows} rows ({records} records) but counts.written is "
-                            f"{written!r}")
-    return manifest
+        _check_sha256(shard["sha256"], f"shard {shard['path']!r}", where)
+    rejected_files = manifest.get("rejected_files")
+    if rejected_files is not None:
+        if not isinstance(rejected_files, list) or not all(isinstance(e, dict) for e in rejected_files):
+            raise ManifestError(f"{where}: 'rejected_files' must be a list of objects")
+        for entry in rejected_files:
+            for key in ("rows", "bytes"):
+                if key in entry and not _count(entry[key]):
+                    raise ManifestError(f"{where}: rejected file {entry.get('path')!r} has {key}={entry[key]!r}, "
+                                        "not a count")
+            if "sha256" in entry:
+                _check_sha256(entry["sha256"], f"rejected file {entry.get('path')!r}", where)
+
+
+def _check_whole(manifest: dict, where: str) -> None:
+    """What the entries must agree on: the counts and totals, and the tokenizer block."""
+    _check_counts(manifest, where)
+    _check_tokenizer(manifest["tokenizer"], where)
+
+
+def check_data_folder(root: str, manifest: Mapping[str, Any], *, where: str = MANIFEST_NAME) -> None:
+    """Raise :class:`ManifestError` when ``<root>/data/`` holds a file that no shard entry names (a shard
+    dropped from a hand-edited manifest, or another run's file). Files are compared by real path, so a listed
+    shard that is a symbolic link to another file of ``data/`` names that file too; names starting with ``.``
+    are ignored. Missing shards are reported where they are opened."""
+    data = os.path.join(root, DATA_DIR)
+    try:
+        names = sorted(os.listdir(data))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise ManifestError(f"{data}: cannot be listed: {exc}") from exc
+    listed = {os.path.realpath(os.path.join(root, *shard["path"].split("/"))) for shard in manifest["shards"]}
+    for name in names:
+        path = os.path.join(data, name)
+        if name.startswith(".") or not os.path.isfile(path):
+            continue
+        if os.path.realpath(path) not in listed:
+            raise ManifestError(f"{where}: {DATA_DIR}/{name} is not listed in the manifest ({len(listed)} shard(s) "
+                                "listed): a shard entry was dropped or another run's file was left there; refusing "
+                                "to serve a partial dataset")
 
 
 def check_shard_path(path: Any, *, where: str = MANIFEST_NAME) -> None:

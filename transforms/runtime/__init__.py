@@ -27,7 +27,7 @@ Modules (one concept each):
 from ..shard_format import IGNORE_INDEX, ManifestError
 from .batching import LengthGroupedBatchSampler, TokenBudgetBatchSampler, padding_fraction
 from .collate import Batch, Collator, CollatorConfig, RowLayout
-from .dataset import ShardDataset
+from .dataset import DatasetChanged, ShardDataset
 from .encoder_collate import (
     EncoderCollatorConfig,
     QuestionAnsweringCollator,
@@ -54,6 +54,7 @@ __all__ = [
     "vision_columns",
     "IGNORE_INDEX",
     "ManifestError",
+    "DatasetChanged",
     "ShardDataset",
     "ShardIterableDataset",
     "ResumableDataLoader",

@@ -316,6 +316,11 @@ class Task:
         """The texts of one pending row to encode (all texts of a batch are encoded in one call)."""
         return (pending.text,)
 
+    def encode_texts(self, texts: Sequence, rows: Sequence) -> list:
+        """The encodings of a batch's texts (:meth:`texts` of each pending row, in order; ``rows``: per text,
+        the pending row it belongs to), in one call of the task's encoder."""
+        return self.encoder.encode(texts)
+
     def finish(self, pending, *encodings) -> dict[str, Any]:
         """The row of a pending row from its encodings (raises :class:`RecordRejected`)."""
         raise NotImplementedError
