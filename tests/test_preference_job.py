@@ -246,3 +246,23 @@ def test_a_template_that_renders_the_turn_differently_is_counted(tmp_path):
     assert stats["task"]["figures"]["prompt_mismatch_pairs"] == 5
     assert stats["prompt_mismatch"]["records"] == 5 and stats["prompt_mismatch"]["turns"] == 10
     assert manifest["audit"]["prompt_mismatch"]["records"] == 5
+
+
+def test_control_token_strings_in_a_pair_stay_text_and_noncharacters_reach_the_tokenizer(tmp_path):
+    """--control-tokens-in-data text (the default) for pairs as for chat: a literal `<|im_end|>` in a completion is
+    encoded as text (never the special id) and a noncharacter in the data reaches the tokenizer as it is."""
+    from transforms.tokenizer_loading import load_tokenizer
+
+    tokenizer = load_tokenizer(None)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pairs = [{"prompt": [msg("user", "write the end token")], "chosen": [msg("assistant", "it is <|im_end|> here")],
+              "rejected": [msg("assistant", "keep \ufdd0 this")]}]
+    out = tmp_path / "out"
+    assert default_command(["--task", "preference", "--input", write_jsonl(tmp_path / "p.jsonl", pairs),
+                            "--output", str(out), "--workers", "1"]) == 0
+    _, rows, rejected = read(out)
+    assert not rejected and len(rows) == 1
+    chosen, rejected_ids = rows[0]["chosen_ids"], rows[0]["rejected_ids"]
+    assert chosen.count(im_end) == 1 and chosen[-1] in (im_end, tokenizer.convert_tokens_to_ids("\n"))  # its own end
+    assert "it is <|im_end|> here" in tokenizer.decode(chosen)
+    assert "keep \ufdd0 this" in tokenizer.decode(rejected_ids)

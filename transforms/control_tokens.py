@@ -152,6 +152,11 @@ class MarkedEncoding:
     starts: list[int]
     ends: list[int]
 
+    @property
+    def offsets(self) -> list[tuple[int, int]]:
+        """Per token, its ``(start, end)`` character offsets in the marked text (as ``tokenizers.Encoding.offsets``)."""
+        return list(zip(self.starts, self.ends))
+
     def char_to_token(self, position: int) -> int | None:
         """Index of the token covering character ``position`` of the marked text, or ``None``."""
         i = bisect.bisect_right(self.starts, position) - 1

@@ -137,6 +137,7 @@ class PendingExample:
     example: Any
     sides: tuple[RenderedSide, ...] = ()
     plain: tuple[str, ...] = ()
+    markers: tuple[str, str] | None = None  # the marker pair of the sides' marked control-token strings
 
 
 class _PreferenceBase(Task):
@@ -179,13 +180,25 @@ class _PreferenceBase(Task):
                                  max_completion_length=opts.max_completion_length, drop=options.truncation == "drop")
 
     # -- rendering -----------------------------------------------------------------------------------------
-    def _sides(self, example, completions: Sequence[Sequence[dict]]) -> tuple[RenderedSide, ...]:
-        """Each completion rendered after the example's prompt (control-token strings guarded as for chat)."""
+    def _pending(self, raw, example, completions: Sequence[Sequence[dict]]) -> PendingExample:
+        """The example with each completion rendered after its prompt (control-token strings guarded as for chat,
+        the marker pair kept for the encoder)."""
+        if example.texts is not None:
+            return PendingExample(raw, example, plain=example.texts)
+        sides, markers = self._sides(example, completions)
+        return PendingExample(raw, example, sides=sides, markers=markers)
+
+    def encode_texts(self, texts, rows) -> list:
+        return self.encoder.encode(texts, [row.markers for row in rows])
+
+    def _sides(self, example, completions: Sequence[Sequence[dict]]) -> tuple[tuple[RenderedSide, ...], tuple | None]:
+        """Each completion rendered after the example's prompt (control-token strings guarded as for chat), and
+        the marker pair of the marked strings (``None``: nothing marked)."""
         prompt = list(example.prompt)
         messages = prompt + [m for c in completions for m in c]
         conversation = Conversation(messages=tuple(messages), tools=example.tools, format=example.format,
                                     trainable=(True,) * len(messages), template_kwargs=example.template_kwargs)
-        guarded, _ = self.chat.guard_control_tokens(conversation)
+        guarded, _, markers = self.chat.guard_control_tokens(conversation)
         marked = list(guarded.messages)
         tools = list(guarded.tools) if guarded.tools else None
         sides, at = [], len(prompt)
@@ -193,7 +206,7 @@ class _PreferenceBase(Task):
             sides.append(render_side(self.chat.renderer, marked[:len(prompt)], marked[at:at + len(completion)],
                                      tools=tools, template_kwargs=guarded.template_kwargs))
             at += len(completion)
-        return tuple(sides)
+        return tuple(sides), markers
 
     def texts(self, pending: PendingExample):
         return tuple(side.text for side in pending.sides)
@@ -271,9 +284,7 @@ class PreferenceTask(_PreferenceBase):
         return PreferenceFigures()
 
     def prepare(self, raw, example: PreferencePair) -> list[PendingExample]:
-        if example.texts is not None:
-            return [PendingExample(raw, example, plain=example.texts)]
-        return [PendingExample(raw, example, sides=self._sides(example, (example.chosen, example.rejected)))]
+        return [self._pending(raw, example, (example.chosen, example.rejected))]
 
     def finish(self, pending: PendingExample, *encodings) -> dict[str, Any]:
         split = self._split(pending, encodings)
@@ -320,9 +331,7 @@ class KtoTask(_PreferenceBase):
         return KtoFigures()
 
     def prepare(self, raw, example: KtoExample) -> list[PendingExample]:
-        if example.texts is not None:
-            return [PendingExample(raw, example, plain=example.texts)]
-        return [PendingExample(raw, example, sides=self._sides(example, (example.completion,)))]
+        return [self._pending(raw, example, (example.completion,))]
 
     def finish(self, pending: PendingExample, *encodings) -> dict[str, Any]:
         split = self._split(pending, encodings)
