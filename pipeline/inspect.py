@@ -118,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 shown += 1
                 length, trained = int(row["length"]), int(row["num_loss_tokens"])
-                header = (f"── [{shown}] {relative} row {position} · {row['source']} record {row['index']} · "
+                where = f"row {position}" if "pack" not in row else f"packed row {row['pack']} at {row['offset']}"
+                header = (f"── [{shown}] {relative} {where} · {row['source']} record {row['index']} · "
                           f"{row.get('format', '?')} · {length} tokens, {trained} trained "
                           f"({100 * trained / max(length, 1):.0f}%)")
                 if row.get("truncated"):

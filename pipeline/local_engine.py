@@ -168,7 +168,7 @@ def _write_task(plan: JobPlan, task: tuple) -> tuple:
     kind, index, chunks, count = task
     if kind == "shard":
         return kind, write_shard(chunks, output=plan.output, index=index, num_shards=count, padded=plan.padded,
-                                 extra_fields=plan.extra_fields)
+                                 extra_fields=plan.extra_fields, packing=plan.packing)
     return kind, write_rejected_file(chunks, output=plan.output, index=index, num_files=count)
 
 
@@ -349,10 +349,11 @@ def run_locally(plan: JobPlan, *, workers: int = 1) -> dict:
         sections.append(write_audit(output=plan.output, manifest_base=plan.manifest_base, probe=plan.audit_probe,
                                     format_options=plan.spec.format_options, tokenizer=plan.spec.tokenizer,
                                     trust_remote_code=plan.spec.trust_remote_code, partials=audits,
-                                    duplicates=groups.summary()))
+                                    duplicates=groups.summary(), packing=plan.packing, shards=shards))
     return commit_manifest(output=plan.output, manifest_base=plan.manifest_base, padded=plan.padded,
                            extra_fields=plan.extra_fields, shards=shards, rejected_files=rejected_files,
-                           read_count=counter.read, num_shards=num_shards, extra_sections=sections)
+                           read_count=counter.read, num_shards=num_shards, extra_sections=sections,
+                           packing=plan.packing)
 
 
 def _shard_count(plan: JobPlan, parts: list[BuildPart]) -> int:

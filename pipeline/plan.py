@@ -18,7 +18,10 @@ from pipeline.version import VERSION
 from transforms import shard_format as sf
 from transforms.audit.probe import TemplateProbe, template_probe
 from transforms.config import JobConfig
+from transforms.packing.mrope import MropeSpec
+from transforms.packing.rows import ShardPacking
 from transforms.tokenizer_loading import tokenizer_description
+from transforms.vision.config import DYNAMIC
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +41,8 @@ class JobPlan:
         audit_probe: the audit branch's template probe, or ``None`` when the audit is off (``--no-audit``).
         input_bytes: the matched inputs' total size (compressed files weighted, see
             :func:`pipeline.main.weighted_input_bytes`), or ``None`` with ``--no-validate-inputs``.
+        packing: how each shard's rows are packed when the shard is written (``--pack-length``), or
+            ``None`` (rows written as built).
     """
 
     patterns: tuple[str, ...]
@@ -50,6 +55,7 @@ class JobPlan:
     batch_size: int
     audit_probe: TemplateProbe | None
     input_bytes: int | None = None
+    packing: ShardPacking | None = None
 
     @property
     def dedup(self) -> bool:
@@ -68,8 +74,13 @@ class JobPlan:
         return self.spec.extra_fields()
 
     def shard_schema(self):
-        """The Arrow schema of the shards."""
+        """The Arrow schema of the rows as built (the fragments'; the shards' unless packed)."""
         return sf.arrow_schema(padded=self.padded, extra_fields=self.extra_fields)
+
+    def output_schema(self):
+        """The Arrow schema of the shards written: the rows', or the packed rows' with ``--pack-length``."""
+        rows = self.shard_schema()
+        return rows if self.packing is None else self.packing.schema(rows)
 
 
 def library_versions() -> dict[str, str]:
@@ -123,9 +134,11 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
                        tokenize_options=job.tokenize_options, vision=vision, image_options=job.image_options)
     vision_part = vision_section(job, spec) if vision is not None else None
     description = tokenizer_description(tokenizer)
+    extra = {"vision": {k: vision_part[k] for k in ("config", "images")}} if vision_part else {}
+    if job.packing is not None:  # the default job's config (and its fingerprint) stays as it was
+        extra["packing"] = job.packing.to_json()
     config = JobConfig(format=job.format_options.to_json(), tokenize=job.tokenize_options,
-                       tokenizer=description, dedup=job.dedup, num_shards=job.num_shards,
-                       extra={"vision": {k: vision_part[k] for k in ("config", "images")}} if vision_part else {})
+                       tokenizer=description, dedup=job.dedup, num_shards=job.num_shards, extra=extra)
     template_check = template_report.to_json()
     manifest_base = {
         "config": {**config.to_json(), "inputs": list(job.inputs)},
@@ -147,4 +160,16 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
         batch_size=job.batch_size,
         audit_probe=None if job.no_audit else template_probe(tokenizer, template_check),
         input_bytes=input_bytes,
+        packing=shard_packing(job, vision),
     )
+
+
+def shard_packing(job: JobArgs, vision) -> ShardPacking | None:
+    """What the shard writer packs with (``None`` without ``--pack-length``); Qwen-VL rows also get
+    their per-sequence 3-D M-RoPE positions (:mod:`transforms.packing.mrope`)."""
+    if job.packing is None:
+        return None
+    mrope = None
+    if vision is not None and vision.family == DYNAMIC:
+        mrope = MropeSpec(image_token_id=vision.image_token_id, merge_size=vision.merge_size)
+    return ShardPacking(job.packing, mrope)

@@ -316,11 +316,15 @@ def validate_manifest(manifest: Any, *, where: str = MANIFEST_NAME) -> dict:
         for key in ("rows", "bytes"):
             if type(shard[key]) is not int or shard[key] < 0:
                 raise ManifestError(f"{where}: shard {shard['path']!r} has {key}={shard[key]!r}, not a count")
-    written = manifest["counts"].get("written") if isinstance(manifest["counts"], dict) else None
-    if written is not None and written != sum(shard["rows"] for shard in manifest["shards"]):
+    counts = manifest["counts"] if isinstance(manifest["counts"], dict) else {}
+    # counts.rows: rows in the shards (a record split per turn gives several rows, packed rows hold several
+    # records); manifests without it counted one row per written record
+    key = "rows" if "rows" in counts else "written"
+    expected = counts.get(key)
+    if expected is not None and expected != sum(shard["rows"] for shard in manifest["shards"]):
         raise ManifestError(
             f"{where}: the shards hold {sum(shard['rows'] for shard in manifest['shards'])} rows "
-            f"but counts.written is {written!r}"
+            f"but counts.{key} is {expected!r}"
         )
     return manifest
 

@@ -70,6 +70,8 @@ class ChatTask:
     """
 
     name = "chat"
+    #: rows are single causal sequences: ``--pack-length`` may pack them (:mod:`transforms.packing`)
+    packable = True
 
     def __init__(self, *, tokenizer, options: TokenizeOptions, images: ImagePart | None = None):
         self.options = options
