@@ -6,40 +6,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from packing_fixtures import chat_records
 
 from chatshards_testing import run_job
 from transforms import shard_format as sf
 from transforms.packing.unpack import iter_sequences
 
 PACK = 160
-WORDS = ("alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega river stone cloud light "
-         "paper glass music table garden").split()
 
 
 def default_command(args: list[str]) -> int:
     from pipeline.main import main
 
     return main(list(args))
-
-
-def chat_records(seed: int, n: int) -> list[dict]:
-    rng = random.Random(seed)
-    records = []
-    for _ in range(n):
-        messages = []
-        for _ in range(rng.choice((1, 1, 2, 3))):
-            messages.append({"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 30)))})
-            messages.append({"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 40)))})
-        records.append({"messages": messages})
-    records.append({"messages": [{"role": "user", "content": "hi"}]})  # no assistant turn: rejected
-    return records
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +132,7 @@ def test_no_token_is_lost_and_counts_reconcile(jobs):
 
 
 def test_rows_longer_than_the_pack_follow_truncation_and_are_counted(jobs):
-    rows, packed = sf.load_manifest(str(jobs["rows"])), sf.load_manifest(str(jobs["packed"]))
+    packed = sf.load_manifest(str(jobs["packed"]))
     stats = json.loads((jobs["rows"] / "audit" / "stats.json").read_text())
     fitted = packed["packing"]["truncated_to_fit"]
     assert fitted["sequences"] == stats["truncation"]["rows_truncated"] > 0

@@ -13,7 +13,7 @@ from transforms import shard_format as sf
 from transforms.packing.bins import STRATEGIES
 from transforms.packing.mrope import MropeSpec, packed_mrope_positions, sequence_mrope_positions
 from transforms.packing.options import PackingOptions
-from transforms.packing.rows import packed_schema, pack_table
+from transforms.packing.rows import pack_table, packed_schema
 from transforms.packing.stats import merge_packing_stats, packing_report
 from transforms.packing.unpack import iter_sequences
 from transforms.vision.config import VisionConfig
