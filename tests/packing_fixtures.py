@@ -126,7 +126,9 @@ def run_job(args: list[str]) -> int:
 # -- tiny models ------------------------------------------------------------------------------------
 
 def tiny_causal_lm(arch: str, vocab_size: int, attn: str, seed: int = 0):
-    """A randomly initialised 2-layer Llama or Qwen2 causal LM (hidden 32), eval mode, float32."""
+    """A randomly initialised 2-layer Llama or Qwen2 causal LM (hidden 32), eval mode, float32. Weights drawn
+    wider than the default (0.2) and RoPE base 10, so a wrong position or a crossed mask moves the logits
+    far beyond float error."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -135,7 +137,8 @@ def tiny_causal_lm(arch: str, vocab_size: int, attn: str, seed: int = 0):
                                  "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
     config = config_class(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                          tie_word_embeddings=True, attn_implementation=attn)
+                          tie_word_embeddings=True, attn_implementation=attn, initializer_range=0.2,
+                          rope_parameters={"rope_type": "default", "rope_theta": 10.0})
     return model_class(config).eval()
 
 

@@ -146,6 +146,18 @@ def test_the_unsafe_modes_leak_across_packed_sequences(folders, vocab_size, attn
             assert max(differences[k] for k in first) < TOLERANCE, mode
 
 
+def test_with_rope_the_mask_separates_sequences_and_reset_positions_are_secondary(folders, vocab_size):
+    """RoPE scores depend on position differences only: under the block mask, positions running on across a
+    packed row change the logits by float rounding only (the collator resets them anyway: models with
+    absolute positions, and M-RoPE, need it), while the reset positions cannot replace the mask."""
+    model = tiny_causal_lm("qwen2", vocab_size, "sdpa")
+    rows = packed_rows(folders["packed"])
+    reference = alone(model, rows)
+    safe = Collator.from_manifest(folders["packed"])(rows)
+    running = dict(safe, position_ids=torch.arange(PACK).expand(len(rows), PACK))
+    assert max(worst_difference(model, running, rows, reference, False)) < 1e-4
+
+
 def test_summed_token_loss_over_a_packed_epoch_equals_the_unpacked_one(folders, vocab_size):
     model = tiny_causal_lm("qwen2", vocab_size, "sdpa")
     packed, rows = ShardDataset(folders["packed"]), ShardDataset(folders["rows"])
