@@ -208,3 +208,20 @@ def test_stored_mrope_positions_equal_get_rope_index_of_each_sequence(folders):
             start += length
             image += count
     assert checked > 5
+
+
+def test_qwen_vl_padding_free_batches_of_unpacked_rows_get_their_positions(folders):
+    """Padding-free batches of ordinary (unpacked) Qwen-VL rows were refused before packing came: each row's
+    M-RoPE positions are now computed for it alone (the rule of get_rope_index) at collation."""
+    folder = folders["qwen", "rows"]
+    model = tiny_vlm("qwen", folder, "sdpa")
+    dataset = ShardDataset(folder, columns=vision_columns(folder) + ("index", "num_images"))
+    rows = [dataset[i] for i in range(6)]
+    assert sum(int(row["num_images"]) for row in rows) >= 2
+    reference = alone_logits(model, folder, [row["index"] for row in rows])
+    batch = VisionCollator.from_manifest(folder, padding_free=True)(rows)
+    assert batch["position_ids"].shape == (4, 1, sum(len(row["input_ids"]) for row in rows))
+    assert "use_cache" not in batch  # unpacked rows: as documented for padding-free batches, run without a cache
+    batch["use_cache"] = False
+    with_lengths = [dict(row, seq_lengths=[len(row["input_ids"])]) for row in rows]
+    assert max(differences(model, batch, with_lengths, reference, True)) < TOLERANCE
