@@ -36,6 +36,10 @@ give one row per supervised turn), ``reasoning_tokens`` (int32: trained tokens t
 ``row_of_record`` (int32: 0 for a record's first row, 1, 2... for its next rows; records written = rows
 with 0), ``split_extra_tokens`` (int32, on a split record's first row: the tokens its rows hold beyond
 its longest row, i.e. the prompt tokens that splitting repeats; 0 elsewhere).
+
+Packed datasets (``--pack-length``) hold packed rows instead: several rows per shard row, with
+``position_ids``, ``seq_lengths``, ``num_sequences`` and the per-row columns as per-sequence lists (contract:
+:mod:`transforms.packing.rows`, ``docs/packing.md``); their manifest has a ``packing`` section.
 """
 from __future__ import annotations
 
@@ -316,16 +320,12 @@ def validate_manifest(manifest: Any, *, where: str = MANIFEST_NAME) -> dict:
         for key in ("rows", "bytes"):
             if type(shard[key]) is not int or shard[key] < 0:
                 raise ManifestError(f"{where}: shard {shard['path']!r} has {key}={shard[key]!r}, not a count")
-    counts = manifest["counts"] if isinstance(manifest["counts"], dict) else {}
-    # counts.rows: rows in the shards (a record split per turn gives several rows, packed rows hold several
-    # records); manifests without it counted one row per written record
-    key = "rows" if "rows" in counts else "written"
-    expected = counts.get(key)
-    if expected is not None and expected != sum(shard["rows"] for shard in manifest["shards"]):
-        raise ManifestError(
-            f"{where}: the shards hold {sum(shard['rows'] for shard in manifest['shards'])} rows "
-            f"but counts.{key} is {expected!r}"
-        )
+    written = manifest["counts"].get("written") if isinstance(manifest["counts"], dict) else None
+    # counts.written counts records: a shard entry's "records" (a record split into one row per turn is one
+    # record; a packed row holds several), or its rows where the entry does not say
+    records = sum(shard.get("records", shard["rows"]) for shard in manifest["shards"])
+    if written is not None and written != records:
+        raise ManifestError(f"{where}: the shards hold {records} records but counts.written is {written!r}")
     return manifest
 
 

@@ -15,6 +15,8 @@ Modules (one concept each):
 - :mod:`.batching`   ``LengthGroupedBatchSampler``/``TokenBudgetBatchSampler``/``padding_fraction``
 - :mod:`.collate`    ``Collator``/``CollatorConfig``/``Batch``: padded and padding-free batches
 - :mod:`.vision`     ``VisionCollator``: ``pixel_values``/``image_grid_thw`` for image rows
+- :mod:`.packed`     packed rows (``--pack-length``): sequence boundaries, block-diagonal 4D masks
+- :mod:`.hf`         ``hf_dataset``: the folder as a ``datasets.Dataset`` (e.g. for ``trl.SFTTrainer``)
 - :mod:`.synthetic`  ``write_synthetic_dataset``: a small valid dataset folder for tests and examples
 """
 from ..shard_format import IGNORE_INDEX, ManifestError
