@@ -48,7 +48,7 @@ from transforms.packing.bins import plan_bins
 from transforms.packing.mrope import MropeSpec, packed_mrope_positions
 from transforms.packing.options import PackingOptions
 from transforms.packing.stats import shard_packing_stats
-from transforms.shard_format import IGNORE_INDEX, numpy_array
+from transforms.shard_format import IGNORE_INDEX, list_offsets, numpy_array, numpy_values
 
 POSITION_IDS = "position_ids"
 SEQ_LENGTHS = "seq_lengths"
@@ -102,6 +102,11 @@ def _list_array(offsets: np.ndarray, values: pa.Array, field_type: pa.DataType) 
     return array if array.type == field_type else array.cast(field_type)
 
 
+def _value_counts(array: pa.Array) -> np.ndarray:
+    """int64: the number of values of every row of a list array."""
+    return np.diff(list_offsets(array)).astype(np.int64)
+
+
 def _group_offsets(per_item: np.ndarray, pack_item_offsets: np.ndarray) -> np.ndarray:
     """Offsets of packs into the concatenated values, from every item's value count."""
     cumulative = np.zeros(len(per_item) + 1, dtype=np.int64)
@@ -128,13 +133,13 @@ def pack_table(table: pa.Table, options: PackingOptions, *, mrope: MropeSpec | N
             capacity=options.length, trained_tokens=0, first_labels_masked=0, truncated_sequences=0,
             truncated_tokens=0)
     table = table.combine_chunks()
-    lengths = table.column("input_ids").chunk(0).value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+    lengths = _value_counts(table.column("input_ids").chunk(0))
     bins = plan_bins(lengths, options.length, options.strategy)
     order = np.fromiter((i for members in bins for i in members), dtype=np.int64, count=n)
     sizes = np.fromiter((len(members) for members in bins), dtype=np.int64, count=len(bins))
     pack_items = np.zeros(len(bins) + 1, dtype=np.int64)  # offsets of packs into the ordered rows
     np.cumsum(sizes, out=pack_items[1:])
-    taken = table.take(pa.array(order, type=pa.int64())).combine_chunks()
+    taken = table.take(numpy_array(order, pa.int64())).combine_chunks()
 
     seq_lengths = lengths[order]
     token_offsets = _group_offsets(seq_lengths, pack_items)  # packs into the concatenated tokens
@@ -146,8 +151,8 @@ def pack_table(table: pa.Table, options: PackingOptions, *, mrope: MropeSpec | N
     def column(name: str) -> pa.Array:  # one chunk: the table has rows and its chunks are combined
         return taken.column(name).chunk(0)
 
-    ids = column("input_ids").flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-    labels = column("labels").flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=True)
+    ids = numpy_values(column("input_ids").flatten()).astype(np.int32, copy=False)
+    labels = numpy_values(column("labels").flatten()).astype(np.int32, copy=True)
     nonempty = seq_starts[seq_lengths > 0]
     first_labels_masked = int(np.count_nonzero(labels[nonempty] != IGNORE_INDEX))
     labels[nonempty] = IGNORE_INDEX
@@ -172,7 +177,7 @@ def pack_table(table: pa.Table, options: PackingOptions, *, mrope: MropeSpec | N
             continue
         source = column(name)
         if pa.types.is_list(source.type) or pa.types.is_large_list(source.type):
-            counts = source.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+            counts = _value_counts(source)
             values = source.flatten()
             if name in INDEX_COLUMNS:
                 values = _shift_indices(values, counts, _payload_counts(taken, name), pack_items, sizes)
@@ -183,8 +188,9 @@ def pack_table(table: pa.Table, options: PackingOptions, *, mrope: MropeSpec | N
         built[MROPE_POSITION_IDS] = _mrope_column(taken, ids, seq_lengths, token_offsets, pack_items, mrope)
     packed = pa.Table.from_arrays([built[field.name] for field in schema], schema=schema)
 
-    truncated = table.column("truncated").to_numpy() if "truncated" in table.column_names else np.zeros(n, bool)
-    removed = table.column("truncated_tokens").to_numpy() if "truncated_tokens" in table.column_names else \
+    names = table.column_names
+    truncated = numpy_values(table.column("truncated").chunk(0)) if "truncated" in names else np.zeros(n, bool)
+    removed = numpy_values(table.column("truncated_tokens").chunk(0)) if "truncated_tokens" in names else \
         np.zeros(n, np.int64)
     figures = shard_packing_stats(
         shard_lengths=lengths, pack_tokens=pack_tokens, pack_sizes=sizes, capacity=options.length,
@@ -197,7 +203,7 @@ def _payload_counts(taken: pa.Table, index_column: str) -> np.ndarray:
     """Entries of the payload list that ``index_column`` indexes, per row."""
     for name in INDEX_COLUMNS[index_column]:
         if name in taken.column_names:
-            return taken.column(name).chunk(0).value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+            return _value_counts(taken.column(name).chunk(0))
     raise ValueError(f"{index_column} has none of its payload columns {INDEX_COLUMNS[index_column]}")
 
 
@@ -209,7 +215,7 @@ def _shift_indices(values: pa.Array, counts: np.ndarray, payloads: np.ndarray, p
     np.cumsum(payloads, out=before[1:])
     pack_base = np.repeat(before[pack_items[:-1]], sizes)
     shift = before[:-1] - pack_base
-    array = values.to_numpy(zero_copy_only=False).astype(np.int64) + np.repeat(shift, counts)
+    array = numpy_values(values).astype(np.int64) + np.repeat(shift, counts)
     return numpy_array(array, values.type)
 
 
@@ -218,8 +224,8 @@ def _mrope_column(taken: pa.Table, ids: np.ndarray, seq_lengths: np.ndarray, tok
     n = taken.num_rows
     if "image_grid_thw" in taken.column_names:
         grids = taken.column("image_grid_thw").chunk(0)
-        grid_values = grids.flatten().to_numpy(zero_copy_only=False).astype(np.int64).reshape(-1, 3)
-        per_row = grids.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64) // 3
+        grid_values = numpy_values(grids.flatten()).astype(np.int64).reshape(-1, 3)
+        per_row = _value_counts(grids) // 3
     else:
         grid_values, per_row = np.zeros((0, 3), dtype=np.int64), np.zeros(n, dtype=np.int64)
     image_offsets = _group_offsets(per_row, pack_items)

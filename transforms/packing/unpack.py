@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.packing.rows import MROPE_POSITION_IDS, NUM_SEQUENCES, POSITION_IDS, ROW_SCALARS, SEQ_LENGTHS
+from transforms.shard_format import list_offsets, numpy_values
 
 
 def per_sequence_columns(schema: pa.Schema) -> list[str]:
@@ -34,7 +35,7 @@ def iter_sequences(table: pa.Table, columns: Sequence[str] | None = None) -> Ite
 
     def flat(name: str) -> tuple[np.ndarray, np.ndarray]:
         array = table.column(name).chunk(0)
-        return array.offsets.to_numpy(), array.flatten().to_numpy(zero_copy_only=False)
+        return list_offsets(array), numpy_values(array.flatten())
 
     ids_offsets, ids = flat("input_ids")
     _, labels = flat("labels")
