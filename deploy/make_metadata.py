@@ -1,6 +1,6 @@
 """Write ``deploy/metadata.json`` (the Flex Template's parameter list) from the job's own parser.
 
-Every flag of ``pipeline/cli.py`` becomes one template parameter, named with underscores (the form
+Every flag of ``pipeline/launch/cli.py`` becomes one template parameter, named with underscores (the form
 ``cli.py`` accepts beside the dashed one). ``tests/test_dataflow_deploy.py`` fails when the file is
 out of date; regenerate with::
 
@@ -62,7 +62,7 @@ def _regexes(action) -> list[str]:
 
 def job_parameters() -> list[dict]:
     """One metadata entry per flag of the job's parser (help excluded), in the parser's order."""
-    from pipeline.cli import build_parser
+    from pipeline.launch.cli import build_parser
 
     parameters = []
     for action in build_parser()._actions:

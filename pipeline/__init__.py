@@ -1,27 +1,27 @@
 """chatshards job: the job's steps around the pure code in ``transforms`` (``pipeline`` imports
 ``transforms``, never the reverse), run by the local engine or as a Beam graph.
 
-Entry point: ``python -m pipeline --input ... --output ...`` (:mod:`pipeline.main`).
+Entry points: ``python -m pipeline`` (:mod:`pipeline.launch.main`; the ``chatshards`` console script),
+``python -m pipeline.audit``, ``python -m pipeline.inspect``; the Flex Template launcher
+(``deploy/launcher.py``) calls :func:`pipeline.launch.main.main`.
 
-Modules:
+Packages (which one a change belongs in: ``docs/design.md``):
 
-- launch: :mod:`.main` (checks, then runs), :mod:`.cli` (flags -> ``JobArgs``), :mod:`.plan` (the frozen
-  ``JobPlan`` built once at launch), :mod:`.output_folder` (claiming ``--output``), :mod:`.input_files`
-  (checked decompression, launch checks of inputs), :mod:`.remote` (tokenizers and templates on any
-  filesystem), :mod:`.version`, :mod:`.trace`;
-- the steps, Beam-free: :mod:`.steps` (reading, parse/build a batch, dedup keys, fragments, shards, rejected
-  files, audit files, the manifest), called by both engines;
-- the local engine: :mod:`.local_engine` (the default command on local files: this process or forked
-  workers, no Beam import);
-- the graph: :mod:`.graph` (``build_graph(p, plan)``: the map of the job), :mod:`.sources` (``ReadRawRecords``),
-  :mod:`.dedup` (``FindDuplicates``), :mod:`.build` (parse and row-building DoFns), :mod:`.sink` (shards),
-  :mod:`.rejected` (rejected files), :mod:`.stats` (``AuditStats``, the audit branch), :mod:`.commit`
-  (``CommitManifestFn``: the manifest, last);
-- moving data without shuffling it: :mod:`.chunks` (the keyed-chunk store under ``<out>/.tmp/``) and its
-  users :mod:`.spill` (record batches), :mod:`.fragments` (rows), :mod:`.rejected` (rejections);
-  :mod:`.bundles` (``BundleBufferFn``);
-- file helpers (Beam-free on local paths; Beam's ``FileSystems``, imported when needed, for remote ones):
-  :mod:`.files` (atomic writes, digests, listing and deleting), :mod:`.globs` (matching ``--input``
-  patterns as ``FileSystems.match`` does); :mod:`.input_files` also lists the inputs at launch;
-- tools on a finished dataset: :mod:`.audit` (``python -m pipeline.audit``), :mod:`.inspect`.
+- :mod:`.launch` -- from flags to a running job: :mod:`.launch.main` (the sequence), :mod:`.launch.cli` (flags ->
+  ``JobArgs``, ``ConfigError``), :mod:`.launch.checks` (launch-time checks -> the plan), :mod:`.launch.plan`
+  (the frozen ``JobPlan`` both engines run), :mod:`.launch.engine_choice` (which engine, how many processes),
+  :mod:`.launch.output_folder` (claiming ``--output``), :mod:`.launch.time_limit`;
+- :mod:`.steps` -- the Beam-free step functions both engines call: :mod:`.steps.reading` (a file -> record
+  batches), :mod:`.steps.records` (parse and build a batch; ``BuilderSpec``), :mod:`.steps.dedup`,
+  :mod:`.steps.fragments` (rows -> chunk files), :mod:`.steps.shards`, :mod:`.steps.rejected`,
+  :mod:`.steps.audit`, :mod:`.steps.manifest` (the commit check and the manifest, last);
+- :mod:`.engines` -- :mod:`.engines.local` (:mod:`~.engines.local.engine`: the phases in order;
+  :mod:`~.engines.local.parts`: what one process builds and writes; :mod:`~.engines.local.workers`: forked
+  workers and their fault handling) and :mod:`.engines.beam` (:mod:`~.engines.beam.run`,
+  :mod:`~.engines.beam.graph` and the thin DoFns/PTransforms; the only package importing Beam at module level);
+- :mod:`.io` -- files on any filesystem: :mod:`.io.files`, :mod:`.io.globs`, :mod:`.io.input_files` (checked
+  decompression), :mod:`.io.chunks` (the keyed-chunk store under ``<out>/.tmp/``), :mod:`.io.spill`,
+  :mod:`.io.remote` (tokenizers and templates), :mod:`.io.trace`;
+- tools on a finished dataset: :mod:`.audit` (``python -m pipeline.audit``), :mod:`.inspect`;
+  :mod:`.version`.
 """

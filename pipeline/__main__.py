@@ -1,5 +1,5 @@
 import sys
 
-from pipeline.main import main
+from pipeline.launch.main import main
 
 sys.exit(main())

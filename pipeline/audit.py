@@ -50,7 +50,7 @@ def _differences(a, b, path="") -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.remote import load_job_tokenizer
+    from pipeline.io.remote import load_job_tokenizer
     from transforms import shard_format as sf
     from transforms.audit.dataset import (
         check_against_manifest,

@@ -68,7 +68,7 @@ def select_shards(manifest, shard: str | None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.remote import load_job_tokenizer
+    from pipeline.io.remote import load_job_tokenizer
     from transforms import shard_format as sf
     from transforms.audit.dataset import iter_table_rows, load_dataset_tokenizer, read_shard_table
     from transforms.audit.masks import (
@@ -100,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in warnings:
         print(f"chatshards inspect: warning: {warning}", file=sys.stderr)
 
+    from transforms.tasks.spec import task_spec_from_manifest
+
+    task = task_spec_from_manifest(manifest)  # another task than chat: its view of a row (ids, labels)
+    figures = task.figures() if task is not None else None
     color = use_color(args.color, sys.stdout)
     out = sys.stdout
     legend = (f"trained tokens in {ANSI_TRAINED}bold green{ANSI_RESET}, the rest dimmed" if color
@@ -118,20 +122,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 shown += 1
                 length, trained = int(row["length"]), int(row["num_loss_tokens"])
+                ids, labels = row["input_ids"], row.get("labels")
+                if figures is not None:
+                    ids, labels = figures.sample_view(row)
+                    length = len(ids)
                 where = f"row {position}" if "pack" not in row else f"packed row {row['pack']} at {row['offset']}"
                 header = (f"── [{shown}] {relative} {where} · {row['source']} record {row['index']} · "
-                          f"{row.get('format', '?')} · {length} tokens, {trained} trained "
+                          f"{row.get('format', task.name if task else '?')} · {length} tokens, {trained} trained "
                           f"({100 * trained / max(length, 1):.0f}%)")
                 if row.get("truncated"):
                     header += f" · truncated ({row.get('truncated_tokens', '?')} tokens removed)"
                 out.write("\n" + header + "\n")
-                runs, elided = decoded_row(tokenizer, row["input_ids"], row["labels"], length,
+                runs, elided = decoded_row(tokenizer, ids, labels, length,
                                            max_tokens=max_tokens, tail_tokens=tail,
                                            collapse=0 if args.no_collapse else COLLAPSE_REPEATS)
                 out.write(render_terminal(runs, color=color, elided=elided) + "\n")
                 if args.ids:
-                    out.write(f"input_ids: {row['input_ids'][:length].tolist()}\n")
-                    out.write(f"labels:    {row['labels'][:length].tolist()}\n")
+                    out.write(f"input_ids: {ids[:length].tolist()}\n")
+                    out.write(f"labels:    {labels[:length].tolist()}\n")
                 if shown >= args.n:
                     return 0
         if not shown:

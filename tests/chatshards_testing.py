@@ -33,6 +33,6 @@ def shared(relative: str) -> Path:
 
 def run_job(args: list[str]) -> int:
     """Run ``python -m pipeline`` in-process with the test runner."""
-    from pipeline.main import main
+    from pipeline.launch.main import main
 
     return main(list(args) if any(a.startswith("--runner") for a in args) else [*args, *RUNNER_ARGS])

@@ -118,7 +118,7 @@ def write_png(path: Path, size=(60, 45), seed: int = 0) -> str:
 
 def run_job(args: list[str]) -> int:
     """``python -m pipeline`` in-process, the default command (local engine)."""
-    from pipeline.main import main
+    from pipeline.launch.main import main
 
     return main(list(args))
 

@@ -3,9 +3,9 @@
 * a fresh process imports the file-layer modules, runs them on local temp paths (matching, atomic writes,
   listing, deleting, claiming an output folder, spilling a batch, parsing a job's command line) and never
   loads ``apache_beam``;
-* :mod:`pipeline.globs` gives exactly what ``FileSystems.match`` gives for local patterns (same paths,
+* :mod:`pipeline.io.globs` gives exactly what ``FileSystems.match`` gives for local patterns (same paths,
   spelling, order, sizes; the same regular expressions for any pattern text);
-* each :mod:`pipeline.files` helper does on local paths what Beam's ``LocalFileSystem`` does.
+* each :mod:`pipeline.io.files` helper does on local paths what Beam's ``LocalFileSystem`` does.
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from apache_beam.io.filesystems import FileSystems
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import files
-from pipeline.cli import ConfigError
-from pipeline.globs import StorageError, glob_regex, match, match_local, match_patterns
-from pipeline.input_files import compression_of, list_input_sizes, storage_error_text
+from pipeline.io import files
+from pipeline.io.globs import StorageError, glob_regex, match, match_local, match_patterns
+from pipeline.io.input_files import compression_of, storage_error_text
+from pipeline.launch.checks import list_input_sizes
+from pipeline.launch.cli import ConfigError
 from transforms import shard_format as sf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,14 +37,16 @@ ROOT = Path(__file__).resolve().parent.parent
 NO_BEAM_SCRIPT = r'''
 import gzip, json, os, sys
 work = sys.argv[1]
-import pipeline.files as files
-import pipeline.globs as globs
-import pipeline.output_folder as output_folder
-import pipeline.input_files as input_files
-import pipeline.remote as remote
-import pipeline.chunks as chunks
-import pipeline.spill as spill
-import pipeline.cli as cli
+import pipeline.io.files as files
+import pipeline.io.globs as globs
+import pipeline.launch.output_folder as output_folder
+import pipeline.io.input_files as input_files
+import pipeline.io.remote as remote
+import pipeline.io.chunks as chunks
+import pipeline.io.spill as spill
+import pipeline.launch.cli as cli
+import pipeline.launch.checks as checks
+import pipeline.steps.manifest as manifest_step
 from transforms.reading import RawRecord
 
 inputs = os.path.join(work, "in")
@@ -54,7 +57,7 @@ for name in ("a.jsonl", "b.jsonl", "sub/c.jsonl"):
 with gzip.open(os.path.join(inputs, "d.jsonl.gz"), "wb") as handle:
     handle.write(b'{"messages": []}\n')
 
-sizes = input_files.list_input_sizes([inputs + "/*.jsonl", inputs + "/**.gz"])
+sizes = checks.list_input_sizes([inputs + "/*.jsonl", inputs + "/**.gz"])
 assert sorted(os.path.relpath(p, inputs) for p in sizes) == ["a.jsonl", "b.jsonl", "d.jsonl.gz"], sizes
 assert input_files.expand_inputs([inputs + "/**"]) == sorted(p.path for p in globs.match(inputs + "/**"))
 assert len(input_files.expand_inputs([inputs + "/**"])) == 4
@@ -62,7 +65,7 @@ with input_files.open_input(os.path.join(inputs, "d.jsonl.gz")) as stream:
     assert stream.read() == b'{"messages": []}\n'
 assert input_files.launch_problem(os.path.join(inputs, "sub")).startswith("--input")
 try:
-    input_files.list_input_sizes([inputs + "/*.parquet"])
+    checks.list_input_sizes([inputs + "/*.parquet"])
 except cli.ConfigError as exc:
     assert "matches no file" in str(exc)
 else:
@@ -96,7 +99,7 @@ refs = list(spill.spill_batches([batch, batch[:2]], folder=folder))
 assert [spill.read_spilled(ref) for ref in refs] == [batch, batch[:2]]
 assert len(files.list_tree(folder)) == 1
 
-output_folder.check_folder_holds_exactly(out, ["data/shard-00000-of-00001.arrow"], [])
+manifest_step.check_folder_holds_exactly(out, ["data/shard-00000-of-00001.arrow"], [])
 files.delete_tree(tmp)
 assert not files.path_present(tmp)
 try:
@@ -345,7 +348,7 @@ def test_storage_errors_name_what_can_be_raised():
 
 
 def test_manifest_check_reads_local_json(tmp_path):
-    from pipeline.output_folder import _manifest_is_ours
+    from pipeline.launch.output_folder import _manifest_is_ours
 
     (tmp_path / "manifest.json").write_text(json.dumps({"format": sf.FORMAT_NAME}))
     assert _manifest_is_ours(str(tmp_path))

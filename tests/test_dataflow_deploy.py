@@ -84,7 +84,7 @@ def load_launcher():
 
 
 def parser_flags() -> dict[str, object]:
-    from pipeline.cli import build_parser
+    from pipeline.launch.cli import build_parser
 
     flags = {}
     for action in build_parser()._actions:
@@ -122,7 +122,7 @@ def test_flex_template_metadata_lists_every_cli_flag():
 
 def test_every_parameter_is_accepted_by_the_cli_in_underscore_form():
     """``--name=value`` for every metadata parameter parses (the Flex launcher passes that form)."""
-    from pipeline.cli import build_parser
+    from pipeline.launch.cli import build_parser
 
     samples = {"input": "gs://b/in/*.jsonl", "output": "gs://b/out"}
     argv = []
@@ -161,7 +161,7 @@ def test_launcher_translates_flex_template_arguments():
 def test_launcher_submits_without_waiting(monkeypatch, capsys):
     """The launcher returns as soon as the runner accepted the job: ``wait_until_finish`` is never called."""
     deploy_launcher = load_launcher()
-    import pipeline.main as job_main
+    import pipeline.launch.main as job_main
 
     calls = {}
 
@@ -174,7 +174,7 @@ def test_launcher_submits_without_waiting(monkeypatch, capsys):
         result = FakeResult()
         if wait:
             result.wait_until_finish()
-        return result
+        return result, False  # (Beam result, dry run), as pipeline.engines.beam.run.run_on_beam returns
 
     monkeypatch.setattr(job_main, "run", fake_run)
     assert deploy_launcher.main(["--input=gs://b/in/*.jsonl", "--output=gs://b/out", "--overwrite=true",

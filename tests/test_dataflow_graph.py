@@ -44,10 +44,11 @@ def offline():
 @pytest.fixture(scope="module")
 def dry_run(offline):
     pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="needs apache-beam[gcp]")
-    from pipeline.cli import parse_args
-    from pipeline.main import run
+    from pipeline.launch.cli import parse_args
+    from pipeline.launch.main import run
 
-    result = run(parse_args([*JOB_ARGS, *DATAFLOW_ARGS]))
+    result, dry_run = run(parse_args([*JOB_ARGS, *DATAFLOW_ARGS]))
+    assert dry_run, "--dry_run=True was not honoured"
     assert result.job is not None, "DataflowRunner returned no job description"
     return result
 
@@ -100,7 +101,8 @@ def test_the_package_is_staged_as_an_sdist_with_its_templates(dry_run):
         names = sdist.getnames()
     root = names[0].split("/")[0]
     assert root.startswith("chatshards-"), root
-    for member in ("setup.py", "pipeline/main.py", "pipeline/graph.py", "pipeline/sink.py", "pipeline/sources.py",
+    for member in ("setup.py", "pipeline/launch/main.py", "pipeline/engines/beam/graph.py",
+                   "pipeline/engines/beam/sink.py", "pipeline/steps/shards.py", "pipeline/io/chunks.py",
                    "transforms/rows/builder.py", "transforms/tokenizer_loading.py",
                    "transforms/templates/chatml_default_system.jinja"):
         assert f"{root}/{member}" in names, member

@@ -81,8 +81,8 @@ def test_partial_run_on_an_object_store_is_detected_and_replaced(store, capsys):
 
 
 def test_tokenizer_folder_on_an_object_store_is_staged_locally(store, llama3_style_dir):
-    from pipeline.remote import load_job_tokenizer as load_tokenizer
-    from pipeline.remote import stage_folder as stage_tokenizer_folder
+    from pipeline.io.remote import load_job_tokenizer as load_tokenizer
+    from pipeline.io.remote import stage_folder as stage_tokenizer_folder
     from transforms.tokenizer_loading import vocab_hash
 
     url = f"{PREFIX}bucket/tokenizers/llama3-style"
@@ -125,7 +125,7 @@ def test_shards_are_streamed_to_storage_with_the_contract_bytes(store, tmp_path)
     the bytes are exactly ``shard_format.ipc_stream_bytes``, locally and on the object store."""
     import numpy as np
 
-    from pipeline.sink import write_table_atomically
+    from pipeline.steps.shards import write_table_atomically
 
     schema = sf.arrow_schema()
     rows = []

@@ -41,7 +41,7 @@ def test_empty_table_is_written_with_schema_and_one_empty_batch():
 
 
 def test_sink_streams_an_empty_shard_with_the_same_bytes(tmp_path):
-    from pipeline.sink import write_table_atomically
+    from pipeline.steps.shards import write_table_atomically
 
     schema = sf.arrow_schema()
     path = str(tmp_path / "data" / "shard-00000-of-00001.arrow")

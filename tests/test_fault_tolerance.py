@@ -57,8 +57,8 @@ def test_transient_failures_are_retried_without_duplicates_or_losses(tmp_path, m
     """BuildRows fails on the first attempt of two batches (after emitting their rows) and
     WriteShards fails on its first attempt after writing the shard file; the runner retries those
     bundles and the output is byte-identical to a clean run: no row is lost or duplicated."""
-    from pipeline.build import BuildRowsFn
-    from pipeline.sink import WriteShardFn
+    from pipeline.engines.beam.build import BuildRowsFn
+    from pipeline.engines.beam.sink import WriteShardFn
 
     markers = tmp_path / "attempts"
     markers.mkdir()
@@ -98,17 +98,19 @@ def test_transient_failures_are_retried_without_duplicates_or_losses(tmp_path, m
     assert manifest["counts"]["read"] == rows + manifest["counts"]["rejected"]
 
 
-def test_a_failure_that_persists_fails_the_job_and_commits_nothing(tmp_path, monkeypatch):
-    from pipeline.sink import WriteShardFn
+def test_a_failure_that_persists_fails_the_job_and_commits_nothing(tmp_path, monkeypatch, capsys):
+    from pipeline.engines.beam.sink import WriteShardFn
 
     def always_fails(self, element, num_shards):
         raise TransientError("disk is gone")
 
     monkeypatch.setattr(WriteShardFn, "process", always_fails)
     out = tmp_path / "out"
-    with pytest.raises(Exception, match="disk is gone"):
-        run_job([*input_args(), "--output", str(out), "--runner=BundleBasedDirectRunner"])
+    assert run_job([*input_args(), "--output", str(out), "--runner=BundleBasedDirectRunner"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("chatshards: error: the job failed: ") and "disk is gone" in err[-1], err
     assert not (out / sf.MANIFEST_NAME).exists()
+    assert not (out / sf.DATA_DIR).exists() and not (out / ".tmp").exists()  # the run's partial files removed
 
 
 # -- a run killed with SIGKILL ------------------------------------------------------------------------
@@ -118,8 +120,8 @@ DRIVER = textwrap.dedent('''
     import sys
     import time
 
-    from pipeline import sink
-    from pipeline.main import main
+    from pipeline.engines.beam import sink
+    from pipeline.launch.main import main
 
     original = sink.WriteShardFn.process
     written = []

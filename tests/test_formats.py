@@ -519,6 +519,12 @@ EXPECTED = {
     # LLaVA-style records with an "image" field need the vision pipeline
     "edge_cases/qwen3vl_single_images_trailing_comma.json": {errors.INVALID_CONTENT: 3},
     "edge_cases/xtuner_openai_sft_bare_lists.jsonl": {"ok:openai": 128},
+    # files of other tasks (--task kto / preference / text), read here as chat records: a KTO record is a plain
+    # conversation (its label unused); a DPO record's `conversations` is the prompt, whose last turn is the
+    # user's (no assistant turn) unless earlier turns hold one; web text is no chat format
+    "preference/llamafactory_kto_en_demo.first150.json": {"ok:openai": 150},
+    "preference/llamafactory_dpo_en_demo.first150.json": {errors.NO_ASSISTANT_TURN: 96, "ok:sharegpt": 54},
+    "text/llamafactory_c4_demo.first150.jsonl": {errors.UNKNOWN_FORMAT: 150},
 }
 
 

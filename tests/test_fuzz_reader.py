@@ -4,8 +4,8 @@ Random bytes, random JSON values (lone surrogates, huge integers and deep nestin
 mutated real records from ../shared/data go in; the invariants:
 
 * no exception escapes the reader (:func:`transforms.reading.iter_records`, and the job's file
-  reader with compression, :func:`pipeline.sources.read_file`) or the parser
-  (:func:`pipeline.build.parse_raw_record` around ``parse_record`` / ``to_conversation``);
+  reader with compression, :func:`pipeline.engines.beam.sources.read_file`) or the parser
+  (:func:`pipeline.engines.beam.build.parse_raw_record` around ``parse_record`` / ``to_conversation``);
 * records read = parsed + rejected, indexes are 0..n-1 in order;
 * every rejection has a known reason code and is a writable UTF-8 JSON line; every record crosses
   the spill step (pickle).
@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatshards_testing import SHARED_DATA
-from pipeline.build import parse_raw_record
-from pipeline.rejected import rejected_line
-from pipeline.sources import read_file
+from pipeline.steps.reading import read_file
+from pipeline.steps.records import parse_raw_record
+from pipeline.steps.rejected import rejected_line
 from transforms import errors
 from transforms.formats import FormatOptions
 from transforms.reading import iter_records

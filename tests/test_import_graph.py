@@ -102,6 +102,69 @@ def test_the_circle_finder_finds_a_lazy_circle():
 
 def test_no_import_circles_in_the_project():
     graph = import_graph()
-    assert {"pipeline.main", "transforms.runtime.dataset"} <= set(graph)
+    assert {"pipeline.launch.main", "transforms.runtime.dataset"} <= set(graph)
     assert "transforms.runtime.partition" in graph["transforms.runtime.dataset"]
     assert circles(graph) == []
+
+
+# Where pipeline/ may import apache_beam outside pipeline.engines.beam: inside these functions only, each for
+# a reason the default command never meets (a remote path, Beam flags to check).
+LAZY_BEAM_IMPORTS = {
+    ("pipeline.io.files", "_beam_filesystems"): "Beam's FileSystems for gs:// and other remote paths",
+    ("pipeline.io.files", "_uncompressed"): "CompressionTypes for remote reads",
+    ("pipeline.io.files", "list_tree"): "BeamIOError of a remote listing",
+    ("pipeline.io.globs", "match_patterns"): "FileSystems.match for remote patterns",
+    ("pipeline.launch.output_folder", "_pattern_regex"): "the remote filesystem's own pattern translation",
+    ("pipeline.launch.cli", "check_beam_args"): "Beam's option parser, only when Beam flags are given",
+}
+
+
+def beam_imports() -> list[tuple[str, str | None]]:
+    """``(module, enclosing function or None)`` for every import of ``apache_beam`` in ``pipeline``."""
+    found = []
+    for module, path in project_modules().items():
+        if not module.startswith("pipeline"):
+            continue
+        _visit_beam_imports(module, path, ast.parse(path.read_text(encoding="utf-8")), None, found)
+    return found
+
+
+def _visit_beam_imports(module: str, path: Path, node: ast.AST, function: str | None, found: list) -> None:
+    for child in ast.iter_child_nodes(node):
+        name = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
+        names = imported(module, path, child) if isinstance(child, (ast.Import, ast.ImportFrom)) else []
+        if any(n == "apache_beam" or n.startswith("apache_beam.") for n in names):
+            found.append((module, function))
+        _visit_beam_imports(module, path, child, name, found)
+
+
+def test_only_the_beam_engine_imports_apache_beam():
+    """``pipeline.engines.beam`` is the Beam engine; everything else in ``pipeline`` (launch, steps, io, the
+    local engine, the dataset tools) imports Beam only lazily, in the functions listed in LAZY_BEAM_IMPORTS."""
+    imports = beam_imports()
+    beam_engine = {module for module, _ in imports if module.startswith("pipeline.engines.beam")}
+    assert {"pipeline.engines.beam.graph", "pipeline.engines.beam.run"} <= beam_engine
+    elsewhere = {(module, function) for module, function in imports if not module.startswith("pipeline.engines.beam")}
+    assert all(function is not None for _, function in elsewhere), f"module-level Beam imports: {sorted(elsewhere)}"
+    unexpected = elsewhere - set(LAZY_BEAM_IMPORTS)
+    assert not unexpected, f"Beam imported outside pipeline.engines.beam: {sorted(unexpected)}"
+
+
+def test_the_local_engine_and_the_steps_do_not_depend_on_the_beam_engine():
+    graph = import_graph()
+    reach: dict[str, set[str]] = {}
+
+    def reachable(module: str) -> set[str]:
+        if module not in reach:
+            reach[module] = set()
+            for dep in graph[module]:
+                reach[module] |= {dep} | reachable(dep)
+        return reach[module]
+
+    for module in graph:
+        if module.startswith(("pipeline.engines.local", "pipeline.steps", "pipeline.io", "pipeline.launch")):
+            beam_side = {m for m in reachable(module) if m.startswith("pipeline.engines.beam")}
+            if module == "pipeline.launch.main":  # runs the Beam engine (a lazy import) for Beam jobs
+                assert beam_side <= {"pipeline.engines.beam.run"} | reachable("pipeline.engines.beam.run")
+                continue
+            assert not beam_side, f"{module} reaches the Beam engine: {sorted(beam_side)}"

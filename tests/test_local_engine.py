@@ -1,4 +1,4 @@
-"""The local engine (pipeline.local_engine): the default command without Beam, in one process or in forked
+"""The local engine (pipeline.engines.local.engine): the default command without Beam, in one process or in forked
 worker processes, writes the bytes the Beam graph writes; a failing or dying worker fails the job without a
 manifest; the template time budget still works in a forked worker; Beam is not imported."""
 from __future__ import annotations
@@ -31,7 +31,7 @@ def tree_digest(out: Path) -> dict[str, str]:
 
 def default_command(args: list[str]) -> int:
     """``python -m pipeline`` as a user types it (no Beam flags): the local engine."""
-    from pipeline.main import main
+    from pipeline.launch.main import main
 
     return main(list(args))
 
@@ -71,10 +71,10 @@ def test_the_local_engine_writes_the_beam_graphs_bytes_in_one_process_and_in_wor
 
 
 def test_the_default_command_chooses_the_local_engine_only_where_it_can_run(tmp_path, monkeypatch):
-    from pipeline.cli import ConfigError, parse_args
-    from pipeline.main import BEAM as BEAM_ENGINE
-    from pipeline.main import ENGINE_ENV, LOCAL, chosen_engine
-    from pipeline.plan import JobPlan
+    from pipeline.launch.cli import ConfigError, parse_args
+    from pipeline.launch.engine_choice import BEAM as BEAM_ENGINE
+    from pipeline.launch.engine_choice import ENGINE_ENV, LOCAL, chosen_engine
+    from pipeline.launch.plan import JobPlan
 
     class Plan:  # the two fields chosen_engine reads
         def __init__(self, files):
@@ -105,8 +105,8 @@ def test_bad_worker_counts_are_configuration_errors(tmp_path, capsys, flags):
 
 
 @pytest.mark.parametrize("how", ["raises", "dies"])
-def test_a_failing_worker_fails_the_job_without_a_manifest(tmp_path, monkeypatch, how):
-    import pipeline.local_engine as engine
+def test_a_failing_worker_fails_the_job_without_a_manifest(tmp_path, monkeypatch, capsys, how):
+    import pipeline.engines.local.engine as engine
 
     def broken(self, batch):
         if how == "dies":
@@ -116,10 +116,12 @@ def test_a_failing_worker_fails_the_job_without_a_manifest(tmp_path, monkeypatch
     monkeypatch.setattr(engine.RowBuilderStage, "add", broken)  # inherited by the forked workers
     data = jsonl(tmp_path / "a.jsonl", [chat(f"hi {i}") for i in range(50)])
     out = tmp_path / "o"
-    with pytest.raises(RuntimeError) as failure:
-        default_command(["--input", data, "--output", str(out), "--workers", "2", "--batch-size", "4"])
-    assert ("a bug in the row builder" if how == "raises" else "died (exit code 3)") in str(failure.value)
-    assert not (out / sf.MANIFEST_NAME).exists()
+    assert default_command(["--input", data, "--output", str(out), "--workers", "2", "--batch-size", "4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("chatshards: error: the job failed: "), err
+    assert ("ValueError: a bug in the row builder" if how == "raises" else "exited with status 3") in err[0]
+    assert not (out / sf.MANIFEST_NAME).exists() and not (out / ".tmp").exists()
+    assert sorted(p.name for p in out.iterdir()) == [".chatshards-output"]  # only the marker is left
     # the lock was released: a rerun with --overwrite may use the folder
     monkeypatch.undo()
     assert default_command(["--input", data, "--output", str(out), "--workers", "2", "--overwrite"]) == 0
@@ -142,7 +144,7 @@ def test_the_template_time_budget_holds_in_forked_workers(tmp_path):
 
 def test_the_default_command_never_imports_beam(tmp_path):
     data = jsonl(tmp_path / "a.jsonl", [chat(f"hi {i}") for i in range(10)])
-    code = ("import sys; from pipeline.main import main; "
+    code = ("import sys; from pipeline.launch.main import main; "
             f"rc = main(['--input', {data!r}, '--output', {str(tmp_path / 'o')!r}]); "
             "print('BEAM' if 'apache_beam' in sys.modules else 'NO-BEAM', rc)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,

@@ -22,7 +22,7 @@ PACK = 160
 
 
 def default_command(args: list[str]) -> int:
-    from pipeline.main import main
+    from pipeline.launch.main import main
 
     return main(list(args))
 
@@ -97,7 +97,7 @@ def test_packing_configuration_errors_exit_2_with_one_line(tmp_path, capsys, fla
 
 
 def test_tasks_that_cannot_be_packed_are_refused(monkeypatch):
-    from pipeline.cli import ConfigError, parse_args
+    from pipeline.launch.cli import ConfigError, parse_args
     from transforms.packing.options import check_task_packable, packable_tasks
     from transforms.tasks import TASKS
     from transforms.tasks.chat import ChatTask

@@ -152,16 +152,17 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, capsy
     assert not any(k.startswith("data/") and k in second for k in first if k.startswith("data/"))
 
 
-def test_a_run_that_dies_leaves_no_manifest(tmp_path, monkeypatch):
-    from pipeline import sink
+def test_a_run_that_dies_leaves_no_manifest(tmp_path, monkeypatch, capsys):
+    from pipeline.engines.beam import sink
 
     def explode(self, element, num_shards):
         raise RuntimeError("injected failure while writing a shard")
 
     monkeypatch.setattr(sink.WriteShardFn, "process", explode)
     out = tmp_path / "out"
-    with pytest.raises(Exception, match="injected failure"):
-        run_job(["--input", str(shared("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")), "--output", str(out)])
+    assert run_job(["--input", str(shared("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")),
+                    "--output", str(out)]) == 1
+    assert "injected failure" in capsys.readouterr().err
     assert not (out / "manifest.json").exists()
     from transforms.runtime import ShardDataset  # the reader refuses the folder
 

@@ -19,15 +19,15 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  
 from apache_beam.testing.util import assert_that, equal_to
 
 from chatshards_testing import run_job
-from pipeline.chunks import FRAGMENTS, REJECTED, SPILL, chunks_by_shard, store_folder
-from pipeline.commit import CommitManifestFn
-from pipeline.dedup import FindDuplicates
-from pipeline.fragments import WriteFragmentsFn
-from pipeline.rejected import WriteRejectedFn, WriteRejectedFragmentsFn
-from pipeline.sink import WriteShardFn
-from pipeline.sources import ReadRawRecords
-from pipeline.spill import read_spilled, spill_batches
-from pipeline.stats import AuditStats, TemplateProbe
+from pipeline.engines.beam.commit import CommitManifestFn
+from pipeline.engines.beam.dedup import FindDuplicates
+from pipeline.engines.beam.fragments import WriteFragmentsFn
+from pipeline.engines.beam.rejected import WriteRejectedFn, WriteRejectedFragmentsFn
+from pipeline.engines.beam.sink import WriteShardFn
+from pipeline.engines.beam.sources import ReadRawRecords
+from pipeline.engines.beam.stats import AuditStats, TemplateProbe
+from pipeline.io.chunks import FRAGMENTS, REJECTED, SPILL, chunks_by_shard, store_folder
+from pipeline.io.spill import read_spilled, spill_batches
 from transforms import shard_format as sf
 from transforms.formats import FormatOptions
 from transforms.reading import RawRecord
@@ -233,8 +233,8 @@ def test_the_chunk_stores_have_one_folder_each_under_tmp():
 def test_the_job_plan_is_decided_at_launch_and_frozen(tmp_path):
     import dataclasses
 
-    from pipeline.cli import parse_args
-    from pipeline.main import plan_job
+    from pipeline.launch.checks import plan_job
+    from pipeline.launch.cli import parse_args
 
     base = ["--input", str(ROOT / "examples" / "data" / "*"), "--output", str(tmp_path / "out"), "--num-shards", "2"]
     audited, plain = plan_job(parse_args(base)), plan_job(parse_args([*base, "--no-audit", "--dedup"]))
@@ -251,7 +251,7 @@ def test_the_job_plan_is_decided_at_launch_and_frozen(tmp_path):
 # -- ParseRecords / BuildRows -------------------------------------------------------------------------
 
 def _spec():
-    from pipeline.build import BuilderSpec
+    from pipeline.steps.records import BuilderSpec
     from transforms.config import TokenizeOptions
     from transforms.tokenizer_loading import bundled_tokenizer
 
@@ -266,7 +266,7 @@ def _raws():
 
 
 def test_parse_records_fn_splits_parsed_batches_from_rejections():
-    from pipeline.build import REJECTED_TAG, ParseRecordsFn
+    from pipeline.engines.beam.build import REJECTED_TAG, ParseRecordsFn
     from transforms.rows.parse import parse_records
 
     raws = _raws()
@@ -284,7 +284,7 @@ def test_parse_records_fn_splits_parsed_batches_from_rejections():
 
 
 def test_build_rows_fn_gives_the_pure_functions_rows_and_rejections():
-    from pipeline.build import REJECTED_TAG, BuildRowsFn
+    from pipeline.engines.beam.build import REJECTED_TAG, BuildRowsFn
     from transforms.rows.parse import parse_records
 
     spec = _spec()

@@ -15,11 +15,11 @@ import zlib
 
 import pytest
 
-from pipeline.build import parse_raw_record
-from pipeline.input_files import CheckedDecompression, CorruptInput, TruncatedInput, open_input
-from pipeline.rejected import rejected_line, writable_rejection
-from pipeline.sources import read_file
-from pipeline.spill import read_spilled, spill_batches
+from pipeline.io.input_files import CheckedDecompression, CorruptInput, TruncatedInput, open_input
+from pipeline.io.spill import read_spilled, spill_batches
+from pipeline.steps.reading import read_file
+from pipeline.steps.records import parse_raw_record
+from pipeline.steps.rejected import rejected_line, writable_rejection
 from transforms import errors
 from transforms.formats import FormatOptions
 from transforms.reading import MAX_NESTING, RawRecord, iter_records

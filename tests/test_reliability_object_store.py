@@ -12,7 +12,7 @@ from apache_beam.io.filesystem import BeamIOError
 from object_store_testing import PREFIX, FakeObjectStore, fresh_store, objects, upload
 
 from chatshards_testing import run_job
-from pipeline.output_folder import LOCK_NAME, MARKER_NAME
+from pipeline.launch.output_folder import LOCK_NAME, MARKER_NAME
 from transforms import errors
 
 

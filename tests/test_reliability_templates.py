@@ -125,7 +125,7 @@ class ShardRows:
 
 
 def test_call_with_time_limit_interrupts_and_propagates():
-    from pipeline.time_limit import LaunchCheckTimeout, call_with_time_limit
+    from pipeline.launch.time_limit import LaunchCheckTimeout, call_with_time_limit
 
     def spin():
         while True:

@@ -69,7 +69,7 @@ SPY = textwrap.dedent('''
     """Test-only BuildRows DoFn: records which process tokenized which record (one file per pid)."""
     import os
 
-    from pipeline.build import BuildRowsFn
+    from pipeline.engines.beam.build import BuildRowsFn
 
 
     class SpyBuildRowsFn(BuildRowsFn):
@@ -99,9 +99,9 @@ def spy(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(module_dir))
     import chatshards_tokenize_spy
 
-    import pipeline.graph
+    import pipeline.engines.beam.graph
 
-    monkeypatch.setattr(pipeline.graph, "BuildRowsFn", chatshards_tokenize_spy.SpyBuildRowsFn)
+    monkeypatch.setattr(pipeline.engines.beam.graph, "BuildRowsFn", chatshards_tokenize_spy.SpyBuildRowsFn)
     records_dir = tmp_path / "spy_records"
     records_dir.mkdir()
     monkeypatch.setenv("CHATSHARDS_SPY_DIR", str(records_dir))
@@ -143,10 +143,11 @@ def test_one_large_file_is_tokenized_by_several_workers(tmp_path, spy):
 
 def test_without_the_reshuffle_one_file_stays_on_one_worker(tmp_path, spy, monkeypatch):
     """Control for the test above: the spread comes from ``SpreadRecords``, not from the runner."""
-    import pipeline.graph
-    from pipeline.sources import ReadRawRecords
+    import pipeline.engines.beam.graph
+    from pipeline.engines.beam.sources import ReadRawRecords
 
-    monkeypatch.setattr(pipeline.graph, "ReadRawRecords", functools.partial(ReadRawRecords, spread_records=False))
+    monkeypatch.setattr(pipeline.engines.beam.graph, "ReadRawRecords",
+                        functools.partial(ReadRawRecords, spread_records=False))
     big = tmp_path / "one-big-file.jsonl"
     write_big_file(big, N_BIG)
     assert run_multi_processing(tmp_path, big, "out") == 0
@@ -158,15 +159,15 @@ def test_without_the_reshuffle_one_file_stays_on_one_worker(tmp_path, spy, monke
 
 def run_default_command(args: list[str]) -> int:
     """``python -m pipeline`` exactly as a user types it: no runner flags at all."""
-    from pipeline.main import main
+    from pipeline.launch.main import main
 
     return main(list(args))
 
 
 @pytest.mark.parametrize("threshold,expected", [("1", "multi_processing"), (str(1 << 40), "in_memory")])
 def test_default_command_chooses_its_mode_from_the_input_size(monkeypatch, threshold, expected):
-    from pipeline.cli import parse_args
-    from pipeline.main import _beam_args, default_running_mode
+    from pipeline.engines.beam.run import beam_args, default_running_mode
+    from pipeline.launch.cli import parse_args
 
     monkeypatch.setenv("CHATSHARDS_PARALLEL_BYTES", threshold)
     inputs = [str(shared(relative)) for relative in INPUTS]
@@ -175,17 +176,17 @@ def test_default_command_chooses_its_mode_from_the_input_size(monkeypatch, thres
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: the default command always runs in one process")
     assert workers == (os.cpu_count() if expected == "multi_processing" else 1)
-    args = _beam_args(parse_args([a for i in inputs for a in ("--input", i)] + ["--output", "/tmp/unused"]))
+    args = beam_args(parse_args([a for i in inputs for a in ("--input", i)] + ["--output", "/tmp/unused"]))
     assert f"--direct_running_mode={expected}" in args and "--runner=FnApiRunner" in args
     # the user's choice is kept: an explicit mode or worker count is never overridden
     given = parse_args(["--input", inputs[0], "--output", "/tmp/unused", "--direct_num_workers=3"])
-    assert "--direct_running_mode=in_memory" in _beam_args(given)
+    assert "--direct_running_mode=in_memory" in beam_args(given)
 
 
 def test_default_command_on_every_core_writes_the_in_memory_bytes(mode_outputs, tmp_path, monkeypatch, capsys):
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: the default command always runs in one process")
-    from pipeline.main import _choose_running_mode
+    from pipeline.engines.beam.run import _choose_running_mode
 
     monkeypatch.setenv("CHATSHARDS_PARALLEL_BYTES", "1")  # these inputs count as large
     _choose_running_mode.cache_clear()  # decided (and said) once per process and input

@@ -1,6 +1,6 @@
-"""The keyed-chunk store (``pipeline.chunks``) and its users: spilled record batches, row fragments and
-rejected fragments (``pipeline.spill``, ``pipeline.fragments``, ``pipeline.rejected``), called directly,
-without a runner."""
+"""The keyed-chunk store (``pipeline.io.chunks``) and its users: spilled record batches, row fragments and
+rejected fragments (``pipeline.io.spill``, ``pipeline.steps.fragments``, ``pipeline.steps.rejected``), called
+directly, without a runner."""
 from __future__ import annotations
 
 import os
@@ -9,10 +9,11 @@ import random
 import pyarrow as pa
 import pytest
 
-from pipeline.chunks import CHUNK_SUFFIX, SPILL, ChunkWriter, chunks_by_shard, read_chunk, read_chunks
-from pipeline.fragments import SORT_KEY, WriteFragmentsFn, payload_schema, read_shard_rows, write_fragment
-from pipeline.sink import merge_fragments
-from pipeline.spill import read_spilled, spill_batches
+from pipeline.engines.beam.fragments import WriteFragmentsFn
+from pipeline.io.chunks import CHUNK_SUFFIX, SPILL, ChunkWriter, chunks_by_shard, read_chunk, read_chunks
+from pipeline.io.spill import read_spilled, spill_batches
+from pipeline.steps.fragments import SORT_KEY, payload_schema, read_shard_rows, write_fragment
+from pipeline.steps.shards import merge_fragments
 from transforms import shard_format as sf
 from transforms.reading import RawRecord
 
@@ -133,7 +134,7 @@ def test_fragment_writer_buffers_until_its_threshold_then_at_bundle_end(tmp_path
     assert sorted(i for t in shard_tables(refs, 4).values() for i in t["index"].to_pylist()) == list(range(601))
 
 
-# -- --dedup decided on keys, the records staying spilled (pipeline.dedup) ------------------------
+# -- --dedup decided on keys, the records staying spilled (pipeline.engines.beam.dedup) ------------------------
 
 def test_dedup_keeps_the_first_record_of_each_conversation_and_rejects_the_others_with_the_record(tmp_path):
     """Real data with duplicates (within and across files); the job's choice is checked against an
@@ -141,7 +142,7 @@ def test_dedup_keeps_the_first_record_of_each_conversation_and_rejects_the_other
     import json
 
     from chatshards_testing import run_job, shared
-    from pipeline.dedup import dedup_key
+    from pipeline.steps.dedup import dedup_key
     from transforms.formats import FormatOptions
     from transforms.reading import iter_raw_records_from_path
 
@@ -184,10 +185,10 @@ def test_dedup_keeps_the_first_record_of_each_conversation_and_rejects_the_other
         assert (outputs["in_memory"] / name).read_bytes() == (outputs["multi_processing"] / name).read_bytes(), name
 
 
-# -- rejected output through fragments (pipeline.rejected) ----------------------------------------
+# -- rejected output through fragments (pipeline.engines.beam.rejected) ----------------------------------------
 
 def write_rejected_files(refs, num_files: int, output) -> dict[str, tuple[bytes, dict]]:
-    from pipeline.rejected import WriteRejectedFn
+    from pipeline.engines.beam.rejected import WriteRejectedFn
 
     grouped: dict[int, list] = {}
     for ref in refs:
@@ -201,7 +202,7 @@ def write_rejected_files(refs, num_files: int, output) -> dict[str, tuple[bytes,
 def test_rejected_files_do_not_depend_on_fragmenting_and_hold_sorted_original_lines(tmp_path):
     import json
 
-    from pipeline.rejected import rejected_line, sort_key_of, write_rejected_fragment
+    from pipeline.steps.rejected import rejected_line, sort_key_of, write_rejected_fragment
 
     items = [{"reason": ("invalid_json", "empty_turn", "too_long")[i % 3], "detail": f"d{i}", "source": f"f{i % 2}",
               "index": i, "record": {"text": "é" * (i % 5), "n": i}} for i in range(700)]
@@ -222,7 +223,8 @@ def test_rejected_files_do_not_depend_on_fragmenting_and_hold_sorted_original_li
 
 
 def test_no_rejected_file_for_an_index_without_lines(tmp_path):
-    from pipeline.rejected import WriteRejectedFn, write_rejected_fragment
+    from pipeline.engines.beam.rejected import WriteRejectedFn
+    from pipeline.steps.rejected import write_rejected_fragment
 
     item = {"reason": "invalid_json", "detail": "", "source": "s", "index": 0, "record": "{"}
     ref = write_rejected_fragment([item], folder=str(tmp_path / "frag"))
@@ -236,7 +238,7 @@ def test_no_rejected_file_for_an_index_without_lines(tmp_path):
 def test_record_batches_are_spilled_compactly_and_other_batches_as_they_are(tmp_path):
     import pickle
 
-    from pipeline.spill import PACKED
+    from pipeline.io.spill import PACKED
 
     mixed = [RawRecord(source="a.jsonl", index=0, value={"x": 1}), RawRecord(source="b.jsonl", index=0, value=[1])]
     batches = [raw_batches(20, 20)[0], mixed, [("not", "records")], []]
@@ -247,7 +249,7 @@ def test_record_batches_are_spilled_compactly_and_other_batches_as_they_are(tmp_
     assert pickle.loads(read_chunk(refs[1])) == mixed  # two sources: pickled as they are
 
 
-# -- the store itself (pipeline.chunks) ------------------------------------------------------------
+# -- the store itself (pipeline.io.chunks) ------------------------------------------------------------
 
 def test_chunk_writer_appends_ranges_that_read_back_and_a_truncated_file_is_an_error(tmp_path):
     with ChunkWriter(str(tmp_path), store=SPILL) as writer:

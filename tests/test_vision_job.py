@@ -174,7 +174,7 @@ def test_the_local_engine_writes_the_beam_jobs_vision_bytes(llava_job, inputs, t
     """The default command (local engine, 2 forked workers) on the same vision job: every file equal."""
     import hashlib
 
-    from pipeline.main import main
+    from pipeline.launch.main import main
 
     def digest(out: Path) -> dict:
         return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()

@@ -88,6 +88,8 @@ class JobConfig:
         num_shards: requested shard count, ``None`` for automatic (recorded, but not part of the
             fingerprint: sharding does not change rows).
         extra: further options of extensions (e.g. images), part of the fingerprint.
+        task: ``{"name", "options"}`` of a task other than chat (``--task``), part of the fingerprint;
+            ``None`` for the chat task, whose config (and fingerprint) carries no ``task`` key.
     """
 
     format: Mapping[str, Any]
@@ -96,9 +98,10 @@ class JobConfig:
     dedup: bool = False
     num_shards: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    task: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        content = {
             "format": dict(self.format),
             "tokenize": self.tokenize.to_json(),
             "tokenizer": dict(self.tokenizer),
@@ -106,6 +109,9 @@ class JobConfig:
             "num_shards": self.num_shards,
             "extra": dict(self.extra),
         }
+        if self.task is not None:  # chat configs keep their historical content (and fingerprints)
+            content["task"] = dict(self.task)
+        return content
 
     def fingerprint(self) -> str:
         content = self.to_json()

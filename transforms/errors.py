@@ -28,7 +28,7 @@ CONTROL_TOKEN_IN_TEXT = "control_token_in_text"
 AMBIGUOUS_SPAN = "ambiguous_span"
 NO_STOP_TOKEN = "no_stop_token"
 TEMPLATE_LIMIT = "template_limit"
-# input files that end early or cannot be read (see transforms/reading/, pipeline/sources.py)
+# input files that end early or cannot be read (see transforms/reading/, pipeline/steps/reading.py)
 TRUNCATED_INPUT = "truncated_input"
 UNREADABLE_INPUT = "unreadable_input"
 # image reasons (vision-language records)
@@ -37,6 +37,17 @@ BAD_IMAGE = "bad_image"
 IMAGE_TOO_LARGE = "image_too_large"
 IMAGE_PATH_ESCAPE = "image_path_escape"
 IMAGE_COUNT_MISMATCH = "image_count_mismatch"
+# tasks other than chat (transforms/tasks/): a text field that is empty, documents cut off with the last
+# partial block of a batch (--group-texts with --group-remainder drop)
+EMPTY_TEXT = "empty_text"
+GROUP_REMAINDER = "group_remainder"
+# encoder-head reasons (classification, token classification, extractive QA)
+INVALID_LABEL = "invalid_label"            # missing, or not of the job's label kind
+UNMAPPED_LABEL = "unmapped_label"          # a class name or tag outside the label map given with --labels
+LENGTH_MISMATCH = "length_mismatch"        # tokens and tags of different lengths
+WORD_NOT_TOKENIZED = "word_not_tokenized"  # a word that tokenizes to nothing (its label would vanish)
+QUESTION_TOO_LONG = "question_too_long"    # the question leaves no room for context (it is never truncated)
+ANSWER_NOT_IN_CONTEXT = "answer_not_in_context"  # answer_start/text do not point at the answer in the context
 
 ALL_REASONS = (
     INVALID_JSON, UNKNOWN_FORMAT, INVALID_ROLE, EMPTY_CONVERSATION, NO_ASSISTANT_TURN, EMPTY_TURN,
@@ -45,6 +56,8 @@ ALL_REASONS = (
     MISSING_IMAGE, BAD_IMAGE, IMAGE_TOO_LARGE, IMAGE_PATH_ESCAPE, IMAGE_COUNT_MISMATCH,
     NOT_PREFIX_PRESERVING, TOOL_CALL_NOT_RENDERED, SYSTEM_NOT_SUPPORTED, REASONING_NOT_RENDERED,
     CONTENT_NOT_RENDERED, CONTROL_TOKEN_IN_TEXT, AMBIGUOUS_SPAN, NO_STOP_TOKEN, TEMPLATE_LIMIT,
+    EMPTY_TEXT, GROUP_REMAINDER,
+    INVALID_LABEL, UNMAPPED_LABEL, LENGTH_MISMATCH, WORD_NOT_TOKENIZED, QUESTION_TOO_LONG, ANSWER_NOT_IN_CONTEXT,
 )
 
 

@@ -13,7 +13,8 @@ semantics of transformers 5's ``TokenizersBackend``: ``chat_template``, ``backen
 ``name_or_path``, ``bos/eos/pad/unk/sep/cls/mask_token`` and their ``_id``, ``all_special_ids``,
 ``all_special_tokens``, ``added_tokens_decoder``, ``get_added_vocab()``, ``get_vocab()``,
 ``convert_ids_to_tokens``, ``convert_tokens_to_ids``, ``decode``, ``special_tokens_map`` (named
-special tokens whose value is not None), ``len()``, ``is_fast``; and ``encode(text)`` of one string
+special tokens whose value is not None), ``len()``, ``is_fast``, ``model_max_length``, ``model_input_names``,
+``padding_side``, ``truncation_side``, ``pad_token_type_id``; and ``encode(text)`` of one string
 (vision jobs check their image tokens with it). It is not a general tokenizer: no
 ``__call__``, ``apply_chat_template`` or ``save_pretrained``.
 
@@ -28,7 +29,7 @@ import os
 from typing import Any
 
 # Bump when the files' layout or meaning changes (old cache entries are then simply not found).
-PREPARED_FORMAT = 1
+PREPARED_FORMAT = 2  # 2: model_input_names, padding/truncation side and pad_token_type_id (encoder heads)
 NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 BACKEND_FILE = "backend.json"
 META_FILE = "meta.json"
@@ -54,6 +55,12 @@ class PreparedTokenizer:
         self.name_or_path = name_or_path
         self.source_class_name = meta["class"]
         self.model_max_length = meta.get("model_max_length")
+        # what the encoder-head tasks read: whether the model takes token_type_ids, the padding and truncation
+        # sides, and the type id of padding
+        self.model_input_names = list(meta.get("model_input_names") or ["input_ids", "attention_mask"])
+        self.padding_side = meta.get("padding_side") or "right"
+        self.truncation_side = meta.get("truncation_side") or "right"
+        self.pad_token_type_id = int(meta.get("pad_token_type_id") or 0)
         # the vocabulary's hash, computed once when the folder was prepared (entries prepared before it was
         # recorded have none: it is then computed from the vocabulary, as for any tokenizer)
         self.known_vocab_hash = meta.get("vocab_hash")
@@ -193,6 +200,10 @@ def prepare(tokenizer, folder: str) -> None:
                                      False)),
         "chat_template": tokenizer.chat_template,
         "model_max_length": tokenizer.model_max_length if isinstance(tokenizer.model_max_length, int) else None,
+        "model_input_names": list(getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])),
+        "padding_side": getattr(tokenizer, "padding_side", "right"),
+        "truncation_side": getattr(tokenizer, "truncation_side", "right"),
+        "pad_token_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
         "vocab_hash": vocab_digest(tokenizer.get_vocab()),
     }
     os.makedirs(folder, exist_ok=True)

@@ -82,6 +82,27 @@ _BASE_FIELDS = (
 )
 _ATTENTION_MASK_FIELD = pa.field("attention_mask", pa.list_(pa.int8()), nullable=False)
 
+# The provenance columns of every task other than chat (``--task text|seq2seq|mlm|...``), before the task's
+# own columns (``transforms.tasks.base``): ``length`` (tokens the row holds in ``input_ids``),
+# ``num_loss_tokens`` (positions the task trains; see the task), ``truncated``/``truncated_tokens`` (tokens
+# cut by truncation, all sides together), ``source``/``index``/``record_id`` (as for chat rows; for a block
+# of grouped texts: the document its first token comes from), ``content_hash`` (the task's content key, the
+# one ``--dedup`` uses), ``row_of_record`` (0 for a record's first row). The chat task keeps its own schema.
+TASK_BASE_FIELDS = (
+    pa.field("length", pa.int32(), nullable=False),
+    pa.field("num_loss_tokens", pa.int32(), nullable=False),
+    pa.field("truncated", pa.bool_(), nullable=False),
+    pa.field("truncated_tokens", pa.int32(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("index", pa.int64(), nullable=False),
+    pa.field("record_id", pa.string(), nullable=False),
+    pa.field("content_hash", pa.string(), nullable=False),
+    pa.field("row_of_record", pa.int32(), nullable=False),
+)
+# Rows that hold several records (blocks of grouped texts) say how many records they account for: the
+# documents whose first token is in the row. Shards with this column count records by its sum.
+DOCUMENTS_COLUMN = "documents"
+
 
 class ManifestError(ValueError):
     """A dataset folder is unfinished, from an incompatible version, or corrupted."""
@@ -99,6 +120,12 @@ def arrow_schema(*, padded: bool = False, extra_fields: Sequence[pa.Field] = ())
         fields.append(_ATTENTION_MASK_FIELD)
     fields.extend(extra_fields)
     return pa.schema(fields, metadata={b"chatshards.schema_version": str(SCHEMA_VERSION).encode()})
+
+
+def task_arrow_schema(task_fields: Sequence[pa.Field]) -> pa.Schema:
+    """The Arrow schema of a shard of a task other than chat: :data:`TASK_BASE_FIELDS`, then ``task_fields``."""
+    return pa.schema(list(TASK_BASE_FIELDS) + list(task_fields),
+                     metadata={b"chatshards.schema_version": str(SCHEMA_VERSION).encode()})
 
 
 def shard_file_name(shard_index: int, num_shards: int) -> str:
@@ -339,12 +366,15 @@ def validate_manifest(manifest: Any, *, where: str = MANIFEST_NAME) -> dict:
         for key in ("rows", "bytes"):
             if type(shard[key]) is not int or shard[key] < 0:
                 raise ManifestError(f"{where}: shard {shard['path']!r} has {key}={shard[key]!r}, not a count")
-    written = manifest["counts"].get("written") if isinstance(manifest["counts"], dict) else None
-    # counts.written counts records: a shard entry's "records" (a record split into one row per turn is one
-    # record; a packed row holds several), or its rows where the entry does not say
+    counts = manifest["counts"] if isinstance(manifest["counts"], dict) else {}
+    rows = sum(shard["rows"] for shard in manifest["shards"])
+    written = counts.get("written")
+    # counts.written: records written; fewer than the rows when a record gives several rows or a block of grouped
+    # texts holds several records (then the shard entries' "records" add up to it and counts.rows to the rows)
     records = sum(shard.get("records", shard["rows"]) for shard in manifest["shards"])
-    if written is not None and written != records:
-        raise ManifestError(f"{where}: the shards hold {records} records but counts.written is {written!r}")
+    if written is not None and written != rows and not (written == records and counts.get("rows", rows) == rows):
+        raise ManifestError(f"{where}: the shards hold {rows} rows ({records} records) but counts.written is "
+                            f"{written!r}")
     return manifest
 
 

@@ -153,7 +153,7 @@ def bundled_tokenizer(*, chat_template: str | None = None):
 
 
 def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, trust_remote_code: bool = False,
-                   fetch_folder=None, read_text=None, prepared: bool = False):
+                   fetch_folder=None, read_text=None, prepared: bool = False, require_chat_template: bool = True):
     """Load the job's tokenizer.
 
     Args:
@@ -163,13 +163,15 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
         chat_template_file: a Jinja file whose text replaces the tokenizer's chat template.
         trust_remote_code: passed to ``AutoTokenizer.from_pretrained``.
         fetch_folder: ``url -> local folder`` for remote specs (the job passes
-            ``pipeline.remote.stage_folder``; this module never touches remote storage itself).
+            ``pipeline.io.remote.stage_folder``; this module never touches remote storage itself).
         read_text: ``path -> str`` for the template file (default: local files only).
         prepared: allow a :class:`transforms.prepared_tokenizer.PreparedTokenizer` (what the job reads
             of a tokenizer, loaded with ``tokenizers`` alone) from the prepared-tokenizer cache for the
             bundled tokenizer and for local (or staged) folders; on a cache miss the tokenizer is loaded
             through transformers as usual and its prepared form is written for the next load. Without
             it (the default) the result is always a transformers tokenizer.
+        require_chat_template: refuse a tokenizer without a chat template (the chat task); the other tasks
+            (``--task text|seq2seq|mlm|...``) pass ``False`` and such a tokenizer keeps ``chat_template=None``.
 
     Raises:
         TokenizerConfigError: the tokenizer cannot be loaded, is not a fast tokenizer, or has no chat
@@ -187,7 +189,8 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
         return bundled_tokenizer(chat_template=template)
     if is_remote_path(spec) and fetch_folder is None:
         raise TokenizerConfigError(
-            f"tokenizer {spec!r} is a remote folder: load it through the job side (pipeline.remote.load_job_tokenizer)"
+            f"tokenizer {spec!r} is a remote folder: load it through the job side "
+            "(pipeline.io.remote.load_job_tokenizer)"
         )
     source = fetch_folder(spec) if is_remote_path(spec) else spec
     tokenizer = None
@@ -213,6 +216,8 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
     if not isinstance(tokenizer.chat_template, str) or not tokenizer.chat_template:
         if isinstance(tokenizer.chat_template, dict) and "default" in tokenizer.chat_template:
             tokenizer.chat_template = tokenizer.chat_template["default"]
+        elif not require_chat_template:
+            tokenizer.chat_template = None
         else:
             raise TokenizerConfigError(
                 f"tokenizer {spec!r} has no chat template; pass --chat-template FILE"
@@ -316,7 +321,7 @@ def is_remote_path(path: str) -> bool:
 def _read_local_text(path: str) -> str:
     if is_remote_path(path):
         raise TokenizerConfigError(
-            f"cannot read {path}: remote files are read by the job side (pipeline.remote.load_job_tokenizer)"
+            f"cannot read {path}: remote files are read by the job side (pipeline.io.remote.load_job_tokenizer)"
         )
     if not os.path.isfile(path):
         raise TokenizerConfigError(f"chat template file {path!r} does not exist")
@@ -351,7 +356,8 @@ def tokenizer_description(tokenizer) -> dict[str, Any]:
         "eos_token_id": tokenizer.eos_token_id,
         "bos_token": tokenizer.bos_token,
         "bos_token_id": tokenizer.bos_token_id,
-        "chat_template_hash": template_hash(tokenizer.chat_template),
+        "chat_template_hash": template_hash(tokenizer.chat_template) if isinstance(tokenizer.chat_template, str)
+        else None,  # a tokenizer of a task other than chat may have no chat template
     }
 
 

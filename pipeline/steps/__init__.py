@@ -1,7 +1,7 @@
 """The job's steps as plain functions, without Beam (datatrove's "blocks callable without an executor").
 
-The Beam graph (:mod:`pipeline.graph`) wraps each in a thin DoFn or PTransform; the local engine
-(:mod:`pipeline.local_engine`) calls them directly, in one process or in worker processes. Both produce the
+The Beam graph (:mod:`pipeline.engines.beam.graph`) wraps each in a thin DoFn or PTransform; the local engine
+(:mod:`pipeline.engines.local.engine`) calls them directly, in one process or in worker processes. Both produce the
 same bytes, because every output depends only on the set of rows and rejections, never on their order.
 
 - :mod:`.reading`: one input file -> record batches;

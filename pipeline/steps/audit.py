@@ -1,4 +1,4 @@
-"""Writing the audit files (Beam-free: the job's :class:`pipeline.stats.WriteAuditFn` and the local engine
+"""Writing the audit files (Beam-free: the job's :class:`pipeline.engines.beam.stats.WriteAuditFn` and the local engine
 call :func:`write_audit`).
 
 The statistics themselves are the mergeable accumulators of :mod:`transforms.audit` (partial results merge
@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable, Mapping
 
-from pipeline.files import join, tmp_root, write_atomically
-from pipeline.remote import shared_job_tokenizer
+from pipeline.io.files import join, tmp_root, write_atomically
+from pipeline.io.remote import shared_job_tokenizer
 from transforms.audit.accumulator import AuditAccumulator
 from transforms.audit.dump import stats_json_bytes
 from transforms.audit.duplicates import DuplicateSummary
@@ -18,6 +18,7 @@ from transforms.audit.probe import TemplateProbe
 from transforms.audit.report import render_report, render_samples
 from transforms.audit.stats import REPORT_PATH, STATS_PATH, build_stats, manifest_section
 from transforms.packing.stats import report_of_shards
+from transforms.tasks.spec import as_task_spec
 
 LOG = logging.getLogger("chatshards")
 # What the audit keeps of the launch-time manifest sections.
@@ -53,8 +54,9 @@ def write_audit(*, output: str, manifest_base: Mapping[str, Any], probe: Templat
         stats["packing"] = report_of_shards(shards, length=packing.options.length, strategy=packing.options.strategy)
     notes = []
     try:
-        # the vocabulary only (to decode the samples)
-        vocabulary = shared_job_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+        # the vocabulary only (to decode the samples); tasks other than chat take tokenizers without a template
+        chat = as_task_spec(format_options).is_chat
+        vocabulary = shared_job_tokenizer(tokenizer, trust_remote_code=trust_remote_code, require_chat_template=chat)
         samples = render_samples(vocabulary, acc.samples())
     except Exception as exc:  # the statistics stand without decoded samples
         LOG.warning("chatshards: audit report without decoded samples: %s", exc)

@@ -1,7 +1,7 @@
 """``--dedup``: keep the first of records with identical conversations, without moving the records (Beam-free:
-the job's :class:`pipeline.dedup.FindDuplicates` and the local engine share these functions).
+the job's :class:`pipeline.engines.beam.dedup.FindDuplicates` and the local engine share these functions).
 
-The records stay in their spill chunks (:mod:`pipeline.spill`). Only small keys cross shuffles:
+The records stay in their spill chunks (:mod:`pipeline.io.spill`). Only small keys cross shuffles:
 
 1. ``dedup_entries``: per spilled batch, one ``(conversation key, (sort_key, source, index, ref, position))``
    per record; grouped by conversation key;
@@ -19,21 +19,22 @@ from __future__ import annotations
 from dataclasses import astuple
 from typing import Iterator
 
-from pipeline.chunks import Chunk
-from pipeline.spill import read_spilled
+from pipeline.io.chunks import Chunk
+from pipeline.io.spill import read_spilled
 from transforms import errors
 from transforms import shard_format as sf
-from transforms.formats import FormatOptions, to_conversation
+from transforms.formats import FormatOptions
 from transforms.reading import RawRecord
-from transforms.rows import conversation_hash, rejection
+from transforms.rows import rejection
+from transforms.tasks.spec import TaskSpec, as_task_spec
 
 
-def dedup_key(raw: RawRecord, format_options: FormatOptions) -> str:
-    """Records whose conversations are identical share a key; anything unconvertible gets a unique key
-    (it is rejected later with its own reason)."""
+def dedup_key(raw: RawRecord, format_options: FormatOptions | TaskSpec) -> str:
+    """Records whose conversations (or, for another task, contents: the task's ``content_key``) are identical
+    share a key; anything unconvertible gets a unique key (it is rejected later with its own reason)."""
     if raw.value is not None:
         try:
-            return "c:" + conversation_hash(to_conversation(raw.value, format_options))
+            return "c:" + as_task_spec(format_options).content_key(raw.value)
         except Exception:  # rejected later by the builder with the right reason
             pass
     return "u:" + sf.row_sort_key(raw.source, raw.index)

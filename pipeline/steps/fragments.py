@@ -1,15 +1,15 @@
 """Row fragments: how rows reach their shard without crossing a shuffle themselves (Beam-free; the job's
-buffering DoFn is :class:`pipeline.fragments.WriteFragmentsFn`).
+buffering DoFn is :class:`pipeline.engines.beam.fragments.WriteFragmentsFn`).
 
 The build stage converts each batch of rows to Arrow at once and keeps them until about ``FRAGMENT_BYTES``
 are buffered (or its bundle ends); it then writes one *fragment*: a chunk file of the
-:data:`~pipeline.chunks.FRAGMENTS` store (:mod:`pipeline.chunks`) holding those rows sorted by
+:data:`~pipeline.io.chunks.FRAGMENTS` store (:mod:`pipeline.io.chunks`) holding those rows sorted by
 ``sort_key``, in keyed chunks of at most ``BATCH_ROWS`` rows, each chunk one Arrow IPC stream of the
-payload schema; it emits the :class:`~pipeline.chunks.ChunkFile` (its ``nbytes``: the rows' Arrow bytes).
+payload schema; it emits the :class:`~pipeline.io.chunks.ChunkFile` (its ``nbytes``: the rows' Arrow bytes).
 Shards split the key range into contiguous ranges (:func:`transforms.shard_format.shard_of`), so once the
 shard count is known (it can depend on the total bytes of every fragment), each shard's rows are a run of
 consecutive chunks in every fragment: only ``(shard, chunk)`` references are grouped by shard
-(:func:`pipeline.chunks.chunks_by_shard`), and the shard writer reads those chunks, keeps its rows
+(:func:`pipeline.io.chunks.chunks_by_shard`), and the shard writer reads those chunks, keeps its rows
 (:func:`read_shard_rows`), merges and writes the shard.
 
 So peak memory is one fragment in a building worker and one shard in a writing worker, whatever the
@@ -25,7 +25,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.chunks import FRAGMENTS, Chunk, ChunkFile, ChunkWriter, read_chunks
+from pipeline.io.chunks import FRAGMENTS, Chunk, ChunkFile, ChunkWriter, read_chunks
 from transforms import shard_format as sf
 
 # Buffered Arrow bytes at which a building worker writes a fragment: bounds its memory.

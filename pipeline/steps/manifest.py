@@ -1,5 +1,5 @@
 """Committing the dataset: empty shards filled in, counts reconciled, the manifest written last (Beam-free:
-the job's :class:`pipeline.commit.CommitManifestFn` and the local engine call :func:`commit_manifest`).
+the job's :class:`pipeline.engines.beam.commit.CommitManifestFn` and the local engine call :func:`commit_manifest`).
 
 The manifest is written to a temporary name, then renamed: it is the commit point. A run that dies
 before that leaves no manifest, and readers refuse the folder.
@@ -8,33 +8,35 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from pipeline.files import delete_tree, join, tmp_root, write_atomically
-from pipeline.output_folder import check_folder_holds_exactly
+from pipeline.io.files import delete_tree, join, list_tree, tmp_root, write_atomically
 from pipeline.steps.shards import shard_entry
 from transforms import shard_format as sf
 from transforms.packing.rows import ShardPacking
 from transforms.packing.stats import report_of_shards
 
 
-def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bool, extra_fields=(),
+def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bool = False, extra_fields=(),
                     shards: Iterable[Mapping], rejected_files: Iterable[Mapping], read_count: int, num_shards: int,
-                    extra_sections: Iterable[Mapping] = (), packing: ShardPacking | None = None) -> dict:
+                    extra_sections: Iterable[Mapping] = (), schema=None,
+                    packing: ShardPacking | None = None) -> dict:
     """Fill empty shards, check counts, write ``manifest.json`` (last), delete ``<output>/.tmp``; return the manifest.
 
     ``shards``: the shard entries written (:func:`pipeline.steps.shards.write_shard`); ``rejected_files``: the
     rejected files' entries (:func:`pipeline.steps.rejected.write_rejected_file`); ``extra_sections``: dicts merged
-    into the manifest (the audit section). Raises (so no manifest is written) when ``read != written + rejected``,
+    into the manifest (the audit section); ``schema``: the shards' schema (the job plan's), else the chat schema
+    of ``padded`` / ``extra_fields``. Raises (so no manifest is written) when ``read != written + rejected``,
     or when ``data/`` or ``rejected/`` hold other files than this run's (another writer in the same folder).
 
-    ``packing`` (``--pack-length``): the shards hold packed rows; the manifest gets ``counts.sequences`` and the
-    ``packing`` section (:func:`transforms.packing.stats.report_of_shards`, from the figures each shard entry
-    carries; they are not kept in the entries).
+    ``packing`` (``--pack-length``): the shards hold packed rows (``schema`` stays the rows'); the manifest gets
+    ``counts.sequences`` and the ``packing`` section (:func:`transforms.packing.stats.report_of_shards`, from the
+    figures each shard entry carries; they are not kept in the entries).
     """
     manifest_base = dict(manifest_base)
     extra_fields = tuple(extra_fields)
     shards = {entry["path"]: dict(entry) for entry in shards}
-    schema = sf.arrow_schema(padded=padded, extra_fields=extra_fields)
-    if packing is not None:
+    if schema is None:
+        schema = sf.arrow_schema(padded=padded, extra_fields=extra_fields)
+    if packing is not None:  # ``schema`` is the rows'; the shards hold packed rows
         schema = packing.schema(schema)
     scratch = tmp_root(output)
     for index in range(num_shards):
@@ -96,3 +98,25 @@ def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bo
     except Exception:  # a temp folder left behind is harmless (the next --overwrite clears it)
         pass
     return manifest
+
+
+def _relative(path: str, root: str) -> str:
+    return path[len(root):].lstrip("/\\")
+
+
+def check_folder_holds_exactly(output: str, shard_paths: Iterable[str], rejected_paths: Iterable[str]) -> None:
+    """Raise ``RuntimeError`` unless ``output/data`` and ``output/rejected`` hold exactly the given files
+    (paths relative to ``output``): a job never commits a manifest over a folder mixed with another
+    run's files (a second writer, e.g. on ``gs://`` where no lock is taken)."""
+    for folder, expected in ((sf.DATA_DIR, set(shard_paths)), (sf.REJECTED_DIR, set(rejected_paths))):
+        root = join(output, folder)
+        found = {f"{folder}/{_relative(path, root)}" for path in list_tree(root)}
+        extra, missing = sorted(found - expected), sorted(expected - found)
+        if extra or missing:
+            raise RuntimeError(
+                f"refusing to commit the dataset in {output}: {folder}/ holds "
+                + (f"{len(extra)} file(s) this run did not write (e.g. {extra[0]}; another job writing into the same "
+                   "--output?)" if extra else "")
+                + (" and " if extra and missing else "")
+                + (f"lacks {len(missing)} file(s) this run wrote (e.g. {missing[0]})" if missing else "")
+            )

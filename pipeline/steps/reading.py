@@ -1,10 +1,11 @@
 """Reading one input file into :class:`transforms.reading.RawRecord` elements (Beam-free: the job's
-:class:`pipeline.sources.ReadRawRecords` and the local engine read files with :func:`read_file_batches`)."""
+:class:`pipeline.engines.beam.sources.ReadRawRecords` and the local engine read files with
+:func:`read_file_batches`)."""
 from __future__ import annotations
 
 from typing import Iterator
 
-from pipeline.input_files import (
+from pipeline.io.input_files import (
     CorruptInput,
     TruncatedInput,
     compression_of,
@@ -46,14 +47,16 @@ def _unreadable(path: str, index: int, reason: str, detail: str) -> RawRecord:
     return RawRecord(path, index, None, raw="", error=detail, reason=reason)
 
 
-def read_file(path: str) -> Iterator[RawRecord]:
+def read_file(path: str, task=None) -> Iterator[RawRecord]:
     """Stream the records of one file (``.gz``/``.bz2`` etc. decompressed by extension; JSON/JSONL,
     Parquet and Arrow IPC files told apart by their first bytes).
 
     Never a silent short read: a compressed stream cut short or corrupt ends the file's records with
     one more record, rejected as ``truncated_input`` or ``unreadable_input``
-    (:mod:`pipeline.input_files`); a path that is not a regular file (a FIFO, a directory) is never
-    opened and becomes one ``unreadable_input`` record.
+    (:mod:`pipeline.io.input_files`); a path that is not a regular file (a FIFO, a directory) is never
+    opened and becomes one ``unreadable_input`` record. ``task``: the job's
+    :class:`~transforms.tasks.spec.TaskSpec`, which may read some files its own way (``.txt`` files of the
+    text and mlm tasks: :meth:`~transforms.tasks.spec.TaskSpec.file_layout`).
     """
     reason = not_regular_reason(path)
     if reason is not None:
@@ -67,7 +70,9 @@ def read_file(path: str) -> Iterator[RawRecord]:
     with stream:
         guarded = _StopAtFault(stream) if compression_of(path) else stream
         index = 0
-        for raw in iter_records(guarded, source=path):  # JSON layouts, Parquet, Arrow IPC
+        layout = task.file_layout(path) if task is not None else None
+        records = layout(guarded, source=path) if layout is not None else iter_records(guarded, source=path)
+        for raw in records:  # JSON layouts, Parquet, Arrow IPC (or the task's layout)
             index = raw.index + 1
             yield raw
     fault = getattr(guarded, "fault", None)
@@ -76,10 +81,11 @@ def read_file(path: str) -> Iterator[RawRecord]:
         yield _unreadable(path, index, code, f"{fault}; the records before this point were read")
 
 
-def read_file_batches(path: str, batch_size: int) -> Iterator[list[RawRecord]]:
-    """The records of one file in lists of at most ``batch_size`` (in file order)."""
+def read_file_batches(path: str, batch_size: int, task=None) -> Iterator[list[RawRecord]]:
+    """The records of one file in lists of at most ``batch_size`` (in file order; ``task``: see :func:`read_file`)."""
     batch: list[RawRecord] = []
-    for raw in read_file(path):
+    # the chat task reads every file the usual way (read_file(path), as before tasks existed)
+    for raw in (read_file(path) if task is None or task.is_chat else read_file(path, task)):
         batch.append(raw)
         if len(batch) >= batch_size:
             yield batch

@@ -1,5 +1,5 @@
 """Parsing and building rows for a batch of raw records (Beam-free: the job's *ParseRecords* and *BuildRows*
-DoFns in :mod:`pipeline.build` and the local engine call :func:`parse_batch` and :func:`build_batch`).
+DoFns in :mod:`pipeline.engines.beam.build` and the local engine call :func:`parse_batch` and :func:`build_batch`).
 
 :class:`BuilderSpec` is what a worker needs to rebuild the row builder (small, picklable).
 """
@@ -9,12 +9,16 @@ import logging
 import time
 from dataclasses import dataclass
 
-from pipeline.files import read_bytes
-from pipeline.remote import shared_job_tokenizer
+from pipeline.io.files import read_bytes
+from pipeline.io.remote import shared_job_tokenizer
 from pipeline.steps.rejected import writable_rejection
+from transforms import shard_format as sf
 from transforms.config import TokenizeOptions
 from transforms.formats import FormatOptions
 from transforms.rows import PARSED, ROW, RowBuilder, parse_record
+from transforms.shard_format import task_arrow_schema
+from transforms.tasks.base import TaskOptions
+from transforms.tasks.spec import TaskSpec
 from transforms.vision.config import VisionConfig
 from transforms.vision.part import ImageOptions, ImagePart, image_fields
 
@@ -37,16 +41,28 @@ class BuilderSpec:
     # never need the processor files) and how images are read and stored.
     vision: VisionConfig | None = None
     image_options: ImageOptions | None = None
+    # --task (transforms/tasks/): its name and options (None: the task's defaults; chat has none)
+    task: str = "chat"
+    task_options: TaskOptions | None = None
+
+    @property
+    def task_spec(self) -> TaskSpec:
+        """The tokenizer-free task (parsing, dedup keys, the audit's figures, non-JSON input files)."""
+        return TaskSpec(name=self.task, options=self.task_options, format_options=self.format_options)
 
     def create_builder(self) -> RowBuilder:
-        tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code)
-        tokenizer.chat_template = self.chat_template
+        chat = self.task_spec.is_chat
+        tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code,
+                                         require_chat_template=chat)
+        if chat:
+            tokenizer.chat_template = self.chat_template
         images = None
         if self.vision is not None:
             images = ImagePart(tokenizer=tokenizer, vision=self.vision, image_options=self.image_options,
                                open_file=read_remote_file)
         return RowBuilder(tokenizer=tokenizer, format_options=self.format_options,
-                          tokenize_options=self.tokenize_options, images=images)
+                          tokenize_options=self.tokenize_options, images=images, task=self.task,
+                          task_options=self.task_options)
 
     def extra_fields(self) -> tuple:
         """Arrow fields added to the shard schema by the builder this spec creates."""
@@ -54,23 +70,33 @@ class BuilderSpec:
             return image_fields(self.vision, self.image_options or ImageOptions())
         return ()
 
+    def shard_schema(self):
+        """The Arrow schema of the shards: chat's (:func:`transforms.shard_format.arrow_schema`), or the task's
+        (:func:`transforms.shard_format.task_arrow_schema` with the task's fields)."""
+        spec = self.task_spec
+        if spec.is_chat:
+            return sf.arrow_schema(padded=self.tokenize_options.pad_to == "max_length",
+                                   extra_fields=self.extra_fields())
+        return task_arrow_schema(spec.shard_fields(self.tokenize_options))
 
-def parse_raw_record(raw, format_options: FormatOptions):
+
+def parse_raw_record(raw, format_options: FormatOptions | TaskSpec):
     """:func:`transforms.rows.parse_record` (which keeps the reader's own reject code: ``truncated_input``,
     ``unreadable_input``, ``invalid_content`` for a lone surrogate), with a rejection that is always
-    writable (:func:`pipeline.rejected.writable_rejection`). Never raises."""
+    writable (:func:`pipeline.engines.beam.rejected.writable_rejection`). Never raises."""
     kind, item = parse_record(raw, format_options)
     return (kind, item) if kind == PARSED else (kind, writable_rejection(item))
 
 
 def read_remote_file(path: str) -> bytes:
-    """Whole-file read of an image path under ``gs://`` and the like (:func:`pipeline.files.read_bytes`)."""
+    """Whole-file read of an image path under ``gs://`` and the like (:func:`pipeline.io.files.read_bytes`)."""
     return read_bytes(path)
 
 
-def parse_batch(batch, format_options: FormatOptions) -> tuple[list, list]:
-    """``list[RawRecord] -> (parsed, rejections)``: ``parsed`` the ``(raw, Conversation)`` pairs in batch order,
-    ``rejections`` writable rejection dicts. Never raises."""
+def parse_batch(batch, format_options: FormatOptions | TaskSpec) -> tuple[list, list]:
+    """``list[RawRecord] -> (parsed, rejections)``: ``parsed`` the ``(raw, example)`` pairs in batch order,
+    ``rejections`` writable rejection dicts (``format_options``: chat's, or the job's
+    :class:`~transforms.tasks.spec.TaskSpec`). Never raises."""
     parsed, rejections = [], []
     for raw in batch:
         kind, item = parse_raw_record(raw, format_options)

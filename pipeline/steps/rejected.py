@@ -1,11 +1,12 @@
-"""The rejected output (``rejected/rejected-*.jsonl``; Beam-free: the job's DoFns in :mod:`pipeline.rejected` and the
-local engine share it), written without moving the rejections through a shuffle.
+"""The rejected output (``rejected/rejected-*.jsonl``; Beam-free: the job's DoFns in
+:mod:`pipeline.engines.beam.rejected` and the local engine share it), written without moving the
+rejections through a shuffle.
 
 Like rows (:mod:`pipeline.steps.fragments`), rejections are buffered per bundle and written as chunk files of the
-:data:`~pipeline.chunks.REJECTED` store (:mod:`pipeline.chunks`) under ``<out>/.tmp/rejected/``: JSON lines
+:data:`~pipeline.io.chunks.REJECTED` store (:mod:`pipeline.io.chunks`) under ``<out>/.tmp/rejected/``: JSON lines
 sorted by the record's sort key, each prefixed with ``"<sort_key> <reason> "``, in keyed chunks of at most
 ``CHUNK_LINES`` lines. Only ``(file index, chunk)`` references are grouped
-(:func:`pipeline.chunks.chunks_by_shard`); the writer of rejected file ``i`` merges its lines from those
+(:func:`pipeline.io.chunks.chunks_by_shard`); the writer of rejected file ``i`` merges its lines from those
 chunks (a streaming k-way merge: it holds one line per chunk) into the file, hashing and counting reasons
 as it goes.
 
@@ -19,8 +20,8 @@ import json
 from itertools import chain
 from typing import Any, Iterable, Iterator, Mapping
 
-from pipeline.chunks import REJECTED, Chunk, ChunkFile, ChunkWriter, read_chunk
-from pipeline.files import atomic_writer, join, tmp_root
+from pipeline.io.chunks import REJECTED, Chunk, ChunkFile, ChunkWriter, read_chunk
+from pipeline.io.files import atomic_writer, join, tmp_root
 from transforms import shard_format as sf
 
 FRAGMENT_BYTES = 16 * 1024 * 1024

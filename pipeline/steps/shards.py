@@ -1,4 +1,4 @@
-"""Writing shards deterministically (Beam-free: the job's DoFn :class:`pipeline.sink.WriteShardFn` and the
+"""Writing shards deterministically (Beam-free: the job's DoFn :class:`pipeline.engines.beam.sink.WriteShardFn` and the
 local engine both call :func:`write_shard`; the manifest: :mod:`pipeline.steps.manifest`; rejected records:
 :mod:`pipeline.steps.rejected`).
 
@@ -16,7 +16,7 @@ step 2 fixed the shard's membership (``shard_of(sort_key)``) and order (sorted `
 rows are a pure function of the shard's rows, so they do not depend on the engine, the worker count, the
 batch size or the order in which rows were built.
 
-All file access goes through :mod:`pipeline.files` (local paths and ``gs://`` alike).
+All file access goes through :mod:`pipeline.io.files` (local paths and ``gs://`` alike).
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ import math
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.chunks import Chunk
-from pipeline.files import atomic_writer, join, tmp_root
+from pipeline.io.chunks import Chunk
+from pipeline.io.files import atomic_writer, join, tmp_root
 from pipeline.steps.fragments import SORT_KEY, payload_schema, read_shard_rows
 from transforms import shard_format as sf
 from transforms.packing.rows import ShardPacking
@@ -77,7 +77,7 @@ def shard_entry(index: int, num_shards: int, rows: int, tokens: int, loss_tokens
 
 
 def merge_fragments(chunks: list[Chunk], schema: pa.Schema, *, shard: int, num_shards: int) -> pa.Table:
-    """Shard ``shard``'s rows from its fragment chunks (see :mod:`pipeline.fragments`): merged, sorted by
+    """Shard ``shard``'s rows from its fragment chunks (see :mod:`pipeline.engines.beam.fragments`): merged, sorted by
     ``sort_key``, ``sort_key`` dropped; one chunk, shard schema."""
     tables = read_shard_rows(chunks, shard=shard, num_shards=num_shards)
     table = pa.concat_tables(tables) if tables else payload_schema(schema).empty_table()
@@ -88,25 +88,29 @@ def merge_fragments(chunks: list[Chunk], schema: pa.Schema, *, shard: int, num_s
 
 
 def records_in(table: pa.Table) -> int:
-    """Distinct records among a shard's rows (sorted, so the rows of one record are adjacent)."""
+    """Distinct records among a shard's rows (sorted, so the rows of one record are adjacent); for rows that
+    hold several records (blocks of grouped texts), the sum of their ``documents`` column."""
     if table.num_rows == 0:
         return 0
+    if sf.DOCUMENTS_COLUMN in table.column_names:
+        return int(pc.sum(table[sf.DOCUMENTS_COLUMN]).as_py() or 0)
     source, index = table["source"].to_pylist(), table["index"].to_pylist()
     return 1 + sum(1 for k in range(1, len(source)) if source[k] != source[k - 1] or index[k] != index[k - 1])
 
 
 def write_shard(chunks, *, output: str, index: int, num_shards: int, padded: bool = False, extra_fields=(),
-                packing: ShardPacking | None = None) -> dict:
+                schema: pa.Schema | None = None, packing: ShardPacking | None = None) -> dict:
     """Write ``data/shard-<index>-of-<num_shards>.arrow`` under ``output`` from its fragment chunks (those
-    :func:`pipeline.chunks.chunks_by_shard` names for it); return its manifest entry (:func:`shard_entry`;
-    packed shards: with ``sequences`` and the shard's packing figures under ``packing``, which the commit
-    step takes out of the entry).
+    :func:`pipeline.io.chunks.chunks_by_shard` names for it); return its manifest entry (:func:`shard_entry`).
+    ``schema``: the rows' schema (the job plan's), else the chat schema of ``padded`` / ``extra_fields``.
+    ``packing`` (``--pack-length``): the shard's sorted rows are packed before writing; the entry then has
+    ``sequences`` and the shard's packing figures under ``packing`` (the commit step takes them out).
 
     The bytes depend only on the rows (those with ``shard_of(sort_key, num_shards) == index``), never on
-    how they were fragmented or in which order the chunks come; with ``packing``, the shard's sorted rows
-    are packed before writing (same rows in, same packed rows out)."""
-    table = merge_fragments(list(chunks), sf.arrow_schema(padded=padded, extra_fields=tuple(extra_fields)),
-                            shard=index, num_shards=num_shards)
+    how they were fragmented or in which order the chunks come (packed: same rows in, same packed rows out)."""
+    if schema is None:
+        schema = sf.arrow_schema(padded=padded, extra_fields=tuple(extra_fields))
+    table = merge_fragments(list(chunks), schema, shard=index, num_shards=num_shards)
     records = records_in(table)
     sequences = figures = None
     if packing is not None:

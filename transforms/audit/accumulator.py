@@ -14,7 +14,7 @@ import numpy as np
 from transforms import errors
 from transforms.audit.histogram import FractionHistogram, IntHistogram, merge_counts
 from transforms.audit.probe import TemplateProbe
-from transforms.shard_format import IGNORE_INDEX, row_sort_key
+from transforms.shard_format import DOCUMENTS_COLUMN, IGNORE_INDEX, row_sort_key
 
 EXCERPT_CHARS = 1200
 DETAIL_CHARS = 500
@@ -35,19 +35,36 @@ def record_text(record: Any) -> str:
 
 def rejected_format(item: Mapping[str, Any], format_options=None) -> str:
     """Detected format of a rejected record: ``(unparsed)`` for invalid JSON, ``(unknown)`` when the
-    format cannot be told, else the format name (as ``formats.detect_format`` says)."""
+    format cannot be told, else the format name (as ``formats.detect_format`` says, or the task's
+    ``detect_format`` when ``format_options`` is a :class:`~transforms.tasks.spec.TaskSpec`)."""
     from transforms.errors import RecordRejected
     from transforms.formats import detect_format
+    from transforms.tasks.spec import TaskSpec
 
     record = item.get("record")
     if item.get("reason") == errors.INVALID_JSON or isinstance(record, str) or record is None:
         return UNPARSED
     try:
+        if isinstance(format_options, TaskSpec):
+            return format_options.detect_format(record)
         return detect_format(record, format_options)
     except RecordRejected:
         return UNKNOWN
     except Exception:  # noqa: BLE001 - detection of a broken record never fails the audit
         return UNKNOWN
+
+
+def _task_figures(format_options):
+    """The task's audit figures (``None`` for chat: ``FormatOptions``, ``None`` or the chat task's spec)."""
+    from transforms.tasks.spec import TaskSpec
+
+    if not isinstance(format_options, TaskSpec) or format_options.is_chat:
+        return None
+    from transforms.tasks.base import TaskFigures
+
+    figures = format_options.figures() or TaskFigures()
+    figures.task_name = format_options.name
+    return figures
 
 
 def _source_entry() -> dict[str, Any]:
@@ -71,8 +88,14 @@ def _min_keyed(current, candidate):
     return current
 
 
-def _sample_of(row: Mapping[str, Any], sort_key: str) -> dict[str, Any]:
+def _sample_of(row: Mapping[str, Any], sort_key: str, figures=None) -> dict[str, Any]:
     length = int(row["length"])
+    if figures is not None:  # another task: its view of the row (ids and labels of equal length)
+        ids, labels = figures.sample_view(row)
+        return {"sort_key": sort_key, "source": str(row["source"]), "index": int(row["index"]),
+                "format": figures_format(figures), "length": len(ids), "num_loss_tokens": int(row["num_loss_tokens"]),
+                "truncated": bool(row["truncated"]), "truncated_tokens": int(row.get("truncated_tokens", 0)),
+                "input_ids": np.array(ids, dtype=np.int64), "labels": np.array(labels, dtype=np.int64)}
     return {
         "sort_key": sort_key,
         "source": str(row["source"]),
@@ -88,17 +111,27 @@ def _sample_of(row: Mapping[str, Any], sort_key: str) -> dict[str, Any]:
 
 
 
+def figures_format(figures) -> str:
+    """The ``format`` the audit shows for the rows of a task other than chat: the task's name."""
+    return str(getattr(figures, "task_name", "") or "task")
+
+
 class AuditAccumulator:
     """Counts, histograms and deterministic examples over rows and rejections. Mergeable.
 
     Args:
         probe: the per-row template check ids (:class:`TemplateProbe`).
-        format_options: ``FormatOptions`` used to detect the format of rejected records.
+        format_options: ``FormatOptions`` used to detect the format of rejected records, or the job's
+            :class:`~transforms.tasks.spec.TaskSpec`. For a task other than chat the rows lack the chat
+            columns (turns, prompt tokens, format): those figures are 0 or the task's name, the template
+            checks are skipped, and the task's :class:`~transforms.tasks.base.TaskFigures` add its own
+            figures (``task`` in the stats document).
     """
 
     def __init__(self, probe: TemplateProbe | None = None, format_options=None):
         self.probe = probe or TemplateProbe()
         self.format_options = format_options
+        self.figures = _task_figures(format_options)
         self._bos = self.probe.bos_token_id
         self._stops = frozenset(self.probe.stop_token_ids)
         self._prefix = [int(v) for v in self.probe.default_system_prefix]
@@ -153,6 +186,9 @@ class AuditAccumulator:
 
     def add_row(self, row: Mapping[str, Any]) -> None:
         """Add one shard row (a job row dict, or a row read back from a shard)."""
+        if self.figures is not None:
+            self._add_task_row(row)
+            return
         length = int(row["length"])
         trained = int(row["num_loss_tokens"])
         prompt = int(row["prompt_tokens"])
@@ -229,8 +265,57 @@ class AuditAccumulator:
             kept.sort(key=lambda item: item[0])
             del kept[FIRST_ROWS_KEPT:]
 
+    def _add_task_row(self, row: Mapping[str, Any]) -> None:
+        """:meth:`add_row` for a task other than chat: the common counts and histograms, no template checks,
+        and the task's figures."""
+        self.figures.add_row(row)
+        length = int(row["length"])
+        trained = int(row["num_loss_tokens"])
+        truncated = bool(row["truncated"])
+        fmt = figures_format(self.figures)
+        source = str(row["source"])
+        hists = self.hists
+        hists["total_tokens"].add(length)
+        hists["prompt_tokens"].add(max(length - trained, 0))
+        hists["trained_tokens"].add(trained)
+        hists["images"].add(0)
+        hists["image_tokens"].add(0)
+        hists["turns"].add(0)
+        hists["trained_turns"].add(0)
+        if length > 0:
+            self.fraction.add(min(trained, length), length)
+        first = int(row.get("row_of_record", 0) or 0) == 0
+        records = int(row[DOCUMENTS_COLUMN]) if DOCUMENTS_COLUMN in row else (1 if first else 0)
+        self.rows += 1
+        self.records += records
+        self.formats_written[fmt] = self.formats_written.get(fmt, 0) + records
+        entry = self._source(source)
+        entry["rows"] += 1
+        entry["records"] += records
+        entry["tokens"] += length
+        entry["trained_tokens"] += trained
+        entry["formats"][fmt] = entry["formats"].get(fmt, 0) + records
+        if truncated:
+            self.counters["truncated_rows"] += 1
+            entry["truncated"] += 1
+            self.truncated_tokens.add(int(row["truncated_tokens"]))
+        # samples by a key the shard columns give back (the audit command has no sort_key): record, then row
+        sort_key = f"{row_sort_key(source, int(row['index']))}:{int(row.get('row_of_record', 0) or 0):08d}"
+        current = self.first_by_format.get(fmt)
+        if current is None or sort_key < current[0]:
+            self.first_by_format[fmt] = (sort_key, _sample_of(row, sort_key, self.figures))
+        if truncated and (self.first_truncated is None or sort_key < self.first_truncated[0]):
+            self.first_truncated = (sort_key, _sample_of(row, sort_key, self.figures))
+        kept = self.first_rows
+        if len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]:
+            kept.append((sort_key, _sample_of(row, sort_key, self.figures)))
+            kept.sort(key=lambda item: item[0])
+            del kept[FIRST_ROWS_KEPT:]
+
     def add_rejection(self, item: Mapping[str, Any]) -> None:
         """Add one rejection dict ``{reason, detail, source, index, record}``."""
+        if self.figures is not None:
+            self.figures.add_rejection(item)
         reason = str(item["reason"])
         source = str(item["source"])
         index = int(item["index"])
@@ -259,6 +344,10 @@ class AuditAccumulator:
 
     # -- merging ---------------------------------------------------------------------------------------
     def merge(self, other: "AuditAccumulator") -> "AuditAccumulator":
+        if self.figures is not None and other.figures is not None:
+            self.figures.merge(other.figures)
+        elif other.figures is not None:
+            raise ValueError("cannot merge the audit of another task into a chat audit")
         self.rows += other.rows
         self.records += other.records
         self.rejected += other.rejected

@@ -40,20 +40,26 @@ def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def iter_table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
-    """Rows of a shard table as dicts; ``input_ids``/``labels`` are numpy views (no Python lists). A table of
-    packed rows yields its sequences (the rows as built; each with ``pack`` and ``offset``, see
-    :func:`transforms.packing.unpack.iter_sequences`)."""
+    """Rows of a shard table as dicts; ``input_ids``/``labels`` (for another task than chat: every numeric
+    list column) are numpy views (no Python lists). A table of packed rows yields its sequences (the rows as
+    built; each with ``pack`` and ``offset``, see :func:`transforms.packing.unpack.iter_sequences`)."""
     if table.num_rows == 0:
         return
     if is_packed_schema(table.schema):
-        names = [name for name in SCALAR_COLUMNS if name in table.column_names and name not in ("length",
-                                                                                               "num_loss_tokens")]
-        for row in iter_sequences(table, names):
+        packed = [name for name in SCALAR_COLUMNS if name in table.column_names and name not in ("length",
+                                                                                                "num_loss_tokens")]
+        for row in iter_sequences(table, packed):
             row["num_loss_tokens"] = int(np.count_nonzero(row["labels"] != sf.IGNORE_INDEX))
             yield row
         return
-    lists = {name: _list_column(table, name) for name in ("input_ids", "labels") if name in table.column_names}
-    scalars = {name: table.column(name).to_pylist() for name in SCALAR_COLUMNS if name in table.column_names}
+    names = ("input_ids", "labels")
+    scalar_names = SCALAR_COLUMNS
+    if "content_hash" in table.column_names:  # another task's shard: every column (its figures read them)
+        names = tuple(field.name for field in table.schema if pa.types.is_list(field.type)
+                      and (pa.types.is_integer(field.type.value_type) or pa.types.is_floating(field.type.value_type)))
+        scalar_names = tuple(field.name for field in table.schema if not pa.types.is_list(field.type))
+    lists = {name: _list_column(table, name) for name in names if name in table.column_names}
+    scalars = {name: table.column(name).to_pylist() for name in scalar_names if name in table.column_names}
     names = list(scalars)
     columns = [scalars[name] for name in names]
     for i in range(table.num_rows):
@@ -92,7 +98,11 @@ def load_dataset_tokenizer(manifest: Mapping[str, Any], override: str | None = N
     info = manifest.get("tokenizer") or {}
     name = override or info.get("name")
     spec = None if name in (None, "", BUNDLED_TOKENIZER_ID, "bundled") else name
-    tokenizer = (loader or load_tokenizer)(spec, chat_template_file=chat_template_file)
+    if manifest.get("task"):  # tasks other than chat take tokenizers without a chat template
+        tokenizer = (loader or load_tokenizer)(spec, chat_template_file=chat_template_file,
+                                               require_chat_template=False)
+    else:
+        tokenizer = (loader or load_tokenizer)(spec, chat_template_file=chat_template_file)
     warnings = []
     if info.get("vocab_hash") and vocab_hash(tokenizer) != info["vocab_hash"]:
         warnings.append(f"tokenizer {name!r} has a different vocabulary than the one that made this dataset "
@@ -117,8 +127,13 @@ def probe_for(manifest: Mapping[str, Any], tokenizer=None, template_matches: boo
 
 
 def format_options_for(manifest: Mapping[str, Any]):
+    """The chat ``FormatOptions`` of a dataset, or its :class:`~transforms.tasks.spec.TaskSpec` (another task)."""
     from transforms.formats import FormatOptions
+    from transforms.tasks.spec import task_spec_from_manifest
 
+    task = task_spec_from_manifest(manifest)
+    if task is not None:
+        return task
     fmt = (manifest.get("config") or {}).get("format")
     try:
         return FormatOptions(**fmt) if fmt else FormatOptions()

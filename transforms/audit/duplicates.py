@@ -57,6 +57,13 @@ class DuplicateSummary:
         }
 
 
+def hash_of(row: Mapping[str, Any]) -> str:
+    """The content hash duplicates are grouped by: ``conversation_hash`` (chat rows) or ``content_hash`` (the
+    rows of the other tasks)."""
+    value = row.get("conversation_hash")
+    return value if value is not None else row["content_hash"]
+
+
 def first_of(row: Mapping[str, Any]) -> tuple[str, str, int]:
     """``(sort_key, source, index)`` of a row: what a duplicate group remembers of its first row."""
     source, index = str(row["source"]), int(row["index"])
@@ -91,7 +98,7 @@ class HashGroups:
         self.groups: dict[str, list] = {}
 
     def add_row(self, row: Mapping[str, Any]) -> None:
-        key = row["conversation_hash"]
+        key = hash_of(row)
         self.groups[key] = group_add(self.groups.get(key), first_of(row))
 
     def merge(self, other: "HashGroups") -> "HashGroups":

@@ -5,7 +5,7 @@ The audit package, by concern: :mod:`~transforms.audit.probe` (what the per-row 
 for), :mod:`~transforms.audit.accumulator` (rows and rejections -> counts, histograms, examples),
 :mod:`~transforms.audit.duplicates` (duplicate groups), this module (the document),
 :mod:`~transforms.audit.dump` (its exact bytes) and :mod:`~transforms.audit.summary` (the command's lines).
-The Beam job feeds these from ``CombineFn``s (``pipeline/stats.py``); ``python -m pipeline.audit``
+The Beam job feeds these from ``CombineFn``s (``pipeline/engines/beam/stats.py``); ``python -m pipeline.audit``
 feeds the same classes from the shard and rejected files (``transforms/audit/dataset.py``).
 """
 from __future__ import annotations
@@ -150,6 +150,9 @@ def build_stats(acc: AuditAccumulator, duplicates: DuplicateSummary, *, manifest
                            "else at most 1/32 above the true value; fractions at most 0.01 above",
         },
     }
+    if acc.figures is not None:  # a task other than chat: its own figures
+        stats["task"] = {"name": getattr(acc.figures, "task_name", None), "figures": acc.figures.to_json(),
+                         "summary": acc.figures.summary()}
     return stats
 
 
@@ -172,5 +175,6 @@ def manifest_section(stats: Mapping[str, Any]) -> dict[str, Any]:
             "percentiles": {name: _percentile_summary(dist[name])
                             for name in ("total_tokens", "trained_tokens", "trained_fraction")},
             "template_probe": stats["template"]["probe"],
+            **({"task": stats["task"]["summary"]} if "task" in stats else {}),
         }
     }

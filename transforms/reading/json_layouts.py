@@ -58,7 +58,7 @@ inputs: :mod:`transforms.reading.columnar`). Decisions:
   inside elements), an object cut short at the end of the file, and a last JSON Lines line cut
   inside a value yield an unparseable record with reason ``truncated_input``: elements before the
   cut are kept, and the cut is reported, never a silent short read. (Truncated *compressed* streams
-  are detected by the pipeline's file reader, ``pipeline/sources.py``.)
+  are detected by the pipeline's file reader, ``pipeline/steps/reading.py``.)
 * ``RawRecord.index`` is the 0-based ordinal of the record in the file (unparseable ones
   included); ``raw`` holds the record's text only when it could not be parsed. Very long raw
   text is kept whole: truncating is up to whoever writes the rejected output.

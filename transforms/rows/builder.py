@@ -23,7 +23,6 @@ from transforms.config import TokenizeOptions
 from transforms.formats import Conversation, FormatOptions
 from transforms.reading import RawRecord
 from transforms.rows.parse import PARSED, REJECTED, ROW, parse_records, rejection_for
-from transforms.tasks import task_class
 from transforms.vision.part import ImagePart
 
 
@@ -36,16 +35,21 @@ class RowBuilder:
         tokenize_options: length, truncation, loss and padding options.
         images: the image part of a vision job (switches image positions on in the formats).
         task: the task name (:data:`transforms.tasks.TASKS`).
+        task_options: the task's options (``None``: its defaults; the chat task has none).
     """
 
     def __init__(self, *, tokenizer, format_options: FormatOptions, tokenize_options: TokenizeOptions,
-                 images: ImagePart | None = None, task: str = "chat"):
+                 images: ImagePart | None = None, task: str = "chat", task_options=None):
+        from transforms.tasks.spec import TaskSpec  # the task registry imports transforms.rows modules
+
         if images is not None and not format_options.images:
             format_options = replace(format_options, images=True)
         self.tokenizer = tokenizer
         self.format_options = format_options
         self.options = tokenize_options
-        self.task = task_class(task)(tokenizer=tokenizer, options=tokenize_options, images=images)
+        self.spec = TaskSpec(name=task, options=task_options, format_options=format_options)
+        self.task = self.spec.task_class(tokenizer=tokenizer, options=tokenize_options,
+                                         task_options=self.spec.options, images=images)
 
     @property
     def images(self) -> ImagePart | None:
@@ -62,36 +66,54 @@ class RowBuilder:
         return [item for items in self.build_rows_by_record(parsed) for item in items]
 
     def build_rows_by_record(self, parsed: Sequence[tuple[RawRecord, Conversation]]) -> list[list[tuple[str, Any]]]:
-        """:meth:`build_rows` grouped by record: per input record, its rows or its one rejection."""
+        """:meth:`build_rows` grouped by record: per input record, its rows or its one rejection (a record
+        whose content went into another record's row, e.g. a block of grouped texts, has no item)."""
         task = self.task
         task.start_batch(parsed)
         try:
-            results: list[list[tuple[str, Any]]] = [[] for _ in parsed]
+            built: list[Any] = [None] * len(parsed)  # per record: its rows, or the exception rejecting it
             pending: list[tuple[int, list]] = []
-            for position, (raw, conversation) in enumerate(parsed):
+            for position, (raw, example) in enumerate(parsed):
                 try:
-                    pending.append((position, task.prepare(raw, conversation)))
+                    pending.append((position, task.prepare(raw, example)))
                 except Exception as exc:  # noqa: BLE001 - bad input never crashes the job
-                    results[position] = [(REJECTED, rejection_for(raw, exc))]
-            encodings = iter(task.encoder.encode([row.text for _, rows in pending for row in rows]))
+                    built[position] = exc
+            texts_of = task.texts
+            texts: list[str] = []
+            counts: list[int] = []
+            for _, rows in pending:
+                for row in rows:
+                    these = texts_of(row)
+                    texts.extend(these)
+                    counts.append(len(these))
+            encodings = task.encoder.encode(texts)
+            at, count = 0, iter(counts)
             for position, rows in pending:
+                spans = []
+                for _ in rows:
+                    n = next(count)
+                    spans.append((at, at + n))
+                    at += n
                 try:
-                    built = [task.finish(row, next(encodings)) for row in rows]
-                    for k, row in enumerate(built):
-                        row["row_of_record"] = k
-                    if len(built) > 1:
-                        lengths = [int(row["length"]) for row in built]
-                        built[0]["split_extra_tokens"] = sum(lengths) - max(lengths)
-                    results[position] = [(ROW, row) for row in built]
+                    rows_built = [task.finish(row, *encodings[a:b]) for row, (a, b) in zip(rows, spans)]
+                    for k, row in enumerate(rows_built):
+                        if isinstance(row, dict):  # not the documents a grouping task regroups in finish_batch
+                            row["row_of_record"] = k
+                    if len(rows_built) > 1:
+                        lengths = [int(row["length"]) for row in rows_built]
+                        rows_built[0]["split_extra_tokens"] = sum(lengths) - max(lengths)
+                    built[position] = rows_built
                 except Exception as exc:  # noqa: BLE001 - the whole record is rejected, never part of it
-                    results[position] = [(REJECTED, rejection_for(rows[0].raw, exc))]
-            return results
+                    built[position] = exc
+            built = task.finish_batch(parsed, built)
+            return [[(REJECTED, rejection_for(raw, item))] if isinstance(item, Exception)
+                    else [(ROW, row) for row in item] for (raw, _), item in zip(parsed, built)]
         finally:
             task.end_batch()
 
     def build_records(self, raws: Sequence[RawRecord]) -> list[tuple[str, dict[str, Any]]]:
         """Parse and build a batch of raw records: per record, in order, its rows or its rejection."""
-        parsed = parse_records(raws, self.format_options)
+        parsed = parse_records(raws, self.spec)
         built = iter(self.build_rows_by_record([item for kind, item in parsed if kind == PARSED]))
         return [item for kind, value in parsed
                 for item in (next(built) if kind == PARSED else [(kind, value)])]

@@ -14,15 +14,29 @@ Modules (one concept each):
   rank/worker partitioning, mid-epoch resume
 - :mod:`.batching`   ``LengthGroupedBatchSampler``/``TokenBudgetBatchSampler``/``padding_fraction``
 - :mod:`.collate`    ``Collator``/``CollatorConfig``/``Batch``: padded and padding-free batches
+- :mod:`.encoder_collate` ``SequenceClassificationCollator``/``TokenClassificationCollator``/
+  ``QuestionAnsweringCollator``: encoder heads (classification, NER, extractive QA)
 - :mod:`.vision`     ``VisionCollator``: ``pixel_values``/``image_grid_thw`` for image rows
 - :mod:`.packed`     packed rows (``--pack-length``): sequence boundaries, block-diagonal 4D masks
 - :mod:`.hf`         ``hf_dataset``: the folder as a ``datasets.Dataset`` (e.g. for ``trl.SFTTrainer``)
 - :mod:`.synthetic`  ``write_synthetic_dataset``: a small valid dataset folder for tests and examples
+- :mod:`.heads`      the collator of each task (``Collator.from_manifest`` picks it from ``manifest["task"]``);
+  :mod:`.text_lm` (``text``: the plain ``Collator``), :mod:`.seq2seq` (``Seq2SeqCollator``: labels -100,
+  ``decoder_input_ids``), :mod:`.mlm` (``MaskingCollator``: masks at run time per (seed, epoch, row);
+  ``epoch_callback`` for transformers' Trainer, the one helper that imports transformers, when called)
 """
 from ..shard_format import IGNORE_INDEX, ManifestError
 from .batching import LengthGroupedBatchSampler, TokenBudgetBatchSampler, padding_fraction
 from .collate import Batch, Collator, CollatorConfig, RowLayout
 from .dataset import ShardDataset
+from .encoder_collate import (
+    EncoderCollatorConfig,
+    QuestionAnsweringCollator,
+    SequenceClassificationCollator,
+    TokenClassificationCollator,
+)
+from .heads import COLLATORS as TASK_COLLATORS
+from .mlm import MaskingCollator, epoch_callback
 from .partition import (
     ResumableDataLoader,
     ShardIterableDataset,
@@ -30,7 +44,9 @@ from .partition import (
     rank_indices,
     resolve_rank_world_size,
 )
+from .seq2seq import Seq2SeqCollator
 from .synthetic import write_synthetic_dataset
+from .text_lm import text_collator  # noqa: F401 (registers the text task's collator)
 from .vision import VisionCollator, vision_columns  # images decoded lazily (PIL imported on first use)
 
 __all__ = [
@@ -52,4 +68,12 @@ __all__ = [
     "rank_indices",
     "resolve_rank_world_size",
     "write_synthetic_dataset",
+    "TASK_COLLATORS",
+    "Seq2SeqCollator",
+    "MaskingCollator",
+    "epoch_callback",
+    "EncoderCollatorConfig",
+    "SequenceClassificationCollator",
+    "TokenClassificationCollator",
+    "QuestionAnsweringCollator",
 ]

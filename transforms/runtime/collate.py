@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from ..shard_format import IGNORE_INDEX, load_manifest
+from . import heads, value_summaries
 from . import packed as packing
-from . import value_summaries
 
 __all__ = ["Batch", "Collator", "CollatorConfig", "RowLayout"]
 
@@ -254,8 +254,15 @@ class Collator:
 
         Explicit ``pad_token_id`` / ``vocab_size`` options win. A tokenizer without a pad token falls back to its
         ``eos_token_id``; this is safe because padding is tracked by position (mask and -100 labels).
+
+        A dataset of a task other than chat (``manifest["task"]``) gets its task's collator
+        (:mod:`transforms.runtime.heads`): :class:`Collator` for ``text``, ``Seq2SeqCollator`` for ``seq2seq``,
+        ``MaskingCollator`` for ``mlm``, ... with the same options.
         """
-        return cls(**manifest_options(load_manifest(str(path)), options))
+        manifest = load_manifest(str(path))
+        if heads.task_section(manifest) is not None:
+            return heads.collator_for(manifest, options)
+        return cls(**manifest_options(manifest, options))
 
     # -- entry point --------------------------------------------------------------------------
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:

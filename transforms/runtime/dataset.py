@@ -33,7 +33,7 @@ import torch.utils.data
 from .. import shard_format as sf
 from ..packing.rows import SEQ_LENGTHS, is_packed_schema, packed_schema
 from ..shard_format import ManifestError
-from . import partition
+from . import heads, partition
 from .partition import ShardIterableDataset
 from .value_summaries import register_column
 
@@ -41,6 +41,11 @@ __all__ = ["ShardDataset", "ManifestError", "default_max_open_shards"]
 
 _VERSION_KEY = b"chatshards.schema_version"
 _TOKEN_COLUMNS = ("input_ids", "labels")
+#: Columns a row can carry that are not stored: ``sample_index`` (the row's index in the dataset, int) and
+#: ``epoch`` (the dataset's epoch, :meth:`ShardDataset.set_epoch`): what run-time masking seeds from
+#: (:class:`~transforms.runtime.mlm.MaskingCollator`).
+SAMPLE_INDEX, EPOCH = "sample_index", "epoch"
+VIRTUAL_COLUMNS = (SAMPLE_INDEX, EPOCH)
 # errors that say something about the process or the machine, not about the shard's bytes
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EACCES, errno.EPERM, errno.EAGAIN})
 _MAX_DEFAULT_OPEN_SHARDS = 4096
@@ -115,10 +120,10 @@ class _MappedShard:
 
     __slots__ = ("path", "chunk_starts", "chunks")
 
-    def __init__(self, path: str, *, expected_rows: int, columns: Sequence[str]):
+    def __init__(self, path: str, *, expected_rows: int, columns: Sequence[str], chat: bool = True):
         self.path = path
         schema, batches = _map_stream(path)
-        _check_schema(path, schema, columns)
+        _check_schema(path, schema, columns, chat=chat)
         rows = sum(b.num_rows for b in batches)
         if rows != expected_rows:
             raise ManifestError(f"shard {path} is corrupted: {rows} rows, manifest says {expected_rows}")
@@ -157,7 +162,9 @@ class _MappedShard:
                     yield b[a[0]:a[-1]]
 
 
-def _check_schema(path: str, schema: pa.Schema, columns: Sequence[str]) -> None:
+def _check_schema(path: str, schema: pa.Schema, columns: Sequence[str], *, chat: bool = True) -> None:
+    """The shard's schema version and requested columns; ``chat``: their types are the chat schema's (a task's
+    dataset has its task's own types, e.g. a classification ``labels`` int32 per row)."""
     version = (schema.metadata or {}).get(_VERSION_KEY)
     if version is not None and version != str(sf.SCHEMA_VERSION).encode():
         raise ManifestError(
@@ -170,7 +177,7 @@ def _check_schema(path: str, schema: pa.Schema, columns: Sequence[str]) -> None:
     for name in columns:
         if name not in schema.names:
             raise ManifestError(f"shard {path} has no column {name!r} (columns: {schema.names})")
-        if name in expected.names and schema.field(name).type != expected.field(name).type:
+        if chat and name in expected.names and schema.field(name).type != expected.field(name).type:
             raise ManifestError(
                 f"shard {path}: column {name!r} is {schema.field(name).type}, expected {expected.field(name).type}"
             )
@@ -217,8 +224,11 @@ class ShardDataset(torch.utils.data.Dataset):
             it, only file presence and sizes are checked up front; a shard whose Arrow structure is
             broken still raises :class:`ManifestError` naming the file when first opened.
         columns: columns returned per row. Default: ``input_ids``, ``labels`` and, when present,
-            ``attention_mask``. List columns come back as numpy views, fixed-width scalars as Python
-            numbers, other types through ``pyarrow``'s ``as_py()``.
+            ``attention_mask``; for a dataset of a task other than chat, the manifest's
+            ``task.columns`` (``input_ids`` for text; ``input_ids``, ``labels`` for seq2seq; ...).
+            List columns come back as numpy views, fixed-width scalars as Python numbers, other types
+            through ``pyarrow``'s ``as_py()``. :data:`VIRTUAL_COLUMNS` are not stored: ``sample_index``
+            (the row's index) and ``epoch`` (see :meth:`set_epoch`).
         max_open_shards: keep at most this many shards mapped (least recently used is unmapped).
             ``None`` (default): :func:`default_max_open_shards` (4096, fewer where the kernel's
             mapping limit is low), so every shard of a typical dataset stays mapped once touched.
@@ -244,6 +254,7 @@ class ShardDataset(torch.utils.data.Dataset):
     ):
         self.root = os.fspath(path)
         self.manifest = sf.load_manifest(self.root)
+        self._chat = heads.task_section(self.manifest) is None
         self.paths = sf.shard_paths(self.root, self.manifest)
         entries = self.manifest["shards"]
         for p, entry in zip(self.paths, entries):
@@ -264,6 +275,9 @@ class ShardDataset(torch.utils.data.Dataset):
             raise ValueError("max_open_shards must be >= 1 or None")
         self.max_open_shards = int(max_open_shards)
         self.columns = tuple(columns) if columns is not None else self._default_columns()
+        self._stored = tuple(c for c in self.columns if c not in VIRTUAL_COLUMNS)
+        self._virtual = tuple(c for c in self.columns if c in VIRTUAL_COLUMNS)
+        self.epoch = 0
         self._open: collections.OrderedDict[int, _MappedShard] = collections.OrderedDict()
         self._pid = os.getpid()
         self._lengths: np.ndarray | None = None
@@ -312,7 +326,18 @@ class ShardDataset(torch.utils.data.Dataset):
         if not 0 <= i < n:
             raise IndexError(f"row {index} out of range for a dataset of {n} rows")
         k = bisect.bisect_right(self._starts, i) - 1
-        return self._shard(k).row(i - self._starts[k])
+        row = self._shard(k).row(i - self._starts[k])
+        if self._virtual:
+            if SAMPLE_INDEX in self._virtual:
+                row[SAMPLE_INDEX] = i
+            if EPOCH in self._virtual:
+                row[EPOCH] = self.epoch
+        return row
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch rows report in their ``epoch`` column (when requested); trainers call it every epoch
+        (``Trainer`` through the data loader, :class:`~transforms.runtime.ShardIterableDataset` too)."""
+        self.epoch = int(epoch)
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """Batched fetch used by ``DataLoader`` (same as ``[ds[i] for i in indices]``)."""
@@ -337,6 +362,9 @@ class ShardDataset(torch.utils.data.Dataset):
 
     # -- internals ----------------------------------------------------------------------------
     def _default_columns(self) -> tuple[str, ...]:
+        task_columns = heads.default_columns(self.manifest)
+        if task_columns is not None:
+            return task_columns
         if not self.paths:
             return _TOKEN_COLUMNS
         names = _map_stream(self.paths[0])[0].names
@@ -346,14 +374,15 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def _shard(self, k: int, columns: Sequence[str] | None = None) -> _MappedShard:
         if columns is not None:  # one-off scan with other columns: not cached
-            return _MappedShard(self.paths[k], expected_rows=self._starts[k + 1] - self._starts[k], columns=columns)
+            return _MappedShard(self.paths[k], expected_rows=self._starts[k + 1] - self._starts[k], columns=columns,
+                                chat=self._chat)
         if self._pid != os.getpid():  # forked or unpickled in a worker: map again here
             self._open = collections.OrderedDict()
             self._pid = os.getpid()
         shard = self._open.get(k)
         if shard is None:
             rows = self._starts[k + 1] - self._starts[k]
-            shard = _MappedShard(self.paths[k], expected_rows=rows, columns=self.columns)
+            shard = _MappedShard(self.paths[k], expected_rows=rows, columns=self._stored, chat=self._chat)
             self._open[k] = shard
             if len(self._open) > self.max_open_shards:
                 self._open.popitem(last=False)

@@ -145,10 +145,13 @@ class ShardIterableDataset(torch.utils.data.IterableDataset):
         return self._consumed
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch's order; moving to a different epoch restarts at its first row."""
+        """Select the epoch's order; moving to a different epoch restarts at its first row. The dataset's
+        rows report it too (their ``epoch`` column, for run-time masking) when it has ``set_epoch``."""
         if int(epoch) != self.epoch:
             self.epoch = int(epoch)
             self._consumed = 0
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
 
     def set_consumed(self, consumed: int) -> None:
         """Record that the first ``consumed`` rows of this rank's epoch sequence were used."""
@@ -167,6 +170,8 @@ class ShardIterableDataset(torch.utils.data.IterableDataset):
         return self._consumed
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if hasattr(self.dataset, "set_epoch"):  # rows that report their epoch (run-time masking) report this one
+            self.dataset.set_epoch(self.epoch)
         order = self.indices()
         start = self._begin_pass()
         info = torch.utils.data.get_worker_info()

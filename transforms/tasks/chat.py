@@ -24,11 +24,12 @@ from transforms.chat_render import WHOLE_CONVERSATION, ChatRenderer, RenderedCon
 from transforms.config import TokenizeOptions
 from transforms.control_tokens import ControlTokens, has_marks
 from transforms.errors import RecordRejected
-from transforms.formats import Conversation
+from transforms.formats import Conversation, FormatOptions, detect_format, to_conversation
 from transforms.labels import mask_from_ranges, span_token_ranges
 from transforms.reading import RawRecord
 from transforms.rows.assembly import assemble_row, conversation_hash
 from transforms.rows.encoding import TextEncoder
+from transforms.tasks.base import Task
 from transforms.tokenizer_loading import control_tokens_for, special_tokens_for_template
 from transforms.truncation import TokenArrays, exchange_cuts, truncate
 from transforms.vision.part import ImagePart, RecordImages
@@ -60,20 +61,43 @@ class PendingRow:
         return self.rendered.text
 
 
-class ChatTask:
+class ChatTask(Task):
     """Chat rows from conversations, with one tokenizer and one configuration.
 
     Args:
         tokenizer: a fast ``transformers`` tokenizer with a chat template.
         options: length, truncation, loss and padding options.
+        task_options: unused (the chat task's options are ``options`` and the record-format options).
         images: the image part of a vision job (``None``: text rows).
+
+    The chat task keeps its historical shard schema (:func:`transforms.shard_format.arrow_schema`), its
+    manifest (no ``task`` section) and its config fingerprint: ``--task chat`` is the default job.
     """
 
     name = "chat"
-    #: rows are single causal sequences: ``--pack-length`` may pack them (:mod:`transforms.packing`)
+    options_class = None
+    chat_flags = True
+    needs_chat_template = True
     packable = True
 
-    def __init__(self, *, tokenizer, options: TokenizeOptions, images: ImagePart | None = None):
+    # -- the parse step (tokenizer-free) --------------------------------------------------------------
+    @classmethod
+    def default_options(cls):
+        return None
+
+    @classmethod
+    def parse(cls, value, options, format_options: FormatOptions) -> Conversation:
+        return to_conversation(value, format_options)
+
+    @classmethod
+    def content_key(cls, example: Conversation, options) -> str:
+        return conversation_hash(example)
+
+    @classmethod
+    def detect_format(cls, value, options, format_options: FormatOptions) -> str:
+        return detect_format(value, format_options)
+
+    def __init__(self, *, tokenizer, options: TokenizeOptions, task_options=None, images: ImagePart | None = None):
         self.options = options
         self.images = images
         template_control_tokens = control_tokens_for(tokenizer, tokenizer.chat_template)

@@ -1,0 +1,394 @@
+"""Owning an ``--output`` folder: what the job may delete, when inputs overlap it, one run at a time.
+
+How the job knows a folder is its own: the first thing a run writes into ``--output`` (before any
+data) is the marker file ``.chatshards-output``; a folder without the marker is still recognised by
+a chatshards ``manifest.json`` (``"format": "chatshards"``; datasets written before the
+marker existed). ``--overwrite`` then deletes only what the tool writes there: ``manifest.json``
+(first, so the folder stops being a dataset at once), ``data/shard-NNNNN-of-NNNNN.arrow``,
+``rejected/rejected-NNNNN-of-NNNNN.jsonl``, ``audit/stats.json`` and ``audit/report.html``, and
+``.tmp/``; never a file an ``--input`` pattern matches. A folder that holds ``data/`` (or
+``rejected/`` ...) but neither marker nor chatshards manifest, or whose ``data/`` / ``rejected/``
+hold files of other names, is refused even with ``--overwrite``.
+
+An ``--output`` that overlaps the inputs is a configuration error: an input file inside the
+folders the job writes, or an ``--input`` glob that would match a file the job writes
+(``--input 'd/*' --output d`` matches ``d/manifest.json``).
+
+One run at a time: :class:`OutputLock` holds ``<out>/.chatshards.lock`` (created with ``O_EXCL``,
+holding pid, host and start time) while the job runs. A lock whose process is gone (same host, pid
+not alive) is stale and taken over. This works on local and network disks (NFS honours
+``O_EXCL``); object stores (``gs://``) have no atomic create-if-absent through Beam's filesystems,
+so there the lock is not taken (see README, "Reliability"): the commit check
+(:func:`pipeline.steps.manifest.check_folder_holds_exactly`) still refuses to write a manifest over a folder whose
+``data/`` or ``rejected/`` hold files the run did not write.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from typing import Iterable, Sequence
+
+from pipeline.io.chunks import CHUNK_SUFFIX, STORES
+from pipeline.io.files import (
+    TMP_DIR,
+    create,
+    delete,
+    delete_tree,
+    exists,
+    is_local,
+    join,
+    list_tree,
+    open_binary,
+    path_present,
+)
+from pipeline.io.globs import glob_regex
+from pipeline.launch.cli import ConfigError
+from transforms import shard_format as sf
+
+LOG = logging.getLogger("chatshards")
+MARKER_NAME = ".chatshards-output"
+LOCK_NAME = ".chatshards.lock"
+AUDIT_DIR = "audit"
+AUDIT_FILES = ("stats.json", "report.html")
+# What a run writes, by folder: names matched by these are the tool's own.
+_OWN_FILE = {
+    sf.DATA_DIR: re.compile(r"shard-\d{5}-of-\d{5}\.arrow"),
+    sf.REJECTED_DIR: re.compile(r"rejected-\d{5}-of-\d{5}\.jsonl"),
+}
+MARKER_TEXT = json.dumps({
+    "written_by": "chatshards",
+    "meaning": "this folder is the output of a chatshards job; --overwrite deletes manifest.json, "
+               "data/shard-*.arrow, rejected/rejected-*.jsonl, audit/stats.json, audit/report.html and .tmp/",
+}, indent=1) + "\n"
+# A lock file that exists but holds no readable owner yet is being written by its creator.
+_UNREADABLE_LOCK_GRACE_S = 10.0
+
+
+class OutputExists(ConfigError):
+    """``--output`` holds a dataset (or a partial run) and ``--overwrite`` was not given."""
+
+
+class OutputNotOurs(ConfigError):
+    """``--output`` holds files this tool did not write; nothing is deleted."""
+
+
+class OutputLocked(ConfigError):
+    """Another run holds ``--output``."""
+
+
+def _normal(path: str) -> str:
+    return os.path.abspath(path) if is_local(path) else path.rstrip("/")
+
+
+def _relative(path: str, root: str) -> str:
+    return path[len(root):].lstrip("/\\")
+
+
+# ---------------------------------------------------------------------------------------------
+# the output path itself, and its overlap with the inputs
+
+def check_output_target(output: str) -> None:
+    """``--output`` must be a folder (or not exist yet), not a file."""
+    if is_local(output):
+        if os.path.exists(output) and not os.path.isdir(output):
+            raise ConfigError(f"--output {output!r} is a file, not a folder; choose a folder")
+    elif exists(output):  # an object named exactly like the folder
+        raise ConfigError(f"--output {output!r} is an object, not a folder (prefix); choose another name")
+
+
+def _written_samples(out: str) -> list[str]:
+    """Paths of the kinds a run writes under ``out`` (for matching input globs against)."""
+    return [join(out, *parts) for parts in (
+        (sf.MANIFEST_NAME,), (MARKER_NAME,), (LOCK_NAME,),
+        (sf.DATA_DIR, "shard-00000-of-00001.arrow"), (sf.REJECTED_DIR, "rejected-00000-of-00001.jsonl"),
+        (AUDIT_DIR, "stats.json"), (AUDIT_DIR, "report.html"),
+        *((TMP_DIR, store, f"{store}-0{CHUNK_SUFFIX}") for store in STORES), (TMP_DIR, "manifest.json.0"),
+    )]
+
+
+def _written_by_the_job(path: str, out: str) -> bool:
+    if path in (join(out, name) for name in (sf.MANIFEST_NAME, MARKER_NAME, LOCK_NAME)):
+        return True
+    return any(path.startswith(join(out, folder) + "/")
+               for folder in (sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR, TMP_DIR))
+
+
+def _pattern_regex(pattern: str) -> str:
+    """The regular expression of a glob, as its filesystem's matcher builds it (Beam only for remote ones)."""
+    if is_local(pattern):
+        return glob_regex(pattern)
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.get_filesystem(pattern).translate_pattern(pattern)
+
+
+def check_inputs_outside_output(output: str, patterns: Sequence[str], files: Iterable[str] | None) -> None:
+    """Refuse (``ConfigError``) an ``--output`` that overlaps the inputs: an input file among the files
+    the job writes or deletes in ``output``, or an ``--input`` glob that would match such a file."""
+    out = _normal(output)
+    for path in files or ():
+        if _written_by_the_job(_normal(path), out):
+            raise ConfigError(f"--input file {path!r} lies where the job writes its output in --output "
+                              f"{output!r} (data/, rejected/, audit/, .tmp/, manifest.json); choose an --output "
+                              "outside the input folders")
+    samples = _written_samples(out)
+    for pattern in patterns:
+        full = _normal(pattern)
+        if pattern.endswith(("/", "\\")):
+            full += "/*"
+        if is_local(pattern) != is_local(output):
+            continue
+        regex = re.compile(_pattern_regex(full))
+        hit = next((sample for sample in samples if regex.match(sample)), None)
+        if hit is not None:
+            raise ConfigError(f"--input {pattern!r} would also match {_relative(hit, out)!r}, which the job writes in "
+                              f"--output {output!r}; choose an --output outside the input folders, or a narrower glob")
+
+
+# ---------------------------------------------------------------------------------------------
+# ownership and --overwrite
+
+def _manifest_is_ours(output: str) -> bool:
+    path = join(output, sf.MANIFEST_NAME)
+    try:
+        with open_binary(path) as handle:
+            manifest = json.loads(handle.read(16 * 1024 * 1024).decode("utf-8"))
+    except Exception:  # absent, unreadable or not JSON: not a chatshards manifest
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == sf.FORMAT_NAME
+
+
+def has_marker(output: str) -> bool:
+    return exists(join(output, MARKER_NAME))
+
+
+def write_marker(output: str) -> None:
+    """Mark ``output`` as this tool's folder (before the run writes anything else there)."""
+    path = join(output, MARKER_NAME)
+    if exists(path):
+        return
+    if is_local(output):
+        os.makedirs(output, exist_ok=True)
+    with create(path) as handle:
+        handle.write(MARKER_TEXT.encode("utf-8"))
+
+
+def _own_files(output: str) -> tuple[list[str], list[str]]:
+    """``(files --overwrite deletes, files of other names in data/ and rejected/)``; ``.tmp`` apart."""
+    own, foreign = [], []
+    manifest = join(output, sf.MANIFEST_NAME)
+    if exists(manifest):
+        own.append(manifest)
+    for folder, pattern in _OWN_FILE.items():
+        root = join(output, folder)
+        for path in list_tree(root):
+            (own if pattern.fullmatch(_relative(path, root)) else foreign).append(path)
+    for name in AUDIT_FILES:
+        path = join(output, AUDIT_DIR, name)
+        if exists(path):
+            own.append(path)
+    return own, foreign
+
+
+def prepare_output(output: str, *, overwrite: bool, input_files: Iterable[str] = ()) -> None:
+    """Make ``output`` ready for a run, or refuse (``ConfigError``); then mark it as this tool's.
+
+    * nothing of a dataset there: the marker is written, nothing else is touched;
+    * a dataset or partial run of this tool (marker or chatshards manifest): refused without
+      ``overwrite``; with it, the tool's own files are deleted (manifest first), other files left;
+    * ``data/``, ``rejected/``, ``audit/``, ``.tmp/`` or a ``manifest.json`` that this tool did not write,
+      or files of other names in ``data/``/``rejected/``: refused, even with ``overwrite``;
+    * a file to delete that is also an input: refused (never deletes an input).
+    """
+    names = [sf.MANIFEST_NAME, sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR, TMP_DIR]
+    present = [name for name in names if path_present(join(output, name))]
+    if present:
+        ours = has_marker(output) or _manifest_is_ours(output)
+        if not ours:
+            raise OutputNotOurs(
+                f"--output {output!r} holds {', '.join(present)} but was not written by chatshards (no {MARKER_NAME} "
+                "marker, no chatshards manifest.json); nothing was deleted. Choose another --output folder")
+        own, foreign = _own_files(output)
+        if foreign:
+            raise OutputNotOurs(
+                f"--output {output!r} holds {len(foreign)} file(s) chatshards did not write, e.g. {foreign[0]!r}; "
+                "nothing was deleted. Move them away or choose another --output folder")
+        if not overwrite:
+            raise OutputExists(
+                f"--output {output!r} already holds a dataset or a partial run ({', '.join(present)}); "
+                "pass --overwrite to replace it, or choose another folder")
+        inputs = {_normal(path) for path in input_files}
+        clash = next((path for path in own if _normal(path) in inputs), None)
+        if clash is not None:
+            raise ConfigError(f"--overwrite would delete {clash!r}, which is an --input file; nothing was deleted")
+        if own:
+            delete(own)  # the manifest is first in the list: the folder stops being a dataset
+        delete_tree(join(output, TMP_DIR))
+    write_marker(output)
+
+
+# ---------------------------------------------------------------------------------------------
+# one run at a time
+
+_HELD: dict[str, str] = {}  # lock path -> token, for the locks this process holds
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class OutputLock:
+    """``<out>/.chatshards.lock`` while a run uses ``out`` (local filesystems; a no-op on object stores).
+
+    ``acquire()`` raises :class:`OutputLocked` when a live run holds the folder; a lock left by a
+    process that is gone (same host, pid not alive, or this very process when it does not hold it)
+    is taken over. ``release()`` removes the lock only if it is still this run's.
+    """
+
+    def __init__(self, output: str):
+        self.output = output
+        self.path = os.path.join(output, LOCK_NAME) if is_local(output) else None
+        self.token: str | None = None
+
+    def acquire(self) -> "OutputLock":
+        if self.path is None:
+            LOG.warning("chatshards: --output %s is not on a local filesystem: no lock is taken (one run per folder "
+                        "is up to you; the commit still refuses a folder mixed with other files)", self.output)
+            return self
+        os.makedirs(self.output, exist_ok=True)
+        for _ in range(3):
+            token = uuid.uuid4().hex
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and not self._stale(holder):
+                    raise OutputLocked(
+                        f"--output {self.output!r} is in use by another chatshards run (pid {holder.get('pid')} on "
+                        f"{holder.get('host')} since {holder.get('started')}); wait for it to finish, or delete "
+                        f"{self.path} if that run is gone") from None
+                self._break(holder)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "token": token,
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, handle)
+            self.token = token
+            _HELD[self.path] = token
+            return self
+        raise OutputLocked(f"--output {self.output!r}: could not take the lock {self.path}")
+
+    def _holder(self) -> dict | None:
+        """The lock's owner; ``None`` when it is unreadable and old enough to be a crashed creator's."""
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                holder = json.load(handle)
+            if isinstance(holder, dict):
+                return holder
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            pass
+        try:
+            age = time.time() - os.path.getmtime(self.path)
+        except OSError:
+            return None
+        if age >= _UNREADABLE_LOCK_GRACE_S:
+            return None
+        return {"pid": "?", "host": "?", "started": "just now", "unreadable": True}
+
+    def _stale(self, holder: dict) -> bool:
+        if holder.get("unreadable") or holder.get("host") != socket.gethostname():
+            return False  # another machine's process cannot be checked from here
+        pid = holder.get("pid")
+        if not isinstance(pid, int):
+            return False
+        if pid == os.getpid():
+            return _HELD.get(self.path) != holder.get("token")  # left by an earlier run in this process
+        return not _alive(pid)
+
+    def _break(self, holder: dict | None) -> None:
+        LOG.warning("chatshards: taking over the stale lock %s (%s)", self.path,
+                    f"pid {holder.get('pid')} on {holder.get('host')} is gone" if holder else "unreadable")
+        try:  # rename first: of two processes breaking the same stale lock, one wins
+            moved = f"{self.path}.stale-{uuid.uuid4().hex}"
+            os.rename(self.path, moved)
+            os.unlink(moved)
+        except FileNotFoundError:
+            pass
+
+    def release(self) -> None:
+        if self.path is None or self.token is None:
+            return
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                still_ours = json.load(handle).get("token") == self.token
+        except (OSError, ValueError):
+            still_ours = False
+        if still_ours:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        _HELD.pop(self.path, None)
+        self.token = None
+
+
+# ---------------------------------------------------------------------------------------------
+# claiming --output for a run
+
+def claim_output(output: str, *, inputs: Sequence[str], files: Iterable[str] | None, overwrite: bool) -> OutputLock:
+    """Launch-time checks and claim of ``output``: a folder, not overlapping the ``inputs`` patterns or the
+    matched ``files``, locked for this run (:class:`OutputLock`), then prepared (:func:`prepare_output`: with
+    ``overwrite`` only what an earlier run of this tool wrote is deleted). Returns the held lock (release it
+    when the run ends); raises ``ConfigError``."""
+    check_output_target(output)
+    check_inputs_outside_output(output, inputs, files)
+    lock = OutputLock(output).acquire()
+    try:
+        prepare_output(output, overwrite=overwrite, input_files=files or ())
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _identity(path: str) -> tuple | None:
+    """``(st_dev, st_ino)`` of the file ``path`` names (symbolic links followed), or ``None``."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def abandon_run(output: str, *, input_files: Iterable[str] = ()) -> None:
+    """After a run that did not finish (a failure, a signal): delete what it wrote under a local ``output``
+    (shards, rejected files, audit files, ``.tmp``), then ``data/``, ``rejected/`` and ``audit/`` when empty, so
+    the folder holds only the marker and the next run needs no ``--overwrite``. Never deletes an input (same
+    file by device and inode, whatever the path's spelling), and nothing when a manifest is there (the run
+    committed before it was stopped). Never raises: a clean-up failure is a warning."""
+    if not is_local(output) or exists(join(output, sf.MANIFEST_NAME)):
+        return
+    try:
+        inputs = {identity for identity in map(_identity, input_files) if identity is not None}
+        own, _ = _own_files(output)
+        delete([path for path in own if _identity(path) not in inputs])
+        delete_tree(join(output, TMP_DIR))
+        for name in (sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR):
+            try:
+                os.rmdir(join(output, name))
+            except OSError:  # absent, or holds other files: left as it is
+                pass
+    except Exception as exc:  # noqa: BLE001 - the job's own failure is what the user must see
+        LOG.warning("chatshards: could not remove the unfinished run's files in %s: %s", output, exc)
