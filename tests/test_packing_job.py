@@ -96,21 +96,25 @@ def test_packing_configuration_errors_exit_2_with_one_line(tmp_path, capsys, fla
     assert not (tmp_path / "o").exists()
 
 
-def test_tasks_that_cannot_be_packed_are_refused(monkeypatch):
+def test_tasks_that_cannot_be_packed_are_refused(monkeypatch, tmp_path, capsys):
     from pipeline.launch.cli import ConfigError, parse_args
-    from transforms.packing.options import check_task_packable, packable_tasks
+    from transforms.packing.options import packable_tasks
     from transforms.tasks import TASKS
     from transforms.tasks.chat import ChatTask
 
     assert packable_tasks() == ["chat"]
     assert parse_args(["--input", "x", "--output", "o", "--pack-length", "64"]).packing.length == 64
-
-    class PairsTask:  # a task that does not declare packable rows
-        name = "pairs"
-
-    monkeypatch.setitem(TASKS, "pairs", PairsTask)
-    with pytest.raises(ValueError, match="does not apply to --task pairs.*tasks that pack: chat"):
-        check_task_packable("pairs")
+    others = sorted(set(TASKS) - {"chat"})
+    assert others  # text, seq2seq, mlm, classification, ...
+    for task in others:
+        with pytest.raises(ConfigError, match=f"does not apply to --task {task}: .*tasks that pack: chat"):
+            parse_args(["--input", "x", "--output", "o", "--task", task, "--pack-length", "64"])
+    data = tmp_path / "a.jsonl"
+    data.write_text(json.dumps({"text": "some text"}) + "\n")
+    assert default_command(["--input", str(data), "--output", str(tmp_path / "o"), "--task", "text",
+                            "--pack-length", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("chatshards: error: --pack-length does not apply to --task text") and "\n" not in err
     monkeypatch.setattr(ChatTask, "packable", False)
     with pytest.raises(ConfigError, match="--pack-length does not apply to --task chat"):
         parse_args(["--input", "x", "--output", "o", "--pack-length", "64"])

@@ -56,5 +56,6 @@ def check_task_packable(name: str) -> None:
     from transforms.tasks import task_class
 
     if not getattr(task_class(name), "packable", False):
-        raise ValueError(f"--pack-length does not apply to --task {name}: its rows are not single causal sequences "
-                         f"that can share a packed row (tasks that pack: {', '.join(packable_tasks())})")
+        raise ValueError(f"--pack-length does not apply to --task {name}: packing concatenates rows that are single "
+                         f"causal sequences with their own labels (tasks that pack: {', '.join(packable_tasks())}); "
+                         "see docs/packing.md")
