@@ -36,6 +36,10 @@ give one row per supervised turn), ``reasoning_tokens`` (int32: trained tokens t
 ``row_of_record`` (int32: 0 for a record's first row, 1, 2... for its next rows; records written = rows
 with 0), ``split_extra_tokens`` (int32, on a split record's first row: the tokens its rows hold beyond
 its longest row, i.e. the prompt tokens that splitting repeats; 0 elsewhere).
+
+Packed datasets (``--pack-length``) hold packed rows instead: several rows per shard row, with
+``position_ids``, ``seq_lengths``, ``num_sequences`` and the per-row columns as per-sequence lists (contract:
+:mod:`transforms.packing.rows`, ``docs/packing.md``); their manifest has a ``packing`` section.
 """
 from __future__ import annotations
 
@@ -194,6 +198,25 @@ def numpy_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
     its numpy dtype first when needed)."""
     values = np.ascontiguousarray(values, dtype=numpy_dtype(arrow_type))
     return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+
+
+def numpy_values(array: pa.Array) -> np.ndarray:
+    """The values of a numeric or boolean Arrow array without nulls as a numpy array (a view for numbers,
+    a copy for bit-packed booleans), read from its buffers: ``Array.to_numpy`` imports pandas (about 1.2 s
+    in a fresh worker process)."""
+    n, offset = len(array), array.offset
+    if pa.types.is_boolean(array.type):
+        bits = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+        return np.unpackbits(bits, bitorder="little", count=offset + n)[offset:].astype(bool)
+    values = np.frombuffer(array.buffers()[1], dtype=numpy_dtype(array.type), count=offset + n)
+    return values[offset:]
+
+
+def list_offsets(array: pa.Array) -> np.ndarray:
+    """The offsets (``len + 1`` values) of a list array, as numpy, without pandas (see :func:`numpy_values`)."""
+    kind = np.int64 if pa.types.is_large_list(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype=kind, count=array.offset + len(array) + 1)
+    return offsets[array.offset:]
 
 
 def column_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from transforms.config import TokenizeOptions
 from transforms.formats import ALL_FORMATS, MESSAGE_FIELDS, VISION_FORMATS, FormatOptions, parse_mapping_option
+from transforms.packing.options import STRATEGIES as PACK_STRATEGIES
+from transforms.packing.options import PackingOptions, check_task_packable
 from transforms.tasks import TASKS, task_flags
 
 if TYPE_CHECKING:  # only for the annotation; the vision module loads PIL lazily
@@ -63,6 +65,8 @@ class JobArgs:
     # --task (transforms/tasks/): the task's name and options (None for chat, whose options are the above)
     task: str = "chat"
     task_options: object | None = None
+    # --pack-length / --pack-strategy (None: rows are not packed); see docs/packing.md
+    packing: PackingOptions | None = None
 
 
 # The flags that only the chat task reads, with their defaults: another --task refuses them when given.
@@ -142,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
           help="the date strftime_now gives templates that read the clock (default: today, recorded in the manifest)")
     _flag(parser, "template-timeout", type=float, default=10.0, metavar="SECONDS",
           help="render time budget per record; a record over it is rejected as template_limit (default: 10)")
+    _flag(parser, "pack-length", type=int, default=None, metavar="N",
+          help="pack rows into packed rows of at most N tokens (per shard; rows longer than N follow --truncation, "
+          "--max-length defaults to N); see docs/packing.md")
+    _flag(parser, "pack-strategy", default=None, choices=PACK_STRATEGIES,
+          help="how rows are packed: bfd (best-fit decreasing, default), ffd (first-fit decreasing), sequential")
     _flag(parser, "num-shards", type=int, default=None, metavar="N", help="number of shards (default: from data size)")
     _flag(parser, "system-prompt", default=None, metavar="TEXT", help="system message for records without one")
     _flag(parser, "dedup", action="store_true", help="keep only the first of exact-duplicate conversations")
@@ -266,6 +275,9 @@ def check_limits(known: argparse.Namespace) -> None:
     """Fail fast on settings whose cost has no sensible bound (see the constants above)."""
     if known.max_length is not None and known.max_length > MAX_LENGTH_LIMIT:
         raise ConfigError(f"--max-length {known.max_length} is above the limit of {MAX_LENGTH_LIMIT:,} tokens per row")
+    if known.pack_length is not None and known.pack_length > MAX_LENGTH_LIMIT:
+        raise ConfigError(f"--pack-length {known.pack_length} is above the limit of {MAX_LENGTH_LIMIT:,} tokens "
+                          "per row")
     if known.num_shards is not None and known.num_shards > MAX_NUM_SHARDS:
         raise ConfigError(f"--num-shards {known.num_shards} is above the limit of {MAX_NUM_SHARDS:,} shards")
     if known.pad_to == "max_length" and known.max_length is not None:
@@ -288,6 +300,31 @@ def check_num_shards_for_input(num_shards: int | None, input_bytes: int) -> None
                           f"{allowed} here: one shard per {INPUT_BYTES_PER_SHARD} bytes); most shards would be empty")
 
 
+def packing_options(known: argparse.Namespace) -> PackingOptions | None:
+    """``--pack-length`` / ``--pack-strategy`` checked against the other flags (``None``: no packing).
+
+    A row longer than the pack length cannot be packed, so ``--max-length`` defaults to the pack length
+    (rows are cut or rejected by ``--truncation``) and may not exceed it; rows written padded cannot be
+    packed; the task must produce packable rows (:func:`transforms.packing.options.check_task_packable`)."""
+    if known.pack_length is None:
+        if known.pack_strategy is not None:
+            raise ConfigError("--pack-strategy needs --pack-length N")
+        return None
+    try:
+        options = PackingOptions(length=known.pack_length, strategy=known.pack_strategy or "bfd")
+        check_task_packable(getattr(known, "task", None) or "chat")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if known.pad_to is not None:
+        raise ConfigError("--pad-to max_length cannot be combined with --pack-length: packed rows are padded to the "
+                          "pack length by the runtime collator (Collator.from_manifest)")
+    if known.max_length is not None and known.max_length > known.pack_length:
+        raise ConfigError(f"--max-length {known.max_length} is longer than --pack-length {known.pack_length}: a row "
+                          "longer than a pack cannot be packed; omit --max-length (it defaults to the pack length) "
+                          "or lower it")
+    return options
+
+
 def parse_args(argv: Sequence[str] | None) -> JobArgs:
     """Parse and validate the command line. Raises :class:`ConfigError` on a bad configuration."""
     parser = build_parser()
@@ -300,6 +337,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         except ValueError as exc:
             raise ConfigError(f"{flag}: {exc}") from exc
     task_options = task_options_of(known, mappings["--field-map"])
+    packing = packing_options(known)
     try:
         format_options = FormatOptions(
             format=known.format,
@@ -317,7 +355,8 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             if not isinstance(template_kwargs, dict):
                 raise ConfigError("--chat-template-kwargs must be a JSON object")
         tokenize_options = TokenizeOptions(
-            max_length=known.max_length, truncation=known.truncation, loss=known.loss, pad_to=known.pad_to,
+            max_length=known.max_length if packing is None or known.max_length is not None else packing.length,
+            truncation=known.truncation, loss=known.loss, pad_to=known.pad_to,
             multi_turn=known.multi_turn, train_reasoning=not known.no_train_reasoning,
             system_mode="fold" if known.fold_system else "reject", control_tokens=known.control_tokens_in_data,
             template_kwargs=template_kwargs, template_date=known.template_date,
@@ -344,7 +383,8 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             raise ConfigError("--worker-timeout is for the default command's worker processes; Beam runners "
                               "watch their own workers")
     check_limits(known)
-    if known.truncation in ("turns", "drop", "left") and known.max_length is None and task_options is None:
+    if known.truncation in ("turns", "drop", "left") and known.max_length is None and task_options is None \
+            and packing is None:
         raise ConfigError(f"--truncation {known.truncation} needs --max-length N")
     image_options = None
     tokenizer = known.tokenizer
@@ -396,4 +436,5 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         max_pixels=known.max_pixels,
         task=known.task,
         task_options=task_options,
+        packing=packing,
     )

@@ -205,6 +205,11 @@ def _print_summary(job: JobArgs, seconds: float, manifest: dict | None = None) -
         f"{manifest['num_shards']} shard(s), rejected {counts['rejected']} ({reasons}) in {seconds:.1f}s "
         f"({counts['read'] / max(seconds, 1e-9):.0f} records/s) -> {job.output}"
     )
+    packing = manifest.get("packing")
+    if packing:
+        print(f"chatshards: packed {packing['sequences']} rows into {packing['packs']} rows of at most "
+              f"{packing['length']} tokens ({packing['strategy']}, per shard): efficiency {packing['efficiency']}, "
+              f"{packing['truncated_to_fit']['sequences']} rows truncated to fit")
     if "audit" in manifest:
         mismatch = manifest["audit"].get("prompt_mismatch")
         if mismatch:

@@ -18,7 +18,10 @@ from pipeline.steps.records import BuilderSpec
 from pipeline.version import VERSION
 from transforms.audit.probe import TemplateProbe, template_probe
 from transforms.config import JobConfig
+from transforms.packing.mrope import MropeSpec
+from transforms.packing.rows import ShardPacking
 from transforms.tokenizer_loading import tokenizer_description
+from transforms.vision.config import DYNAMIC
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +41,8 @@ class JobPlan:
         audit_probe: the audit branch's template probe, or ``None`` when the audit is off (``--no-audit``).
         input_bytes: the matched inputs' total size (compressed files weighted, see
             :func:`pipeline.launch.main.weighted_input_bytes`), or ``None`` with ``--no-validate-inputs``.
+        packing: how each shard's rows are packed when the shard is written (``--pack-length``), or
+            ``None`` (rows written as built).
     """
 
     patterns: tuple[str, ...]
@@ -50,6 +55,7 @@ class JobPlan:
     batch_size: int
     audit_probe: TemplateProbe | None
     input_bytes: int | None = None
+    packing: ShardPacking | None = None
 
     @property
     def dedup(self) -> bool:
@@ -74,7 +80,7 @@ class JobPlan:
         return self.spec.task_spec
 
     def shard_schema(self):
-        """The Arrow schema of the shards (the task's)."""
+        """The Arrow schema of the rows as built (the task's; the fragments'; the shards' unless packed)."""
         return self.spec.shard_schema()
 
 
@@ -156,9 +162,11 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
     format_json = job.format_options.to_json() if task_part is None else {
         "format": job.task_options.format, "field_map": dict(job.task_options.field_map),
         **task_message_format(job)}
+    extra = {"vision": {k: vision_part[k] for k in ("config", "images")}} if vision_part else {}
+    if job.packing is not None:  # the default job's config (and its fingerprint) stays as it was
+        extra["packing"] = job.packing.to_json()
     config = JobConfig(format=format_json, tokenize=job.tokenize_options,
-                       tokenizer=description, dedup=job.dedup, num_shards=job.num_shards,
-                       extra={"vision": {k: vision_part[k] for k in ("config", "images")}} if vision_part else {},
+                       tokenizer=description, dedup=job.dedup, num_shards=job.num_shards, extra=extra,
                        task={"name": job.task, "options": task_part["options"]} if task_part else None)
     template_check = template_report.to_json() if template_report is not None else None
     manifest_base = {
@@ -183,4 +191,16 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
         audit_probe=None if job.no_audit else (
             template_probe(tokenizer, template_check) if template_check is not None else TemplateProbe()),
         input_bytes=input_bytes,
+        packing=shard_packing(job, vision),
     )
+
+
+def shard_packing(job: JobArgs, vision) -> ShardPacking | None:
+    """What the shard writer packs with (``None`` without ``--pack-length``); Qwen-VL rows also get
+    their per-sequence 3-D M-RoPE positions (:mod:`transforms.packing.mrope`)."""
+    if job.packing is None:
+        return None
+    mrope = None
+    if vision is not None and vision.family == DYNAMIC:
+        mrope = MropeSpec(image_token_id=vision.image_token_id, merge_size=vision.merge_size)
+    return ShardPacking(job.packing, mrope)

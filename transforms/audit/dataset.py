@@ -18,6 +18,8 @@ from transforms.audit.accumulator import AuditAccumulator
 from transforms.audit.duplicates import HashGroups
 from transforms.audit.probe import TemplateProbe, template_probe
 from transforms.audit.stats import build_stats
+from transforms.packing.rows import is_packed_schema
+from transforms.packing.unpack import iter_sequences
 
 # the scalar columns the audit reads (image payload columns are never converted to Python)
 SCALAR_COLUMNS = ("length", "num_loss_tokens", "truncated", "source", "index", "record_id", "format",
@@ -39,8 +41,16 @@ def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def iter_table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
     """Rows of a shard table as dicts; ``input_ids``/``labels`` (for another task than chat: every numeric
-    list column) are numpy views (no Python lists)."""
+    list column) are numpy views (no Python lists). A table of packed rows yields its sequences (the rows as
+    built; each with ``pack`` and ``offset``, see :func:`transforms.packing.unpack.iter_sequences`)."""
     if table.num_rows == 0:
+        return
+    if is_packed_schema(table.schema):
+        packed = [name for name in SCALAR_COLUMNS if name in table.column_names and name not in ("length",
+                                                                                                "num_loss_tokens")]
+        for row in iter_sequences(table, packed):
+            row["num_loss_tokens"] = int(np.count_nonzero(row["labels"] != sf.IGNORE_INDEX))
+            yield row
         return
     names = ("input_ids", "labels")
     scalar_names = SCALAR_COLUMNS
@@ -147,6 +157,8 @@ def compute_stats(root: str, manifest: Mapping[str, Any], *, probe: TemplateProb
     recorded = (manifest.get("audit") or {}).get("prompt_mismatch")
     if recorded and not stats["prompt_mismatch"]["records"]:  # the job's figures: the shards do not hold them
         stats["prompt_mismatch"] = dict(recorded)
+    if manifest.get("packing"):  # the job's packing figures (the shards no longer hold the unpacked row order)
+        stats["packing"] = dict(manifest["packing"])
     return stats, acc.samples()
 
 

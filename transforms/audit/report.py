@@ -110,6 +110,24 @@ def render_samples(tokenizer, samples: Sequence[Mapping[str, Any]]) -> list[dict
     return rendered
 
 
+def _packing_section(pack: Mapping[str, Any]) -> str:
+    """The report's packing section (``--pack-length``): efficiency next to runtime padding, fill, sequences."""
+    per = pack["sequences_per_pack"]
+    rows = [["pack length / strategy", f'{_n(pack["length"])} / {_e(pack["strategy"])} (packed per shard)'],
+            ["sequences / packed rows", f'{_n(pack["sequences"])} / {_n(pack["packs"])}'],
+            ["packing efficiency (real tokens / packed capacity)", _e(pack["efficiency"])],
+            ["sequences per packed row (mean / min / max)", f'{_e(per["mean"])} / {_n(per["min"])} / {_n(per["max"])}'],
+            ["sequences truncated to fit (tokens removed)",
+             f'{_n(pack["truncated_to_fit"]["sequences"])} ({_n(pack["truncated_to_fit"]["tokens_removed"])})']]
+    for name, figure in pack["runtime_padding"].items():
+        rows.append([f"without packing: {name.replace('_', ' ')} (efficiency)", _e(figure["efficiency"])])
+    fill = [[f"{lo:.2f}–{hi:.2f}", _n(count)] for lo, hi, count in pack["fill_histogram"] if count]
+    counts = [[_e(k), _n(v)] for k, v in per["histogram"].items()]
+    return ('<section id="packing"><h2>Packing</h2>' + _table(["", "value"], rows)
+            + _table(["fill (tokens / pack length)", "packed rows"], fill, numeric=[False, True])
+            + _table(["sequences in a packed row", "packed rows"], counts, numeric=[True, True]) + "</section>")
+
+
 def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, Any]], *,
                   notes: Sequence[str] = ()) -> str:
     """The whole page as a string."""
@@ -212,6 +230,8 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
              _n(trunc["rejected_no_loss_after_truncation"])],
             ["records rejected: too long (--truncation drop)", _n(trunc["rejected_too_long"])]]
     parts.append('<section id="truncation"><h2>Truncation</h2>' + _table(["", "value"], rows) + "</section>")
+    if stats.get("packing"):
+        parts.append(_packing_section(stats["packing"]))
 
     # duplicates
     rows = [["rows whose conversation occurs more than once", _n(dup["rows_in_duplicate_groups"])],

@@ -17,6 +17,8 @@ Modules (one concept each):
 - :mod:`.encoder_collate` ``SequenceClassificationCollator``/``TokenClassificationCollator``/
   ``QuestionAnsweringCollator``: encoder heads (classification, NER, extractive QA)
 - :mod:`.vision`     ``VisionCollator``: ``pixel_values``/``image_grid_thw`` for image rows
+- :mod:`.packed`     packed rows (``--pack-length``): sequence boundaries, block-diagonal 4D masks
+- :mod:`.hf`         ``hf_dataset``: the folder as a ``datasets.Dataset`` (e.g. for ``trl.SFTTrainer``)
 - :mod:`.synthetic`  ``write_synthetic_dataset``: a small valid dataset folder for tests and examples
 - :mod:`.preference` ``PreferenceCollator``/``KtoCollator``: DPO and KTO batches (``--task preference|kto``)
 - :mod:`.heads`      the collator of each task (``Collator.from_manifest`` picks it from ``manifest["task"]``);

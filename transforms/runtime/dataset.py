@@ -41,6 +41,7 @@ import pyarrow as pa
 import torch.utils.data
 
 from .. import shard_format as sf
+from ..packing.rows import SEQ_LENGTHS, is_packed_schema, packed_schema
 from ..shard_format import ManifestError
 from . import heads, partition
 from .partition import ShardIterableDataset
@@ -214,6 +215,8 @@ def _check_schema(path: str, schema: pa.Schema, columns: Sequence[str], *, chat:
             f"this chatshards reads version {sf.SCHEMA_VERSION}"
         )
     expected = sf.arrow_schema(padded=True)
+    if is_packed_schema(schema):  # packed rows: per-sequence lists where rows have scalars
+        expected = packed_schema(sf.arrow_schema())
     for name in columns:
         if name not in schema.names:
             raise ManifestError(f"shard {path} has no column {name!r} (columns: {schema.names})")
@@ -249,7 +252,8 @@ class ShardDataset(torch.utils.data.Dataset):
     """Map-style dataset over a finished chatshards folder; ``ds[i]`` is a dict of numpy views.
 
     ``ds[i]`` returns ``{"input_ids": int32[L], "labels": int32[L]}`` (plus ``attention_mask``
-    int8[L] when the shards were written padded, and any extra ``columns`` requested). The arrays
+    int8[L] when the shards were written padded, ``seq_lengths`` int32[k] when they hold packed rows,
+    and any extra ``columns`` requested). The arrays
     are read-only views of the memory-mapped shard: ``labels`` is ``IGNORE_INDEX`` (-100) on
     positions that are not trained and equals ``input_ids`` elsewhere; labels are *not* shifted
     (the model shifts). Rows are numbered in manifest order (shard 0's rows, then shard 1's, ...).
@@ -413,6 +417,8 @@ class ShardDataset(torch.utils.data.Dataset):
         if not self.paths:
             return _TOKEN_COLUMNS
         names = _map_stream(self.paths[0], self._pins[0])[0].names
+        if SEQ_LENGTHS in names:  # packed rows: the collator needs every row's sequence boundaries
+            return _TOKEN_COLUMNS + (SEQ_LENGTHS,)
         return _TOKEN_COLUMNS + (("attention_mask",) if "attention_mask" in names else ())
 
     def _shard(self, k: int, columns: Sequence[str] | None = None) -> _MappedShard:

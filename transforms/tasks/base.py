@@ -211,6 +211,9 @@ class Task:
             ``FormatOptions``; the other chat flags are refused.
         needs_chat_template: whether the tokenizer must have a chat template (checked at launch, with the chat
             template's launch check and pinned ``--template-date``).
+        packable: whether ``--pack-length`` may pack the task's rows (:mod:`transforms.packing`): rows that
+            are single causal sequences with ``input_ids`` and unshifted ``labels``, concatenated under a
+            block-diagonal mask (``docs/packing.md``). Chat only today.
     """
 
     name: ClassVar[str] = ""
@@ -219,6 +222,7 @@ class Task:
     chat_flags: ClassVar[bool] = False
     chat_options: ClassVar[tuple[str, ...]] = ()
     needs_chat_template: ClassVar[bool] = False
+    packable: ClassVar[bool] = False
 
     images = None  # only the chat task has parts (images)
 

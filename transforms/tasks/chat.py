@@ -85,6 +85,7 @@ class ChatTask(Task):
     options_class = None
     chat_flags = True
     needs_chat_template = True
+    packable = True
 
     # -- the parse step (tokenizer-free) --------------------------------------------------------------
     @classmethod

@@ -66,7 +66,7 @@ def build_graph(p, plan: JobPlan) -> dict:
         fragments
         | "ShardBatches" >> beam.FlatMap(lambda ref, n: chunks_by_shard(ref.chunks, n), n=AsSingleton(shard_count))
         | "GroupShards" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, schema=schema),
+        | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, schema=schema, packing=plan.packing),
                                       num_shards=AsSingleton(shard_count))
     )
     # Each part is written to fragments in the stage that produced it; only the refs are flattened (a
@@ -84,14 +84,15 @@ def build_graph(p, plan: JobPlan) -> dict:
         rows = row_batches | "Rows" >> beam.FlatMap(lambda batch: batch)
         sections = (rows, *rejected_parts) | "Audit" >> AuditStats(
             output=output, manifest_base=plan.manifest_base, probe=plan.audit_probe,
-            format_options=task, tokenizer=spec.tokenizer, trust_remote_code=spec.trust_remote_code)
+            format_options=task, tokenizer=spec.tokenizer, trust_remote_code=spec.trust_remote_code,
+            packing=plan.packing, shards=shards)
     else:
         sections = p | "NoAudit" >> beam.Create([])
     manifest = (
         p
         | "CommitTrigger" >> beam.Create([None])
         | "CommitManifest" >> beam.ParDo(
-            CommitManifestFn(output=output, manifest_base=plan.manifest_base, schema=schema),
+            CommitManifestFn(output=output, manifest_base=plan.manifest_base, schema=schema, packing=plan.packing),
             shards=AsList(shards),
             rejected_files=AsList(rejected_files),
             read_count=AsSingleton(read_count),

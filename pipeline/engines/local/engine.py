@@ -85,11 +85,11 @@ def run_locally(plan: JobPlan, *, workers: int = 1, worker_timeout: float = DEFA
                                                                  worker_timeout)
     shards, rejected_files = collect_written(written)
     # 5. audit
-    sections = [_write_audit(plan, parts)] if plan.audit else []
+    sections = [_write_audit(plan, parts, shards)] if plan.audit else []
     # 6. commit
     return commit_manifest(output=plan.output, manifest_base=plan.manifest_base, schema=plan.shard_schema(),
                            shards=shards, rejected_files=rejected_files, read_count=reader.read,
-                           num_shards=num_shards, extra_sections=sections)
+                           num_shards=num_shards, extra_sections=sections, packing=plan.packing)
 
 
 class InputReader:
@@ -170,13 +170,13 @@ def _build_and_write_in_workers(plan: JobPlan, refs: Iterable, dropped: frozense
     return parts, written, num_shards
 
 
-def _write_audit(plan: JobPlan, parts: list[BuildPart]) -> dict:
-    """Step 5: the audit's partial statistics and hash groups of every part merged, the audit files written;
-    returns the manifest's audit section."""
+def _write_audit(plan: JobPlan, parts: list[BuildPart], shards: list) -> dict:
+    """Step 5: the audit's partial statistics and hash groups of every part merged, the audit files written
+    (with ``--pack-length``, the shard entries' packing figures too); returns the manifest's audit section."""
     groups = HashGroups()
     for part in parts:
         groups.merge(part.hash_groups)
     return write_audit(output=plan.output, manifest_base=plan.manifest_base, probe=plan.audit_probe,
                        format_options=plan.task_spec, tokenizer=plan.spec.tokenizer,
                        trust_remote_code=plan.spec.trust_remote_code, partials=[part.audit for part in parts],
-                       duplicates=groups.summary())
+                       duplicates=groups.summary(), packing=plan.packing, shards=shards)

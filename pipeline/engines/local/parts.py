@@ -139,7 +139,7 @@ def run_write_task(plan: JobPlan, task: tuple) -> tuple:
     kind, index, chunks, count = task
     if kind == "shard":
         return kind, write_shard(chunks, output=plan.output, index=index, num_shards=count,
-                                 schema=plan.shard_schema())
+                                 schema=plan.shard_schema(), packing=plan.packing)
     return kind, write_rejected_file(chunks, output=plan.output, index=index, num_files=count)
 
 
