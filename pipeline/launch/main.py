@@ -45,6 +45,7 @@ from pipeline.launch.plan import JobPlan
 from transforms import shard_format as sf
 
 LOG = logging.getLogger("chatshards")
+PREVIEWED = "previewed"  # what run() returns for --preview
 DEBUG_ENV = "CHATSHARDS_DEBUG"
 # Signals that stop a job cleanly (SIGINT is Python's KeyboardInterrupt).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -98,6 +99,11 @@ def run(job: JobArgs, *, wait: bool = True):
     not inspected (no storage access: the graph is only built and translated).
     """
     plan = plan_job(job)
+    if job.preview:  # the plan printed; nothing claimed, nothing written
+        from pipeline.launch.preview import print_preview
+
+        print_preview(job, plan)
+        return PREVIEWED
     if chosen_engine(job, plan) == LOCAL:
         return _run_locally(job, plan)
     from pipeline.engines.beam.run import run_on_beam  # imports Beam (about 1.2 s): Beam jobs only
@@ -170,6 +176,8 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         print(f"chatshards: error: the job failed: {failure_text(exc)}; no manifest was written ({cleaned}; "
               f"{DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
         return 1
+    if result == PREVIEWED:
+        return 0
     if isinstance(result, dict):  # the local engine's manifest
         _print_summary(job, time.monotonic() - started, result)
         return 0

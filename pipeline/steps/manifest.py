@@ -15,14 +15,18 @@ from transforms import shard_format as sf
 
 def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bool = False, extra_fields=(),
                     shards: Iterable[Mapping], rejected_files: Iterable[Mapping], read_count: int, num_shards: int,
-                    extra_sections: Iterable[Mapping] = (), schema=None) -> dict:
+                    extra_sections: Iterable[Mapping] = (), schema=None,
+                    mixture_counts: tuple[int, int] | None = None) -> dict:
     """Fill empty shards, check counts, write ``manifest.json`` (last), delete ``<output>/.tmp``; return the manifest.
 
     ``shards``: the shard entries written (:func:`pipeline.steps.shards.write_shard`); ``rejected_files``: the
     rejected files' entries (:func:`pipeline.steps.rejected.write_rejected_file`); ``extra_sections``: dicts merged
     into the manifest (the audit section); ``schema``: the shards' schema (the job plan's), else the chat schema
-    of ``padded`` / ``extra_fields``. Raises (so no manifest is written) when ``read != written + rejected``,
-    or when ``data/`` or ``rejected/`` hold other files than this run's (another writer in the same folder).
+    of ``padded`` / ``extra_fields``; ``mixture_counts``: ``(skipped, repeats)`` of a job with a datasets list
+    (records its mixture did not take, extra copies it made; recorded as ``counts.mixture_skipped`` and
+    ``counts.mixture_repeats``). Raises (so no manifest is written) when ``read - skipped + repeats != written +
+    rejected``, or when ``data/`` or ``rejected/`` hold other files than this run's (another writer in the same
+    folder).
     """
     manifest_base = dict(manifest_base)
     extra_fields = tuple(extra_fields)
@@ -45,10 +49,12 @@ def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bo
     for entry in rejected_list:
         for reason, count in entry["by_reason"].items():
             by_reason[reason] = by_reason.get(reason, 0) + count
-    if read_count != written + rejected:
+    skipped, repeats = mixture_counts if mixture_counts is not None else (0, 0)
+    if read_count - skipped + repeats != written + rejected:
+        taken = f" (the mixture took {read_count - skipped + repeats})" if mixture_counts is not None else ""
         raise RuntimeError(
-            f"count mismatch: read {read_count} records but wrote {written} records and {rejected} rejections; "
-            "refusing to commit the dataset"
+            f"count mismatch: read {read_count} records{taken} but wrote {written} records and {rejected} "
+            "rejections; refusing to commit the dataset"
         )
     # never commit over a folder mixed with another run's files (refuses with a RuntimeError)
     check_folder_holds_exactly(output, [entry["path"] for entry in shard_list],
@@ -57,7 +63,8 @@ def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bo
     manifest.update({
         "schema_version": sf.SCHEMA_VERSION,
         "format": sf.FORMAT_NAME,
-        "counts": {"read": read_count, "written": written, "rejected": rejected, "rows": rows},
+        "counts": {"read": read_count, "written": written, "rejected": rejected, "rows": rows,
+                   **({"mixture_skipped": skipped, "mixture_repeats": repeats} if mixture_counts is not None else {})},
         "rejected_by_reason": dict(sorted(by_reason.items())),
         "num_shards": num_shards,
         "shards": shard_list,

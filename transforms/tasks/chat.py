@@ -106,7 +106,8 @@ class ChatTask(Task):
         self.control_tokens = ControlTokens(data_control_tokens)
         self.renderer = ChatRenderer(
             chat_template=tokenizer.chat_template,
-            template_variables=special_tokens_for_template(tokenizer),
+            # --chat-template-kwargs: every record's variables (a dataset's and a record's own win over them)
+            template_variables={**special_tokens_for_template(tokenizer), **options.template_kwargs},
             loss=options.loss,
             multi_turn=options.multi_turn,
             train_reasoning=options.train_reasoning,

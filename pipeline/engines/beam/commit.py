@@ -20,8 +20,9 @@ class CommitManifestFn(beam.DoFn):
         self.extra_fields = tuple(extra_fields)
         self.schema = schema
 
-    def process(self, _, shards, rejected_files, read_count, num_shards, extra_sections):
+    def process(self, _, shards, rejected_files, read_count, num_shards, extra_sections, mixture_counts=None):
         yield commit_manifest(output=self.output, manifest_base=self.manifest_base, padded=self.padded,
                               extra_fields=self.extra_fields, schema=self.schema, shards=shards,
                               rejected_files=rejected_files,
-                              read_count=read_count, num_shards=num_shards, extra_sections=extra_sections)
+                              read_count=read_count, num_shards=num_shards, extra_sections=extra_sections,
+                              mixture_counts=tuple(mixture_counts) if mixture_counts is not None else None)
