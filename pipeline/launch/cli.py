@@ -302,14 +302,12 @@ def config_path_of(argv: Sequence[str]) -> str | None:
 
 
 def parse_args(argv: Sequence[str] | None) -> JobArgs:
-    """Parse and validate the command line (with ``--config FILE``: the file, then the flags given beside it,
-    :mod:`pipeline.launch.config_file`). Raises :class:`ConfigError` on a bad configuration."""
-
+    """Parse and validate a command line without ``--config`` (with it:
+    :func:`pipeline.launch.config_file.parse_command_line`, which ``python -m pipeline`` calls). Raises
+    :class:`ConfigError` on a bad configuration."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if config_path_of(argv) is not None:
-        from pipeline.launch.config_file import parse_config_args
-
-        return parse_config_args(argv)
+        raise ConfigError("--config FILE is read by pipeline.launch.config_file.parse_command_line")
     parser = build_parser()
     known, beam_args = parser.parse_known_args(argv)
     missing = [flag for flag, value in (("--input", known.input), ("--output", known.output)) if not value]

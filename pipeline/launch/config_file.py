@@ -27,6 +27,7 @@ import datetime
 import difflib
 import json
 import math
+import sys
 from typing import Any, Mapping, Sequence
 
 from pipeline.launch.cli import (
@@ -35,7 +36,9 @@ from pipeline.launch.cli import (
     JobArgs,
     build_parser,
     check_beam_args,
+    config_path_of,
     job_args,
+    parse_args,
     template_kwargs_of,
 )
 from transforms.formats import FormatOptions, parse_mapping_option
@@ -570,6 +573,15 @@ def resolved_config(namespace: argparse.Namespace, actions: Mapping, mixture: Mi
         entries.append(item)
     out["datasets"] = entries
     return out
+
+
+def parse_command_line(argv: Sequence[str] | None) -> JobArgs:
+    """The command line of ``python -m pipeline``: with ``--config FILE``, the file and the flags given beside it
+    (:func:`parse_config_args`); without, the flags (:func:`pipeline.launch.cli.parse_args`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if config_path_of(argv) is not None:
+        return parse_config_args(argv)
+    return parse_args(argv)
 
 
 def parse_config_args(argv: Sequence[str]) -> JobArgs:

@@ -1,7 +1,8 @@
 """``python -m pipeline``: check the configuration, claim the output folder, run the job on the engine
 chosen for it, print the summary.
 
-1. flags -> :class:`~pipeline.launch.cli.JobArgs` (:mod:`pipeline.launch.cli`);
+1. flags (and a ``--config`` file, :mod:`pipeline.launch.config_file`) -> :class:`~pipeline.launch.cli.JobArgs`
+   (:mod:`pipeline.launch.cli`);
 2. launch-time checks -> the frozen :class:`~pipeline.launch.plan.JobPlan` (:mod:`pipeline.launch.checks`);
 3. the engine (:mod:`pipeline.launch.engine_choice`): the local engine (:mod:`pipeline.engines.local`, no
    Beam) for the default command on local files, else the Beam graph (:mod:`pipeline.engines.beam.run`);
@@ -38,7 +39,8 @@ from pipeline.io.files import is_local, join, read_bytes, storage_errors
 from pipeline.io.input_files import storage_error_text
 from pipeline.io.trace import mark
 from pipeline.launch.checks import plan_job
-from pipeline.launch.cli import ConfigError, JobArgs, parse_args
+from pipeline.launch.cli import ConfigError, JobArgs
+from pipeline.launch.config_file import parse_command_line
 from pipeline.launch.engine_choice import LOCAL, chosen_engine, local_workers
 from pipeline.launch.output_folder import abandon_run, claim_output
 from pipeline.launch.plan import JobPlan
@@ -158,7 +160,7 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     cleaned = "nothing was written"
     try:
         with stop_signals_raise():
-            job = parse_args(argv)
+            job = parse_command_line(argv)
             if is_local(job.output):
                 cleaned = "the run's partial files were removed"
             result = run(job, wait=wait)
