@@ -66,10 +66,11 @@ MAX_DATASETS = 1000
 class _Problem(Exception):
     """A mistake at ``path`` (a tuple of keys and list positions); turned into one ConfigError line."""
 
-    def __init__(self, path: tuple, message: str):
+    def __init__(self, path: tuple, message: str, line: int | None = None):
         super().__init__(message)
         self.path = path
         self.message = message
+        self.line = line  # where known before the document's lines are (a key given twice)
 
 
 # -- reading the document, with the line of every key ---------------------------------------------------------
@@ -99,7 +100,7 @@ def _yaml_lines(text: str) -> dict[tuple, int]:
                     continue
                 if key in where:
                     raise _Problem(path + (key,), f"{_where(path + (key,))} is given twice (lines {where[key]} and "
-                                   f"{line}); keep one")
+                                   f"{line}); keep one", line=line)
                 where[key] = line
                 lines[path + (key,)] = line
                 walk(value_node, path + (key,))
@@ -644,7 +645,7 @@ def parse_config_args(argv: Sequence[str]) -> JobArgs:
                                "total_records) cannot be combined with --group-texts: a block holds several "
                                "records; use max_records, epochs <= 1 or first_exhausted weights")
     except _Problem as problem:
-        line = _line_of(lines, problem.path)
+        line = problem.line or _line_of(lines, problem.path)
         raise ConfigError(f"{path}:{line}: {problem.message}" if line else f"{path}: {problem.message}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nests too deep") from None
