@@ -88,7 +88,8 @@ MISTAKES = {
     "datasets-as-a-mapping": ("datasets:\n  alpaca:\n    files: x.json\n", ["datasets must be a list", "mapping"]),
     "two-datasets-with-one-name": (DATASETS + f"  - name: alpaca\n    files: {SHAREGPT}\n",
                                    ["job.yaml:4:", "'alpaca' is already used by datasets[0]"]),
-    "a-dataset-without-files": ("datasets:\n  - name: alpaca\n    weight: 1\n", ["job.yaml:2:", "(alpaca) has no files"]),
+    "a-dataset-without-files": ("datasets:\n  - name: alpaca\n    weight: 1\n",
+                                ["job.yaml:2:", "(alpaca) has no files"]),
     "a-dataset-without-a-name": (f"datasets:\n  - files: {ALPACA}\n", ["job.yaml:2:", "has no name"]),
     "an-empty-files-list": ("datasets:\n  - name: a\n    files: []\n", ["job.yaml:3:", "empty list"]),
     "text-for-a-number": ("max_length: 2k\n" + DATASETS, ["job.yaml:1:", "max_length must be an integer",
@@ -97,7 +98,8 @@ MISTAKES = {
     "a-misspelled-choice": (DATASETS + "    format: alpacca\n", ["job.yaml:4:", "did you mean 'alpaca'"]),
     "yaml-reads-1e-3-as-text": (DATASETS + "    weight: 1e-3\n", ["job.yaml:4:", "must be a number",
                                                                   "plain number"]),
-    "weight-and-epochs": (DATASETS + "    weight: 1\n    epochs: 2\n", ["job.yaml:4:", "weight, or max_records/epochs"]),
+    "weight-and-epochs": (DATASETS + "    weight: 1\n    epochs: 2\n",
+                          ["job.yaml:4:", "weight, or max_records/epochs"]),
     "weights-for-some-datasets-only": (DATASETS + f"    weight: 1\n  - name: chat\n    files: {SHAREGPT}\n",
                                        ["chat without a weight"]),
     "a-key-given-twice": ("max_length: 1\nmax_length: 2\n" + DATASETS, ["job.yaml:2:", "given twice",
@@ -129,8 +131,8 @@ def test_a_bad_config_is_one_line_and_exit_status_2(tmp_path, capsys, mistake):
 
 
 def test_a_json_mistake_names_its_line_too(tmp_path, capsys):
-    config = write(tmp_path, '{\n  "output": "o",\n  "datasets": [\n    {"name": "a", "files": "x", "wieght": 1}\n  ]\n}\n',
-                   "job.json")
+    text = '{\n  "output": "o",\n  "datasets": [\n    {"name": "a", "files": "x", "wieght": 1}\n  ]\n}\n'
+    config = write(tmp_path, text, "job.json")
     assert main(["--config", config]) == 2
     err = capsys.readouterr().err
     assert "job.json:4:" in err and "'wieght'" in err and "did you mean 'weight'" in err
@@ -193,3 +195,23 @@ def test_any_file_is_a_config_error_or_a_config_never_a_traceback(tmp_path, text
         assert message and "\n" not in message.strip() and "Traceback" not in message
     else:
         assert job.output and job.inputs
+
+
+def test_the_flex_template_takes_the_config_from_object_storage(tmp_path, monkeypatch):
+    import importlib.util
+
+    from object_store_testing import PREFIX, fresh_store, upload
+
+    store = fresh_store(tmp_path, monkeypatch)
+    root = next(store)
+    upload(root, f"{PREFIX}bucket/job.yaml", (DATASETS + "    weight: 1\n").encode())
+    spec = importlib.util.spec_from_file_location("chatshards_deploy_launcher_config", REPO / "deploy" / "launcher.py")
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+    argv = launcher.flex_args_to_cli([f"--config={PREFIX}bucket/job.yaml", "--output=gs://b/out", "--dedup=true",
+                                      "--preview=false"])
+    assert argv == [f"--config={PREFIX}bucket/job.yaml", "--output=gs://b/out", "--dedup", "--runner=DataflowRunner"]
+    job = parse_command_line(argv)
+    assert job.dedup and job.mixture.datasets[0].name == "alpaca" and job.mixture.datasets[0].weight == 1
+    assert job.config_file["path"] == f"{PREFIX}bucket/job.yaml" and "--runner=DataflowRunner" in job.beam_args
+    next(store, None)

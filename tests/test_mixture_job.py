@@ -129,7 +129,8 @@ def test_per_dataset_counts_reconcile_and_the_shares_match_the_weights(mixed):
     _, out = mixed
     manifest = sf.load_manifest(str(out))
     counts, mixture = manifest["counts"], manifest["mixture"]
-    assert counts["read"] - counts["mixture_skipped"] + counts["mixture_repeats"] == counts["written"] + counts["rejected"]
+    assert counts["read"] - counts["mixture_skipped"] + counts["mixture_repeats"] == \
+        counts["written"] + counts["rejected"]
     stats = json.loads((out / "audit" / "stats.json").read_text())
     rows = shard_rows(out)
     written = collections.Counter(row["dataset"] for row in rows if row["row_of_record"] == 0)
@@ -265,8 +266,9 @@ def test_the_worked_example_of_the_docs_runs_and_previews(tmp_path, monkeypatch,
     assert main(["--config", example, "--output", str(tmp_path / "preview"), "--preview"]) == 0
     printed = capsys.readouterr().out
     assert not (tmp_path / "preview").exists()
-    for expected in ("dataset shop", "dataset faq", "dataset howto", "formats sharegpt=2 · rejected no_assistant_turn=1",
-                     "formats alpaca=3", "records: 8 read -> 8 taken, 8 examples",
+    for expected in ("dataset shop", "dataset faq", "dataset howto",
+                     "formats sharegpt=2 · rejected no_assistant_turn=1", "formats alpaca=3",
+                     "records: 8 read -> 8 taken, 8 examples",
                      "weight 2 (50.0% of the mixture)", "4 examples (1 repeats)", "You write short, precise answers.",
                      "[", "trained tokens are inside [...]"):
         assert expected in printed, expected
@@ -325,6 +327,7 @@ def test_a_real_mixture_from_the_shared_data_is_deterministic_and_reconciles(tmp
         else:
             assert audit["taken"] == by_name[name]["target"]
     counts = manifest["counts"]
-    assert counts["read"] - counts["mixture_skipped"] + counts["mixture_repeats"] == counts["written"] + counts["rejected"]
+    assert counts["read"] - counts["mixture_skipped"] + counts["mixture_repeats"] == \
+        counts["written"] + counts["rejected"]
     assert os.path.exists(outs["local-1"] / "audit" / "report.html")
     assert "By dataset" in (outs["local-1"] / "audit" / "report.html").read_text()

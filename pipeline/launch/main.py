@@ -214,5 +214,10 @@ def _print_summary(job: JobArgs, seconds: float, manifest: dict | None = None) -
         f"{manifest['num_shards']} shard(s), rejected {counts['rejected']} ({reasons}) in {seconds:.1f}s "
         f"({counts['read'] / max(seconds, 1e-9):.0f} records/s) -> {job.output}"
     )
+    if "mixture" in manifest:
+        taken = counts["read"] - counts["mixture_skipped"] + counts["mixture_repeats"]
+        print(f"chatshards: mixture of {len(manifest['mixture']['datasets'])} datasets: took {taken} examples of "
+              f"{counts['read']} records read ({counts['mixture_skipped']} not taken, {counts['mixture_repeats']} "
+              f"repeats); per dataset in the manifest's mixture section")
     if "audit" in manifest:
         print(f"chatshards: audit report: {join(job.output, 'audit', 'report.html')}")
