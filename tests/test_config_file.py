@@ -215,3 +215,22 @@ def test_the_flex_template_takes_the_config_from_object_storage(tmp_path, monkey
     assert job.dedup and job.mixture.datasets[0].name == "alpaca" and job.mixture.datasets[0].weight == 1
     assert job.config_file["path"] == f"{PREFIX}bucket/job.yaml" and "--runner=DataflowRunner" in job.beam_args
     next(store, None)
+
+
+def test_the_reference_lists_every_key_with_its_default():
+    from pipeline.launch.cli import build_parser
+    from pipeline.launch.config_file import MIXTURE_KEYS, flag_actions
+
+    text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip().strip("`") for line in text.splitlines() if line.startswith("| `")}
+    keys = set(flag_actions(build_parser())) | set(MIXTURE_KEYS) | set(DATASET_KEYS)
+    assert keys <= rows, sorted(keys - rows)
+
+
+def test_preview_works_without_a_config_file_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--input", SHAREGPT, "--output", str(out), "--role-map", "human=user,gpt=assistant",
+                 "--preview"]) == 0
+    printed = capsys.readouterr().out
+    assert "dataset inputs: 1 file(s)" in printed and "records: 24" in printed and "formats sharegpt=24" in printed
+    assert "[I am Vicuna" in printed and not out.exists()
