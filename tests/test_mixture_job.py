@@ -331,3 +331,32 @@ def test_a_real_mixture_from_the_shared_data_is_deterministic_and_reconciles(tmp
         counts["written"] + counts["rejected"]
     assert os.path.exists(outs["local-1"] / "audit" / "report.html")
     assert "By dataset" in (outs["local-1"] / "audit" / "report.html").read_text()
+
+
+def test_datasets_of_another_task_mix_too_and_group_texts_refuses_repeats(tmp_path, capsys):
+    config = {"task": "text", "max_length": 64, "seed": 1, "datasets": [
+        {"name": "c4", "files": str(REPO / "tests" / "data" / "llamafactory_c4_demo_16.jsonl"), "max_records": 10},
+        {"name": "wiki", "files": str(REPO / "tests" / "data" / "llamafactory_wiki_demo_3.txt"), "epochs": 2}]}
+    outs = [tmp_path / "one", tmp_path / "two"]
+    for out, workers in zip(outs, ("1", "2")):
+        assert run_config(tmp_path, config, out, "--workers", workers) == 0
+    assert tree_digest(outs[0]) == tree_digest(outs[1])
+    rows = shard_rows(outs[0])
+    assert collections.Counter(row["dataset"] for row in rows) == {"c4": 10, "wiki": 6}
+    assert sf.load_manifest(str(outs[0]))["columns"][-1] == "dataset"
+    capsys.readouterr()
+    grouped = {key: value for key, value in config.items() if key != "max_length"}
+    assert run_config(tmp_path, dict(grouped, group_texts=32), tmp_path / "grouped") == 2
+    assert "cannot be combined with --group-texts" in capsys.readouterr().err
+
+
+def test_the_audit_command_recomputes_the_per_dataset_figures(mixed, capsys):
+    from pipeline.audit import main as audit_main
+
+    _, out = mixed
+    job_stats = json.loads((out / "audit" / "stats.json").read_text())
+    assert audit_main([str(out)]) == 0
+    err = capsys.readouterr()
+    assert "manifest says" not in err.out + err.err
+    recomputed = json.loads((out / "audit" / "stats.json").read_text())
+    assert recomputed["by_dataset"] == job_stats["by_dataset"]

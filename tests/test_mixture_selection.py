@@ -46,6 +46,7 @@ def test_total_records_sets_the_size_and_may_repeat_or_subsample():
 def test_max_records_and_epochs():
     assert share_targets([10, 10, 10], max_records=[4, None, 4], epochs=[None, 1.5, 2.5]) == \
         [(4, 4), (10, 15), (4, 10)]
+    assert share_targets([10, 3], epochs=[0.35, 0.5]) == [(4, 4), (2, 2)]  # below 1: a subsample (4 of 10, 2 of 3)
     # a dataset without records cannot be drawn from: it takes nothing and the others are sized without it
     assert share_targets([0, 10], weights=[1, 1]) == [(0, 0), (10, 10)]
 
@@ -65,7 +66,8 @@ def records_of(m: Mixture, counts: dict) -> list[tuple[str, int]]:
     mixture(("a", {"weight": 1}), ("b", {"weight": 2}), total_records=500),
     mixture(("a", {"max_records": 37}), ("b", {"epochs": 2.3})),
     mixture(("a", {"max_records": 11, "epochs": 3}), ("b", {})),
-], ids=["first_exhausted", "all_exhausted", "total", "max_records-epochs", "subsample-repeated"])
+    mixture(("a", {"epochs": 0.3}), ("b", {"epochs": 1.7})),
+], ids=["first_exhausted", "all_exhausted", "total", "max_records-epochs", "subsample-repeated", "fractional"])
 def test_copies_add_up_to_the_targets_exactly_whatever_the_order_and_batching(m):
     counts = {"a/0": 120, "a/1": 81, "b/0": 7, "b/1": 60}
     selection = Selection(m, counts)

@@ -298,7 +298,7 @@ class AuditAccumulator:
         if truncated and (self.first_truncated is None or sort_key < self.first_truncated[0]):
             self.first_truncated = (sort_key, _sample_of(row, sort_key))
         kept = self.first_rows
-        if len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]:
+        if (len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]) and all(key != sort_key for key, _ in kept):
             kept.append((sort_key, _sample_of(row, sort_key)))
             kept.sort(key=lambda item: item[0])
             del kept[FIRST_ROWS_KEPT:]
@@ -345,7 +345,8 @@ class AuditAccumulator:
         if truncated and (self.first_truncated is None or sort_key < self.first_truncated[0]):
             self.first_truncated = (sort_key, _sample_of(row, sort_key, self.figures))
         kept = self.first_rows
-        if len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]:
+        # a key seen already (a repeated record's copies share it here) is kept once, as merge() keeps it
+        if (len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]) and all(key != sort_key for key, _ in kept):
             kept.append((sort_key, _sample_of(row, sort_key, self.figures)))
             kept.sort(key=lambda item: item[0])
             del kept[FIRST_ROWS_KEPT:]

@@ -22,10 +22,9 @@ import json
 import math
 import re
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from typing import Any, Mapping
 
-from transforms.mixture.quota import STOPPING_STRATEGIES
+from transforms.mixture.quota import STOPPING_STRATEGIES, exact_fraction
 from transforms.shard_format import canonical_json
 from transforms.tasks.spec import TaskSpec
 
@@ -223,8 +222,8 @@ class Mixture:
         """``{name: weight / sum(weights)}`` (``None`` without weights)."""
         if not self.weighted:
             return None
-        total = sum(Fraction(d.weight) for d in self.datasets)
-        return {d.name: float(Fraction(d.weight) / total) for d in self.datasets}
+        total = sum(exact_fraction(d.weight) for d in self.datasets)
+        return {d.name: float(exact_fraction(d.weight) / total) for d in self.datasets}
 
     def to_json(self) -> dict[str, Any]:
         """What reaches the rows (part of the config fingerprint): the datasets' options and shares, and the
