@@ -94,6 +94,9 @@ class JobConfig:
         extra: further options of extensions (e.g. images), part of the fingerprint.
         task: ``{"name", "options"}`` of a task other than chat (``--task``), part of the fingerprint;
             ``None`` for the chat task, whose config (and fingerprint) carries no ``task`` key.
+        mixture: the datasets of a job config file (``Mixture.to_json()``: each dataset's record options and
+            share, the seed and stopping strategy where they decide something), part of the fingerprint;
+            ``None`` (and no ``mixture`` key) for a job without a datasets list.
     """
 
     format: Mapping[str, Any]
@@ -103,6 +106,7 @@ class JobConfig:
     num_shards: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     task: Mapping[str, Any] | None = None
+    mixture: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         content = {
@@ -115,6 +119,8 @@ class JobConfig:
         }
         if self.task is not None:  # chat configs keep their historical content (and fingerprints)
             content["task"] = dict(self.task)
+        if self.mixture is not None:  # only jobs with a datasets list carry it
+            content["mixture"] = dict(self.mixture)
         return content
 
     def fingerprint(self) -> str:

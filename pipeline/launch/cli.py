@@ -12,6 +12,7 @@ import difflib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -22,6 +23,7 @@ from transforms.packing.options import PackingOptions, check_task_packable
 from transforms.tasks import TASKS, task_flags
 
 if TYPE_CHECKING:  # only for the annotation; the vision module loads PIL lazily
+    from transforms.mixture import Mixture
     from transforms.vision.part import ImageOptions
 
 
@@ -67,6 +69,13 @@ class JobArgs:
     task_options: object | None = None
     # --pack-length / --pack-strategy (None: rows are not packed); see docs/packing.md
     packing: PackingOptions | None = None
+    # --config FILE with a datasets list (pipeline/launch/config_file.py; docs/config.md): the datasets, their
+    # record options and shares (their files are matched at launch, pipeline.launch.checks)
+    mixture: "Mixture | None" = None
+    # --config FILE: {"path", "resolved"}: the file's path and every setting after the flags' overrides
+    config_file: dict | None = None
+    # --preview: print the resolved plan and a few rendered rows, write nothing (pipeline/launch/preview.py)
+    preview: bool = False
 
 
 # The flags that only the chat task reads, with their defaults: another --task refuses them when given.
@@ -102,9 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn raw chat records into training-ready Arrow shards (Apache Beam job). "
         "Unknown flags are passed to Beam (--runner, --direct_num_workers, --project, ...).",
     )
-    _flag(parser, "input", action="append", required=True, metavar="GLOB",
-          help="input files (repeatable; globs; local or any Beam filesystem such as gs://; .gz read transparently)")
-    _flag(parser, "output", required=True, metavar="DIR", help="output folder (local or gs://)")
+    _flag(parser, "input", action="append", metavar="GLOB",
+          help="input files (repeatable; globs; local or any Beam filesystem such as gs://; .gz read transparently); "
+          "required unless --config gives them")
+    _flag(parser, "output", metavar="DIR", help="output folder (local or gs://); required unless --config gives it")
+    _flag(parser, "config", metavar="FILE",
+          help="a job config file (YAML or JSON, local or gs://): every flag as a key, and a datasets list with "
+          "per-dataset formats, maps, system prompts and shares; flags given beside it override it (docs/config.md)")
+    _flag(parser, "preview", action="store_true",
+          help="print the resolved plan (each dataset, its detected formats, files and bytes, a few rendered rows "
+          "with the trained tokens marked) and stop: nothing is written")
     _flag(parser, "task", default="chat", choices=tuple(TASKS),
           help="what the rows train (default: chat): chat (chat-template rows), text (causal LM on raw text), "
           "seq2seq (encoder-decoder source/target), mlm (masked LM) ...; see docs/tasks.md")
@@ -325,17 +341,69 @@ def packing_options(known: argparse.Namespace) -> PackingOptions | None:
     return options
 
 
+def config_path_of(argv: Sequence[str]) -> str | None:
+    """The value of ``--config`` in ``argv`` (``--config F``, ``--config=F``, ``--config_file`` is not it), or
+    ``None``."""
+    for k, arg in enumerate(argv):
+        if arg == "--":
+            break
+        name, has_value, value = arg.partition("=")
+        if name == "--config":
+            if has_value:
+                return value
+            return argv[k + 1] if k + 1 < len(argv) else ""
+    return None
+
+
 def parse_args(argv: Sequence[str] | None) -> JobArgs:
-    """Parse and validate the command line. Raises :class:`ConfigError` on a bad configuration."""
+    """Parse and validate a command line without ``--config`` (with it:
+    :func:`pipeline.launch.config_file.parse_command_line`, which ``python -m pipeline`` calls). Raises
+    :class:`ConfigError` on a bad configuration."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if config_path_of(argv) is not None:
+        raise ConfigError("--config FILE is read by pipeline.launch.config_file.parse_command_line")
     parser = build_parser()
     known, beam_args = parser.parse_known_args(argv)
+    missing = [flag for flag, value in (("--input", known.input), ("--output", known.output)) if not value]
+    if missing:
+        raise ConfigError(f"the following arguments are required: {', '.join(missing)} (or --config FILE)")
     check_beam_args(beam_args, parser)
-    mappings = {}
-    for flag, text in (("--field-map", known.field_map), ("--role-map", known.role_map)):
-        try:
-            mappings[flag] = parse_mapping_option(text) if text else {}
-        except ValueError as exc:
-            raise ConfigError(f"{flag}: {exc}") from exc
+    return job_args(known, beam_args)
+
+
+def _mapping(flag: str, value) -> dict:
+    """A ``--field-map``/``--role-map`` value: the flag's ``a=b,c=d`` text, or (from a config file) a mapping."""
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    try:
+        return parse_mapping_option(value)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from exc
+
+
+def template_kwargs_of(value) -> dict:
+    """A ``--chat-template-kwargs`` value: JSON object text, or (from a config file) a mapping."""
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    try:
+        kwargs = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--chat-template-kwargs is not valid JSON: {exc.msg}") from None
+    if not isinstance(kwargs, dict):
+        raise ConfigError("--chat-template-kwargs must be a JSON object")
+    return kwargs
+
+
+def job_args(known: argparse.Namespace, beam_args: Sequence[str]) -> JobArgs:
+    """The checked :class:`JobArgs` of parsed flags (``known``: the parser's namespace, or one a config file
+    filled in the same way; ``beam_args``: the flags left to Beam, already checked). Raises
+    :class:`ConfigError`."""
+    mappings = {flag: _mapping(flag, value) for flag, value in (("--field-map", known.field_map),
+                                                                ("--role-map", known.role_map))}
     task_options = task_options_of(known, mappings["--field-map"])
     packing = packing_options(known)
     try:
@@ -346,14 +414,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             system_prompt=known.system_prompt,
             images=known.processor is not None,
         ) if task_options is None else task_format_options(known, mappings)
-        template_kwargs = {}
-        if known.chat_template_kwargs:
-            try:
-                template_kwargs = json.loads(known.chat_template_kwargs)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"--chat-template-kwargs is not valid JSON: {exc.msg}") from None
-            if not isinstance(template_kwargs, dict):
-                raise ConfigError("--chat-template-kwargs must be a JSON object")
+        template_kwargs = template_kwargs_of(known.chat_template_kwargs)
         tokenize_options = TokenizeOptions(
             max_length=known.max_length if packing is None or known.max_length is not None else packing.length,
             truncation=known.truncation, loss=known.loss, pad_to=known.pad_to,
@@ -437,4 +498,5 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         task=known.task,
         task_options=task_options,
         packing=packing,
+        preview=bool(getattr(known, "preview", False)),
     )

@@ -18,6 +18,8 @@ from pipeline.steps.records import BuilderSpec
 from pipeline.version import VERSION
 from transforms.audit.probe import TemplateProbe, template_probe
 from transforms.config import JobConfig
+from transforms.formats import FormatOptions
+from transforms.mixture import Mixture, Selection
 from transforms.packing.mrope import MropeSpec
 from transforms.packing.rows import ShardPacking
 from transforms.tokenizer_loading import tokenizer_description
@@ -43,6 +45,9 @@ class JobPlan:
             :func:`pipeline.launch.main.weighted_input_bytes`), or ``None`` with ``--no-validate-inputs``.
         packing: how each shard's rows are packed when the shard is written (``--pack-length``), or
             ``None`` (rows written as built).
+        selection: the mixture's per-record decisions (:class:`transforms.mixture.Selection`), set by the local
+            engine once it has counted every file's records (a job with a datasets list; ``None`` otherwise and
+            at launch). The Beam graph computes it as a side input instead.
     """
 
     patterns: tuple[str, ...]
@@ -56,6 +61,17 @@ class JobPlan:
     audit_probe: TemplateProbe | None
     input_bytes: int | None = None
     packing: ShardPacking | None = None
+    selection: Selection | None = None
+
+    @property
+    def mixture(self) -> Mixture | None:
+        """The datasets of a job config file (``None``: one dataset, the ``--input`` files)."""
+        return self.spec.mixture
+
+    def record_spec(self):
+        """What gives each record's parsing options: the job's ``TaskSpec``, or (a datasets list) the
+        :class:`~transforms.mixture.Mixture` (each file's dataset's ``TaskSpec``)."""
+        return self.spec.mixture if self.spec.mixture is not None else self.spec.task_spec
 
     @property
     def dedup(self) -> bool:
@@ -155,19 +171,23 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
     spec = BuilderSpec(tokenizer=job.tokenizer, chat_template=tokenizer.chat_template,
                        trust_remote_code=job.trust_remote_code, format_options=job.format_options,
                        tokenize_options=job.tokenize_options, vision=vision, image_options=job.image_options,
-                       task=job.task, task_options=job.task_options)
+                       task=job.task, task_options=job.task_options, mixture=job.mixture)
     vision_part = vision_section(job, spec) if vision is not None else None
     task_part = task_section(job, spec, tokenizer)
     description = tokenizer_description(tokenizer)
     format_json = job.format_options.to_json() if task_part is None else {
         "format": job.task_options.format, "field_map": dict(job.task_options.field_map),
         **task_message_format(job)}
+    if job.mixture is not None and task_part is None:
+        # the top-level format options are only the datasets' defaults: what reaches the rows is in ``mixture``
+        format_json = FormatOptions(images=job.format_options.images).to_json()
     extra = {"vision": {k: vision_part[k] for k in ("config", "images")}} if vision_part else {}
     if job.packing is not None:  # the default job's config (and its fingerprint) stays as it was
         extra["packing"] = job.packing.to_json()
     config = JobConfig(format=format_json, tokenize=job.tokenize_options,
                        tokenizer=description, dedup=job.dedup, num_shards=job.num_shards, extra=extra,
-                       task={"name": job.task, "options": task_part["options"]} if task_part else None)
+                       task={"name": job.task, "options": task_part["options"]} if task_part else None,
+                       mixture=job.mixture.to_json() if job.mixture is not None else None)
     template_check = template_report.to_json() if template_report is not None else None
     manifest_base = {
         "config": {**config.to_json(), "inputs": list(job.inputs)},
@@ -178,6 +198,7 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
         "versions": library_versions(),
         **({"vision": vision_part} if vision_part else {}),
         **({"task": task_part} if task_part else {}),
+        **({"config_file": job.config_file} if job.config_file is not None else {}),
     }
     return JobPlan(
         patterns=tuple(job.inputs),

@@ -18,14 +18,17 @@ from transforms.packing.stats import report_of_shards
 def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bool = False, extra_fields=(),
                     shards: Iterable[Mapping], rejected_files: Iterable[Mapping], read_count: int, num_shards: int,
                     extra_sections: Iterable[Mapping] = (), schema=None,
-                    packing: ShardPacking | None = None) -> dict:
+                    packing: ShardPacking | None = None, mixture_counts: tuple[int, int] | None = None) -> dict:
     """Fill empty shards, check counts, write ``manifest.json`` (last), delete ``<output>/.tmp``; return the manifest.
 
     ``shards``: the shard entries written (:func:`pipeline.steps.shards.write_shard`); ``rejected_files``: the
     rejected files' entries (:func:`pipeline.steps.rejected.write_rejected_file`); ``extra_sections``: dicts merged
     into the manifest (the audit section); ``schema``: the shards' schema (the job plan's), else the chat schema
-    of ``padded`` / ``extra_fields``. Raises (so no manifest is written) when ``read != written + rejected``,
-    or when ``data/`` or ``rejected/`` hold other files than this run's (another writer in the same folder).
+    of ``padded`` / ``extra_fields``; ``mixture_counts``: ``(skipped, repeats)`` of a job with a datasets list
+    (records its mixture did not take, extra copies it made; recorded as ``counts.mixture_skipped`` and
+    ``counts.mixture_repeats``). Raises (so no manifest is written) when ``read - skipped + repeats != written +
+    rejected``, or when ``data/`` or ``rejected/`` hold other files than this run's (another writer in the same
+    folder).
 
     ``packing`` (``--pack-length``): the shards hold packed rows (``schema`` stays the rows'); the manifest gets
     ``counts.sequences`` and the ``packing`` section (:func:`transforms.packing.stats.report_of_shards`, from the
@@ -61,16 +64,20 @@ def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bo
     for entry in rejected_list:
         for reason, count in entry["by_reason"].items():
             by_reason[reason] = by_reason.get(reason, 0) + count
-    if read_count != written + rejected:
+    skipped, repeats = mixture_counts if mixture_counts is not None else (0, 0)
+    if read_count - skipped + repeats != written + rejected:
+        taken = f" (the mixture took {read_count - skipped + repeats})" if mixture_counts is not None else ""
         raise RuntimeError(
-            f"count mismatch: read {read_count} records but wrote {written} records and {rejected} rejections; "
-            "refusing to commit the dataset"
+            f"count mismatch: read {read_count} records{taken} but wrote {written} records and {rejected} "
+            "rejections; refusing to commit the dataset"
         )
     # never commit over a folder mixed with another run's files (refuses with a RuntimeError)
     check_folder_holds_exactly(output, [entry["path"] for entry in shard_list],
                                [entry["path"] for entry in rejected_list])
     manifest = dict(manifest_base)
     counts = {"read": read_count, "written": written, "rejected": rejected, "rows": rows}
+    if mixture_counts is not None:
+        counts.update(mixture_skipped=skipped, mixture_repeats=repeats)
     if packing_section is not None:
         counts["sequences"] = sum(entry["sequences"] for entry in shard_list)
     manifest.update({

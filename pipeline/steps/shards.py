@@ -29,6 +29,7 @@ from pipeline.io.chunks import Chunk
 from pipeline.io.files import atomic_writer, join, tmp_root
 from pipeline.steps.fragments import SORT_KEY, payload_schema, read_shard_rows
 from transforms import shard_format as sf
+from transforms.mixture import DATASET_COLUMN
 from transforms.packing.rows import ShardPacking
 
 # A worker holds one shard's rows (sorted) plus its Arrow table while writing it, so the shard size
@@ -89,11 +90,15 @@ def merge_fragments(chunks: list[Chunk], schema: pa.Schema, *, shard: int, num_s
 
 def records_in(table: pa.Table) -> int:
     """Distinct records among a shard's rows (sorted, so the rows of one record are adjacent); for rows that
-    hold several records (blocks of grouped texts), the sum of their ``documents`` column."""
+    hold several records (blocks of grouped texts), the sum of their ``documents`` column; in a job with a datasets
+    list (a ``dataset`` column: a repeated record's copies are records of their own, wherever their keys sort), the
+    rows with ``row_of_record`` 0."""
     if table.num_rows == 0:
         return 0
     if sf.DOCUMENTS_COLUMN in table.column_names:
         return int(pc.sum(table[sf.DOCUMENTS_COLUMN]).as_py() or 0)
+    if DATASET_COLUMN in table.column_names:
+        return int(pc.sum(pc.equal(table["row_of_record"], 0)).as_py() or 0)
     source, index = table["source"].to_pylist(), table["index"].to_pylist()
     return 1 + sum(1 for k in range(1, len(source)) if source[k] != source[k - 1] or index[k] != index[k - 1])
 

@@ -79,6 +79,24 @@ def _source_entry() -> dict[str, Any]:
             "formats": {}, "rejected_by_reason": {}}
 
 
+DATASET = "dataset"  # the column (and rejection field) of a job with a datasets list
+
+
+def _dataset_entry() -> dict[str, Any]:
+    return {"rows": 0, "records": 0, "rejected": 0, "tokens": 0, "trained_tokens": 0, "truncated": 0,
+            "rejected_by_reason": {}, "lengths": IntHistogram()}
+
+
+def _merge_dataset(into: dict, other: Mapping[str, Any]) -> None:
+    for key, value in other.items():
+        if key == "lengths":
+            into[key].merge(value)
+        elif isinstance(value, dict):
+            merge_counts(into[key], value)
+        else:
+            into[key] += value
+
+
 def _merge_source(into: dict, other: Mapping[str, Any]) -> None:
     for key, value in other.items():
         if isinstance(value, dict):
@@ -148,6 +166,7 @@ class AuditAccumulator:
         self.fraction = FractionHistogram()
         self.truncated_tokens = IntHistogram()  # over truncated rows only
         self.sources: dict[str, dict] = {}
+        self.datasets: dict[str, dict] = {}  # a job with a datasets list: per dataset entry
         self.formats_written: dict[str, int] = {}
         self.formats_rejected: dict[str, int] = {}
         self.reasons: dict[str, int] = {}
@@ -193,8 +212,27 @@ class AuditAccumulator:
             entry = self.sources[source] = _source_entry()
         return entry
 
+    def _dataset(self, name) -> dict:
+        entry = self.datasets.get(name)
+        if entry is None:
+            entry = self.datasets[str(name)] = _dataset_entry()
+        return entry
+
+    def _add_dataset_row(self, row: Mapping[str, Any], records: int) -> None:
+        entry = self._dataset(row[DATASET])
+        length = int(row["length"])
+        entry["rows"] += 1
+        entry["records"] += records
+        entry["tokens"] += length
+        entry["trained_tokens"] += int(row["num_loss_tokens"])
+        entry["truncated"] += 1 if bool(row["truncated"]) else 0
+        entry["lengths"].add(length)
+
     def add_row(self, row: Mapping[str, Any]) -> None:
         """Add one shard row (a job row dict, or a row read back from a shard)."""
+        if DATASET in row:
+            first = int(row.get("row_of_record", 0) or 0) == 0
+            self._add_dataset_row(row, int(row[DOCUMENTS_COLUMN]) if DOCUMENTS_COLUMN in row else (1 if first else 0))
         if self.figures is not None:
             self._add_task_row(row)
             return
@@ -274,7 +312,7 @@ class AuditAccumulator:
         if truncated and (self.first_truncated is None or sort_key < self.first_truncated[0]):
             self.first_truncated = (sort_key, _sample_of(row, sort_key))
         kept = self.first_rows
-        if len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]:
+        if (len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]) and all(key != sort_key for key, _ in kept):
             kept.append((sort_key, _sample_of(row, sort_key)))
             kept.sort(key=lambda item: item[0])
             del kept[FIRST_ROWS_KEPT:]
@@ -338,7 +376,8 @@ class AuditAccumulator:
         if truncated and (self.first_truncated is None or sort_key < self.first_truncated[0]):
             self.first_truncated = (sort_key, _sample_of(row, sort_key, self.figures))
         kept = self.first_rows
-        if len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]:
+        # a key seen already (a repeated record's copies share it here) is kept once, as merge() keeps it
+        if (len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]) and all(key != sort_key for key, _ in kept):
             kept.append((sort_key, _sample_of(row, sort_key, self.figures)))
             kept.sort(key=lambda item: item[0])
             del kept[FIRST_ROWS_KEPT:]
@@ -353,6 +392,10 @@ class AuditAccumulator:
         detail = str(item.get("detail", ""))
         self.rejected += 1
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if DATASET in item:
+            dataset = self._dataset(item[DATASET])
+            dataset["rejected"] += 1
+            dataset["rejected_by_reason"][reason] = dataset["rejected_by_reason"].get(reason, 0) + 1
         fmt = rejected_format(item, self.format_options)
         self.formats_rejected[fmt] = self.formats_rejected.get(fmt, 0) + 1
         entry = self._source(source)
@@ -391,6 +434,12 @@ class AuditAccumulator:
                 _merge_source(self.sources[source], entry)
             else:
                 self.sources[source] = {k: dict(v) if isinstance(v, dict) else v for k, v in entry.items()}
+        for name, entry in getattr(other, "datasets", {}).items():
+            if name in self.datasets:
+                _merge_dataset(self.datasets[name], entry)
+            else:
+                self.datasets[name] = _dataset_entry()
+                _merge_dataset(self.datasets[name], entry)
         merge_counts(self.formats_written, other.formats_written)
         merge_counts(self.formats_rejected, other.formats_rejected)
         merge_counts(self.reasons, other.reasons)

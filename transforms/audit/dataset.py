@@ -24,7 +24,7 @@ from transforms.packing.unpack import iter_sequences
 # the scalar columns the audit reads (image payload columns are never converted to Python)
 SCALAR_COLUMNS = ("length", "num_loss_tokens", "truncated", "source", "index", "record_id", "format",
                   "num_turns", "num_trained_turns", "prompt_tokens", "truncated_tokens", "conversation_hash",
-                  "num_images", "num_image_tokens")
+                  "num_images", "num_image_tokens", "dataset")
 
 
 def read_shard_table(path: str) -> pa.Table:
@@ -165,7 +165,9 @@ def compute_stats(root: str, manifest: Mapping[str, Any], *, probe: TemplateProb
 def check_against_manifest(stats: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
     """Differences between recomputed statistics and the manifest's own counts (empty: consistent)."""
     problems = []
-    counts = manifest.get("counts", {})
+    counts = dict(manifest.get("counts", {}))
+    if "mixture_skipped" in counts and isinstance(counts.get("read"), int):  # what the mixture took of the records read
+        counts["read"] = counts["read"] - counts["mixture_skipped"] + counts.get("mixture_repeats", 0)
     for key in ("read", "written", "rejected"):
         if key in counts and counts[key] != stats["counts"][key]:
             problems.append(f"counts.{key}: manifest says {counts[key]}, the files hold {stats['counts'][key]}")

@@ -174,6 +174,22 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
         ["input file", "read", "written", "rejected", "rejected by reason", "formats", "tokens", "trained tokens",
          "truncated"], rows, numeric=[False, True, True, True, False, False, True, True, True]) + "</section>")
 
+    # datasets (a job with a datasets list)
+    if stats.get("by_dataset"):
+        rows = []
+        for name, entry in stats["by_dataset"].items():
+            reasons = ", ".join(f"{_e(r)}={n}" for r, n in entry["rejected_by_reason"].items())
+            asked = entry.get("share_asked")
+            rows.append([_e(name), _n(entry["taken"]), _n(entry["written"]), _n(entry["rejected"]), reasons or "–",
+                         _n(entry["tokens"]), _n(entry["trained_tokens"]), _n(entry["lengths"]["p50"]),
+                         _n(entry["lengths"]["max"]), _n(entry["share_realised"]),
+                         _n(asked) if asked is not None else "–"])
+        parts.append('<section id="datasets"><h2>By dataset</h2>' + _table(
+            ["dataset", "taken", "written", "rejected", "rejected by reason", "tokens", "trained tokens",
+             "median length", "max length", "share written", "share asked"], rows,
+            numeric=[False, True, True, True, False, True, True, True, True, True, True])
+            + f'<div class="meta">{_e(stats["mixture"]["meaning"])}</div></section>')
+
     # formats
     rows = [[_e(fmt), _n(v["written"]), _n(v["rejected"])] for fmt, v in stats["by_format"].items()]
     parts.append('<section id="formats"><h2>By detected format</h2>' + _table(

@@ -151,6 +151,8 @@ def build_stats(acc: AuditAccumulator, duplicates: DuplicateSummary, *, manifest
                            "else at most 1/32 above the true value; fractions at most 0.01 above",
         },
     }
+    if acc.datasets:  # a job with a datasets list: each dataset, and the mixture realised next to the one asked for
+        stats["by_dataset"], stats["mixture"] = _by_dataset(acc, config.get("mixture") or {})
     if acc.figures is not None:  # a task other than chat: its own figures
         stats["task"] = {"name": getattr(acc.figures, "task_name", None), "figures": acc.figures.to_json(),
                          "summary": acc.figures.summary()}
@@ -174,6 +176,47 @@ def prompt_mismatch_section(acc: AuditAccumulator, mode: str | None) -> dict[str
                    "from the template, so the role header the template writes for a conversation that has one "
                    "ends the prompt (header_from_generation_prompt); --prompt-mismatch reject rejects them instead",
     }
+
+
+def _by_dataset(acc: AuditAccumulator, mixture: Mapping[str, Any]) -> tuple[dict, dict]:
+    """``(by_dataset, mixture)`` of the stats document: per dataset its counts (``taken`` = written + rejected:
+    the examples the mixture made of it), tokens, trained tokens, rejections, row lengths, and its share of the
+    records written (``share_realised``) beside the share its weight asked for (``share_asked``)."""
+    entries = {d.get("name"): d for d in mixture.get("datasets", []) if isinstance(d, Mapping)}
+    weights = {name: d["weight"] for name, d in entries.items() if isinstance(d.get("weight"), (int, float))}
+    total_weight = sum(weights.values())
+    written = sum(entry["records"] for entry in acc.datasets.values())
+    names = [name for name in entries if name in acc.datasets] + sorted(set(acc.datasets) - set(entries))
+    by_dataset = {}
+    for name in names:
+        entry = acc.datasets[name]
+        item = {
+            "taken": entry["records"] + entry["rejected"],
+            "written": entry["records"],
+            "rows": entry["rows"],
+            "rejected": entry["rejected"],
+            "rejected_by_reason": sorted_counts(entry["rejected_by_reason"]),
+            "tokens": entry["tokens"],
+            "trained_tokens": entry["trained_tokens"],
+            "trained_fraction": round(entry["trained_tokens"] / entry["tokens"], 6) if entry["tokens"] else None,
+            "truncated": entry["truncated"],
+            "lengths": _percentile_summary(entry["lengths"].to_json()),
+            "share_realised": round(entry["records"] / written, 6) if written else None,
+        }
+        if name in weights and total_weight:
+            item["share_asked"] = round(weights[name] / total_weight, 6)
+        for key in ("max_records", "epochs"):
+            if key in entries.get(name, {}):
+                item[key] = entries[name][key]
+        by_dataset[name] = item
+    gaps = [abs(item["share_realised"] - item["share_asked"]) for item in by_dataset.values()
+            if "share_asked" in item and item["share_realised"] is not None]
+    summary = {"weighted": bool(weights), "written": written,
+               "largest_share_gap": round(max(gaps), 6) if gaps else None,
+               "meaning": "share_realised: the dataset's part of the records written; share_asked: its weight over "
+                          "the sum of weights. They differ by the rejections (a dataset's rejected examples are not "
+                          "written) and by rounding each dataset's target to whole records"}
+    return by_dataset, summary
 
 
 def manifest_section(stats: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,5 +243,8 @@ def manifest_section(stats: Mapping[str, Any]) -> dict[str, Any]:
             "template_probe": stats["template"]["probe"],
             **extra,
             **({"task": stats["task"]["summary"]} if "task" in stats else {}),
+            **({"by_dataset": {name: {key: entry[key] for key in ("written", "rejected", "tokens", "trained_tokens",
+                                                                   "share_realised", "share_asked") if key in entry}
+                               for name, entry in stats["by_dataset"].items()}} if "by_dataset" in stats else {}),
         }
     }

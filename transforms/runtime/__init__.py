@@ -10,6 +10,7 @@ Imports pyarrow, numpy and torch only (no apache_beam, no transformers)::
 Modules (one concept each):
 
 - :mod:`.dataset`    ``ShardDataset``: zero-copy map-style access to the memory-mapped shards
+- :mod:`.mixture`    ``MixedShardDataset``: several finished datasets mixed by weight (stopping strategy, seed)
 - :mod:`.partition`  ``ShardIterableDataset``/``ResumableDataLoader``: deterministic shuffle,
   rank/worker partitioning, mid-epoch resume
 - :mod:`.batching`   ``LengthGroupedBatchSampler``/``TokenBudgetBatchSampler``/``padding_fraction``
@@ -37,6 +38,7 @@ from .encoder_collate import (
     TokenClassificationCollator,
 )
 from .heads import COLLATORS as TASK_COLLATORS
+from .mixture import MixedShardDataset
 from .mlm import MaskingCollator, epoch_callback
 from .partition import (
     ResumableDataLoader,
@@ -58,6 +60,7 @@ __all__ = [
     "ManifestError",
     "DatasetChanged",
     "ShardDataset",
+    "MixedShardDataset",
     "ShardIterableDataset",
     "ResumableDataLoader",
     "LengthGroupedBatchSampler",

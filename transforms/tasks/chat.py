@@ -112,7 +112,8 @@ class ChatTask(Task):
         if images is not None:  # ``<image>`` in a vision record is the image position, never literal text
             data_control_tokens = [t for t in template_control_tokens if t != images.position_tag]
         self.control_tokens = ControlTokens(data_control_tokens)
-        template_variables = special_tokens_for_template(tokenizer)
+        # --chat-template-kwargs: every record's variables (a dataset's and a record's own win over them)
+        template_variables = {**special_tokens_for_template(tokenizer), **options.template_kwargs}
         # what the template itself may write: marker pairs holding none of its characters are used
         self._template_text = "\x00".join([tokenizer.chat_template or "", *template_control_tokens,
                                            *(v for v in template_variables.values() if isinstance(v, str))])
