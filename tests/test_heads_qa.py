@@ -3,6 +3,7 @@
 and the collator against default_data_collator."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from encoder_head_references import (
@@ -20,7 +21,15 @@ from transforms.reading import iter_records
 from transforms.reading.squad import expand_squad
 from transforms.runtime.encoder_collate import QuestionAnsweringCollator
 from transforms.tasks.encoder_heads import Failed
-from transforms.tasks.qa import QAEncoder, answer_positions, parse_qa, qa_feature_columns
+from transforms.tasks.qa import (
+    QAEncoder,
+    answer_positions,
+    answer_positions_of,
+    in_sequence,
+    offset_matrix,
+    parse_qa,
+    qa_feature_columns,
+)
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +192,31 @@ def test_random_windows_match_run_qa(tok, words, data, max_length, doc_stride):
         if row["answer_in_window"]:
             offsets = row["offset_mapping"]
             assert context[offsets[row["start_positions"]][0]:offsets[row["end_positions"]][1]] == answer
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_numpy_answer_scans_equal_the_python_ones(data):
+    """answer_positions_of (the job's numpy scans over offset_matrix / in_sequence) gives answer_positions'
+    result, on arbitrary offsets (not monotonic) and sequence ids, or None where that one would scan off the
+    array (then the job calls it)."""
+    n = data.draw(st.integers(1, 12))
+    offsets = data.draw(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), min_size=n, max_size=n))
+    sequence_ids = data.draw(st.lists(st.sampled_from([None, 0, 1]), min_size=n, max_size=n))
+    context = data.draw(st.sampled_from([0, 1]))
+    start_char = data.draw(st.integers(0, 20))
+    span = dict(start_char=start_char, end_char=start_char + data.draw(st.integers(1, 5)), cls_index=0)
+    mask = in_sequence(sequence_ids, context)
+    assert mask.tolist() == [s == context for s in sequence_ids]
+    matrix = offset_matrix(offsets)
+    assert matrix.dtype == np.int32 and matrix.tolist() == [list(o) for o in offsets]
+    ours = answer_positions_of(matrix, mask, **span)
+    try:
+        theirs = answer_positions(offsets, sequence_ids, context_sequence=context, **span)
+    except IndexError:  # no context token, or the end scan ran off the front
+        assert ours is None
+        return
+    if ours is None:  # the end scan wrapped round to the last tokens: answer_positions' own result stands
+        assert theirs[2] and theirs[1] <= 0
+    else:
+        assert ours == theirs
