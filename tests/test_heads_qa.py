@@ -114,6 +114,32 @@ def test_question_is_never_truncated(tok):
         assert feature.ids[1:1 + len(question_ids)] == question_ids and len(feature.ids) <= 40
 
 
+def _described(result):
+    if isinstance(result, Failed):
+        return ("failed", result.reason, result.detail)
+    return [(f.ids, f.type_ids, f.offsets, f.sequence_ids) for f in result.features]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(range(5)), min_size=1, max_size=6))
+def test_one_call_and_question_by_question_give_the_same_encodings(tok, picks):
+    """encode tries the whole batch in one Rust call; encode_checked counts the questions' tokens first.
+    Same results, Failed items included; a batch that needed encode_checked makes the encoder keep to it."""
+    context = " ".join(["word"] * 200)
+    long_question, tight_question = " ".join(["why"] * 40), " ".join(["why"] * 30)
+    choices = [(long_question, context), (tight_question, "short context"), (tight_question, context),
+               ("why?", context), ("who?", "a short one")]
+    items = [choices[k] for k in picks]
+    key = (id(tok), 40, 10)
+    fresh = _ENCODERS.get(key) or _ENCODERS.setdefault(key, QAEncoder(tok, max_length=40, doc_stride=10))
+    fresh.check_questions = False  # as a new encoder
+    once = fresh.encode(items)
+    checked = QAEncoder.encode_checked(fresh, items)
+    assert [_described(r) for r in once] == [_described(r) for r in checked]
+    assert fresh.check_questions == any(k in (0, 2) for k in picks)  # only a question too long fails the call
+    assert [_described(r) for r in fresh.encode(items[::-1])] == [_described(r) for r in checked[::-1]]
+
+
 def test_parse_rejections():
     good = {"id": 1, "question": "  q?", "context": "abc", "answers": {"text": ["b"], "answer_start": [1]}}
     example = parse_qa(good)

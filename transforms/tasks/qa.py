@@ -121,6 +121,12 @@ class QAEncoder:
     stride=doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)``.
 
     ``encode`` never raises for one item: a question too long for the window is a :class:`Failed`.
+
+    A batch is first encoded in one call; a question too long for its window (no room for the context, or
+    no more than ``doc_stride`` tokens for a context that needs windows) makes the Rust tokenizer fail the
+    whole call, and the batch is then encoded again question by question (:meth:`encode_checked`): the
+    questions' tokens counted first, the items that fit in one call, the tight ones one at a time. Both give
+    the same encodings; once a batch has needed the second way, every later one takes it directly.
     """
 
     def __init__(self, tokenizer, *, max_length: int, doc_stride: int):
@@ -142,8 +148,28 @@ class QAEncoder:
         self.windowed.enable_truncation(max_length, stride=doc_stride,
                                         strategy="only_second" if self.question_first else "only_first",
                                         direction=truncation_side(tokenizer))
+        self.check_questions = False  # True once a batch needed encode_checked
 
     def encode(self, items: Sequence[tuple[str, str]]) -> list[EncodedQA | Failed]:
+        if not items:
+            return []
+        if not self.check_questions:
+            try:
+                windowed = self.windowed.encode_batch([self._pair(item) for item in items])
+            except BaseException as exc:  # noqa: BLE001 - the Rust tokenizer panics on a stride >= the room
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                self.check_questions = True
+            else:
+                question = 1 - self.context_sequence
+                counts = [encoding.sequence_ids.count(question) for encoding in windowed]
+                if all(self.max_length - self.added_pair - count > 0 for count in counts):
+                    return [EncodedQA(features=(encoding, *encoding.overflowing)) for encoding in windowed]
+        return self.encode_checked(items)
+
+    def encode_checked(self, items: Sequence[tuple[str, str]]) -> list[EncodedQA | Failed]:
+        """:meth:`encode` question by question: the questions' tokens are counted first, so that one too long
+        for its window fails alone."""
         questions = self.backend.encode_batch([q for q, _ in items], add_special_tokens=False) if items else []
         out: list[EncodedQA | Failed | None] = [None] * len(items)
         batch, tight = [], []
