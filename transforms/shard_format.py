@@ -53,6 +53,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from transforms.nested_lists import NullableLists, nullable_lists_array
+
 SCHEMA_VERSION = 1
 FORMAT_NAME = "chatshards"
 IGNORE_INDEX = -100
@@ -193,6 +195,11 @@ def _is_numeric(arrow_type: pa.DataType) -> bool:
     return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
 
 
+def _is_nested_numeric(arrow_type: pa.DataType) -> bool:
+    return (pa.types.is_list(arrow_type) and pa.types.is_list(arrow_type.value_type)
+            and _is_numeric(arrow_type.value_type.value_type))
+
+
 def numpy_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
     """A 1-D numpy array as an Arrow array of the numeric ``arrow_type`` over the same memory (converted to
     its numpy dtype first when needed)."""
@@ -248,12 +255,19 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.
 
     List columns of numbers are assembled from one concatenated values buffer and an offsets array, and
     scalar columns from buffers (:func:`column_array`), so building a shard goes through neither Python
-    lists of ints nor ``pa.array`` for the text columns.
+    lists of ints nor ``pa.array`` for the text columns. A ``list<list<number>>`` column whose rows all hold
+    :class:`transforms.nested_lists.NullableLists` is assembled from their buffers too
+    (:func:`transforms.nested_lists.nullable_lists_array`); with Python lists it goes through ``pa.array``.
     """
     columns = []
     for field in schema:
         values = [row[field.name] for row in rows]
-        if pa.types.is_list(field.type) and _is_numeric(field.type.value_type):
+        if _is_nested_numeric(field.type):
+            if all(type(v) is NullableLists for v in values):
+                column = nullable_lists_array(values, field.type, numpy_dtype(field.type.value_type.value_type))
+            else:
+                column = pa.array([v.to_pylist() if type(v) is NullableLists else v for v in values], type=field.type)
+        elif pa.types.is_list(field.type) and _is_numeric(field.type.value_type):
             value_type = field.type.value_type
             np_dtype = numpy_dtype(value_type)
             arrays = [np.asarray(v, dtype=np_dtype) for v in values]
