@@ -433,10 +433,14 @@ def _check_counts(manifest: dict, where: str) -> None:
         if not all(_count(v) for v in by_reason.values()) or sum(by_reason.values()) != counts["rejected"]:
             raise ManifestError(f"{where}: rejected_by_reason {by_reason!r} does not add up to counts.rejected "
                                 f"{counts['rejected']!r}")
-    if all(key in counts for key in ("read", "written", "rejected")) and \
-            counts["read"] != counts["written"] + counts["rejected"]:
-        raise ManifestError(f"{where}: counts.read is {counts['read']!r} but {counts['written']} records were written "
-                            f"and {counts['rejected']} rejected (read = written + rejected)")
+    if all(key in counts for key in ("read", "written", "rejected")):
+        # a mixture (a job config's datasets list) skips some records and repeats others: it took
+        # read - mixture_skipped + mixture_repeats examples, each written or rejected
+        taken = counts["read"] - counts.get("mixture_skipped", 0) + counts.get("mixture_repeats", 0)
+        if taken != counts["written"] + counts["rejected"]:
+            mixture = " - mixture_skipped + mixture_repeats" if "mixture_skipped" in counts else ""
+            raise ManifestError(f"{where}: counts.read is {counts['read']!r} but {counts['written']} records were "
+                                f"written and {counts['rejected']} rejected (read{mixture} = written + rejected)")
     totals = manifest.get("totals")
     if isinstance(totals, dict):
         for key, column in (("rows", "rows"), ("tokens", "tokens"), ("loss_tokens", "loss_tokens")):
