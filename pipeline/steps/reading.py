@@ -13,6 +13,7 @@ from pipeline.io.input_files import (
     open_input,
 )
 from transforms import errors
+from transforms.mixture import Mixture
 from transforms.reading import RawRecord, iter_records
 
 
@@ -82,8 +83,11 @@ def read_file(path: str, task=None) -> Iterator[RawRecord]:
 
 
 def read_file_batches(path: str, batch_size: int, task=None) -> Iterator[list[RawRecord]]:
-    """The records of one file in lists of at most ``batch_size`` (in file order; ``task``: see :func:`read_file`)."""
+    """The records of one file in lists of at most ``batch_size`` (in file order; ``task``: see :func:`read_file`,
+    or the job's :class:`~transforms.mixture.Mixture`)."""
     batch: list[RawRecord] = []
+    if isinstance(task, Mixture):  # a datasets list: the file's dataset's task
+        task = task.task_of(path)
     # the chat task reads every file the usual way (read_file(path), as before tasks existed)
     for raw in (read_file(path) if task is None or task.is_chat else read_file(path, task)):
         batch.append(raw)
