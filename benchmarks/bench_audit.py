@@ -3,9 +3,9 @@
     python benchmarks/bench_audit.py [--records 10000] [--repeats 3] [--data ../shared/data] [-- BEAM_ARGS...]
 
 The input is real public sample data (Alpaca, ShareGPT, OpenAI-messages and tool-calling files from
-../shared/data), copied into a temporary folder as many times as needed to reach ``--records``
-records. Each run is a fresh ``python -m pipeline`` process (same flags, fresh output folder); the
-runs alternate audit on / off (``--no-audit``) to spread machine noise evenly. Prints
+../shared/data, or their subsets in tests/data where it is absent), copied into a temporary folder as many times
+as needed to reach ``--records`` records. Each run is a fresh ``python -m pipeline`` process (same flags, fresh
+output folder); the runs alternate audit on / off (``--no-audit``) to spread machine noise evenly. Prints
 every run, then the median and best wall times and CPU times (user + system of the job process, less
 sensitive to other load on a shared machine) with and without the audit, and the overhead in percent.
 """
@@ -22,8 +22,10 @@ import sys
 import tempfile
 import time
 
+from real_data import DATA  # noqa: E402 (benchmarks/ is on sys.path)
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-DEFAULT_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+DEFAULT_DATA = str(DATA)  # ../shared/data, or the subsets in tests/data where it is absent
 FILES = (
     "alpaca/llamafactory_alpaca_en_demo.json",
     "alpaca/llamafactory_identity.json",
@@ -31,7 +33,8 @@ FILES = (
     "openai/llamafactory_v1_sft_demo.jsonl",
     "openai/openai_cookbook_toy_chat_fine_tuning.jsonl",
     "tool_calling/llamafactory_glaive_toolcall_en_demo.json",
-    "tool_calling/openai_cookbook_drone_training_first5.jsonl",
+    "tool_calling/openai_cookbook_drone_training_first5.jsonl",  # ../shared/data
+    "tool_calling/openai_cookbook_drone_training_first3.jsonl",  # tests/data
     "edge_cases/xtuner_openai_sft_bare_lists.jsonl",
 )
 
@@ -44,11 +47,13 @@ def count_records(path: str) -> int:
 
 
 def make_input(data: str, folder: str, records: int) -> int:
-    """Copy the sample files into ``folder`` (``copyK-<name>``) until at least ``records`` records."""
-    sizes = {name: count_records(os.path.join(data, name)) for name in FILES}
+    """Copy the sample files (those of ``FILES`` that ``data`` holds) into ``folder`` (``copyK-<name>``) until at
+    least ``records`` records."""
+    paths = {name: os.path.join(data, name) for name in FILES}
+    sizes = {name: count_records(path) for name, path in paths.items() if os.path.isfile(path)}
     total, copy = 0, 0
     while total < records:
-        for name in FILES:
+        for name in sizes:
             shutil.copyfile(os.path.join(data, name), os.path.join(folder, f"copy{copy}-{os.path.basename(name)}"))
             total += sizes[name]
         copy += 1
@@ -85,13 +90,14 @@ def main() -> int:
     parser.add_argument("beam_args", nargs="*", help="extra job flags after --, e.g. -- --runner=FnApiRunner")
     args = parser.parse_args()
     if not os.path.isdir(args.data):
-        raise SystemExit(f"{args.data} not found: the benchmark needs ../shared/data")
+        raise SystemExit(f"{args.data} not found")
     tmp = tempfile.mkdtemp(prefix="bench_audit_")
     try:
         inputs = os.path.join(tmp, "in")
         os.makedirs(inputs)
         total = make_input(args.data, inputs, args.records)
-        print(f"input: {total:,} records in {len(os.listdir(inputs))} files; {args.repeats} runs each, alternating")
+        print(f"input: {total:,} records in {len(os.listdir(inputs))} files (from {args.data}); "
+              f"{args.repeats} runs each, alternating")
         times: dict[bool, list[float]] = {True: [], False: []}
         cpus: dict[bool, list[float]] = {True: [], False: []}
         for repeat in range(args.repeats):

@@ -2,8 +2,9 @@
 
 Runs ``python -m pipeline`` as a whole process from two checkouts (``--before``: e.g. a ``git worktree`` of
 the commit before the change; ``--after``: this one) on the same short-record input (Alpaca + ShareGPT, as
-``bench_job.py`` builds it), with each chat template given, interleaved run by run, and prints the median wall
-time of each and the ratio after/before (below 1.0: faster after). One process (the default runner below the
+``bench_job.py`` builds its ``base`` input, from tests/data or with ``--base-data shared`` from ../shared/data),
+with each chat template given, interleaved run by run, and prints the median wall time of each and the ratio
+after/before (below 1.0: faster after). One process (the default runner below the
 parallel threshold) so the label work is what is measured, not Beam's worker start-up. Start-up changed too
 between the checkouts (prepared tokenizer cache), so the steady cost is also printed: the median wall time at
 ``--records`` minus that at a fifth of it, per 1,000 records.
@@ -36,7 +37,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_job import build_input, run_job, save_bundled_tokenizer
+from bench_job import base_data, build_input, run_job, save_bundled_tokenizer
 from real_data import REPO
 
 TEMPLATES = {
@@ -148,7 +149,7 @@ def stage_seconds(repo: Path, template: str, records: Path) -> dict:
 def stage_table(args, tmp: Path) -> None:
     from bench_job import _base_records
 
-    base = _base_records()
+    base = _base_records(base_data(args.base_data))
     records = tmp / "stage.jsonl"
     with open(records, "w", encoding="utf-8") as handle:
         for i in range(args.records):
@@ -175,6 +176,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--stage", action="store_true", help="only the row-building step, in-process")
+    parser.add_argument("--base-data", choices=("tests", "shared"), default="tests",
+                        help="base records from tests/data or ../shared/data (see bench_job.py)")
     parser.add_argument("--turns", help="comma-separated message counts: time one record of each (see above)")
     parser.add_argument("--turn-seconds", type=float, default=120.0,
                         help="with --turns: a side stops at the first record slower than this")
@@ -188,13 +191,17 @@ def main() -> None:
         if args.stage:
             return
         small = max(1, args.records // 5)
-        inputs = {n: build_input(tmp / f"input_{n}", n)[0] for n in (args.records, small)}
+        inputs = {n: build_input(tmp / f"input_{n}", n, "base", base_data(args.base_data))[0]
+                  for n in (args.records, small)}
         tokenizer = str(save_bundled_tokenizer(tmp / "tokenizer"))
         print(f"{args.records} short records, one process, median of {args.repeats} whole-process runs each; "
               f"steady = (wall at {args.records} - wall at {small}) per 1,000 records\n")
         print("| template | wall before s | wall after s | after/before | steady before s/1k | steady after s/1k | "
               "steady after/before | rows before | rows after |")
         print("|---|---|---|---|---|---|---|---|---|")
+        for side, repo in (("before", args.before), ("after", args.after)):  # untimed: prepare the tokenizer
+            run_job(inputs[small], tmp / f"out_{side}", tokenizer, ["--overwrite"], repo, tmp / "trace.tsv",
+                    tmp / f"cache_{side}")
         for label, template in TEMPLATES.items():
             walls = {(side, n): [] for side in ("before", "after") for n in inputs}
             rows = {}
@@ -203,7 +210,8 @@ def main() -> None:
                     for side, repo in (("before", args.before), ("after", args.after)):
                         runner = ["--chat-template", str(repo / "transforms" / "templates" / template),
                                   "--no-audit", "--overwrite", "--runner=FnApiRunner"]
-                        run = run_job(input_dir, tmp / f"out_{side}", tokenizer, runner, repo, tmp / "trace.tsv")
+                        run = run_job(input_dir, tmp / f"out_{side}", tokenizer, runner, repo, tmp / "trace.tsv",
+                                      tmp / f"cache_{side}")
                         walls[side, n].append(run["wall"])
                         if n == args.records:
                             counts = run["manifest"]["counts"]

@@ -3,10 +3,12 @@
 Input: ``bench_job``'s short records (``build_input``), rendered by the job's chat task with the bundled
 tokenizer saved as a user's folder (``save_bundled_tokenizer``). Two inputs are timed:
 
-* ``bench``: the records as ``bench_job`` builds them (repeats of base records whose only change is a
-  suffix on the first user turn, so most assistant replies repeat too: the cache serves them);
+* ``base``: ``bench_job``'s ``base`` input (the base records repeated, copies after the first numbered: the base
+  data's own repeated conversations and the copies' shared text are served by the cache);
 * ``unique``: the same conversations with a record number appended to *every* message, so only what the
   template adds (system prompt, role headers, separators) repeats across records.
+
+Base records from tests/data, or with ``--base-data shared`` from ../shared/data.
 
 Timed per record (``time.process_time``, one thread: ``TOKENIZERS_PARALLELISM=false``, the minimum over
 ``--repeats``), in batches of ``--batch`` texts, with a fresh encoder per repeat: ``TextEncoder.encode``
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10000)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--base-data", choices=("tests", "shared"), default="tests")
     args = parser.parse_args()
 
     import bench_job
@@ -87,7 +90,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        job_dir, _, conversations = bench_job.build_input(tmp / "bench", args.records)
+        job_dir, _, conversations = bench_job.build_input(tmp / "base", args.records, "base",
+                                                          bench_job.base_data(args.base_data))
         unique_dir = tmp / "unique"
         unique_dir.mkdir()
         with open(unique_dir / "records.jsonl", "w", encoding="utf-8") as handle:
@@ -101,7 +105,7 @@ def main() -> None:
         whole = lambda: TextEncoder(backend, control, segment_cache=False)  # noqa: E731
         segmented = lambda: TextEncoder(backend, control)  # noqa: E731
         assert segmented().segments is not None, "the bundled tokenizer should qualify for the segment cache"
-        for name, folder in (("bench", job_dir), ("unique", unique_dir)):
+        for name, folder in (("base", job_dir), ("unique", unique_dir)):
             rows = rendered_rows(builder, folder)
             for (a_ids, a_tr, a_tu), (b_ids, b_tr, b_tu) in zip(encode_and_read(whole(), rows, args.batch),
                                                                    encode_and_read(segmented(), rows, args.batch)):

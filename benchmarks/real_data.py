@@ -3,8 +3,11 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# ../shared/data (or $CHATSHARDS_SHARED_DATA): public sample data, never copied into the repo
+# ../shared/data (or $CHATSHARDS_SHARED_DATA): the whole public sample files, never copied into the repo; where it
+# is absent (a fresh clone), the committed subsets of the same files in tests/data (tests/data/SOURCES.md)
 SHARED = Path(os.environ.get("CHATSHARDS_SHARED_DATA") or REPO.parent / "shared" / "data")
+TEST_DATA = REPO / "tests" / "data"
+DATA = SHARED if SHARED.is_dir() else TEST_DATA
 SOURCES = [
     "alpaca/llamafactory_alpaca_en_demo.json",
     "sharegpt/fastchat_dummy_conversation.json",

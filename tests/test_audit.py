@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from chatshards_testing import run_job, shared
+from chatshards_testing import run_job, sample
 from transforms import shard_format as sf
 from transforms.reading import iter_raw_records_from_path
 
@@ -23,7 +23,7 @@ INPUTS = [
     "openai/openai_cookbook_toy_chat_fine_tuning.jsonl",
     "openai/llamafactory_v1_sft_demo.jsonl",
     "tool_calling/llamafactory_glaive_toolcall_en_demo.json",
-    "tool_calling/openai_cookbook_drone_training_first5.jsonl",
+    "tool_calling/openai_cookbook_drone_training_first3.jsonl",
     "edge_cases/axolotl_conversation.missingturns.json",
     "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl",
     "edge_cases/qwen3vl_single_images_trailing_comma.json",
@@ -37,7 +37,7 @@ IM_END = 151645
 def input_args(relatives):
     args = []
     for relative in relatives:
-        args += ["--input", str(shared(relative))]
+        args += ["--input", str(sample(relative))]
     return args
 
 
@@ -68,7 +68,7 @@ def job(tmp_path_factory):
 def test_counts_by_file_format_and_reason_match_independent_counts(job):
     out, stats, table, rejected = job
     manifest = json.loads((out / "manifest.json").read_text())
-    read_by_source = {str(shared(r)): sum(1 for _ in iter_raw_records_from_path(str(shared(r)))) for r in INPUTS}
+    read_by_source = {str(sample(r)): sum(1 for _ in iter_raw_records_from_path(str(sample(r)))) for r in INPUTS}
     rows_by_source = Counter(table["source"].to_pylist())
     rejected_by_source = Counter(r["source"] for r in rejected)
     assert set(stats["by_source"]) == set(read_by_source)
@@ -85,12 +85,12 @@ def test_counts_by_file_format_and_reason_match_independent_counts(job):
     by_file = {Path(s).name: e for s, e in stats["by_source"].items()}
     assert by_file["axolotl_conversation.missingturns.json"]["rejected_by_reason"] == {"empty_turn": 1}
     assert by_file["qwen3vl_single_images_trailing_comma.json"]["rejected_by_reason"] == {"invalid_content": 3}
-    assert by_file["xtuner_openai_sft_bare_lists.jsonl"]["formats"] == {"openai": 128 - by_file[
-        "xtuner_openai_sft_bare_lists.jsonl"]["rejected"]}
+    xtuner = by_file["xtuner_openai_sft_bare_lists.jsonl"]
+    assert xtuner["formats"] == {"openai": xtuner["read"] - xtuner["rejected"]} and xtuner["read"] >= 30
     written_formats = Counter(table["format"].to_pylist())
     assert {f: v["written"] for f, v in stats["by_format"].items() if v["written"]} == dict(written_formats)
     assert sum(v["rejected"] for v in stats["by_format"].values()) == len(rejected)
-    assert stats["by_format"]["alpaca"]["written"] == written_formats["alpaca"] > 900
+    assert stats["by_format"]["alpaca"]["written"] == written_formats["alpaca"] >= 25
     assert stats["counts"]["turns"] == sum(table["num_turns"].to_pylist())
     assert stats["counts"]["trained_turns"] == sum(table["num_trained_turns"].to_pylist())
 
@@ -134,7 +134,7 @@ def test_truncation_duplicates_and_template_checks(job, qwen_tokenizer):
     _, stats, table, rejected = job
     trunc = stats["truncation"]
     truncated = [t for t, flag in zip(table["truncated_tokens"].to_pylist(), table["truncated"].to_pylist()) if flag]
-    assert trunc["rows_truncated"] == len(truncated) > 100
+    assert trunc["rows_truncated"] == len(truncated) >= 30
     assert trunc["tokens_removed"] == sum(truncated)
     assert trunc["tokens_removed_per_truncated_row"]["max"] == max(truncated)
     lost = [r for r in rejected if r["reason"] == "no_loss_tokens" and r["detail"].startswith("truncation")]
@@ -273,7 +273,7 @@ def test_inspect_marks_trained_tokens_with_brackets(job, capsys, qwen_tokenizer)
     from pipeline.inspect import main as inspect_main
 
     out, _, table, _ = job
-    source = str(shared("openai/openai_cookbook_toy_chat_fine_tuning.jsonl"))
+    source = str(sample("openai/openai_cookbook_toy_chat_fine_tuning.jsonl"))
     assert inspect_main([str(out), "--source", "toy_chat", "--index", "0", "--color", "never"]) == 0
     printed = capsys.readouterr().out
     assert f"{source} record 0" in printed and "\x1b[" not in printed
@@ -314,7 +314,7 @@ def test_image_counts_from_vision_rows(tmp_path, capsys):
     from pipeline.audit import main as audit_main
     from pipeline.inspect import main as inspect_main
 
-    folder = shared("vlm/llamafactory/data")
+    folder = sample("vlm/llamafactory/data")
     out = tmp_path / "out"
     assert run_job(["--processor", qwen_dir(), "--input", str(folder / "v1_multimodal_demo.jsonl"),
                     "--image-root", str(folder.parent), "--output", str(out)]) == 0

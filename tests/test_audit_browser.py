@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from chatshards_testing import run_job, shared
+from chatshards_testing import run_job, sample
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -43,7 +43,7 @@ def report(tmp_path_factory):
     for relative in ("sharegpt/fastchat_dummy_conversation.json", "openai/openai_cookbook_toy_chat_fine_tuning.jsonl",
                      "alpaca/llamafactory_identity.json", "edge_cases/axolotl_conversation.missingturns.json",
                      "edge_cases/qwen3vl_single_images_trailing_comma.json"):
-        args += ["--input", str(shared(relative))]
+        args += ["--input", str(sample(relative))]
     assert run_job([*args, "--output", str(out), "--max-length", "256"]) == 0
     return out / "audit" / "report.html", json.loads((out / "audit" / "stats.json").read_text())
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from object_store_testing import PREFIX, FakeObjectStore, fresh_store, objects, upload
 
-from chatshards_testing import run_job, shared
+from chatshards_testing import run_job, sample
 from transforms import shard_format as sf
 
 INPUTS = ["sharegpt/fastchat_dummy_conversation.json", "openai/openai_cookbook_toy_chat_fine_tuning.jsonl",
@@ -31,7 +31,7 @@ def store(tmp_path, monkeypatch):
 def upload_inputs(root: Path) -> list[str]:
     args = []
     for relative in INPUTS:
-        upload(root, f"{PREFIX}bucket/in/{Path(relative).name}", shared(relative).read_bytes())
+        upload(root, f"{PREFIX}bucket/in/{Path(relative).name}", sample(relative).read_bytes())
     args += ["--input", f"{PREFIX}bucket/in/*.json", "--input", f"{PREFIX}bucket/in/*.jsonl"]
     return args
 
@@ -47,7 +47,7 @@ def test_a_job_reads_and_writes_only_through_filesystems(store, tmp_path):
     assert {Path(p).name for p in FakeObjectStore.opened} >= {Path(r).name for r in INPUTS}
 
     # the same records from local files give the same rows (sources differ, so compare counts and totals)
-    local_inputs = [arg for relative in INPUTS for arg in ("--input", str(shared(relative)))]
+    local_inputs = [arg for relative in INPUTS for arg in ("--input", str(sample(relative)))]
     assert run_job([*local_inputs, *common, "--output", str(tmp_path / "local")]) == 0
     local_manifest = sf.load_manifest(str(tmp_path / "local"))
     for key in ("counts", "totals", "rejected_by_reason"):
@@ -105,7 +105,7 @@ def test_a_job_with_a_remote_tokenizer_matches_the_local_one(store, tmp_path, ll
     for path in Path(llama3_style_dir).rglob("*"):
         if path.is_file():
             upload(store, f"{url}/{path.relative_to(llama3_style_dir).as_posix()}", path.read_bytes())
-    source = str(shared("sharegpt/fastchat_dummy_conversation.json"))
+    source = str(sample("sharegpt/fastchat_dummy_conversation.json"))
     common = ["--input", source, "--num-shards", "2", "--runner=FnApiRunner", "--direct_running_mode=in_memory"]
     assert run_job([*common, "--tokenizer", llama3_style_dir, "--output", str(tmp_path / "a")]) == 0
     assert run_job([*common, "--tokenizer", url, "--output", str(tmp_path / "b")]) == 0
@@ -115,7 +115,7 @@ def test_a_job_with_a_remote_tokenizer_matches_the_local_one(store, tmp_path, ll
 
 
 def test_missing_remote_tokenizer_folder_is_a_config_error(store, tmp_path, capsys):
-    source = str(shared("openai/openai_cookbook_toy_chat_fine_tuning.jsonl"))
+    source = str(sample("openai/openai_cookbook_toy_chat_fine_tuning.jsonl"))
     assert run_job(["--input", source, "--output", str(tmp_path / "o"), "--tokenizer", f"{PREFIX}bucket/nothing"]) == 2
     assert "holds no files" in capsys.readouterr().err
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chatshards_testing import REPO, run_job, shared
+from chatshards_testing import REPO, run_job, sample
 from transforms import shard_format as sf
 
 INPUTS = [
@@ -25,7 +25,7 @@ INPUTS = [
 
 
 def input_args() -> list[str]:
-    return [arg for relative in INPUTS for arg in ("--input", str(shared(relative)))]
+    return [arg for relative in INPUTS for arg in ("--input", str(sample(relative)))]
 
 
 def tree_digest(out: Path) -> dict[str, str]:

@@ -5,11 +5,10 @@ import collections
 import dataclasses
 import json
 import pickle
-from pathlib import Path
 
 import pytest
 
-from chatshards_testing import SHARED_DATA as DATA
+from chatshards_testing import SHARED_DATA, TEST_DATA
 from transforms import errors
 from transforms.errors import RecordRejected
 from transforms.formats import (
@@ -22,12 +21,9 @@ from transforms.formats import (
 )
 from transforms.reading import iter_raw_records_from_path
 
-
-def need_data() -> Path:
-    if not DATA.is_dir():
-        pytest.skip(f"shared sample data not found at {DATA} (expected ../shared/data from the "
-                    f"repo root)")
-    return DATA
+# Real files: the committed subsets in tests/data (every run) and, where ../shared/data exists, the whole
+# public files (the larger matrix; not collected without it). Counts are per data root.
+DATA_ROOTS = {"sample": TEST_DATA, **({"shared": SHARED_DATA} if SHARED_DATA.is_dir() else {})}
 
 
 def conv(record, **opts) -> Conversation:
@@ -493,52 +489,91 @@ def test_conversation_is_immutable():
 
 
 # --------------------------------------------------------------------------------------------
-# real shared data
+# real data (tests/data subsets; ../shared/data whole files where present)
 
 
-def _records(rel: str) -> list:
-    path = need_data() / rel
+def _records(root: str, rel: str) -> list:
+    path = DATA_ROOTS[root] / rel
     if not path.exists():
-        pytest.skip(f"{rel} missing from {DATA}")
+        pytest.fail(f"{rel} missing from {DATA_ROOTS[root]}")
     return [r.value for r in iter_raw_records_from_path(str(path))]
+
+
+def _raw_json(root: str, rel: str):
+    return json.loads((DATA_ROOTS[root] / rel).read_text())
 
 
 # expected outcome per file: Counter of "ok:<format>" / reject reason
 EXPECTED = {
-    "alpaca/llamafactory_alpaca_en_demo.json": {"ok:alpaca": 999},
-    "alpaca/llamafactory_identity.json": {"ok:alpaca": 91},
-    "alpaca/axolotl_alpaca.json": {"ok:alpaca": 2},
-    "sharegpt/fastchat_dummy_conversation.json": {"ok:sharegpt": 500},
-    "sharegpt/axolotl_conversation.json": {"ok:sharegpt": 1},
-    "openai/openai_cookbook_toy_chat_fine_tuning.jsonl": {"ok:openai": 5},
-    "openai/llamafactory_v1_sft_demo.jsonl": {"ok:openai": 500},
-    "tool_calling/llamafactory_glaive_toolcall_en_demo.json": {"ok:sharegpt": 300},
-    "tool_calling/openai_cookbook_drone_training_first5.jsonl": {"ok:openai": 5},
-    "edge_cases/axolotl_conversation.missingturns.json": {errors.EMPTY_TURN: 1},
-    "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl": {"ok:openai": 11},
-    # LLaVA-style records with an "image" field need the vision pipeline
-    "edge_cases/qwen3vl_single_images_trailing_comma.json": {errors.INVALID_CONTENT: 3},
-    "edge_cases/xtuner_openai_sft_bare_lists.jsonl": {"ok:openai": 128},
-    # files of other tasks (--task kto / preference / text), read here as chat records: a KTO record is a plain
-    # conversation (its label unused); a DPO record's `conversations` is the prompt, whose last turn is the
-    # user's (no assistant turn) unless earlier turns hold one; web text is no chat format
-    "preference/llamafactory_kto_en_demo.first150.json": {"ok:openai": 150},
-    "preference/llamafactory_dpo_en_demo.first150.json": {errors.NO_ASSISTANT_TURN: 96, "ok:sharegpt": 54},
-    "text/llamafactory_c4_demo.first150.jsonl": {errors.UNKNOWN_FORMAT: 150},
+    "shared": {
+        "alpaca/llamafactory_alpaca_en_demo.json": {"ok:alpaca": 999},
+        "alpaca/llamafactory_identity.json": {"ok:alpaca": 91},
+        "alpaca/axolotl_alpaca.json": {"ok:alpaca": 2},
+        "sharegpt/fastchat_dummy_conversation.json": {"ok:sharegpt": 500},
+        "sharegpt/axolotl_conversation.json": {"ok:sharegpt": 1},
+        "openai/openai_cookbook_toy_chat_fine_tuning.jsonl": {"ok:openai": 5},
+        "openai/llamafactory_v1_sft_demo.jsonl": {"ok:openai": 500},
+        "tool_calling/llamafactory_glaive_toolcall_en_demo.json": {"ok:sharegpt": 300},
+        "tool_calling/openai_cookbook_drone_training_first5.jsonl": {"ok:openai": 5},
+        "edge_cases/axolotl_conversation.missingturns.json": {errors.EMPTY_TURN: 1},
+        "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl": {"ok:openai": 11},
+        # LLaVA-style records with an "image" field need the vision pipeline
+        "edge_cases/qwen3vl_single_images_trailing_comma.json": {errors.INVALID_CONTENT: 3},
+        "edge_cases/xtuner_openai_sft_bare_lists.jsonl": {"ok:openai": 128},
+        # files of other tasks (--task kto / preference / text), read here as chat records: a KTO record is a
+        # plain conversation (its label unused); a DPO record's `conversations` is the prompt, whose last turn is
+        # the user's (no assistant turn) unless earlier turns hold one; web text is no chat format
+        "preference/llamafactory_kto_en_demo.first150.json": {"ok:openai": 150},
+        "preference/llamafactory_dpo_en_demo.first150.json": {errors.NO_ASSISTANT_TURN: 96, "ok:sharegpt": 54},
+        "text/llamafactory_c4_demo.first150.jsonl": {errors.UNKNOWN_FORMAT: 150},
+    },
+    "sample": {
+        "alpaca/llamafactory_alpaca_en_demo.json": {"ok:alpaca": 30},
+        "alpaca/llamafactory_identity.json": {"ok:alpaca": 20},
+        "alpaca/axolotl_alpaca.json": {"ok:alpaca": 2},
+        "sharegpt/fastchat_dummy_conversation.json": {"ok:sharegpt": 36},
+        "sharegpt/axolotl_conversation.json": {"ok:sharegpt": 1},
+        "openai/openai_cookbook_toy_chat_fine_tuning.jsonl": {"ok:openai": 5},
+        "openai/llamafactory_v1_sft_demo.jsonl": {"ok:openai": 30},
+        "tool_calling/llamafactory_glaive_toolcall_en_demo.json": {"ok:sharegpt": 12},
+        "tool_calling/openai_cookbook_drone_training_first3.jsonl": {"ok:openai": 3},
+        "tool_calling/llamafactory_reason_tool_use_demo.jsonl": {"ok:openai": 6},
+        "edge_cases/axolotl_conversation.missingturns.json": {errors.EMPTY_TURN: 1},
+        "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl": {"ok:openai": 3},
+        "edge_cases/qwen3vl_single_images_trailing_comma.json": {errors.INVALID_CONTENT: 3},
+        "edge_cases/xtuner_openai_sft_bare_lists.jsonl": {"ok:openai": 30},
+    },
 }
+DRONE = {"shared": "tool_calling/openai_cookbook_drone_training_first5.jsonl",
+         "sample": "tool_calling/openai_cookbook_drone_training_first3.jsonl"}
+#: facts of each root's files, counted by hand from the files (not by the parser)
+FACTS = {
+    "shared": {"fastchat_turns": {2: 167, 4: 166, 6: 167}, "alpaca_empty_input": 587, "glaive_without_tools": 109,
+               "glaive_records_with_calls": 153},
+    "sample": {"fastchat_turns": {2: 12, 4: 12, 6: 12}, "alpaca_empty_input": 21, "glaive_without_tools": 7,
+               "glaive_records_with_calls": 5},
+}
+ROOTS = list(DATA_ROOTS)
 
 
-def test_every_shared_file_is_covered():
-    root = need_data()
-    files = {str(p.relative_to(root)) for p in root.rglob("*.json*")
-             if p.relative_to(root).parts[0] != "vlm"}
-    assert files == set(EXPECTED)
+#: tests/data's folders of chat records (its other files are the inputs of the other tasks' tests, and vlm/ the
+#: vision tests'); every JSON file of ../shared/data outside vlm/
+CHAT_FOLDERS = {"alpaca", "sharegpt", "openai", "tool_calling", "edge_cases"}
 
 
-@pytest.mark.parametrize("rel", sorted(EXPECTED))
-def test_shared_file_outcomes(rel):
+def test_every_data_file_is_covered():
+    for root in ROOTS:
+        folder = DATA_ROOTS[root]
+        files = {str(p.relative_to(folder)) for p in folder.rglob("*.json*")
+                 if (p.relative_to(folder).parts[0] in CHAT_FOLDERS if root == "sample"
+                     else p.relative_to(folder).parts[0] != "vlm")}
+        assert files == set(EXPECTED[root]), root
+
+
+@pytest.mark.parametrize("root,rel", [(root, rel) for root in ROOTS for rel in sorted(EXPECTED[root])])
+def test_real_file_outcomes(root, rel):
     outcome = collections.Counter()
-    for record in _records(rel):
+    for record in _records(root, rel):
         try:
             c = to_conversation(record, FormatOptions())
         except RecordRejected as e:  # anything else fails the test
@@ -548,19 +583,21 @@ def test_shared_file_outcomes(rel):
         assert len(c.trainable) == len(c.messages)
         assert all(m["role"] in ("system", "user", "assistant", "tool") for m in c.messages)
         assert all(isinstance(m["content"], str) for m in c.messages)
-    assert dict(outcome) == EXPECTED[rel]
+    assert dict(outcome) == EXPECTED[root][rel]
 
 
-def test_missing_turns_detail():
-    (record,) = _records("edge_cases/axolotl_conversation.missingturns.json")
+@pytest.mark.parametrize("root", ROOTS)
+def test_missing_turns_detail(root):
+    (record,) = _records(root, "edge_cases/axolotl_conversation.missingturns.json")
     assert record["conversations"][1] == {"from": "gpt", "value": ""}
     e = rejected(record)
     assert e.reason == errors.EMPTY_TURN and "message 1" in e.detail
 
 
-def test_fastchat_exact_messages():
-    raw = json.loads((need_data() / "sharegpt/fastchat_dummy_conversation.json").read_text())
-    recs = _records("sharegpt/fastchat_dummy_conversation.json")
+@pytest.mark.parametrize("root", ROOTS)
+def test_fastchat_exact_messages(root):
+    raw = _raw_json(root, "sharegpt/fastchat_dummy_conversation.json")
+    recs = _records(root, "sharegpt/fastchat_dummy_conversation.json")
     role = {"human": "user", "gpt": "assistant"}
     for rec, src in zip(recs, raw):
         c = to_conversation(rec)
@@ -569,11 +606,12 @@ def test_fastchat_exact_messages():
     first = to_conversation(recs[0])
     assert first.messages[0] == {"role": "user", "content": "Who are you?"}
     counts = collections.Counter(len(to_conversation(r).messages) for r in recs)
-    assert counts == {2: 167, 4: 166, 6: 167}
+    assert counts == FACTS[root]["fastchat_turns"]
 
 
-def test_toy_cookbook_records():
-    recs = _records("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")
+@pytest.mark.parametrize("root", ROOTS)
+def test_toy_cookbook_records(root):
+    recs = _records(root, "openai/openai_cookbook_toy_chat_fine_tuning.jsonl")
     c3 = to_conversation(recs[2])
     assert c3.messages == ({"role": "user", "content": "I lost my book today."},
                            {"role": "assistant", "content": recs[2]["messages"][1]["content"]})
@@ -583,29 +621,32 @@ def test_toy_cookbook_records():
     assert c5.messages[2]["content"] == "Eat a banana!" * 2000
 
 
-def test_alpaca_exact_messages():
-    raw = json.loads((need_data() / "alpaca/axolotl_alpaca.json").read_text())
-    c = to_conversation(_records("alpaca/axolotl_alpaca.json")[0])
+@pytest.mark.parametrize("root", ROOTS)
+def test_alpaca_exact_messages(root):
+    raw = _raw_json(root, "alpaca/axolotl_alpaca.json")
+    c = to_conversation(_records(root, "alpaca/axolotl_alpaca.json")[0])
     assert c.messages == ({"role": "user", "content": raw[0]["instruction"] + "\n" + raw[0]["input"]},
                           {"role": "assistant", "content": raw[0]["output"]})
-    demo = json.loads((need_data() / "alpaca/llamafactory_alpaca_en_demo.json").read_text())
-    convs = [to_conversation(r) for r in _records("alpaca/llamafactory_alpaca_en_demo.json")]
-    assert sum(1 for d in demo if d["input"] == "") == 587
+    demo = _raw_json(root, "alpaca/llamafactory_alpaca_en_demo.json")
+    convs = [to_conversation(r) for r in _records(root, "alpaca/llamafactory_alpaca_en_demo.json")]
+    assert sum(1 for d in demo if d["input"] == "") == FACTS[root]["alpaca_empty_input"]
     for c, d in zip(convs, demo):
         expected = d["instruction"] + ("\n" + d["input"] if d["input"] else "")
         assert c.messages == ({"role": "user", "content": expected},
                               {"role": "assistant", "content": d["output"]})
 
 
-def test_glaive_tool_calls():
-    raw = json.loads((need_data() / "tool_calling/llamafactory_glaive_toolcall_en_demo.json")
-                     .read_text())
+@pytest.mark.parametrize("root", ROOTS)
+def test_glaive_tool_calls(root):
+    raw = _raw_json(root, "tool_calling/llamafactory_glaive_toolcall_en_demo.json")
     convs = [to_conversation(r) for r in
-             _records("tool_calling/llamafactory_glaive_toolcall_en_demo.json")]
-    assert sum(c.tools is None for c in convs) == sum(r["tools"] in ("", "[]") for r in raw) == 109
+             _records(root, "tool_calling/llamafactory_glaive_toolcall_en_demo.json")]
+    assert sum(c.tools is None for c in convs) == sum(r["tools"] in ("", "[]") for r in raw) == \
+        FACTS[root]["glaive_without_tools"]
     n_calls = sum(1 for r in raw for t in r["conversations"] if t["from"] == "function_call")
     assert sum(1 for c in convs for m in c.messages if m.get("tool_calls")) == n_calls
-    assert sum(1 for c in convs if any(m.get("tool_calls") for m in c.messages)) == 153
+    assert sum(1 for c in convs if any(m.get("tool_calls") for m in c.messages)) == \
+        FACTS[root]["glaive_records_with_calls"]
     c0 = convs[0]
     assert c0.tools[0]["name"] == "search_recipes"
     assert c0.messages[3] == {"role": "assistant", "content": "", "tool_calls": [
@@ -615,8 +656,9 @@ def test_glaive_tool_calls():
     assert c0.messages[4]["content"] == raw[0]["conversations"][4]["value"]
 
 
-def test_drone_double_encoded_arguments():
-    recs = _records("tool_calling/openai_cookbook_drone_training_first5.jsonl")
+@pytest.mark.parametrize("root", ROOTS)
+def test_drone_double_encoded_arguments(root):
+    recs = _records(root, DRONE[root])
     convs = [to_conversation(r) for r in recs]
     assert isinstance(recs[2]["messages"][2]["tool_calls"][0]["function"]["arguments"], str)
     assert json.loads(recs[2]["messages"][2]["tool_calls"][0]["function"]["arguments"]) == \
@@ -628,13 +670,14 @@ def test_drone_double_encoded_arguments():
         {"name": "land_drone", "arguments": {"location": "current"}},
         {"name": "land_drone", "arguments": {"location": "current"}},
         {"name": "land_drone", "arguments": {"location": "home_base"}},
-    ]
+    ][:len(recs)]
     assert all(c.tools == tuple(r["tools"]) for c, r in zip(convs, recs))
     assert all(c.messages[-1]["content"] == "" for c in convs)
 
 
-def test_llamafactory_v1_parts_and_loss_weight():
-    recs = _records("openai/llamafactory_v1_sft_demo.jsonl")
+@pytest.mark.parametrize("root", ROOTS)
+def test_llamafactory_v1_parts_and_loss_weight(root):
+    recs = _records(root, "openai/llamafactory_v1_sft_demo.jsonl")
     c = to_conversation(recs[0])
     assert c.messages == ({"role": "user", "content": "hi"}, {"role": "assistant", "content": (
         "Hello! I am {{name}}, an AI assistant developed by {{author}}. How can I assist you "
@@ -646,16 +689,39 @@ def test_llamafactory_v1_parts_and_loss_weight():
             "".join(p["value"] for p in m["content"]) for m in rec["messages"]]
 
 
-def test_xtuner_bare_lists():
-    recs = _records("edge_cases/xtuner_openai_sft_bare_lists.jsonl")
+def test_llamafactory_reasoning_and_tool_call_parts():
+    """LLaMA-Factory's reasoning + tool-use demo (v1 parts): reasoning parts become ``reasoning_content``, tool-call
+    parts ``tool_calls`` (arguments decoded), the JSON-text tool list the record's tools."""
+    recs = _records("sample", "tool_calling/llamafactory_reason_tool_use_demo.jsonl")
+    calls = 0
+    for rec in recs:
+        c = to_conversation(rec)
+        assert c.tools and c.tools == tuple(json.loads(rec["tools"]))
+        for message, source in zip(c.messages, rec["messages"]):
+            parts = {p["type"]: [q["value"] for q in source["content"] if q["type"] == p["type"]]
+                     for p in source["content"]}
+            assert message["content"] == "".join(parts.get("text", []))
+            if "reasoning" in parts:
+                assert message["reasoning_content"] == "".join(parts["reasoning"])
+            wanted = [json.loads(v) for v in parts.get("tool_call", [])]
+            got = [call["function"] for call in message.get("tool_calls") or []]
+            assert got == wanted
+            calls += len(got)
+    assert calls == sum(p["type"] == "tool_call" for rec in recs for m in rec["messages"] for p in m["content"]) > 0
+
+
+@pytest.mark.parametrize("root", ROOTS)
+def test_xtuner_bare_lists(root):
+    recs = _records(root, "edge_cases/xtuner_openai_sft_bare_lists.jsonl")
     c = to_conversation(recs[0])
     assert c.format == "openai"
     assert c.messages[0] == {"role": "user", "content": "Give three tips for staying healthy.\n"}
     assert c.messages[1]["content"].startswith("1.Eat a balanced diet")
 
 
-def test_multiline_cookbook_keeps_raw_tab():
+@pytest.mark.parametrize("root", ROOTS)
+def test_multiline_cookbook_keeps_raw_tab(root):
     convs = [to_conversation(r) for r in
-             _records("edge_cases/openai_cookbook_01-testing-example_multiline.jsonl")]
+             _records(root, "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl")]
     assert all([m["role"] for m in c.messages] == ["system", "user", "assistant"] for c in convs)
     assert sum("\t" in c.messages[2]["content"] for c in convs) == 1

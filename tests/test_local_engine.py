@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatshards_testing import MIXED_REAL_INPUTS, REPO, run_job, shared
+from chatshards_testing import MIXED_REAL_INPUTS, REPO, run_job, sample
 from transforms import errors
 from transforms import shard_format as sf
 
@@ -47,7 +47,7 @@ def jsonl(path: Path, records) -> str:
 
 @pytest.fixture(scope="module")
 def real_args():
-    return [arg for relative in INPUTS for arg in ("--input", str(shared(relative)))]
+    return [arg for relative in INPUTS for arg in ("--input", str(sample(relative)))]
 
 
 @pytest.mark.parametrize("extra", [["--num-shards", "3", "--max-length", "2048"], ["--dedup", "--truncation", "turns",
@@ -55,7 +55,7 @@ def real_args():
                          ids=["shards", "dedup-turns", "no-audit"])
 def test_the_local_engine_writes_the_beam_graphs_bytes_in_one_process_and_in_workers(tmp_path, real_args, extra):
     duplicated = tmp_path / "again.jsonl"  # exact duplicates of a real file, for --dedup
-    duplicated.write_bytes(shared(INPUTS[1]).read_bytes())
+    duplicated.write_bytes(sample(INPUTS[1]).read_bytes())
     args = [*real_args, "--input", str(duplicated), *extra]
     assert run_job([*args, "--output", str(tmp_path / "beam"), *BEAM]) == 0
     reference = tree_digest(tmp_path / "beam")

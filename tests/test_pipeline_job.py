@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from chatshards_testing import REPO, RUNNER_ARGS, run_job, shared
+from chatshards_testing import REPO, RUNNER_ARGS, run_job, sample
 from transforms import shard_format as sf
 from transforms.config import TokenizeOptions
 from transforms.formats import FormatOptions
@@ -22,7 +22,7 @@ INPUTS = [
     "sharegpt/fastchat_dummy_conversation.json",
     "openai/openai_cookbook_toy_chat_fine_tuning.jsonl",
     "tool_calling/llamafactory_glaive_toolcall_en_demo.json",
-    "tool_calling/openai_cookbook_drone_training_first5.jsonl",
+    "tool_calling/openai_cookbook_drone_training_first3.jsonl",
     "edge_cases/axolotl_conversation.missingturns.json",
     "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl",
     "edge_cases/qwen3vl_single_images_trailing_comma.json",
@@ -33,7 +33,7 @@ INPUTS = [
 def input_args():
     args = []
     for relative in INPUTS:
-        args += ["--input", str(shared(relative))]
+        args += ["--input", str(sample(relative))]
     return args
 
 
@@ -63,7 +63,7 @@ def job_output(tmp_path_factory):
 
 def test_counts_reconcile_with_independent_count(job_output):
     manifest = json.loads((job_output / "manifest.json").read_text())
-    expected_read = sum(len(list(iter_raw_records_from_path(str(shared(r))))) for r in INPUTS)
+    expected_read = sum(len(list(iter_raw_records_from_path(str(sample(r))))) for r in INPUTS)
     counts = manifest["counts"]
     assert counts["read"] == expected_read
     assert counts["read"] == counts["written"] + counts["rejected"]
@@ -114,7 +114,7 @@ def test_rows_equal_the_pure_builder_output(job_output, qwen_tokenizer):
     rows = {(r["source"], r["index"]): r for r in read_shards(job_output)}
     builder = RowBuilder(tokenizer=qwen_tokenizer, format_options=FormatOptions(),
                          tokenize_options=TokenizeOptions(max_length=1024))
-    raws = list(iter_raw_records_from_path(str(shared(INPUTS[0]))))[:40]
+    raws = list(iter_raw_records_from_path(str(sample(INPUTS[0]))))[:40]
     for raw, (_kind, expected) in zip(raws, builder.build_records(raws)):
         row = rows[(raw.source, raw.index)]
         assert row["input_ids"] == expected["input_ids"].tolist()
@@ -123,9 +123,9 @@ def test_rows_equal_the_pure_builder_output(job_output, qwen_tokenizer):
 
 
 def test_identical_bytes_across_direct_runner_modes(tmp_path):
-    args = ["--input", str(shared("sharegpt/fastchat_dummy_conversation.json")),
-            "--input", str(shared("edge_cases/openai_cookbook_01-testing-example_multiline.jsonl")),
-            "--input", str(shared("edge_cases/axolotl_conversation.missingturns.json")), "--num-shards", "4"]
+    args = ["--input", str(sample("sharegpt/fastchat_dummy_conversation.json")),
+            "--input", str(sample("edge_cases/openai_cookbook_01-testing-example_multiline.jsonl")),
+            "--input", str(sample("edge_cases/axolotl_conversation.missingturns.json")), "--num-shards", "4"]
     digests = []
     for mode in ("in_memory", "multi_processing"):
         out = tmp_path / mode
@@ -140,7 +140,7 @@ def test_identical_bytes_across_direct_runner_modes(tmp_path):
 
 def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["--input", str(shared("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")), "--output", str(out)]
+    args = ["--input", str(sample("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")), "--output", str(out)]
     assert run_job(args) == 0
     first = tree_digest(out)
     assert run_job(args) == 2
@@ -160,7 +160,7 @@ def test_a_run_that_dies_leaves_no_manifest(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(sink.WriteShardFn, "process", explode)
     out = tmp_path / "out"
-    assert run_job(["--input", str(shared("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")),
+    assert run_job(["--input", str(sample("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")),
                     "--output", str(out)]) == 1
     assert "injected failure" in capsys.readouterr().err
     assert not (out / "manifest.json").exists()
@@ -183,7 +183,7 @@ def _cli(*args, cwd=REPO):
     (["--role-map", "bot=robot"], "robot"),
 ])
 def test_config_errors_fail_fast_with_exit_2(tmp_path, args, message):
-    result = _cli("--input", str(shared("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")),
+    result = _cli("--input", str(sample("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")),
                   "--output", str(tmp_path / "o"), *args)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "chatshards: error:" in result.stderr and message in result.stderr
@@ -195,14 +195,14 @@ def test_unmatched_input_and_unusable_template_fail_fast(tmp_path):
     assert result.returncode == 2 and "matches no file" in result.stderr
     bad = tmp_path / "no_stop.jinja"  # assistant turns never closed by a stop token
     bad.write_text("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}")
-    result = _cli("--input", str(shared("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")),
+    result = _cli("--input", str(sample("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")),
                   "--output", str(tmp_path / "o"), "--chat-template", str(bad))
     assert result.returncode == 2 and "stop token" in result.stderr, result.stderr[-2000:]
 
 
 def test_pad_to_max_length_rows(tmp_path):
     out = tmp_path / "out"
-    assert run_job(["--input", str(shared("sharegpt/fastchat_dummy_conversation.json")), "--output", str(out),
+    assert run_job(["--input", str(sample("sharegpt/fastchat_dummy_conversation.json")), "--output", str(out),
                     "--max-length", "128", "--pad-to", "max_length"]) == 0
     rows = read_shards(out)
     for row in rows[:50]:

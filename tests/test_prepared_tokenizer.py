@@ -183,3 +183,23 @@ def test_loading_a_prepared_folder_does_not_import_transformers(cache, generatio
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "CHATSHARDS_CACHE": str(cache)})
     assert done.stdout.split() == ["PreparedTokenizer", "False"]
+
+
+def test_a_first_load_behaves_as_every_later_load(cache, wordpiece_dir, tmp_path):
+    """A first load wraps the Rust tokenizer transformers built (its serialisation was just written: no second
+    parse); where that tokenizer holds state the serialisation drops (``encode_special_tokens``, from
+    ``split_special_tokens``), the written copy is read back instead, so a first run tokenizes as later runs do."""
+    import shutil
+
+    first = load_tokenizer(wordpiece_dir, prepared=True)
+    again = load_tokenizer(wordpiece_dir, prepared=True)
+    assert isinstance(first, PreparedTokenizer) and first.backend_tokenizer.to_str() == again.backend_tokenizer.to_str()
+    split = tmp_path / "split"
+    shutil.copytree(wordpiece_dir, split)
+    config = json.loads((split / "tokenizer_config.json").read_text())
+    config["split_special_tokens"] = True
+    (split / "tokenizer_config.json").write_text(json.dumps(config))
+    first, again = load_tokenizer(str(split), prepared=True), load_tokenizer(str(split), prepared=True)
+    text = "hello [SEP] world <extra>"
+    assert first.encode(text, add_special_tokens=False) == again.encode(text, add_special_tokens=False)
+    assert first.backend_tokenizer.encode_special_tokens == again.backend_tokenizer.encode_special_tokens

@@ -1,4 +1,4 @@
-"""Tests for transforms.reading: layout sniffing, robustness, and the shared sample data."""
+"""Tests for transforms.reading: layout sniffing, robustness, and real public data files."""
 from __future__ import annotations
 
 import gzip
@@ -9,16 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from chatshards_testing import SHARED_DATA as DATA
+from chatshards_testing import SHARED_DATA, TEST_DATA
 from transforms.reading import RawRecord, iter_raw_records_from_path
 from transforms.reading.json_layouts import iter_json_records
 
-
-def need_data() -> Path:
-    if not DATA.is_dir():
-        pytest.skip(f"shared sample data not found at {DATA} (expected ../shared/data from the "
-                    f"repo root)")
-    return DATA
+# Real files: the committed subsets in tests/data (every run) and, where ../shared/data exists, the whole
+# public files (the larger matrix; not collected without it).
+DATA_ROOTS = {"sample": TEST_DATA, **({"shared": SHARED_DATA} if SHARED_DATA.is_dir() else {})}
+ROOTS = list(DATA_ROOTS)
 
 
 def read(data: bytes | str, source: str = "mem.jsonl") -> list[RawRecord]:
@@ -251,63 +249,93 @@ def _count_expected(path: Path) -> list:
 
 
 SOURCES_COUNTS = {
-    "alpaca/llamafactory_alpaca_en_demo.json": 999,
-    "alpaca/llamafactory_identity.json": 91,
-    "alpaca/axolotl_alpaca.json": 2,
-    "sharegpt/fastchat_dummy_conversation.json": 500,
-    "sharegpt/axolotl_conversation.json": 1,
-    "openai/openai_cookbook_toy_chat_fine_tuning.jsonl": 5,
-    "openai/llamafactory_v1_sft_demo.jsonl": 500,
-    "tool_calling/llamafactory_glaive_toolcall_en_demo.json": 300,
-    "tool_calling/openai_cookbook_drone_training_first5.jsonl": 5,
-    "vlm/llamafactory/data/mllm_demo.json": 6,
-    "vlm/llamafactory/data/v1_multimodal_demo.jsonl": 24,
-    "vlm/torchtune/tests/assets/vqa_tiny.json": 1,
-    "edge_cases/axolotl_conversation.missingturns.json": 1,
-    # SOURCES.md says "12 objects intended", but the stored copy holds 11 objects
-    # (11 "messages" keys, 11 top-level '{' lines); the independent count below confirms 11.
-    "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl": 11,
-    "edge_cases/qwen3vl_single_images_trailing_comma.json": 3,
-    "edge_cases/xtuner_openai_sft_bare_lists.jsonl": 128,
+    "shared": {
+        "alpaca/llamafactory_alpaca_en_demo.json": 999,
+        "alpaca/llamafactory_identity.json": 91,
+        "alpaca/axolotl_alpaca.json": 2,
+        "sharegpt/fastchat_dummy_conversation.json": 500,
+        "sharegpt/axolotl_conversation.json": 1,
+        "openai/openai_cookbook_toy_chat_fine_tuning.jsonl": 5,
+        "openai/llamafactory_v1_sft_demo.jsonl": 500,
+        "tool_calling/llamafactory_glaive_toolcall_en_demo.json": 300,
+        "tool_calling/openai_cookbook_drone_training_first5.jsonl": 5,
+        "vlm/llamafactory/data/mllm_demo.json": 6,
+        "vlm/llamafactory/data/v1_multimodal_demo.jsonl": 24,
+        "vlm/torchtune/tests/assets/vqa_tiny.json": 1,
+        "edge_cases/axolotl_conversation.missingturns.json": 1,
+        # ../shared/data/SOURCES.md says "12 objects intended", but the stored copy holds 11 objects
+        # (11 "messages" keys, 11 top-level '{' lines); the independent count below confirms 11.
+        "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl": 11,
+        "edge_cases/qwen3vl_single_images_trailing_comma.json": 3,
+        "edge_cases/xtuner_openai_sft_bare_lists.jsonl": 128,
+    },
+    "sample": {
+        "alpaca/llamafactory_alpaca_en_demo.json": 30,
+        "alpaca/llamafactory_identity.json": 20,
+        "alpaca/axolotl_alpaca.json": 2,
+        "sharegpt/fastchat_dummy_conversation.json": 36,
+        "sharegpt/axolotl_conversation.json": 1,
+        "openai/openai_cookbook_toy_chat_fine_tuning.jsonl": 5,
+        "openai/llamafactory_v1_sft_demo.jsonl": 30,
+        "tool_calling/llamafactory_glaive_toolcall_en_demo.json": 12,
+        "tool_calling/openai_cookbook_drone_training_first3.jsonl": 3,
+        "tool_calling/llamafactory_reason_tool_use_demo.jsonl": 6,
+        "vlm/llamafactory/data/mllm_demo.json": 6,
+        "vlm/llamafactory/data/v1_multimodal_demo.jsonl": 24,
+        "vlm/torchtune/tests/assets/vqa_tiny.json": 1,
+        "edge_cases/axolotl_conversation.missingturns.json": 1,
+        "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl": 3,
+        "edge_cases/qwen3vl_single_images_trailing_comma.json": 3,
+        "edge_cases/xtuner_openai_sft_bare_lists.jsonl": 30,
+    },
 }
 
 
-@pytest.mark.parametrize("rel", sorted(SOURCES_COUNTS))
-def test_shared_file_counts_and_values(rel):
-    path = need_data() / rel
+def _path(root: str, rel: str) -> Path:
+    path = DATA_ROOTS[root] / rel
     if not path.exists():
-        pytest.skip(f"{rel} missing from {DATA}")
+        pytest.fail(f"{rel} missing from {DATA_ROOTS[root]}")
+    return path
+
+
+@pytest.mark.parametrize("root,rel", [(root, rel) for root in ROOTS for rel in sorted(SOURCES_COUNTS[root])])
+def test_real_file_counts_and_values(root, rel):
+    path = _path(root, rel)
     recs = list(iter_raw_records_from_path(str(path)))
     expected = _count_expected(path)
-    assert len(expected) == SOURCES_COUNTS[rel]
+    assert len(expected) == SOURCES_COUNTS[root][rel]
     assert [r.error for r in recs] == [None] * len(expected)
     assert values(recs) == expected
     assert [r.index for r in recs] == list(range(len(expected)))
     assert {r.source for r in recs} == {str(path)}
 
 
-def test_multiline_cookbook_file_is_not_line_parseable_but_reads_whole():
-    path = need_data() / "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl"
+@pytest.mark.parametrize("root", ROOTS)
+def test_multiline_cookbook_file_is_not_line_parseable_but_reads_whole(root):
+    path = _path(root, "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl")
+    objects = SOURCES_COUNTS[root]["edge_cases/openai_cookbook_01-testing-example_multiline.jsonl"]
     text = path.read_text(encoding="utf-8")
-    assert text.count('"messages"') == 11
+    assert text.count('"messages"') == objects
     with pytest.raises(json.JSONDecodeError):
         json.loads(text.splitlines()[0])
     recs = list(iter_raw_records_from_path(str(path)))
-    assert len(recs) == 11 and all(r.ok for r in recs)
+    assert len(recs) == objects and all(r.ok for r in recs)
     # a raw TAB inside a string survived (strict=False)
     assert any("\t" in m["content"] for r in recs for m in r.value["messages"])
 
 
-def test_trailing_comma_file_is_invalid_json_but_yields_three():
-    path = need_data() / "edge_cases/qwen3vl_single_images_trailing_comma.json"
+@pytest.mark.parametrize("root", ROOTS)
+def test_trailing_comma_file_is_invalid_json_but_yields_three(root):
+    path = _path(root, "edge_cases/qwen3vl_single_images_trailing_comma.json")
     with pytest.raises(json.JSONDecodeError):
         json.loads(path.read_text(encoding="utf-8"))
     recs = list(iter_raw_records_from_path(str(path)))
     assert [r.value["conversations"][1]["value"] for r in recs] == ["Yes", "6", "2014"]
 
 
-def test_shared_jsonl_files_gzipped(tmp_path):
-    src = need_data() / "openai/llamafactory_v1_sft_demo.jsonl"
+@pytest.mark.parametrize("root", ROOTS)
+def test_real_jsonl_files_gzipped(tmp_path, root):
+    src = _path(root, "openai/llamafactory_v1_sft_demo.jsonl")
     gz = tmp_path / "v1.jsonl.gz"
     gz.write_bytes(gzip.compress(src.read_bytes()))
     assert values(iter_raw_records_from_path(str(gz))) == _count_expected(src)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chatshards_testing import MIXED_REAL_INPUTS, REPO, run_job, shared
+from chatshards_testing import MIXED_REAL_INPUTS, REPO, run_job, sample
 
 INPUTS = MIXED_REAL_INPUTS
 
@@ -40,7 +40,7 @@ MODES = [
 @pytest.fixture(scope="module")
 def mode_outputs(tmp_path_factory):
     base = tmp_path_factory.mktemp("modes")
-    args = [arg for relative in INPUTS for arg in ("--input", str(shared(relative)))]
+    args = [arg for relative in INPUTS for arg in ("--input", str(sample(relative)))]
     args += ["--num-shards", "3", "--max-length", "2048"]
     digests = {}
     for runner, mode, workers in MODES:
@@ -84,7 +84,7 @@ SPY = textwrap.dedent('''
 
 def write_big_file(path: Path, records: int) -> None:
     """``records`` real records (repeated) as one JSON Lines file."""
-    lines = [line for line in shared("openai/llamafactory_v1_sft_demo.jsonl").read_text().splitlines() if line.strip()]
+    lines = [line for line in sample("openai/llamafactory_v1_sft_demo.jsonl").read_text().splitlines() if line.strip()]
     with open(path, "w", encoding="utf-8") as handle:
         for i in range(records):
             handle.write(lines[i % len(lines)] + "\n")
@@ -170,7 +170,7 @@ def test_default_command_chooses_its_mode_from_the_input_size(monkeypatch, thres
     from pipeline.launch.cli import parse_args
 
     monkeypatch.setenv("CHATSHARDS_PARALLEL_BYTES", threshold)
-    inputs = [str(shared(relative)) for relative in INPUTS]
+    inputs = [str(sample(relative)) for relative in INPUTS]
     mode, workers = default_running_mode(inputs)
     assert mode == expected
     if (os.cpu_count() or 1) < 2:
@@ -190,7 +190,7 @@ def test_default_command_on_every_core_writes_the_in_memory_bytes(mode_outputs, 
 
     monkeypatch.setenv("CHATSHARDS_PARALLEL_BYTES", "1")  # these inputs count as large
     _choose_running_mode.cache_clear()  # decided (and said) once per process and input
-    args = [arg for relative in INPUTS for arg in ("--input", str(shared(relative)))]
+    args = [arg for relative in INPUTS for arg in ("--input", str(sample(relative)))]
     out = tmp_path / "default"
     assert run_default_command([*args, "--num-shards", "3", "--max-length", "2048", "--output", str(out)]) == 0
     assert "worker processes (every core)" in capsys.readouterr().err

@@ -393,7 +393,7 @@ def test_real_records_through_trl_templates(family_name, tmp_path):
 
     family = BY_NAME[family_name]
     if not installed(family):
-        pytest.skip(f"{family.source} is not installed")
+        pytest.fail(f"{family.source} is not installed (pip install -r requirements-dev.txt)")
     records = tmp_path / "records"
     records.mkdir()
     for kind, items in real_records().items():

@@ -141,14 +141,14 @@ def test_dedup_keeps_the_first_record_of_each_conversation_and_rejects_the_other
     independent computation: for each conversation, the record first by sort key is kept."""
     import json
 
-    from chatshards_testing import run_job, shared
+    from chatshards_testing import run_job, sample
     from pipeline.steps.dedup import dedup_key
     from transforms.formats import FormatOptions
     from transforms.reading import iter_raw_records_from_path
 
     relatives = ["alpaca/llamafactory_alpaca_en_demo.json", "openai/llamafactory_v1_sft_demo.jsonl",
                  "alpaca/llamafactory_identity.json"]
-    paths = [shared(relative) for relative in relatives]
+    paths = [sample(relative) for relative in relatives]
     inputs = [arg for path in paths for arg in ("--input", str(path))]
     groups: dict[str, list] = {}
     for path in paths:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from test_vision_fixtures import builder, image_token_positions, loaded, png_bytes, raw, trained_runs, write_image
 
-from chatshards_testing import shared
+from chatshards_testing import sample
 from transforms import errors
 from transforms.errors import RecordRejected
 from transforms.formats import FormatOptions, to_conversation
@@ -96,7 +96,7 @@ def test_vqa_field_map_and_text_rows_in_a_vision_job(images_dir):
     from transforms.vision.part import ImageOptions, ImagePart
 
     tokenizer, vision = loaded("llava")
-    path = shared("vlm/torchtune/tests/assets/vqa_tiny.json")
+    path = sample("vlm/torchtune/tests/assets/vqa_tiny.json")
     images = ImagePart(tokenizer=tokenizer, vision=vision,
                        image_options=ImageOptions(image_root=str(path.parent.parent.parent)))
     b = RowBuilder(tokenizer=tokenizer, tokenize_options=TokenizeOptions(), images=images,
@@ -153,7 +153,7 @@ def test_each_image_problem_has_its_own_reason(images_dir):
 
 
 def test_real_edge_case_file_images_missing():
-    path = shared("edge_cases/qwen3vl_single_images_trailing_comma.json")
+    path = sample("edge_cases/qwen3vl_single_images_trailing_comma.json")
     results = builder("qwen").build_records(list(iter_raw_records_from_path(str(path))))
     assert [item["reason"] for _, item in results] == [errors.MISSING_IMAGE] * 3
 

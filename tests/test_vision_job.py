@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_vision_fixtures import LLAMAFACTORY, llava_dir, loaded, qwen_dir, write_image
 
-from chatshards_testing import run_job, shared
+from chatshards_testing import run_job, sample
 from transforms.reading import iter_raw_records_from_path
 from transforms.runtime import ShardDataset
 from transforms.runtime.vision import VisionCollator, vision_columns
@@ -23,7 +23,7 @@ def hf_image_dataset(folder: Path):
     """A ``datasets`` dataset with an Image feature (bytes embedded) plus a text-only row."""
     from datasets import Dataset, Features, Image, Sequence, Value
 
-    photos = shared(LLAMAFACTORY) / "mllm_demo_data"
+    photos = sample(LLAMAFACTORY) / "mllm_demo_data"
     features = Features({"messages": [{"role": Value("string"), "content": Value("string")}],
                          "images": Sequence(Image())})
     rows = {"messages": [], "images": []}
@@ -81,8 +81,8 @@ def test_parquet_and_arrow_inputs_are_read_like_json(inputs):
 def llava_job(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("vision_job") / "out"
     args = ["--processor", llava_dir(), "--output", str(out), "--num-shards", "2"]
-    for path in (shared(LLAMAFACTORY) / "mllm_demo.json",
-                 shared("edge_cases/qwen3vl_single_images_trailing_comma.json"),
+    for path in (sample(LLAMAFACTORY) / "mllm_demo.json",
+                 sample("edge_cases/qwen3vl_single_images_trailing_comma.json"),
                  inputs / "hf.parquet", inputs / "problems.jsonl", inputs / "text.parquet"):
         args += ["--input", str(path)]
     assert run_job(args) == 0
@@ -135,7 +135,7 @@ def test_qwen_job_store_pixels_image_root_and_pixel_limits(tmp_path):
     from transformers import AutoImageProcessor
     from transformers.image_utils import load_image
 
-    folder = shared(LLAMAFACTORY)
+    folder = sample(LLAMAFACTORY)
     out = tmp_path / "out"
     args = ["--processor", qwen_dir(), "--input", str(folder / "v1_multimodal_demo.jsonl"), "--output", str(out),
             "--image-root", str(folder.parent), "--store-pixels", "--max-pixels", str(28 * 28 * 64), "--dedup"]
@@ -165,7 +165,7 @@ def test_qwen_job_store_pixels_image_root_and_pixel_limits(tmp_path):
 ])
 def test_vision_config_errors_exit_2(args, tmp_path, capsys):
     args = [qwen_dir() if a == "QWEN" else a for a in args]
-    path = shared(LLAMAFACTORY) / "mllm_demo.json"
+    path = sample(LLAMAFACTORY) / "mllm_demo.json"
     assert run_job(["--input", str(path), "--output", str(tmp_path / "o"), *args]) == 2
     assert "chatshards: error:" in capsys.readouterr().err
 
@@ -182,8 +182,8 @@ def test_the_local_engine_writes_the_beam_jobs_vision_bytes(llava_job, inputs, t
 
     out = tmp_path / "local"
     args = ["--processor", llava_dir(), "--output", str(out), "--num-shards", "2", "--workers", "2"]
-    for path in (shared(LLAMAFACTORY) / "mllm_demo.json",
-                 shared("edge_cases/qwen3vl_single_images_trailing_comma.json"),
+    for path in (sample(LLAMAFACTORY) / "mllm_demo.json",
+                 sample("edge_cases/qwen3vl_single_images_trailing_comma.json"),
                  inputs / "hf.parquet", inputs / "problems.jsonl", inputs / "text.parquet"):
         args += ["--input", str(path)]
     assert main(args) == 0

@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 from test_vision_fixtures import LLAMAFACTORY, builder, image_token_positions, llava_dir, loaded, qwen_dir, trained_runs
 
-from chatshards_testing import shared
+from chatshards_testing import sample
 from transforms.reading import iter_raw_records_from_path
 from transforms.runtime.vision import VisionCollator
 
 
 def demo_records():
     """(raw records, expected messages, image paths) of both LLaMA-Factory demo files."""
-    folder = shared(LLAMAFACTORY)
+    folder = sample(LLAMAFACTORY)
     out = []
     raws = list(iter_raw_records_from_path(str(folder / "mllm_demo.json")))
     for raw in raws:

@@ -15,13 +15,15 @@ from pipeline.launch.plan import JobPlan
 
 # The default command runs on every core when the input holds at least this many bytes (compressed files
 # count COMPRESSED_FACTOR times their size), else in one process. On the local engine a worker process is
-# forked with everything loaded (about 0.1 s), so the threshold is low: LOCAL_PARALLEL_INPUT_BYTES. Beam's
-# worker processes start in about 4 s on 2 cores, so a default command forced onto Beam
-# (CHATSHARDS_ENGINE=beam) uses every core from PARALLEL_INPUT_BYTES. Measured with
-# benchmarks/bench_job.py (README, Performance). CHATSHARDS_PARALLEL_BYTES overrides both thresholds
-# (0: always every core); --workers N (local engine) sets the count itself.
+# forked with everything loaded (about 0.1 s), but one process already encodes on every core (the Rust
+# tokenizer's own threads), so forked workers pay off only on larger inputs: on 2 cores, one process was
+# faster at 3,000, 10,000 and 20,000 short records (1.1 to 15 MiB) and 2 workers at 50,000 records without
+# repeated text (18 MiB): LOCAL_PARALLEL_INPUT_BYTES (benchmarks/bench_job.py --mode-sizes, README
+# Benchmarks). Beam's worker processes start in about 4 s on 2 cores, so a default command forced onto Beam
+# (CHATSHARDS_ENGINE=beam) uses every core from PARALLEL_INPUT_BYTES. CHATSHARDS_PARALLEL_BYTES overrides both
+# thresholds (0: always every core); --workers N (local engine) sets the count itself.
 PARALLEL_INPUT_BYTES = 12 * 1024 * 1024
-LOCAL_PARALLEL_INPUT_BYTES = 1024 * 1024
+LOCAL_PARALLEL_INPUT_BYTES = 16 * 1024 * 1024
 PARALLEL_BYTES_ENV = "CHATSHARDS_PARALLEL_BYTES"
 COMPRESSED_FACTOR = 4
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".xz", ".deflate", ".lzma", ".zip")

@@ -18,6 +18,7 @@ Records never fail a worker: a record's failure is its rejection.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -144,8 +145,15 @@ class WorkerPool:
         self.processes = [context.Process(target=target, daemon=True,
                                           args=(plan, dropped, self.tasks, self.writes, self.results, parent))
                           for _ in range(n)]
-        for process in self.processes:
-            process.start()
+        # Frozen, the launcher's objects (with a first run's transformers and torch, hundreds of thousands) are
+        # out of the workers' garbage collections: a worker's first full collection would otherwise walk them
+        # all and copy every page it touches (about 0.4 s a worker on a first run).
+        gc.freeze()
+        try:
+            for process in self.processes:
+                process.start()
+        finally:
+            gc.unfreeze()
         started = time.monotonic()
         self.last_seen = {process.pid: started for process in self.processes}
         self.warned: set[int] = set()
