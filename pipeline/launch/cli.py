@@ -12,6 +12,7 @@ import difflib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -25,6 +26,19 @@ if TYPE_CHECKING:  # only for the annotation; the vision module loads PIL lazily
 
 class ConfigError(ValueError):
     """A user configuration error: reported as ``chatshards: error: ...`` with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one-line :class:`ConfigError` s (argparse itself prints the whole usage first)."""
+
+    def error(self, message: str):
+        missing = re.match(r"the following arguments are required: (.+)", message)
+        if missing:
+            flags = [flag.split("/")[0].strip() for flag in missing.group(1).split(", ")]
+            example = "python -m pipeline --input 'data/*.jsonl' --output out/"
+            raise ConfigError(f"{' and '.join(flags)} {'is' if len(flags) == 1 else 'are'} required, e.g. {example} "
+                              "(python -m pipeline --help lists every flag)")
+        raise ConfigError(f"{message} (python -m pipeline --help lists every flag)")
 
 
 # Launch-time bounds on what one flag can make the job cost (README, "Reliability").
@@ -63,6 +77,12 @@ class JobArgs:
     # --task (transforms/tasks/): the task's name and options (None for chat, whose options are the above)
     task: str = "chat"
     task_options: object | None = None
+    # what the terminal shows (never the output): --quiet (no progress line, no summary), --verbose (Beam's logs)
+    quiet: bool = False
+    verbose: bool = False
+    # --max-rejected: fail the job (exit 3) above this many rejected records (int) or this fraction of those
+    # read (float, from "P%"); None: no limit
+    max_rejected: "int | float | None" = None
 
 
 # The flags that only the chat task reads, with their defaults: another --task refuses them when given.
@@ -91,7 +111,7 @@ def _flag(parser, name: str, **kwargs):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m pipeline",
         allow_abbrev=False,  # --max-len is refused with a suggestion, never read as --max-length (Beam's rule too)
         description="Turn raw chat records into training-ready Arrow shards (Apache Beam job). "
@@ -150,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, "worker-timeout", type=float, default=None, metavar="SECONDS",
           help="the default command's worker processes: fail the job when one shows no sign of life for this "
           "long, e.g. stopped or stuck (default: 300)")
+    _flag(parser, "max-rejected", default=None, metavar="N|P%",
+          help="fail the job (exit status 3, after writing the manifest, rejected/ and the audit) when more than N "
+          "records, or more than P%% of the records read, are rejected (like BigQuery's max_bad_records; default: "
+          "no limit). A job that writes no row always exits 3")
+    _flag(parser, "quiet", action="store_true", help="print nothing but warnings and errors (no progress line, "
+          "no summary)")
+    _flag(parser, "verbose", action="store_true",
+          help="also show Apache Beam's own log lines (its workers' included), which are hidden otherwise")
     _flag(parser, "no-validate-inputs", action="store_true",
           help="do not check at launch that every --input matches files (for offline graph builds)")
     # vision-language records (images): see README, section "Images: vision-language records"
@@ -271,6 +299,26 @@ def check_num_shards_for_input(num_shards: int | None, input_bytes: int) -> None
                           f"{allowed} here: one shard per {INPUT_BYTES_PER_SHARD} bytes); most shards would be empty")
 
 
+def parse_max_rejected(text: str | None) -> int | float | None:
+    """``--max-rejected``: ``"N"`` -> ``N`` (records), ``"P%"`` -> ``P / 100`` (a fraction of the records read)."""
+    if text is None:
+        return None
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            percent = float(value[:-1])
+            if not 0 <= percent <= 100:
+                raise ValueError
+            return percent / 100
+        count = int(value)
+        if count < 0:
+            raise ValueError
+        return count
+    except ValueError:
+        raise ConfigError(f"--max-rejected takes a count of records (e.g. 100) or a percentage of the records read "
+                          f"(e.g. 5%), got {text!r}") from None
+
+
 def parse_args(argv: Sequence[str] | None) -> JobArgs:
     """Parse and validate the command line. Raises :class:`ConfigError` on a bad configuration."""
     parser = build_parser()
@@ -327,6 +375,9 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             raise ConfigError("--worker-timeout is for the default command's worker processes; Beam runners "
                               "watch their own workers")
     check_limits(known)
+    max_rejected = parse_max_rejected(known.max_rejected)
+    if known.quiet and known.verbose:
+        raise ConfigError("--quiet and --verbose contradict each other; give one")
     if known.truncation in ("turns", "drop", "left") and known.max_length is None and task_options is None:
         raise ConfigError(f"--truncation {known.truncation} needs --max-length N")
     image_options = None
@@ -379,4 +430,7 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         max_pixels=known.max_pixels,
         task=known.task,
         task_options=task_options,
+        quiet=known.quiet,
+        verbose=known.verbose,
+        max_rejected=max_rejected,
     )
