@@ -38,6 +38,7 @@ class _Parser(argparse.ArgumentParser):
             example = "python -m pipeline --input 'data/*.jsonl' --output out/"
             raise ConfigError(f"{' and '.join(flags)} {'is' if len(flags) == 1 else 'are'} required, e.g. {example} "
                               "(python -m pipeline --help lists every flag)")
+        message = re.sub(r"^argument (--[\w-]+)(/--\w+)?: ", r"\1: ", message)  # one spelling of the flag
         raise ConfigError(f"{message} (python -m pipeline --help lists every flag)")
 
 

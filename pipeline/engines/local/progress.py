@@ -48,12 +48,12 @@ class ProgressLine:
 
     def __init__(self, *, total_bytes: int, stream: TextIO | None = None, enabled: bool = True,
                  tty: bool | None = None, clock: Callable[[], float] = time.monotonic,
-                 plain_every_s: float = PLAIN_EVERY_S):
+                 plain_every_s: float | None = None):
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.tty = bool(tty if tty is not None else getattr(self.stream, "isatty", lambda: False)())
         self.clock = clock
-        self.every = TTY_EVERY_S if self.tty else plain_every_s
+        self.every = TTY_EVERY_S if self.tty else (PLAIN_EVERY_S if plain_every_s is None else plain_every_s)
         self.total_bytes = max(0, int(total_bytes))
         self.bytes_done = 0
         self.read = 0
