@@ -157,7 +157,7 @@ STALLING_DRIVER = """
 import sys, time
 from pipeline.steps import reading
 from pipeline.launch.main import main
-def stalled(path):
+def stalled(path, *args, **kwargs):
     time.sleep(3600)
     yield from ()
 reading.read_file = stalled  # what read_file_batches calls, in the Beam graph and in the local engine

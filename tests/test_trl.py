@@ -22,8 +22,9 @@ from transforms.runtime import ShardDataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
-from train_trl_sft import build_trainer, main as example_main  # noqa: E402
 from tiny_model import tiny_llama  # noqa: E402
+from train_trl_sft import build_trainer  # noqa: E402
+from train_trl_sft import main as example_main  # noqa: E402
 
 
 def tree(out: Path) -> dict[str, tuple[int, int]]:
