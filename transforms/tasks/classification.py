@@ -42,7 +42,6 @@ from transforms import errors
 from transforms.errors import RecordRejected
 from transforms.reading.delimited import delimited_file_reader
 from transforms.tasks.base import (
-    Task,
     TaskFigures,
     TaskFlag,
     TaskOptions,
@@ -51,16 +50,14 @@ from transforms.tasks.base import (
     normalized_text,
 )
 from transforms.tasks.encoder_heads import (
-    ENCODER_TRUNCATION,
     LABEL_FLAGS,
+    EncoderHeadTask,
     Failed,
     check_labels_option,
     encoder_row,
     field_value,
-    max_length_of,
     own_backend,
     special_tokens_added,
-    tokenizer_entries,
     top_counts,
     truncation_side,
     uses_token_type_ids,
@@ -503,31 +500,14 @@ class PendingExample:
     label: Any
 
 
-class ClassificationTask(Task):
+class ClassificationTask(EncoderHeadTask):
     """Sequence-classification rows (see the module docstring)."""
 
     name = "classification"
     options_class = ClassificationOptions
     flags = CLASSIFICATION_FLAGS
     default_max_length = 128  # run_glue.py's --max_seq_length
-
-    @classmethod
-    def check_config(cls, options: ClassificationOptions, tokenize_options) -> None:
-        super().check_config(options, tokenize_options)
-        check_choice("--truncation", tokenize_options.truncation, ENCODER_TRUNCATION)
-
-    @classmethod
-    def check_tokenizer(cls, options, tokenizer) -> None:
-        if tokenizer.pad_token_id is None:
-            raise ValueError(f"--task {cls.name} needs a tokenizer with a pad token (the collator pads with it)")
-
-    @classmethod
-    def check_build(cls, options, tokenize_options, tokenizer) -> None:
-        max_length = max_length_of(tokenize_options, tokenizer, cls.default_max_length)
-        added = special_tokens_added(tokenizer, pair=True)
-        if max_length <= added:
-            raise ValueError(f"--task {cls.name}: --max-length {max_length} leaves no room after the tokenizer's "
-                             f"{added} special tokens")
+    pair_input = True
 
     @classmethod
     def parse(cls, value, options: ClassificationOptions, format_options) -> ClassificationExample:
@@ -566,21 +546,14 @@ class ClassificationTask(Task):
         return ClassificationFigures(options.label_space(), options.field_map)
 
     @classmethod
-    def manifest_section(cls, options: ClassificationOptions, tokenizer, tokenize_options) -> dict[str, Any]:
-        entries = tokenizer_entries(tokenizer)
-        columns = ["input_ids", "token_type_ids", "labels"] if entries["token_type_ids"] else ["input_ids", "labels"]
-        return {"name": cls.name, "options": options.to_json(), "columns": columns, "collator": cls.name,
-                "max_length": max_length_of(tokenize_options, tokenizer, cls.default_max_length),
-                **options.label_space().to_manifest(), **entries}
+    def head_manifest(cls, options: ClassificationOptions) -> dict[str, Any]:
+        return options.label_space().to_manifest()
 
     def __init__(self, *, tokenizer, options, task_options: ClassificationOptions | None = None, images=None):
         super().__init__(tokenizer=tokenizer, options=options, task_options=task_options, images=images)
-        self.check_config(self.task_options, options)
         self.space = self.task_options.label_space()
-        self.max_length = max_length_of(options, tokenizer, self.default_max_length)
-        self.drop = options.truncation == "drop"
         self.encoder = PairEncoder(tokenizer, max_length=self.max_length, truncation=self.task_options.pair_truncation,
-                                   side="left" if options.truncation == "left" else "right")
+                                   side=self.side)
 
     def prepare(self, raw, example: ClassificationExample) -> list[PendingExample]:
         return [PendingExample(raw, example, self.space.encode(example.label))]
@@ -591,9 +564,7 @@ class ClassificationTask(Task):
     def finish(self, pending: PendingExample, encoded) -> dict[str, Any]:
         if isinstance(encoded, Failed):
             encoded.raise_()
-        if self.drop and encoded.full_length > self.max_length:
-            raise RecordRejected(errors.TOO_LONG, f"the record has {encoded.full_length} tokens, more than "
-                                 f"--max-length {self.max_length} (--truncation drop)")
+        self.check_length(encoded)
         columns = classification_columns(encoded, pending.label, token_type_ids=True)
         columns = {key: columns[key] for key in ("input_ids", "token_type_ids", "labels")}
         return encoder_row(pending.raw, columns, content_hash=self.content_key(pending.example, self.task_options),

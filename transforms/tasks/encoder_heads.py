@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from transforms import errors
 from transforms.errors import RecordRejected
-from transforms.tasks.base import TaskFlag, check_positive_int
+from transforms.tasks.base import Task, TaskFlag, check_choice, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -147,3 +148,64 @@ LABEL_FLAGS = (
              help="classification, token-classification: the number of labels when labels are integer ids "
                   "(default: the largest id in the inputs + 1)"),
 )
+
+
+class EncoderHeadTask(Task):
+    """The launch checks, manifest entries and length rule the encoder heads share. A head sets
+    ``default_max_length`` (its example script's), ``pair_input`` (question/context or sentence pairs),
+    ``truncations`` (the ``--truncation`` modes it takes) and, in :meth:`head_manifest`, what its manifest section
+    adds (label space, doc stride)."""
+
+    default_max_length = 512
+    pair_input = False
+    truncations: tuple[str, ...] = ENCODER_TRUNCATION
+    output_columns: tuple[str, ...] = ("labels",)
+
+    @classmethod
+    def check_config(cls, options, tokenize_options) -> None:
+        super().check_config(options, tokenize_options)
+        check_choice("--truncation", tokenize_options.truncation, cls.truncations)
+
+    @classmethod
+    def check_tokenizer(cls, options, tokenizer) -> None:
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"--task {cls.name} needs a tokenizer with a pad token (the collator pads with it)")
+
+    @classmethod
+    def reserved_tokens(cls, options) -> tuple[int, str]:
+        """Tokens a row must keep free beyond the special ones, and the flag that asks for them."""
+        return 0, ""
+
+    @classmethod
+    def check_build(cls, options, tokenize_options, tokenizer) -> None:
+        max_length = max_length_of(tokenize_options, tokenizer, cls.default_max_length)
+        added = special_tokens_added(tokenizer, pair=cls.pair_input)
+        reserved, flag = cls.reserved_tokens(options)
+        if max_length <= added + reserved:
+            raise ValueError(f"--task {cls.name}: --max-length {max_length} leaves no room after the tokenizer's "
+                             f"{added} special tokens" + (f" plus {flag} {reserved}" if flag else ""))
+
+    @classmethod
+    def head_manifest(cls, options) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def manifest_section(cls, options, tokenizer, tokenize_options) -> dict[str, Any]:
+        entries = tokenizer_entries(tokenizer)
+        model = ["input_ids", "token_type_ids"] if entries["token_type_ids"] else ["input_ids"]
+        return {"name": cls.name, "options": options.to_json(), "columns": [*model, *cls.output_columns],
+                "collator": cls.name, "max_length": max_length_of(tokenize_options, tokenizer, cls.default_max_length),
+                **cls.head_manifest(options), **entries}
+
+    def __init__(self, *, tokenizer, options, task_options=None, images=None):
+        super().__init__(tokenizer=tokenizer, options=options, task_options=task_options, images=images)
+        self.check_config(self.task_options, options)
+        self.max_length = max_length_of(options, tokenizer, self.default_max_length)
+        self.drop = options.truncation == "drop"
+        self.side = "left" if options.truncation == "left" else "right"
+
+    def check_length(self, encoded, what: str = "record") -> None:
+        """``--truncation drop``: a row longer than ``--max-length`` is rejected as ``too_long``."""
+        if self.drop and encoded.full_length > self.max_length:
+            raise RecordRejected(errors.TOO_LONG, f"the {what} has {encoded.full_length} tokens, more than "
+                                 f"--max-length {self.max_length} (--truncation drop)")

@@ -31,20 +31,18 @@ import pyarrow as pa
 
 from transforms import errors
 from transforms.errors import RecordRejected
-from transforms.reading.plain_text import TEXT_FILE_UNITS
-from transforms.shard_format import DOCUMENTS_COLUMN
-from transforms.tasks.base import Task, TaskFlag, TaskOptions, check_choice, check_positive_int
-from transforms.tasks.blocks import GROUP_REMAINDER_MODES, Document, regroup
+from transforms.tasks.base import TaskFlag
+from transforms.tasks.blocks import Document, regroup
 from transforms.tasks.encoding import SpecialTokensEncoder, truncate_single
 from transforms.tasks.text import (
     GROUP_FLAGS,
     PendingText,
+    RawTextOptions,
+    RawTextTask,
     TextFigures,
     check_grouping,
     document_row,
-    parse_text,
     text_content_key,
-    text_file_layout,
 )
 
 SPECIAL_TOKENS_MASK = "special_tokens_mask"
@@ -52,24 +50,17 @@ WORD_STARTS = "word_starts"
 
 
 @dataclass(frozen=True, kw_only=True)
-class MlmOptions(TaskOptions):
-    """Options of ``--task mlm`` (``group_texts``, ``group_remainder``, ``text_file_unit`` as for text).
+class MlmOptions(RawTextOptions):
+    """Options of ``--task mlm`` (those of :class:`~transforms.tasks.text.RawTextOptions`, and:)
 
     Attributes:
         whole_word_mask: store ``word_starts`` so the collator can mask whole words.
     """
 
-    FIELDS = ("text",)
-
-    group_texts: int | None = None
-    group_remainder: str = "keep"
-    text_file_unit: str = "line"
     whole_word_mask: bool = False
 
     def validate(self) -> None:
-        check_positive_int("--group-texts", self.group_texts, minimum=2)
-        check_choice("--group-remainder", self.group_remainder, GROUP_REMAINDER_MODES)
-        check_choice("--text-file-unit", self.text_file_unit, TEXT_FILE_UNITS)
+        super().validate()
         if not isinstance(self.whole_word_mask, bool):
             raise ValueError(f"whole_word_mask must be a bool, got {self.whole_word_mask!r}")
 
@@ -93,7 +84,7 @@ def word_starts(offsets: np.ndarray, special: np.ndarray) -> np.ndarray:
     return new.astype(np.int8)
 
 
-class MlmTask(Task):
+class MlmTask(RawTextTask):
     """Masked-LM rows from raw text (see the module docstring)."""
 
     name = "mlm"
@@ -113,26 +104,11 @@ class MlmTask(Task):
             raise ValueError("--task mlm needs a tokenizer with a pad token (the collator pads with it)")
 
     @classmethod
-    def parse(cls, value, options: MlmOptions, format_options) -> str:
-        return parse_text(value, options)
-
-    @classmethod
-    def content_key(cls, example: str, options) -> str:
-        return text_content_key(example)
-
-    @classmethod
-    def file_layout(cls, path: str, options: MlmOptions):
-        return text_file_layout(path, options)
-
-    @classmethod
-    def shard_fields(cls, options: MlmOptions, tokenize_options) -> tuple:
-        fields = [pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
-                  pa.field(SPECIAL_TOKENS_MASK, pa.list_(pa.int8()), nullable=False)]
+    def token_fields(cls, options: MlmOptions) -> list:
+        fields = [pa.field(SPECIAL_TOKENS_MASK, pa.list_(pa.int8()), nullable=False)]
         if options.whole_word_mask:
             fields.append(pa.field(WORD_STARTS, pa.list_(pa.int8()), nullable=False))
-        if options.group_texts is not None:
-            fields.append(pa.field(DOCUMENTS_COLUMN, pa.int32(), nullable=False))
-        return tuple(fields)
+        return fields
 
     @classmethod
     def figures(cls, options: MlmOptions) -> TextFigures:

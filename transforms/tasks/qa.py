@@ -32,15 +32,14 @@ from transforms import errors
 from transforms.errors import RecordRejected
 from transforms.reading import iter_records
 from transforms.reading.squad import expand_squad
-from transforms.tasks.base import Task, TaskFigures, TaskFlag, TaskOptions, content_digest, normalized_text
+from transforms.tasks.base import TaskFigures, TaskFlag, TaskOptions, content_digest, normalized_text
 from transforms.tasks.encoder_heads import (
+    EncoderHeadTask,
     Failed,
     encoder_row,
     field_value,
-    max_length_of,
     own_backend,
     special_tokens_added,
-    tokenizer_entries,
     truncation_side,
     uses_token_type_ids,
 )
@@ -324,7 +323,7 @@ QA_COLUMNS = ("input_ids", "token_type_ids", "start_positions", "end_positions",
               "answer_in_window", "feature_index", "num_features", "answerable", "answer_windows")
 
 
-class QATask(Task):
+class QATask(EncoderHeadTask):
     """Extractive-QA features (see the module docstring)."""
 
     name = "qa"
@@ -332,25 +331,19 @@ class QATask(Task):
     flags = (TaskFlag("doc-stride", "doc_stride", type=int, metavar="N",
                       help="qa: tokens shared by consecutive windows of a long context (default: 128, as run_qa.py)"),)
     default_max_length = 384  # run_qa.py's --max_seq_length
+    pair_input = True
+    truncations = ("right",)
+    output_columns = ("start_positions", "end_positions")
 
     @classmethod
     def check_config(cls, options: QAOptions, tokenize_options) -> None:
-        super().check_config(options, tokenize_options)
         if tokenize_options.truncation != "right":
             raise ValueError("--task qa cuts long contexts into windows (--doc-stride); --truncation does not apply")
+        super().check_config(options, tokenize_options)
 
     @classmethod
-    def check_tokenizer(cls, options, tokenizer) -> None:
-        if tokenizer.pad_token_id is None:
-            raise ValueError(f"--task {cls.name} needs a tokenizer with a pad token (the collator pads with it)")
-
-    @classmethod
-    def check_build(cls, options, tokenize_options, tokenizer) -> None:
-        max_length = max_length_of(tokenize_options, tokenizer, cls.default_max_length)
-        added = special_tokens_added(tokenizer, pair=True)
-        if max_length <= added + options.doc_stride:
-            raise ValueError(f"--task qa: --max-length {max_length} must exceed the {added} special tokens of a "
-                             f"question/context pair plus --doc-stride {options.doc_stride}")
+    def reserved_tokens(cls, options: QAOptions) -> tuple[int, str]:
+        return options.doc_stride, "--doc-stride"
 
     @classmethod
     def parse(cls, value, options: QAOptions, format_options) -> QAExample:
@@ -388,17 +381,11 @@ class QATask(Task):
         return QAFigures()
 
     @classmethod
-    def manifest_section(cls, options: QAOptions, tokenizer, tokenize_options) -> dict[str, Any]:
-        entries = tokenizer_entries(tokenizer)
-        model = ["input_ids", "token_type_ids"] if entries["token_type_ids"] else ["input_ids"]
-        return {"name": cls.name, "options": options.to_json(), "columns": [*model, "start_positions", "end_positions"],
-                "collator": cls.name, "max_length": max_length_of(tokenize_options, tokenizer, cls.default_max_length),
-                "doc_stride": options.doc_stride, **entries}
+    def head_manifest(cls, options: QAOptions) -> dict[str, Any]:
+        return {"doc_stride": options.doc_stride}
 
     def __init__(self, *, tokenizer, options, task_options: QAOptions | None = None, images=None):
         super().__init__(tokenizer=tokenizer, options=options, task_options=task_options, images=images)
-        self.check_config(self.task_options, options)
-        self.max_length = max_length_of(options, tokenizer, self.default_max_length)
         try:
             self.encoder = QAEncoder(tokenizer, max_length=self.max_length, doc_stride=self.task_options.doc_stride)
         except ValueError as exc:

@@ -51,14 +51,13 @@ TEXT_TRUNCATION = ("right", "left", "drop")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TextOptions(TaskOptions):
-    """Options of ``--task text``.
+class RawTextOptions(TaskOptions):
+    """Options of the tasks over raw text (``text``, ``mlm``).
 
     Attributes:
         group_texts: block size of ``--group-texts`` (``None``: one row per document).
         group_remainder: ``keep`` the batch's last partial block, or ``drop`` it (``run_clm.py``'s rule).
         text_file_unit: ``.txt`` inputs: one document per non-blank ``line`` or per ``file``.
-        add_eos: append the tokenizer's EOS token to every document (unless it already ends with it).
     """
 
     FIELDS = ("text",)
@@ -66,12 +65,25 @@ class TextOptions(TaskOptions):
     group_texts: int | None = None
     group_remainder: str = "keep"
     text_file_unit: str = "line"
-    add_eos: bool = True
 
     def validate(self) -> None:
         check_positive_int("--group-texts", self.group_texts, minimum=2)
         check_choice("--group-remainder", self.group_remainder, GROUP_REMAINDER_MODES)
         check_choice("--text-file-unit", self.text_file_unit, TEXT_FILE_UNITS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextOptions(RawTextOptions):
+    """Options of ``--task text`` (those of :class:`RawTextOptions`, and:)
+
+    Attributes:
+        add_eos: append the tokenizer's EOS token to every document (unless it already ends with it).
+    """
+
+    add_eos: bool = True
+
+    def validate(self) -> None:
+        super().validate()
         if not isinstance(self.add_eos, bool):
             raise ValueError(f"add_eos must be a bool, got {self.add_eos!r}")
 
@@ -182,15 +194,13 @@ class TextFigures(TaskFigures):
         return {key: self.counts[key] for key in keys}
 
 
-class TextTask(Task):
-    """Causal-LM rows from raw text (see the module docstring)."""
-
-    name = "text"
-    options_class = TextOptions
-    flags = TEXT_FLAGS
+class RawTextTask(Task):
+    """What the tasks over raw text (``text``, ``mlm``) share: records and ``.txt`` files read as documents, the
+    duplicate key, and the shard columns (``input_ids``, the task's :meth:`token_fields`, ``documents`` for
+    grouped blocks)."""
 
     @classmethod
-    def parse(cls, value, options: TextOptions, format_options) -> str:
+    def parse(cls, value, options, format_options) -> str:
         return parse_text(value, options)
 
     @classmethod
@@ -198,15 +208,28 @@ class TextTask(Task):
         return text_content_key(example)
 
     @classmethod
-    def file_layout(cls, path: str, options: TextOptions):
+    def file_layout(cls, path: str, options):
         return text_file_layout(path, options)
 
     @classmethod
-    def shard_fields(cls, options: TextOptions, tokenize_options) -> tuple:
-        fields = [pa.field("input_ids", pa.list_(pa.int32()), nullable=False)]
+    def token_fields(cls, options) -> list:
+        """Per-token columns after ``input_ids``."""
+        return []
+
+    @classmethod
+    def shard_fields(cls, options, tokenize_options) -> tuple:
+        fields = [pa.field("input_ids", pa.list_(pa.int32()), nullable=False), *cls.token_fields(options)]
         if options.group_texts is not None:
             fields.append(pa.field(DOCUMENTS_COLUMN, pa.int32(), nullable=False))
         return tuple(fields)
+
+
+class TextTask(RawTextTask):
+    """Causal-LM rows from raw text (see the module docstring)."""
+
+    name = "text"
+    options_class = TextOptions
+    flags = TEXT_FLAGS
 
     @classmethod
     def figures(cls, options: TextOptions) -> TextFigures:

@@ -31,18 +31,16 @@ from transforms import errors
 from transforms.errors import RecordRejected
 from transforms.reading.conll import iter_conll_records
 from transforms.shard_format import IGNORE_INDEX
-from transforms.tasks.base import Task, TaskFigures, TaskFlag, TaskOptions, check_choice, content_digest
+from transforms.tasks.base import TaskFigures, TaskFlag, TaskOptions, content_digest
 from transforms.tasks.encoder_heads import (
-    ENCODER_TRUNCATION,
     LABEL_FLAGS,
+    EncoderHeadTask,
     Failed,
     check_labels_option,
     encoder_row,
     field_value,
-    max_length_of,
     own_backend,
     special_tokens_added,
-    tokenizer_entries,
     top_counts,
     truncation_side,
     uses_token_type_ids,
@@ -363,7 +361,7 @@ def conll_file_reader(path: str, options: "TokenClassificationOptions"):
     return iter_conll_records if options.format == CONLL or file_suffix(path) == ".conll" else None
 
 
-class TokenClassificationTask(Task):
+class TokenClassificationTask(EncoderHeadTask):
     """Token-classification rows (see the module docstring)."""
 
     name = "token-classification"
@@ -374,24 +372,6 @@ class TokenClassificationTask(Task):
                       "run_ner.py --label_all_tokens; default: the first sub-token only, -100 on the others"),
     )
     default_max_length = 512  # run_ner.py: the tokenizer's model_max_length
-
-    @classmethod
-    def check_config(cls, options, tokenize_options) -> None:
-        super().check_config(options, tokenize_options)
-        check_choice("--truncation", tokenize_options.truncation, ENCODER_TRUNCATION)
-
-    @classmethod
-    def check_tokenizer(cls, options, tokenizer) -> None:
-        if tokenizer.pad_token_id is None:
-            raise ValueError(f"--task {cls.name} needs a tokenizer with a pad token (the collator pads with it)")
-
-    @classmethod
-    def check_build(cls, options, tokenize_options, tokenizer) -> None:
-        max_length = max_length_of(tokenize_options, tokenizer, cls.default_max_length)
-        added = special_tokens_added(tokenizer, pair=False)
-        if max_length <= added:
-            raise ValueError(f"--task {cls.name}: --max-length {max_length} leaves no room after the tokenizer's "
-                             f"{added} special tokens")
 
     @classmethod
     def parse(cls, value, options: TokenClassificationOptions, format_options) -> TaggedSentence:
@@ -432,22 +412,14 @@ class TokenClassificationTask(Task):
         return TokenClassificationFigures(options.tag_space(), options.field_map)
 
     @classmethod
-    def manifest_section(cls, options: TokenClassificationOptions, tokenizer, tokenize_options) -> dict[str, Any]:
-        entries = tokenizer_entries(tokenizer)
-        columns = ["input_ids", "token_type_ids", "labels"] if entries["token_type_ids"] else ["input_ids", "labels"]
-        return {"name": cls.name, "options": options.to_json(), "columns": columns, "collator": cls.name,
-                "max_length": max_length_of(tokenize_options, tokenizer, cls.default_max_length),
-                **options.tag_space().to_manifest(), **entries}
+    def head_manifest(cls, options: TokenClassificationOptions) -> dict[str, Any]:
+        return options.tag_space().to_manifest()
 
     def __init__(self, *, tokenizer, options, task_options: TokenClassificationOptions | None = None, images=None):
         super().__init__(tokenizer=tokenizer, options=options, task_options=task_options, images=images)
-        self.check_config(self.task_options, options)
         self.space = self.task_options.tag_space()
         self.b_to_i = self.space.b_to_i()
-        self.max_length = max_length_of(options, tokenizer, self.default_max_length)
-        self.drop = options.truncation == "drop"
-        self.encoder = WordsEncoder(tokenizer, max_length=self.max_length,
-                                    side="left" if options.truncation == "left" else "right")
+        self.encoder = WordsEncoder(tokenizer, max_length=self.max_length, side=self.side)
 
     def prepare(self, raw, example: TaggedSentence) -> list[PendingSentence]:
         return [PendingSentence(raw, example, self.space.encode(example.tags))]
@@ -458,9 +430,7 @@ class TokenClassificationTask(Task):
     def finish(self, pending: PendingSentence, encoded) -> dict[str, Any]:
         if isinstance(encoded, Failed):
             encoded.raise_()
-        if self.drop and encoded.full_length > self.max_length:
-            raise RecordRejected(errors.TOO_LONG, f"the sentence has {encoded.full_length} tokens, more than "
-                                 f"--max-length {self.max_length} (--truncation drop)")
+        self.check_length(encoded, "sentence")
         columns = token_classification_columns(encoded, pending.tag_ids,
                                                label_all_tokens=self.task_options.label_all_tokens,
                                                b_to_i=self.b_to_i, token_type_ids=True)
