@@ -23,6 +23,14 @@ MIXED_REAL_INPUTS = [
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
 
+def quick_first(values, keep: int = 1) -> list:
+    """Parameters of a test matrix: the first ``keep`` run in the quick tier (``pytest -m "not slow"``), the others
+    are marked ``slow`` (the full suite, which CI runs, runs them all). Tuples are unpacked (several argnames)."""
+    return [value if i < keep else pytest.param(*(value if isinstance(value, tuple) else (value,)),
+                                                marks=pytest.mark.slow)
+            for i, value in enumerate(values)]
+
+
 def shared(relative: str) -> Path:
     """Path of a file in ../shared/data; skips the test with a clear message when it is absent."""
     path = SHARED_DATA / relative

@@ -198,6 +198,7 @@ def test_the_shard_readers_the_docs_name(demo):
     assert polars.read_ipc_stream(shard).shape == (rows.num_rows, rows.num_columns)
 
 
+@pytest.mark.slow
 def test_the_card_is_written_by_the_beam_graph_too(demo, tmp_path):
     out = tmp_path / "beam"
     assert run_job(["--input", str(ROOT / "examples" / "data" / "*"), "--output", str(out), "--num-shards", "3",

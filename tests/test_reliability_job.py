@@ -69,6 +69,7 @@ def test_inputs_inside_the_output_folder_are_refused_and_kept(tmp_path, capsys):
     assert files_under(proj) == before
 
 
+@pytest.mark.slow
 def test_a_folder_chatshards_did_not_write_is_refused_even_with_overwrite(tmp_path, capsys):
     proj = tmp_path / "proj"
     write_jsonl(proj / "data" / "mine.jsonl", [chat(0)])

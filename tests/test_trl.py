@@ -83,6 +83,7 @@ def test_sft_trainer_trains_on_the_shards_labels_unchanged(tmp_path):
     assert logged == pytest.approx(expected, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_padded_shards_keep_their_attention_mask(tmp_path):
     out = demo_dataset(tmp_path / "padded", "--pad-to", "max_length")
     ds = ShardDataset(out)
@@ -95,6 +96,7 @@ def test_padded_shards_keep_their_attention_mask(tmp_path):
     assert 0 < int(batch["attention_mask"].sum()) < batch["attention_mask"].numel()  # some rows are padded
 
 
+@pytest.mark.slow
 def test_the_example_script_runs(tmp_path):
     out = demo_dataset(tmp_path / "out")
     result = example_main([str(out), "--steps", "1", "--batch-size", "2"])
