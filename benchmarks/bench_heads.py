@@ -14,10 +14,13 @@ Settings are each script's defaults: classification ``max_length`` 128, token cl
 False``).
 
 Prints each run's seconds (median of ``--repeats``) and the ratio script / job (> 1: the job is faster).
+``--compare-with DIR`` also times the job of another checkout of chatshards (a worktree of ``main``, say) in
+the same repeats, interleaved with this one's, and prints its seconds and ratio too: a before/after on a
+shared, noisy machine.
 
 Usage::
 
-    python benchmarks/bench_heads.py [--task all] [--records 20000] [--workers 1] [--repeats 1]
+    python benchmarks/bench_heads.py [--task all] [--records 20000] [--workers 1] [--repeats 1] [--compare-with DIR]
 """
 from __future__ import annotations
 
@@ -119,10 +122,10 @@ def job_command(task: str, path: Path, out: Path, workers: int) -> list[str]:
     return command
 
 
-def timed(command: list[str]) -> tuple[float, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+def timed(command: list[str], repo: Path = REPO) -> tuple[float, str]:
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(REPO))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(repo))
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{command[:4]} failed:\n{done.stderr[-3000:]}")
@@ -133,18 +136,27 @@ def rows_written(out: Path) -> int:
     return int(json.loads((out / "manifest.json").read_text())["counts"]["rows"])
 
 
+def shard_digests(out: Path) -> list[str]:
+    return [shard["sha256"] for shard in json.loads((out / "manifest.json").read_text())["shards"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="all", choices=(*TASKS, "all"))
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--compare-with", type=Path, metavar="DIR",
+                        help="another chatshards checkout whose job is timed too, interleaved (e.g. main's)")
     args = parser.parse_args()
+    other = args.compare_with.resolve() if args.compare_with else None
+    if other is not None and not (other / "pipeline" / "__main__.py").is_file():
+        raise SystemExit(f"--compare-with {other}: not a chatshards checkout")
     for task in TASKS if args.task == "all" else (args.task,):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             path = write_input(task, args.records, folder)
-            script_times, job_times = [], []
+            script_times, job_times, other_times = [], [], []
             for repeat in range(args.repeats):
                 cache = folder / f"cache{repeat}"
                 code = SCRIPT.format(tests=str(REPO / "tests"), task=task, path=str(path), cache=str(cache),
@@ -152,13 +164,27 @@ def main() -> None:
                 seconds, stdout = timed([sys.executable, "-c", code])
                 script_times.append(seconds)
                 script_rows = int(stdout.split("ROWS")[-1])
-                out = folder / f"out{repeat}"
-                seconds, _ = timed(job_command(task, path, out, args.workers))
-                job_times.append(seconds)
-                job_rows = rows_written(out)
+                runs = [(REPO, job_times, "out")] + ([(other, other_times, "other")] if other else [])
+                for repo, times, name in runs if repeat % 2 == 0 else runs[::-1]:  # alternate which job goes first
+                    out = folder / f"{name}{repeat}"
+                    seconds, _ = timed(job_command(task, path, out, args.workers), repo)
+                    times.append(seconds)
+                job_rows = rows_written(folder / f"out{repeat}")
+                if other:
+                    same_bytes = shard_digests(folder / f"other{repeat}") == shard_digests(folder / f"out{repeat}")
             script, job = statistics.median(script_times), statistics.median(job_times)
             print(f"{task:22s} {args.records} records: script (datasets.map) {script:7.2f} s, {script_rows} rows | "
                   f"job ({args.workers} worker(s)) {job:7.2f} s, {job_rows} rows | script/job {script / job:5.2f}x")
+            if other:
+                before = statistics.median(other_times)
+                print(f"{'':22s} --compare-with {other}: job {before:7.2f} s | script/job {script / before:5.2f}x | "
+                      f"its job / this job {before / job:5.2f}x | same shard bytes: {'yes' if same_bytes else 'NO'}")
+                print(f"{'':22s} seconds per repeat: script {_seconds(script_times)}, job {_seconds(job_times)}, "
+                      f"--compare-with job {_seconds(other_times)}")
+
+
+def _seconds(times: list[float]) -> str:
+    return "[" + ", ".join(f"{t:.2f}" for t in times) + "]"
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def stage_split(inputs: Path, records: int, batch_size: int = 256) -> dict[str, 
                 pass
         seconds["template"] += clock() - start
         start = clock()
-        encodings = builder.task.encoder.encode([item.text for item in pending])
+        encodings = builder.task.encoder.encode([item.text for item in pending], [item.markers for item in pending])
         seconds["tokenize"] += clock() - start
         start = clock()
         for item, encoding in zip(pending, encodings):

@@ -13,6 +13,9 @@ Translations (everything else passes through unchanged):
 * ``--input=a,b`` (a template parameter is given once) becomes ``--input=a --input=b``;
 * ``--runner=DataflowRunner`` is added when no runner is named.
 
+A job config file (``--config=gs://bucket/job.yaml``, ``docs/config.md``) passes through unchanged: the job reads
+it from ``gs://`` like any input, and the other parameters given override its keys.
+
 Runs the same locally, e.g. to check a template's arguments offline::
 
     python deploy/launcher.py --input=gs://b/in/*.jsonl --output=gs://b/out --no_validate_inputs=true \\

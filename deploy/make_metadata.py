@@ -31,6 +31,8 @@ EXTRA_HELP = {
     "tokenizer": "A gs:// folder holding tokenizer.json / tokenizer_config.json is copied to each "
                  "worker (and the launcher) before loading; a hub id needs internet access on workers.",
     "output": "A gs:// folder. The manifest.json written last marks a finished dataset.",
+    "config": "On Dataflow a gs:// path (read by the launcher); a file with a datasets list gives the inputs, so "
+              "input may then be left out; parameters given beside it override its keys.",
 }
 
 

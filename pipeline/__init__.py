@@ -10,11 +10,13 @@ Packages (which one a change belongs in: ``docs/design.md``):
 - :mod:`.launch` -- from flags to a running job: :mod:`.launch.main` (the sequence), :mod:`.launch.cli` (flags ->
   ``JobArgs``, ``ConfigError``), :mod:`.launch.checks` (launch-time checks -> the plan), :mod:`.launch.plan`
   (the frozen ``JobPlan`` both engines run), :mod:`.launch.engine_choice` (which engine, how many processes),
-  :mod:`.launch.output_folder` (claiming ``--output``), :mod:`.launch.time_limit`;
+  :mod:`.launch.output_folder` (claiming ``--output``), :mod:`.launch.time_limit`, :mod:`.launch.config_file`
+  (``--config job.yaml``: the file, its datasets -> ``JobArgs``), :mod:`.launch.preview` (``--preview``);
 - :mod:`.steps` -- the Beam-free step functions both engines call: :mod:`.steps.reading` (a file -> record
   batches), :mod:`.steps.records` (parse and build a batch; ``BuilderSpec``), :mod:`.steps.dedup`,
   :mod:`.steps.fragments` (rows -> chunk files), :mod:`.steps.shards`, :mod:`.steps.rejected`,
-  :mod:`.steps.audit`, :mod:`.steps.manifest` (the commit check and the manifest, last);
+  :mod:`.steps.audit`, :mod:`.steps.manifest` (the commit check and the manifest, last), :mod:`.steps.mixture`
+  (a datasets list: file counts, the per-record selection, the manifest's mixture section);
 - :mod:`.engines` -- :mod:`.engines.local` (:mod:`~.engines.local.engine`: the phases in order;
   :mod:`~.engines.local.parts`: what one process builds and writes; :mod:`~.engines.local.workers`: forked
   workers and their fault handling; :mod:`~.engines.local.progress`: the progress line) and :mod:`.engines.beam`

@@ -126,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if figures is not None:
                     ids, labels = figures.sample_view(row)
                     length = len(ids)
-                header = (f"── [{shown}] {relative} row {position} · {row['source']} record {row['index']} · "
+                where = f"row {position}" if "pack" not in row else f"packed row {row['pack']} at {row['offset']}"
+                header = (f"── [{shown}] {relative} {where} · {row['source']} record {row['index']} · "
                           f"{row.get('format', task.name if task else '?')} · {length} tokens, {trained} trained "
                           f"({100 * trained / max(length, 1):.0f}%)")
                 if row.get("truncated"):

@@ -3,6 +3,7 @@
 and the collator against default_data_collator."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from encoder_head_references import (
@@ -20,7 +21,15 @@ from transforms.reading import iter_records
 from transforms.reading.squad import expand_squad
 from transforms.runtime.encoder_collate import QuestionAnsweringCollator
 from transforms.tasks.encoder_heads import Failed
-from transforms.tasks.qa import QAEncoder, answer_positions, parse_qa, qa_feature_columns
+from transforms.tasks.qa import (
+    QAEncoder,
+    answer_positions,
+    answer_positions_of,
+    in_sequence,
+    offset_matrix,
+    parse_qa,
+    qa_feature_columns,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +114,32 @@ def test_question_is_never_truncated(tok):
         assert feature.ids[1:1 + len(question_ids)] == question_ids and len(feature.ids) <= 40
 
 
+def _described(result):
+    if isinstance(result, Failed):
+        return ("failed", result.reason, result.detail)
+    return [(f.ids, f.type_ids, f.offsets, f.sequence_ids) for f in result.features]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(range(5)), min_size=1, max_size=6))
+def test_one_call_and_question_by_question_give_the_same_encodings(tok, picks):
+    """encode tries the whole batch in one Rust call; encode_checked counts the questions' tokens first.
+    Same results, Failed items included; a batch that needed encode_checked makes the encoder keep to it."""
+    context = " ".join(["word"] * 200)
+    long_question, tight_question = " ".join(["why"] * 40), " ".join(["why"] * 30)
+    choices = [(long_question, context), (tight_question, "short context"), (tight_question, context),
+               ("why?", context), ("who?", "a short one")]
+    items = [choices[k] for k in picks]
+    key = (id(tok), 40, 10)
+    fresh = _ENCODERS.get(key) or _ENCODERS.setdefault(key, QAEncoder(tok, max_length=40, doc_stride=10))
+    fresh.check_questions = False  # as a new encoder
+    once = fresh.encode(items)
+    checked = QAEncoder.encode_checked(fresh, items)
+    assert [_described(r) for r in once] == [_described(r) for r in checked]
+    assert fresh.check_questions == any(k in (0, 2) for k in picks)  # only a question too long fails the call
+    assert [_described(r) for r in fresh.encode(items[::-1])] == [_described(r) for r in checked[::-1]]
+
+
 def test_parse_rejections():
     good = {"id": 1, "question": "  q?", "context": "abc", "answers": {"text": ["b"], "answer_start": [1]}}
     example = parse_qa(good)
@@ -183,3 +218,31 @@ def test_random_windows_match_run_qa(tok, words, data, max_length, doc_stride):
         if row["answer_in_window"]:
             offsets = row["offset_mapping"]
             assert context[offsets[row["start_positions"]][0]:offsets[row["end_positions"]][1]] == answer
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_numpy_answer_scans_equal_the_python_ones(data):
+    """answer_positions_of (the job's numpy scans over offset_matrix / in_sequence) gives answer_positions'
+    result, on arbitrary offsets (not monotonic) and sequence ids, or None where that one would scan off the
+    array (then the job calls it)."""
+    n = data.draw(st.integers(1, 12))
+    offsets = data.draw(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), min_size=n, max_size=n))
+    sequence_ids = data.draw(st.lists(st.sampled_from([None, 0, 1]), min_size=n, max_size=n))
+    context = data.draw(st.sampled_from([0, 1]))
+    start_char = data.draw(st.integers(0, 20))
+    span = dict(start_char=start_char, end_char=start_char + data.draw(st.integers(1, 5)), cls_index=0)
+    mask = in_sequence(sequence_ids, context)
+    assert mask.tolist() == [s == context for s in sequence_ids]
+    matrix = offset_matrix(offsets)
+    assert matrix.dtype == np.int32 and matrix.tolist() == [list(o) for o in offsets]
+    ours = answer_positions_of(matrix, mask, **span)
+    try:
+        theirs = answer_positions(offsets, sequence_ids, context_sequence=context, **span)
+    except IndexError:  # no context token, or the end scan ran off the front
+        assert ours is None
+        return
+    if ours is None:  # the end scan wrapped round to the last tokens: answer_positions' own result stands
+        assert theirs[2] and theirs[1] <= 0
+    else:
+        assert ours == theirs

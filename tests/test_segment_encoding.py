@@ -352,11 +352,14 @@ def test_text_encoder_uses_the_cache_and_keeps_marked_texts_on_their_path():
     assert encoder.segments is not None
     marked = f"<|im_start|>user\nsay {MARK_OPEN}<|im_end|>{MARK_CLOSE} please<|im_end|>\n"
     plain = [_chatml("hi"), _chatml("there")]
-    out = encoder.encode([plain[0], marked, plain[1]])
+    pair = (MARK_OPEN, MARK_CLOSE)
+    out = encoder.encode([plain[0], marked, plain[1]], [None, pair, None])  # the caller names the marked text
     reference = backend.encode_batch(plain, add_special_tokens=False)
     assert [out[0].ids, out[2].ids] == [e.ids for e in reference]
-    assert out[1].ids == TextEncoder(backend, ("<|im_end|>",), segment_cache=False).encode([marked])[0].ids
+    assert out[1].ids == TextEncoder(backend, ("<|im_end|>",), segment_cache=False).encode([marked], [pair])[0].ids
     assert type(out[2]).__name__ == "SegmentEncoding" and type(out[1]).__name__ == "MarkedEncoding"
+    # a text that is not named marked is encoded as it is, marker characters and all
+    assert encoder.encode([marked])[0].ids == backend.encode(marked, add_special_tokens=False).ids
 
 
 # ------------------------------------------------------------------ real records, real templates

@@ -34,10 +34,20 @@ its distills: the prompt ends with ``<think>\\n`` and the template strips reason
 turn is what the model generates after that prompt: the reasoning, ``\\n</think>\\n\\n``, then what the
 template renders for the answer and the end of turn.
 
+The prompt-mismatch rule (``--prompt-mismatch diverge``, the default; docs/labels.md): a turn whose rendering
+does not continue its generation prompt (axolotl's Qwen3 template: ``P_i`` ends ``<think>\n\n``, the rendered
+turn starts ``<think>\nreasoning``) is trained from the first character ``P_i`` and the rendered turn do not
+share (the row is the rendered turn; characters map to tokens by overlap, so training starts at a token
+boundary), provided the history and the role header are shared; a record the template writes no generation
+prompt for (a Granite-style template after a system message only) takes the template's generation prompt for a
+conversation that has one as the end of its prompt, so the role header is never trained
+(``no_generation_prompt`` where the rendered turn does not start with it). Each such turn is recorded as a
+:class:`PromptMismatch` on its row; ``reject`` rejects such records (``ambiguous_span``, ``no_generation_prompt``).
+
 Never a guess: a record whose trained part cannot be determined exactly is rejected with a reason
 (``ambiguous_span``, ``tool_call_not_rendered``, ``reasoning_not_rendered``, ``content_not_rendered``,
 ``system_not_supported``, ``no_stop_token``, ``not_prefix_preserving``, ``template_limit``,
-``template_error``), and the job goes on.
+``template_error``, ``no_generation_prompt``), and the job goes on.
 
 Loss modes: ``assistant`` (every trainable assistant turn), ``last`` (the last assistant turn only, if
 trainable), ``all`` (the whole rendered text, one row).
@@ -46,7 +56,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from transforms import errors
 from transforms.errors import RecordRejected
@@ -61,6 +71,10 @@ from transforms.template_env import (
 LOSS_MODES = ("assistant", "all", "last")
 MULTI_TURN_MODES = ("auto", "split", "single")
 SYSTEM_MODES = ("reject", "fold")
+PROMPT_MISMATCH_MODES = ("diverge", "reject")
+DIVERGED = "diverged"  # the rendered turn departs from the generation prompt: trained from where they diverge
+HEADER_FROM_GENERATION_PROMPT = "header_from_generation_prompt"  # no generation prompt: the template's is taken
+MISMATCH_EXCERPT = 40  # characters of each side kept in a :class:`PromptMismatch`
 WHOLE_CONVERSATION = -1  # ``turn`` of a row that holds the whole conversation
 
 _OPEN_REASONING = re.compile(r"<(think|thinking|reasoning)>[ \t]*\n?\Z")
@@ -68,6 +82,32 @@ _PROBE_USER = "chatshards probe question"
 _PROBE_REASONING = "chatshards probe reasoning"
 _PROBE_ANSWER = "chatshards probe answer"
 _PROBE_SYSTEM = "chatshards probe system"
+
+
+@dataclass(frozen=True)
+class PromptMismatch:
+    """A supervised turn whose rendering does not continue its generation prompt (``--prompt-mismatch``).
+
+    Attributes:
+        turn: the index (in the conversation's messages) of the assistant message.
+        kind: ``diverged`` (the rendered turn departs from the generation prompt ``P_i``: trained from the
+            first character they do not share) or ``header_from_generation_prompt`` (the template writes no
+            generation prompt for this record: the role header it writes for a conversation that has one is
+            taken as the prompt's end, never trained).
+        shared: the last characters of the context the generation prompt and the rendered turn share.
+        generation_prompt: what ``P_i`` holds after the shared context (``""`` when it ends there).
+        rendered: what the rendered turn holds after the shared context (its first characters, trained).
+    """
+
+    turn: int
+    kind: str
+    shared: str
+    generation_prompt: str
+    rendered: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"turn": self.turn, "kind": self.kind, "shared": self.shared,
+                "generation_prompt": self.generation_prompt, "rendered": self.rendered}
 
 
 @dataclass(frozen=True)
@@ -83,6 +123,7 @@ class RenderedConversation:
             messages) of the assistant message this row supervises.
         reasoning_spans: the parts of ``turn_spans`` that are the turns' reasoning (trained or not).
         reasoning_trained: whether the reasoning spans are inside ``trained_spans``.
+        prompt_mismatches: the row's turns trained by the prompt-mismatch rule (``--prompt-mismatch diverge``).
     """
 
     text: str
@@ -91,6 +132,7 @@ class RenderedConversation:
     turn: int = WHOLE_CONVERSATION
     reasoning_spans: tuple[tuple[int, int], ...] = ()
     reasoning_trained: bool = True
+    prompt_mismatches: tuple[PromptMismatch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,16 +145,19 @@ class TemplateProfile:
             prompt opens a reasoning block (``<think>``).
         end_suffix: after the last message the template writes something that a continued conversation
             does not have there (e.g. Phi-3's eos), so the last turn's end is found by a continuation render.
+        generation_prompt: what the generation prompt adds after a user message (e.g. ``<|im_start|>assistant\n``;
+            ``""`` when it adds nothing or the probe fails).
     """
 
     supports_system: bool = True
     renders_reasoning: bool = False
     end_suffix: bool = False
     notes: tuple[str, ...] = field(default=())
+    generation_prompt: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"supports_system": self.supports_system, "renders_reasoning": self.renders_reasoning,
-                "end_suffix": self.end_suffix, "notes": list(self.notes)}
+                "end_suffix": self.end_suffix, "notes": list(self.notes), "generation_prompt": self.generation_prompt}
 
 
 def _reject(reason: str, detail: str):
@@ -149,19 +194,24 @@ class ChatRenderer:
         implied_prefixes: take the renderings of a conversation's prefixes from its whole rendering where the
             template's prefix plan proves them (:mod:`transforms.template_trace`; linear time in the number of
             turns); ``False`` renders every prefix (quadratic; the reference the tests compare with).
+        prompt_mismatch: one of ``PROMPT_MISMATCH_MODES``: a turn whose rendering does not continue its
+            generation prompt is trained from where they diverge (``diverge``) or rejected (``reject``); see
+            the module docstring.
     """
 
     def __init__(self, *, chat_template: str | ChatTemplate, template_variables: Mapping[str, Any],
                  loss: str = "assistant", multi_turn: str = "auto", train_reasoning: bool = True,
                  system_mode: str = "reject", control_tokens: Sequence[str] = (),
                  render_seconds: float = DEFAULT_RENDER_SECONDS, profile: TemplateProfile | None = None,
-                 template_date: str | None = None, implied_prefixes: bool = True):
+                 template_date: str | None = None, implied_prefixes: bool = True, prompt_mismatch: str = "diverge"):
         if loss not in LOSS_MODES:
             raise ValueError(f"loss must be one of {LOSS_MODES}, got {loss!r}")
         if multi_turn not in MULTI_TURN_MODES:
             raise ValueError(f"multi_turn must be one of {MULTI_TURN_MODES}, got {multi_turn!r}")
         if system_mode not in SYSTEM_MODES:
             raise ValueError(f"system_mode must be one of {SYSTEM_MODES}, got {system_mode!r}")
+        if prompt_mismatch not in PROMPT_MISMATCH_MODES:
+            raise ValueError(f"prompt_mismatch must be one of {PROMPT_MISMATCH_MODES}, got {prompt_mismatch!r}")
         self.template = chat_template if isinstance(chat_template, ChatTemplate) \
             else ChatTemplate(chat_template, template_date=template_date)
         self.chat_template = self.template.source
@@ -175,6 +225,7 @@ class ChatRenderer:
             if self.control_tokens else None
         self.render_seconds = render_seconds
         self.implied_prefixes = implied_prefixes
+        self.prompt_mismatch = prompt_mismatch
         self.uses_generation_markers = self.template.uses_generation_markers
         self._profile = profile
 
@@ -325,6 +376,35 @@ class _Prompt:
     @property
     def text(self) -> str:
         return self.full[:self.end] + self.tail
+
+
+class _Turn(NamedTuple):
+    """A supervised turn: ``prompt`` (the context before it in its row: ``P_i``, or the shared context under the
+    prompt-mismatch rule), ``text`` (``G_i``, trained), the end of its reasoning block when known, and the
+    :class:`PromptMismatch` when the rule applied."""
+
+    prompt: Any  # str | _Prompt
+    text: str
+    reasoning_end: int | None = None
+    mismatch: PromptMismatch | None = None
+
+
+def _ends_with(prompt, suffix: str) -> bool:
+    """``_text(prompt).endswith(suffix)`` without building the text of an implied prompt."""
+    if isinstance(prompt, _Prompt):
+        if len(prompt.tail) >= len(suffix):
+            return prompt.tail.endswith(suffix)
+        return prompt.text.endswith(suffix)
+    return prompt.endswith(suffix)
+
+
+def _header_start(header: str, control_tokens: Sequence[str]) -> str:
+    """The start of a role header: its first control token when it starts with one, else its first line."""
+    starts = [token for token in control_tokens if token and header.startswith(token)]
+    if starts:
+        return max(starts, key=len)
+    line = header.split("\n", 1)[0]
+    return line if line.strip() else header
 
 
 def _text(prompt: str | _Prompt) -> str:
@@ -510,7 +590,7 @@ class _Record:
         return (0, end)
 
     # -- the turn after its prompt ------------------------------------------------------------------------
-    def _turn_after_implied(self, i: int, prompt: _Prompt, full: str) -> tuple[str, int | None] | None:
+    def _turn_after_implied(self, i: int, prompt: _Prompt, full: str) -> _Turn | None:
         """:meth:`turn_after` where ``P_i`` and ``messages[:i+1]``'s rendering are implied by ``full``: the same
         result, computed on the turn's own characters (``None``: take the general path)."""
         last = i == len(self.messages) - 1
@@ -535,10 +615,13 @@ class _Record:
             cut = completion[:length].rstrip()
             if cut and self.r.control_token_end(cut):
                 turn = cut
-        return turn, None
+        return _Turn(prompt, turn)
 
-    def turn_after(self, i: int, prompt: str | _Prompt, full: str) -> tuple[str, int | None]:
-        """``(G_i, end of its reasoning block or None)``: what the model generates after ``prompt``."""
+    def turn_after(self, i: int, prompt: str | _Prompt, full: str) -> _Turn:
+        """The turn ``G_i`` the model generates after ``P_i`` (``prompt``), with the context before it in the turn's
+        row (``P_i`` itself, unless the prompt-mismatch rule applies)."""
+        if self.generation_prompt_missing(i, prompt):
+            return self.turn_after_template_header(i, _text(prompt), full)
         if isinstance(prompt, _Prompt):
             fast = self._turn_after_implied(i, prompt, full)
             if fast is not None:
@@ -547,28 +630,13 @@ class _Record:
         last = i == len(self.messages) - 1
         upto = full if last else self.prefix(i + 1)
         if upto.startswith(prompt):
-            completion = upto[len(prompt):]
-            continuation = None
-            if not last and full.startswith(prompt):
-                continuation = full[len(prompt):]
-            elif last and self.r.profile.end_suffix:
-                continued = self.continued()
-                if continued.startswith(prompt):
-                    continuation = continued[len(prompt):]
-            turn = completion.rstrip()
-            if continuation is not None:  # the turn ends where a continued conversation departs from it ...
-                length = self.r.atomic_cut(completion, _common_prefix_length(completion, continuation))
-                cut = completion[:length].rstrip()
-                if cut and self.r.control_token_end(cut):  # ... if a control token still closes it there
-                    turn = cut
-            return turn, None
+            return _Turn(prompt, self.completion(i, prompt, upto, full))
         moved = self.turn_after_moved_system(prompt, upto)
         if moved is not None:
-            return moved, None
+            return _Turn(prompt, moved)
         opened = _OPEN_REASONING.search(prompt)
         if opened is None or not upto.startswith(prompt[:opened.start()]):
-            _reject(errors.AMBIGUOUS_SPAN, f"message {i}: the template renders this turn differently from what "
-                                           "follows its own generation prompt, so the trained part is ambiguous")
+            return self.turn_after_divergence(i, prompt, upto, full)
         # DeepSeek-R1 style: the prompt opens a reasoning block the rendered turn lacks.
         base = prompt[:opened.start()]
         answer = upto[len(base):]
@@ -579,7 +647,122 @@ class _Record:
         answer = answer.rstrip()
         reasoning = (self.messages[i].get("reasoning_content") or "").strip("\n")
         block = f"{reasoning}\n</{opened.group(1)}>\n\n"
-        return block + answer.lstrip(), len(block)
+        return _Turn(prompt, block + answer.lstrip(), len(block))
+
+    def completion(self, i: int, context: str, upto: str, full: str) -> str:
+        """What the template renders for message ``i`` after ``context`` (a prefix of ``upto``, the rendering of
+        ``messages[:i+1]``): cut where a continued conversation departs from it (so an end-of-conversation suffix
+        is not trained) if a control token still closes it there, and without trailing whitespace."""
+        last = i == len(self.messages) - 1
+        completion = upto[len(context):]
+        continuation = None
+        if not last and full.startswith(context):
+            continuation = full[len(context):]
+        elif last and self.r.profile.end_suffix:
+            continued = self.continued()
+            if continued.startswith(context):
+                continuation = continued[len(context):]
+        turn = completion.rstrip()
+        if continuation is not None:  # the turn ends where a continued conversation departs from it ...
+            length = self.r.atomic_cut(completion, _common_prefix_length(completion, continuation))
+            cut = completion[:length].rstrip()
+            if cut and self.r.control_token_end(cut):  # ... if a control token still closes it there
+                turn = cut
+        return turn
+
+    # -- the prompt-mismatch rule ---------------------------------------------------------------------------
+    def history(self, i: int) -> str:
+        """The rendering of ``messages[:i]`` without the generation prompt (``""`` where the template cannot
+        render an empty history)."""
+        try:
+            return self.prefix(i)
+        except TemplateLimitExceeded:
+            raise
+        except Exception:  # noqa: BLE001 - e.g. templates that index messages[0] of an empty history
+            if i:
+                raise
+            return ""
+
+    def generation_prompt_missing(self, i: int, prompt: str | _Prompt) -> bool:
+        """Whether ``P_i`` lacks a generation prompt although the template writes one for a conversation that
+        has one (a Granite-style template writes the assistant header only inside its loop over the messages
+        after the system one, so a system + assistant record gets none). Costs a render only where ``P_i`` does
+        not end with the template's usual generation prompt."""
+        header = self.r.profile.generation_prompt
+        if not header or _ends_with(prompt, header):
+            return False
+        text = _text(prompt)
+        if text != self.history(i):
+            return False
+        last = i == len(self.messages) - 1
+        rendered = (self.prefix(len(self.messages)) if last else self.prefix(i + 1))[len(text):]
+        start = _header_start(header, self.r.control_tokens)
+        if i == 0 and not text:  # nothing rendered before a first message: a preamble may precede its header
+            return start in rendered
+        # the turn starts with a role header (the template's generation prompt, or its first token) or not:
+        # a template that writes the header at the end of a history (after tool output) is left as it is
+        return rendered.startswith(start)
+
+    def turn_after_template_header(self, i: int, prompt: str, full: str) -> _Turn:
+        """``G_i`` for a record the template writes no generation prompt for: the rendered turn starts with the role
+        header, which is never trained; the prompt ends with the template's generation prompt for a conversation
+        that has one, when the rendered turn starts with it (a conversation whose first message is this turn, for a
+        template that cannot render an empty history: when the rendered turn holds it after a preamble without the
+        message's text, e.g. a default system prompt). Else, and under ``--prompt-mismatch reject``, the record is
+        rejected as ``no_generation_prompt``."""
+        header = self.r.profile.generation_prompt
+        last = i == len(self.messages) - 1
+        upto = full if last else self.prefix(i + 1)
+        at = upto.find(header, len(prompt))
+        if i == 0 and not prompt and at > 0:  # a preamble before the header: never the message's text
+            content = (self.messages[i].get("content") or "").strip()
+            if content and content in upto[:at]:
+                at = -1
+        elif at != len(prompt):
+            at = -1
+        context = upto[:at + len(header)] if at >= 0 else prompt + header
+        if self.r.prompt_mismatch == "reject" or at < 0:
+            why = "--prompt-mismatch reject" if self.r.prompt_mismatch == "reject" else \
+                f"its rendered turn does not start with the generation prompt {header!r} the template writes for " \
+                "a conversation that has one"
+            _reject(errors.NO_GENERATION_PROMPT, f"message {i}: the chat template writes no generation prompt for "
+                                                 f"the messages before this turn, so the rendered turn starts with its "
+                                                 f"role header, which is never trained ({why})")
+        turn = self.completion(i, context, upto, full)
+        mismatch = PromptMismatch(turn=i, kind=HEADER_FROM_GENERATION_PROMPT, shared=prompt[-MISMATCH_EXCERPT:],
+                                  generation_prompt="", rendered=header[:MISMATCH_EXCERPT])
+        return _Turn(context, turn, None, mismatch)
+
+    def turn_after_divergence(self, i: int, prompt: str, upto: str, full: str) -> _Turn:
+        """``G_i`` when the rendered turn does not continue its generation prompt ``P_i`` (axolotl's Qwen3 template:
+        ``P_i`` ends ``<think>\\n\\n``, the rendered turn starts ``<think>\\nreasoning``). Under ``--prompt-mismatch
+        diverge`` the row is the rendered turn and it is trained from the first character ``P_i`` and the rendered
+        turn do not share (moved back out of a control token; the first token holding it is trained): everything
+        the model must produce after the shared context. The history before the generation prompt must render the
+        same in both, and the role header (the generation prompt's first line) must be shared; otherwise, and under
+        ``--prompt-mismatch reject``, the record is rejected as ``ambiguous_span``."""
+        def ambiguous(why: str):
+            _reject(errors.AMBIGUOUS_SPAN, f"message {i}: the template renders this turn differently from what follows "
+                                           f"its own generation prompt, so the trained part is ambiguous ({why})")
+
+        if self.r.prompt_mismatch == "reject":
+            ambiguous("--prompt-mismatch reject")
+        history = self.history(i)
+        if not (prompt.startswith(history) and upto.startswith(history)):
+            ambiguous("the conversation before the turn renders differently")
+        shared = self.r.atomic_cut(upto, _common_prefix_length(prompt, upto))
+        generation = prompt[len(history):]
+        newline = generation.find("\n")
+        header_end = len(history) + (newline + 1 if newline >= 0 else len(generation))
+        if shared < header_end:
+            ambiguous(f"they part inside the role header {generation[:header_end - len(history)]!r}")
+        turn = self.completion(i, upto[:shared], upto, full)
+        if not turn:
+            ambiguous("nothing is rendered after the shared context")
+        mismatch = PromptMismatch(turn=i, kind=DIVERGED, shared=upto[max(0, shared - MISMATCH_EXCERPT):shared],
+                                  generation_prompt=prompt[shared:shared + MISMATCH_EXCERPT],
+                                  rendered=upto[shared:shared + MISMATCH_EXCERPT])
+        return _Turn(upto[:shared], turn, None, mismatch)
 
     def turn_after_moved_system(self, prompt: str, upto: str) -> str | None:
         """The turn when the prompt holds the system prompt where the rendered turn's history does not
@@ -618,20 +801,23 @@ class _Record:
             prompt = self.prompt_parts(i)
             if not system_in_full:
                 self.check_system(_text(prompt))
-            turn, reasoning_end = self.turn_after(i, prompt, full)
+            found = self.turn_after(i, prompt, full)
+            prompt, turn = found.prompt, found.text
             self.check_turn(i, turn)
-            turns.append((i, prompt, turn, self.reasoning_span(i, turn, reasoning_end)))
+            turns.append((i, prompt, turn, self.reasoning_span(i, turn, found.reasoning_end), found.mismatch))
             exact = exact and _starts_with(full, prompt) and full.startswith(turn, len(prompt))
         if mode == "single" and not exact:
             _reject(errors.NOT_PREFIX_PRESERVING, "the chat template renders an earlier turn differently once later "
                                                   "turns follow (e.g. it drops earlier reasoning or moves the system "
                                                   "prompt); use --multi-turn auto or split")
         if mode == "split" or not exact:
-            return [self._row(_text(prompt) + turn, [(len(prompt), turn, rspan)], turn=i)
-                    for i, prompt, turn, rspan in turns]
-        return [self._row(full, [(len(prompt), turn, rspan) for _, prompt, turn, rspan in turns])]
+            return [self._row(_text(prompt) + turn, [(len(prompt), turn, rspan)], turn=i,
+                              mismatches=(mismatch,) if mismatch else ())
+                    for i, prompt, turn, rspan, mismatch in turns]
+        return [self._row(full, [(len(prompt), turn, rspan) for _, prompt, turn, rspan, _ in turns],
+                          mismatches=tuple(m for *_, m in turns if m))]
 
-    def _row(self, text: str, parts, *, turn: int = WHOLE_CONVERSATION) -> RenderedConversation:
+    def _row(self, text: str, parts, *, turn: int = WHOLE_CONVERSATION, mismatches=()) -> RenderedConversation:
         turn_spans, trained, reasoning = [], [], []
         for start, body, rspan in parts:
             end = start + len(body)
@@ -646,7 +832,7 @@ class _Record:
                 trained.append((start, end))
         return RenderedConversation(text=text, trained_spans=tuple(trained), turn_spans=tuple(turn_spans),
                                     turn=turn, reasoning_spans=tuple(reasoning),
-                                    reasoning_trained=self.r.train_reasoning)
+                                    reasoning_trained=self.r.train_reasoning, prompt_mismatches=tuple(mismatches))
 
     # -- generation markers -----------------------------------------------------------------------------
     def _marked(self):
@@ -699,7 +885,8 @@ class _Record:
                 self.check_turn(owner, body)
             except RecordRejected:
                 return self.diff_rows(supervised, mode)
-            if self.turn_after(owner, prompt, text)[0] != body:
+            found = self.turn_after(owner, prompt, text)
+            if found.mismatch is not None or found.text != body:
                 return self.diff_rows(supervised, mode)
             parts.append((start, body, self.reasoning_span(owner, body)))
         if self.r.loss == "last" and parts:
@@ -743,6 +930,13 @@ def profile_template(template: ChatTemplate, variables: Mapping[str, Any]) -> Te
             renders_reasoning = True
     except Exception:  # noqa: BLE001
         pass
+    generation_prompt = ""
+    try:
+        plain, opened = render([user]), render([user], gen=True)
+        if opened.startswith(plain):
+            generation_prompt = opened[len(plain):]
+    except Exception:  # noqa: BLE001
+        pass
     end_suffix = False
     try:
         ended = render([user, answer])
@@ -756,4 +950,4 @@ def profile_template(template: ChatTemplate, variables: Mapping[str, Any]) -> Te
     except Exception:  # noqa: BLE001
         pass
     return TemplateProfile(supports_system=supports_system, renders_reasoning=renders_reasoning,
-                           end_suffix=end_suffix, notes=tuple(notes))
+                           end_suffix=end_suffix, notes=tuple(notes), generation_prompt=generation_prompt)

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from transforms.chat_render import LOSS_MODES, MULTI_TURN_MODES, SYSTEM_MODES
+from transforms.chat_render import LOSS_MODES, MULTI_TURN_MODES, PROMPT_MISMATCH_MODES, SYSTEM_MODES
 from transforms.control_tokens import POLICIES as CONTROL_TOKEN_POLICIES
 from transforms.template_env import DEFAULT_RENDER_SECONDS
 from transforms.truncation import TRUNCATION_MODES
@@ -37,6 +37,8 @@ class TokenizeOptions:
         loss: ``assistant`` | ``all`` | ``last`` (see ``chat_render``).
         pad_to: ``None`` (rows unpadded) or ``"max_length"`` (rows padded to ``max_length`` with the
             pad id, labels -100, plus an ``attention_mask`` column).
+        prompt_mismatch: ``diverge`` (a turn whose rendering does not continue its generation prompt is trained
+            from where they diverge) or ``reject`` (such records are rejected); see ``chat_render``.
     """
 
     max_length: int | None = None
@@ -50,6 +52,7 @@ class TokenizeOptions:
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)
     template_date: str | None = None
     render_seconds: float = DEFAULT_RENDER_SECONDS
+    prompt_mismatch: str = "diverge"
 
     def __post_init__(self):
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
@@ -57,6 +60,7 @@ class TokenizeOptions:
         _check_choice("--multi-turn", self.multi_turn, MULTI_TURN_MODES)
         _check_choice("system mode", self.system_mode, SYSTEM_MODES)
         _check_choice("--control-tokens-in-data", self.control_tokens, CONTROL_TOKEN_POLICIES)
+        _check_choice("--prompt-mismatch", self.prompt_mismatch, PROMPT_MISMATCH_MODES)
         if not isinstance(self.template_kwargs, Mapping) or not all(isinstance(k, str) for k in self.template_kwargs):
             raise ValueError("--chat-template-kwargs must be a JSON object")
         if not (isinstance(self.render_seconds, (int, float)) and 0 < self.render_seconds <= 3600):
@@ -73,7 +77,7 @@ class TokenizeOptions:
                 "multi_turn": self.multi_turn, "train_reasoning": self.train_reasoning,
                 "system_mode": self.system_mode, "control_tokens": self.control_tokens,
                 "template_kwargs": dict(self.template_kwargs), "template_date": self.template_date,
-                "render_seconds": self.render_seconds}
+                "render_seconds": self.render_seconds, "prompt_mismatch": self.prompt_mismatch}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +94,9 @@ class JobConfig:
         extra: further options of extensions (e.g. images), part of the fingerprint.
         task: ``{"name", "options"}`` of a task other than chat (``--task``), part of the fingerprint;
             ``None`` for the chat task, whose config (and fingerprint) carries no ``task`` key.
+        mixture: the datasets of a job config file (``Mixture.to_json()``: each dataset's record options and
+            share, the seed and stopping strategy where they decide something), part of the fingerprint;
+            ``None`` (and no ``mixture`` key) for a job without a datasets list.
     """
 
     format: Mapping[str, Any]
@@ -99,6 +106,7 @@ class JobConfig:
     num_shards: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     task: Mapping[str, Any] | None = None
+    mixture: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         content = {
@@ -111,6 +119,8 @@ class JobConfig:
         }
         if self.task is not None:  # chat configs keep their historical content (and fingerprints)
             content["task"] = dict(self.task)
+        if self.mixture is not None:  # only jobs with a datasets list carry it
+            content["mixture"] = dict(self.mixture)
         return content
 
     def fingerprint(self) -> str:

@@ -9,26 +9,59 @@ assistant turn in the training data, or a model taught to emit a control token m
 Policies (``--control-tokens-in-data``):
 
 * ``text`` (default): the strings stay text. Before rendering, each occurrence in the record's strings
-  is wrapped in two noncharacters (:data:`MARK_OPEN` ... :data:`MARK_CLOSE`); after rendering, the
-  marked occurrences are encoded as plain text (a tokenizer without those added tokens) and the rest of
-  the text as usual, piece by piece, the way ``apply_chat_template(..., sanitize_control_tokens=True)``
-  encodes it. The markers stay in the rendered text the labels are computed on; :func:`encode_marked`
-  maps their positions, so no other code needs to know.
+  is wrapped in two noncharacters (a *marker pair*, :data:`MARKER_PAIRS`: the first pair none of whose
+  characters the record or the template holds, :func:`free_markers`); after rendering, the marked
+  occurrences are encoded as plain text (a tokenizer without those added tokens) and the rest of the text
+  as usual, piece by piece, the way ``apply_chat_template(..., sanitize_control_tokens=True)`` encodes it.
+  The markers stay in the rendered text the labels are computed on; :func:`encode_marked` maps their
+  positions, so no other code needs to know.
+
+  Which texts are marked, and with which pair, is said explicitly (the chat task keeps the pair with the
+  row): a text is never *sniffed* for marker characters, so a record that holds noncharacters itself
+  (``"keep \ufdd0 this"``) reaches the tokenizer as it is, whatever the policy. A record that holds
+  control-token strings *and* every marker pair's characters is rejected (``control_token_in_text``, naming
+  the noncharacters).
 * ``reject``: such a record is rejected as ``control_token_in_text``.
 * ``special``: the old behaviour (the strings become control tokens).
 """
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-MARK_OPEN = "\ufdd0"
-MARK_CLOSE = "\ufdd1"
+#: Marker pairs ``(open, close)``, in order of preference: the noncharacters U+FDD0..U+FDEF (never assigned,
+#: for a process's internal use; rare in data, but data may hold them, see :func:`free_markers`).
+MARKER_PAIRS: tuple[tuple[str, str], ...] = tuple((chr(c), chr(c + 1)) for c in range(0xFDD0, 0xFDF0, 2))
+MARK_OPEN, MARK_CLOSE = MARKER_PAIRS[0]
 POLICIES = ("text", "reject", "special")
-_MARKED = re.compile(f"{MARK_OPEN}([^{MARK_OPEN}{MARK_CLOSE}]*){MARK_CLOSE}|[{MARK_OPEN}{MARK_CLOSE}]")
+
+
+@functools.lru_cache(maxsize=len(MARKER_PAIRS))
+def _marked_pattern(markers: tuple[str, str]) -> re.Pattern:
+    """A marked string (group 1) or a lone marker of the pair ``markers``."""
+    open_, close = map(re.escape, markers)
+    return re.compile(f"{open_}([^{open_}{close}]*){close}|[{open_}{close}]")
+
+
+def free_markers(value: Any, template: str = "") -> tuple[str, str] | None:
+    """The first pair of :data:`MARKER_PAIRS` none of whose characters any string of ``value`` (recursively,
+    dict keys included) or ``template`` holds; ``None`` when every pair is taken."""
+    strings, pending = [template], [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            strings.append(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    text = "\x00".join(strings)
+    return next((pair for pair in MARKER_PAIRS if pair[0] not in text and pair[1] not in text), None)
 
 
 def control_tokens_of(added_tokens: Iterable[tuple[str, bool]], template: str) -> tuple[str, ...]:
@@ -73,35 +106,26 @@ class ControlTokens:
             return 0
         return len(self._pattern.findall(text))
 
-    def mark(self, value: Any) -> Any:
-        """``value`` with every occurrence wrapped in :data:`MARK_OPEN`/:data:`MARK_CLOSE` (a copy)."""
+    def mark(self, value: Any, markers: tuple[str, str] = MARKER_PAIRS[0]) -> Any:
+        """``value`` with every occurrence wrapped in the pair ``markers`` (a copy; choose the pair with
+        :func:`free_markers`, so that the value holds none of its characters)."""
         if self._pattern is None:
             return value
         if isinstance(value, str):
-            return self._pattern.sub(lambda m: MARK_OPEN + m.group(0) + MARK_CLOSE, value)
+            open_, close = markers
+            return self._pattern.sub(lambda m: open_ + m.group(0) + close, value)
         if isinstance(value, dict):
-            return {key: self.mark(item) for key, item in value.items()}
+            return {key: self.mark(item, markers) for key, item in value.items()}
         if isinstance(value, list):
-            return [self.mark(item) for item in value]
+            return [self.mark(item, markers) for item in value]
         if isinstance(value, tuple):
-            return tuple(self.mark(item) for item in value)
+            return tuple(self.mark(item, markers) for item in value)
         return value
 
 
-def has_marks(value: Any) -> bool:
-    """True when a string in ``value`` already holds a marker character (such data cannot be marked)."""
-    if isinstance(value, str):
-        return MARK_OPEN in value or MARK_CLOSE in value
-    if isinstance(value, dict):
-        return any(has_marks(item) for item in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(has_marks(item) for item in value)
-    return False
-
-
-def strip_marks(text: str) -> str:
-    """The rendered text without its markers (what the row's tokens spell)."""
-    return text.replace(MARK_OPEN, "").replace(MARK_CLOSE, "")
+def strip_marks(text: str, markers: tuple[str, str] = MARKER_PAIRS[0]) -> str:
+    """The rendered text without the markers ``markers`` (what the row's tokens spell)."""
+    return text.replace(markers[0], "").replace(markers[1], "")
 
 
 def plain_text_backend(backend, tokens: Sequence[str]):
@@ -128,6 +152,11 @@ class MarkedEncoding:
     starts: list[int]
     ends: list[int]
 
+    @property
+    def offsets(self) -> list[tuple[int, int]]:
+        """Per token, its ``(start, end)`` character offsets in the marked text (as ``tokenizers.Encoding.offsets``)."""
+        return list(zip(self.starts, self.ends))
+
     def char_to_token(self, position: int) -> int | None:
         """Index of the token covering character ``position`` of the marked text, or ``None``."""
         i = bisect.bisect_right(self.starts, position) - 1
@@ -152,12 +181,12 @@ def _encode_piece(backend, piece: str, first: bool, newline: list[int]):
     return encoding.ids, list(encoding.offsets)
 
 
-def encode_marked(text: str, backend, plain_backend) -> MarkedEncoding:
-    """Encode a rendered text that holds marked control-token strings.
+def encode_marked(text: str, backend, plain_backend, markers: tuple[str, str] = MARKER_PAIRS[0]) -> MarkedEncoding:
+    """Encode a rendered text that holds control-token strings marked with the pair ``markers``.
 
     Unmarked pieces are encoded by ``backend`` (control tokens the template wrote stay control tokens),
     marked strings by ``plain_backend`` (as text). A lone marker (the template split a marked string)
-    only separates pieces.
+    only separates pieces. Other marker pairs' characters are text like any other.
     """
     ids: list[int] = []
     starts: list[int] = []
@@ -177,7 +206,7 @@ def encode_marked(text: str, backend, plain_backend) -> MarkedEncoding:
             starts.append(offset + s)
             ends.append(offset + max(e, s))
 
-    for match in _MARKED.finditer(text):
+    for match in _marked_pattern(tuple(markers)).finditer(text):
         add(text[position:match.start()], position, backend)
         if match.group(1) is not None:
             add(match.group(1), match.start() + 1, plain_backend)

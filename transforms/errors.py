@@ -27,6 +27,7 @@ CONTENT_NOT_RENDERED = "content_not_rendered"
 CONTROL_TOKEN_IN_TEXT = "control_token_in_text"
 AMBIGUOUS_SPAN = "ambiguous_span"
 NO_STOP_TOKEN = "no_stop_token"
+NO_GENERATION_PROMPT = "no_generation_prompt"
 TEMPLATE_LIMIT = "template_limit"
 # input files that end early or cannot be read (see transforms/reading/, pipeline/steps/reading.py)
 TRUNCATED_INPUT = "truncated_input"
@@ -48,6 +49,10 @@ LENGTH_MISMATCH = "length_mismatch"        # tokens and tags of different length
 WORD_NOT_TOKENIZED = "word_not_tokenized"  # a word that tokenizes to nothing (its label would vanish)
 QUESTION_TOO_LONG = "question_too_long"    # the question leaves no room for context (it is never truncated)
 ANSWER_NOT_IN_CONTEXT = "answer_not_in_context"  # answer_start/text do not point at the answer in the context
+# preference data (--task preference / kto): chosen and rejected are the same (in the record, or once tokenized
+# or truncated); truncation would leave a completion without a token
+IDENTICAL_PAIR = "identical_pair"
+PAIR_TRUNCATED = "pair_truncated"
 
 ALL_REASONS = (
     INVALID_JSON, UNKNOWN_FORMAT, INVALID_ROLE, EMPTY_CONVERSATION, NO_ASSISTANT_TURN, EMPTY_TURN,
@@ -56,8 +61,10 @@ ALL_REASONS = (
     MISSING_IMAGE, BAD_IMAGE, IMAGE_TOO_LARGE, IMAGE_PATH_ESCAPE, IMAGE_COUNT_MISMATCH,
     NOT_PREFIX_PRESERVING, TOOL_CALL_NOT_RENDERED, SYSTEM_NOT_SUPPORTED, REASONING_NOT_RENDERED,
     CONTENT_NOT_RENDERED, CONTROL_TOKEN_IN_TEXT, AMBIGUOUS_SPAN, NO_STOP_TOKEN, TEMPLATE_LIMIT,
+    NO_GENERATION_PROMPT,
     EMPTY_TEXT, GROUP_REMAINDER,
     INVALID_LABEL, UNMAPPED_LABEL, LENGTH_MISMATCH, WORD_NOT_TOKENIZED, QUESTION_TOO_LONG, ANSWER_NOT_IN_CONTEXT,
+    IDENTICAL_PAIR, PAIR_TRUNCATED,
 )
 
 

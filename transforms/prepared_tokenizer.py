@@ -21,15 +21,26 @@ special tokens whose value is not None), ``len()``, ``is_fast``, ``model_max_len
 Only tokenizers whose class uses transformers' own implementation of each of those members are
 prepared (:func:`preparable`); anything else (remote code, a class that overrides ``decode``...) is
 always loaded through transformers.
+
+Integrity: ``meta.json`` (written last, the commit) records the sha256 of ``backend.json``'s bytes and a
+checksum of its own content. :func:`load_prepared` checks both before it uses the entry; a damaged entry
+(an edited or truncated ``backend.json``, an edited ``meta.json``, files from two different preparations)
+is reported in one warning line and treated as absent, so the caller prepares it again. The manifest's
+``vocab_hash``, read from ``meta.json``, therefore always describes the backend that was loaded with it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from typing import Any
 
 # Bump when the files' layout or meaning changes (old cache entries are then simply not found).
-PREPARED_FORMAT = 2  # 2: model_input_names, padding/truncation side and pad_token_type_id (encoder heads)
+# 2: model_input_names, padding/truncation side and pad_token_type_id (encoder heads);
+# 3: meta.json records backend.json's sha256 and its own checksum.
+PREPARED_FORMAT = 3
+LOG = logging.getLogger("chatshards")
 NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 BACKEND_FILE = "backend.json"
 META_FILE = "meta.json"
@@ -160,8 +171,6 @@ def _clean_up_tokenization(text: str) -> str:
 
 def vocab_digest(vocab: dict[str, int]) -> str:
     """sha256 over ``token -> id`` lines sorted by id: identifies the id mapping (the manifest's ``vocab_hash``)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for token, token_id in sorted(vocab.items(), key=lambda item: item[1]):
         digest.update(f"{token_id}\t{token}\n".encode("utf-8"))
@@ -206,31 +215,75 @@ def prepare(tokenizer, folder: str) -> None:
         "pad_token_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
         "vocab_hash": vocab_digest(tokenizer.get_vocab()),
     }
+    backend = tokenizer.backend_tokenizer.to_str().encode("utf-8")
+    meta["backend_sha256"] = hashlib.sha256(backend).hexdigest()
+    meta["checksum"] = meta_checksum(meta)
     os.makedirs(folder, exist_ok=True)
-    _write_atomically(os.path.join(folder, BACKEND_FILE), tokenizer.backend_tokenizer.to_str())
-    _write_atomically(os.path.join(folder, META_FILE), json.dumps(meta, ensure_ascii=False))  # last: the commit
+    _write_atomically(os.path.join(folder, BACKEND_FILE), backend)
+    _write_atomically(os.path.join(folder, META_FILE), json.dumps(meta, ensure_ascii=False).encode("utf-8"))  # last
+
+
+def meta_checksum(meta: dict[str, Any]) -> str:
+    """sha256 of ``meta`` without its ``checksum`` key (canonical JSON)."""
+    body = {key: value for key, value in meta.items() if key != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+class DamagedEntry(ValueError):
+    """A prepared-tokenizer cache entry whose files do not match their recorded checksums."""
+
+
+def read_prepared(folder: str) -> tuple[bytes, dict[str, Any]] | None:
+    """``(backend.json bytes, meta)`` of the entry in ``folder``, checked; ``None`` when there is no entry
+    of this :data:`PREPARED_FORMAT`.
+
+    Raises:
+        DamagedEntry: the entry is unreadable or its files do not match their checksums.
+    """
+    meta_path = os.path.join(folder, META_FILE)
+    try:
+        with open(meta_path, "rb") as handle:
+            meta = json.loads(handle.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DamagedEntry(f"{META_FILE} is unreadable ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != PREPARED_FORMAT:
+        return None
+    if meta.get("checksum") != meta_checksum(meta):
+        raise DamagedEntry(f"{META_FILE} does not match its checksum")
+    try:
+        with open(os.path.join(folder, BACKEND_FILE), "rb") as handle:
+            backend = handle.read()
+    except OSError as exc:
+        raise DamagedEntry(f"{BACKEND_FILE} is unreadable ({type(exc).__name__}: {exc})") from exc
+    if hashlib.sha256(backend).hexdigest() != meta.get("backend_sha256"):
+        raise DamagedEntry(f"{BACKEND_FILE} does not match the sha256 recorded in {META_FILE} (edited, truncated "
+                           "or from another preparation)")
+    return backend, meta
 
 
 def load_prepared(folder: str, *, name_or_path: str) -> PreparedTokenizer | None:
-    """The prepared tokenizer in ``folder``, or None when there is none (or it is unreadable)."""
-    meta_path = os.path.join(folder, META_FILE)
-    if not os.path.isfile(meta_path):
-        return None
+    """The prepared tokenizer in ``folder``, or None when there is none, or when it is damaged (checked
+    against its checksums, see the module docstring; said in one warning line): the caller then loads the
+    tokenizer through transformers and prepares the entry again."""
     try:
+        found = read_prepared(folder)
+        if found is None:
+            return None
+        backend_bytes, meta = found
         from tokenizers import Tokenizer
 
-        with open(meta_path, encoding="utf-8") as handle:
-            meta = json.load(handle)
-        if meta.get("format") != PREPARED_FORMAT:
-            return None
-        backend = Tokenizer.from_file(os.path.join(folder, BACKEND_FILE))
-    except (OSError, ValueError, KeyError, Exception):  # noqa: BLE001 - a broken cache entry: load the folder
+        backend = Tokenizer.from_buffer(backend_bytes)
+        return PreparedTokenizer(backend, meta, name_or_path=name_or_path)
+    except Exception as exc:  # noqa: BLE001 - a damaged cache entry is rebuilt, never trusted
+        LOG.warning("chatshards: the prepared-tokenizer cache entry %s is damaged (%s); preparing it again",
+                    folder, exc)
         return None
-    return PreparedTokenizer(backend, meta, name_or_path=name_or_path)
 
 
-def _write_atomically(path: str, text: str) -> None:
+def _write_atomically(path: str, data: bytes) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    with open(tmp, "wb") as handle:
+        handle.write(data)
     os.replace(tmp, path)

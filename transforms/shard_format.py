@@ -36,6 +36,10 @@ give one row per supervised turn), ``reasoning_tokens`` (int32: trained tokens t
 ``row_of_record`` (int32: 0 for a record's first row, 1, 2... for its next rows; records written = rows
 with 0), ``split_extra_tokens`` (int32, on a split record's first row: the tokens its rows hold beyond
 its longest row, i.e. the prompt tokens that splitting repeats; 0 elsewhere).
+
+Packed datasets (``--pack-length``) hold packed rows instead: several rows per shard row, with
+``position_ids``, ``seq_lengths``, ``num_sequences`` and the per-row columns as per-sequence lists (contract:
+:mod:`transforms.packing.rows`, ``docs/packing.md``); their manifest has a ``packing`` section.
 """
 from __future__ import annotations
 
@@ -43,14 +47,22 @@ import hashlib
 import io
 import json
 import os
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from transforms.nested_lists import NullableLists, nullable_lists_array
+
 SCHEMA_VERSION = 1
 FORMAT_NAME = "chatshards"
 IGNORE_INDEX = -100
+#: Job row keys that reach the audit but are no shard column (so the shards of a job without such records keep
+#: their bytes): the row's turns trained by the prompt-mismatch rule (``chat_render.PromptMismatch.to_json()``
+#: each), and, on a record's first row, whether any row of the record has one.
+PROMPT_MISMATCH_KEY = "prompt_mismatch"
+PROMPT_MISMATCH_RECORD_KEY = "prompt_mismatch_record"
 MANIFEST_NAME = "manifest.json"
 DATA_DIR = "data"
 REJECTED_DIR = "rejected"
@@ -183,11 +195,35 @@ def _is_numeric(arrow_type: pa.DataType) -> bool:
     return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
 
 
+def _is_nested_numeric(arrow_type: pa.DataType) -> bool:
+    return (pa.types.is_list(arrow_type) and pa.types.is_list(arrow_type.value_type)
+            and _is_numeric(arrow_type.value_type.value_type))
+
+
 def numpy_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
     """A 1-D numpy array as an Arrow array of the numeric ``arrow_type`` over the same memory (converted to
     its numpy dtype first when needed)."""
     values = np.ascontiguousarray(values, dtype=numpy_dtype(arrow_type))
     return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+
+
+def numpy_values(array: pa.Array) -> np.ndarray:
+    """The values of a numeric or boolean Arrow array without nulls as a numpy array (a view for numbers,
+    a copy for bit-packed booleans), read from its buffers: ``Array.to_numpy`` imports pandas (about 1.2 s
+    in a fresh worker process)."""
+    n, offset = len(array), array.offset
+    if pa.types.is_boolean(array.type):
+        bits = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+        return np.unpackbits(bits, bitorder="little", count=offset + n)[offset:].astype(bool)
+    values = np.frombuffer(array.buffers()[1], dtype=numpy_dtype(array.type), count=offset + n)
+    return values[offset:]
+
+
+def list_offsets(array: pa.Array) -> np.ndarray:
+    """The offsets (``len + 1`` values) of a list array, as numpy, without pandas (see :func:`numpy_values`)."""
+    kind = np.int64 if pa.types.is_large_list(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype=kind, count=array.offset + len(array) + 1)
+    return offsets[array.offset:]
 
 
 def column_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
@@ -219,12 +255,19 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.
 
     List columns of numbers are assembled from one concatenated values buffer and an offsets array, and
     scalar columns from buffers (:func:`column_array`), so building a shard goes through neither Python
-    lists of ints nor ``pa.array`` for the text columns.
+    lists of ints nor ``pa.array`` for the text columns. A ``list<list<number>>`` column whose rows all hold
+    :class:`transforms.nested_lists.NullableLists` is assembled from their buffers too
+    (:func:`transforms.nested_lists.nullable_lists_array`); with Python lists it goes through ``pa.array``.
     """
     columns = []
     for field in schema:
         values = [row[field.name] for row in rows]
-        if pa.types.is_list(field.type) and _is_numeric(field.type.value_type):
+        if _is_nested_numeric(field.type):
+            if all(type(v) is NullableLists for v in values):
+                column = nullable_lists_array(values, field.type, numpy_dtype(field.type.value_type.value_type))
+            else:
+                column = pa.array([v.to_pylist() if type(v) is NullableLists else v for v in values], type=field.type)
+        elif pa.types.is_list(field.type) and _is_numeric(field.type.value_type):
             value_type = field.type.value_type
             np_dtype = numpy_dtype(value_type)
             arrays = [np.asarray(v, dtype=np_dtype) for v in values]
@@ -294,11 +337,14 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
 
 
 def load_manifest(root: str) -> dict:
-    """Read and validate ``<root>/manifest.json`` of a local dataset folder.
+    """Read and validate ``<root>/manifest.json`` of a local dataset folder, as a whole: the manifest itself
+    (:func:`validate_manifest`) and its agreement with the folder (:func:`check_data_folder`: ``data/`` holds
+    exactly the listed shards).
 
     Raises:
         ManifestError: no manifest (unfinished or crashed run), unreadable JSON, a schema version
-            this code cannot read, or missing required keys.
+            this code cannot read, missing required keys, counts that disagree, malformed checksums, or a
+            ``data/`` folder that holds shards the manifest does not list.
     """
     path = os.path.join(root, MANIFEST_NAME)
     if not os.path.isfile(path):
@@ -311,11 +357,121 @@ def load_manifest(root: str) -> dict:
             manifest = json.loads(handle.read().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: unreadable manifest: {exc}") from exc
-    return validate_manifest(manifest, where=path)
+    _check_entries(manifest, path)
+    shard_paths(root, manifest)  # paths that leave the folder, or name one file twice, before any count
+    check_data_folder(root, manifest, where=path)  # a dropped entry is named as such, before the counts
+    _check_whole(manifest, path)
+    return manifest
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_ZERO_SHA256 = "0" * 64
+_SPECIAL_TOKENS = ("pad", "eos", "bos")
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _check_sha256(value: Any, what: str, where: str) -> None:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value) or value == _ZERO_SHA256:
+        raise ManifestError(f"{where}: {what} has sha256 {value!r}, not a sha256 digest (64 lowercase hex digits); "
+                            "the manifest was edited or damaged")
+
+
+def _check_tokenizer(tokenizer: Any, where: str) -> None:
+    """The ``tokenizer`` block: a vocabulary hash, and for pad/eos (and bos where recorded) an id key that is
+    ``null`` or a token id, ``null`` exactly when the token itself is (where the token is recorded too)."""
+    if not isinstance(tokenizer, dict):
+        raise ManifestError(f"{where}: 'tokenizer' must be an object")
+    if not isinstance(tokenizer.get("vocab_hash"), str) or not tokenizer["vocab_hash"]:
+        raise ManifestError(f"{where}: tokenizer.vocab_hash is missing or empty")
+    vocab_size = tokenizer.get("vocab_size")
+    if "vocab_size" in tokenizer and (not _count(vocab_size) or vocab_size == 0):
+        raise ManifestError(f"{where}: tokenizer.vocab_size is {vocab_size!r}, not a vocabulary size")
+    for role in _SPECIAL_TOKENS:
+        key = f"{role}_token_id"
+        if key not in tokenizer:
+            if role == "bos":
+                continue  # older manifests and the synthetic datasets name pad and eos only
+            raise ManifestError(f"{where}: tokenizer.{key} is missing (null when the tokenizer has no {role} token)")
+        value = tokenizer[key]
+        if value is not None and not _count(value):
+            raise ManifestError(f"{where}: tokenizer.{key} is {value!r}, not a token id")
+        token = tokenizer.get(f"{role}_token", value)
+        if f"{role}_token" in tokenizer and (token is None) != (value is None):
+            raise ManifestError(f"{where}: tokenizer.{role}_token is {token!r} but tokenizer.{key} is {value!r}; "
+                                "the manifest was edited or damaged")
+
+
+def _check_counts(manifest: dict, where: str) -> None:
+    """Counts agree with the shard entries, the rejected files and each other, as far as the manifest has them."""
+    counts, shards = manifest["counts"], manifest["shards"]
+    if not isinstance(counts, dict):
+        raise ManifestError(f"{where}: 'counts' must be an object")
+    for key, value in counts.items():
+        if not _count(value):
+            raise ManifestError(f"{where}: counts.{key} is {value!r}, not a count")
+    rows = sum(shard["rows"] for shard in shards)
+    # records written: fewer than the rows when a record gives several rows, more when a row is a block of
+    # grouped texts from several records (the shard entries' "records" add up to counts.written)
+    records = sum(shard.get("records", shard["rows"]) for shard in shards)
+    expected = {"written": records, "rows": rows}
+    if all("tokens" in shard for shard in shards):
+        expected["tokens"] = sum(shard["tokens"] for shard in shards)
+    rejected_files = manifest.get("rejected_files")
+    if isinstance(rejected_files, list) and all(isinstance(e, dict) and "rows" in e for e in rejected_files):
+        expected["rejected"] = sum(entry["rows"] for entry in rejected_files)
+    by_reason = manifest.get("rejected_by_reason")
+    for key, value in expected.items():
+        if key in counts and counts[key] != value:
+            what = {"written": f"records (the shards hold {value})", "rows": f"rows (the shards hold {value})",
+                    "tokens": f"tokens (the shards hold {value})",
+                    "rejected": f"rejections (the rejected files hold {value})"}[key]
+            raise ManifestError(f"{where}: counts.{key} is {counts[key]!r} but the manifest lists {what}")
+    if isinstance(by_reason, dict) and "rejected" in counts:
+        if not all(_count(v) for v in by_reason.values()) or sum(by_reason.values()) != counts["rejected"]:
+            raise ManifestError(f"{where}: rejected_by_reason {by_reason!r} does not add up to counts.rejected "
+                                f"{counts['rejected']!r}")
+    if all(key in counts for key in ("read", "written", "rejected")):
+        # a mixture (a job config's datasets list) skips some records and repeats others: it took
+        # read - mixture_skipped + mixture_repeats examples, each written or rejected
+        taken = counts["read"] - counts.get("mixture_skipped", 0) + counts.get("mixture_repeats", 0)
+        if taken != counts["written"] + counts["rejected"]:
+            mixture = " - mixture_skipped + mixture_repeats" if "mixture_skipped" in counts else ""
+            raise ManifestError(f"{where}: counts.read is {counts['read']!r} but {counts['written']} records were "
+                                f"written and {counts['rejected']} rejected (read{mixture} = written + rejected)")
+    totals = manifest.get("totals")
+    if isinstance(totals, dict):
+        for key, column in (("rows", "rows"), ("tokens", "tokens"), ("loss_tokens", "loss_tokens")):
+            if key in totals and all(column in shard for shard in shards) and \
+                    totals[key] != sum(shard[column] for shard in shards):
+                raise ManifestError(f"{where}: totals.{key} is {totals[key]!r} but the shards hold "
+                                    f"{sum(shard[column] for shard in shards)}")
+    if "num_shards" in manifest and manifest["num_shards"] != len(shards):
+        raise ManifestError(f"{where}: num_shards is {manifest['num_shards']!r} but {len(shards)} shard(s) are listed")
 
 
 def validate_manifest(manifest: Any, *, where: str = MANIFEST_NAME) -> dict:
-    """Check the keys every reader relies on; return the manifest unchanged."""
+    """Check the manifest as a whole; return it unchanged.
+
+    Checked: the schema version; the required keys; every shard entry (a plain relative path named once,
+    counts that are counts, a well-formed sha256: 64 lowercase hex digits, not all zeros); the rejected files'
+    entries the same way; the counts against the shard entries and each other (``written`` = the shards'
+    records, ``rows`` = their rows, ``rejected`` = the rejected files' rows = the sum of ``rejected_by_reason``,
+    ``read`` = ``written`` + ``rejected``, ``totals``, ``num_shards``; each as far as the manifest records it);
+    the tokenizer block (:func:`_check_tokenizer`).
+
+    Raises:
+        ManifestError: naming the first problem found.
+    """
+    _check_entries(manifest, where)
+    _check_whole(manifest, where)
+    return manifest
+
+
+def _check_entries(manifest: Any, where: str) -> None:
+    """The schema version, the required keys and each shard and rejected-file entry on its own."""
     if not isinstance(manifest, dict):
         raise ManifestError(f"{where}: manifest must be a JSON object")
     version = manifest.get("schema_version")
@@ -340,19 +496,50 @@ def validate_manifest(manifest: Any, *, where: str = MANIFEST_NAME) -> dict:
         if shard["path"] in seen:
             raise ManifestError(f"{where}: shard {shard['path']!r} is listed twice; refusing to serve its rows twice")
         seen.add(shard["path"])
-        for key in ("rows", "bytes"):
-            if type(shard[key]) is not int or shard[key] < 0:
+        for key in ("rows", "bytes", "tokens", "records", "loss_tokens"):
+            if key in shard and not _count(shard[key]):
                 raise ManifestError(f"{where}: shard {shard['path']!r} has {key}={shard[key]!r}, not a count")
-    counts = manifest["counts"] if isinstance(manifest["counts"], dict) else {}
-    rows = sum(shard["rows"] for shard in manifest["shards"])
-    written = counts.get("written")
-    # counts.written: records written; fewer than the rows when a record gives several rows or a block of grouped
-    # texts holds several records (then the shard entries' "records" add up to it and counts.rows to the rows)
-    records = sum(shard.get("records", shard["rows"]) for shard in manifest["shards"])
-    if written is not None and written != rows and not (written == records and counts.get("rows", rows) == rows):
-        raise ManifestError(f"{where}: the shards hold {rows} rows ({records} records) but counts.written is "
-                            f"{written!r}")
-    return manifest
+        _check_sha256(shard["sha256"], f"shard {shard['path']!r}", where)
+    rejected_files = manifest.get("rejected_files")
+    if rejected_files is not None:
+        if not isinstance(rejected_files, list) or not all(isinstance(e, dict) for e in rejected_files):
+            raise ManifestError(f"{where}: 'rejected_files' must be a list of objects")
+        for entry in rejected_files:
+            for key in ("rows", "bytes"):
+                if key in entry and not _count(entry[key]):
+                    raise ManifestError(f"{where}: rejected file {entry.get('path')!r} has {key}={entry[key]!r}, "
+                                        "not a count")
+            if "sha256" in entry:
+                _check_sha256(entry["sha256"], f"rejected file {entry.get('path')!r}", where)
+
+
+def _check_whole(manifest: dict, where: str) -> None:
+    """What the entries must agree on: the counts and totals, and the tokenizer block."""
+    _check_counts(manifest, where)
+    _check_tokenizer(manifest["tokenizer"], where)
+
+
+def check_data_folder(root: str, manifest: Mapping[str, Any], *, where: str = MANIFEST_NAME) -> None:
+    """Raise :class:`ManifestError` when ``<root>/data/`` holds a file that no shard entry names (a shard
+    dropped from a hand-edited manifest, or another run's file). Files are compared by real path, so a listed
+    shard that is a symbolic link to another file of ``data/`` names that file too; names starting with ``.``
+    are ignored. Missing shards are reported where they are opened."""
+    data = os.path.join(root, DATA_DIR)
+    try:
+        names = sorted(os.listdir(data))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise ManifestError(f"{data}: cannot be listed: {exc}") from exc
+    listed = {os.path.realpath(os.path.join(root, *shard["path"].split("/"))) for shard in manifest["shards"]}
+    for name in names:
+        path = os.path.join(data, name)
+        if name.startswith(".") or not os.path.isfile(path):
+            continue
+        if os.path.realpath(path) not in listed:
+            raise ManifestError(f"{where}: {DATA_DIR}/{name} is not listed in the manifest ({len(listed)} shard(s) "
+                                "listed): a shard entry was dropped or another run's file was left there; refusing "
+                                "to serve a partial dataset")
 
 
 def check_shard_path(path: Any, *, where: str = MANIFEST_NAME) -> None:

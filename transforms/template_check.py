@@ -96,7 +96,8 @@ def check_template(tokenizer, *, loss: str = "assistant", options=None) -> Templ
     control = control_tokens_for(tokenizer, tokenizer.chat_template)
     renderer = ChatRenderer(chat_template=template, template_variables=special_tokens_for_template(tokenizer),
                             loss="assistant", multi_turn=getattr(options, "multi_turn", "auto"),
-                            control_tokens=(), render_seconds=getattr(options, "render_seconds", 10.0))
+                            control_tokens=(), render_seconds=getattr(options, "render_seconds", 10.0),
+                            prompt_mismatch=getattr(options, "prompt_mismatch", "diverge"))
     profile = renderer.profile
     probe = PROBE_CONVERSATION if profile.supports_system else PROBE_CONVERSATION[1:]
     problems: list[str] = []

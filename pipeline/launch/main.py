@@ -1,7 +1,8 @@
 """``python -m pipeline``: check the configuration, claim the output folder, run the job on the engine
 chosen for it, print the summary.
 
-1. flags -> :class:`~pipeline.launch.cli.JobArgs` (:mod:`pipeline.launch.cli`);
+1. flags (and a ``--config`` file, :mod:`pipeline.launch.config_file`) -> :class:`~pipeline.launch.cli.JobArgs`
+   (:mod:`pipeline.launch.cli`);
 2. launch-time checks -> the frozen :class:`~pipeline.launch.plan.JobPlan` (:mod:`pipeline.launch.checks`);
 3. the engine (:mod:`pipeline.launch.engine_choice`): the local engine (:mod:`pipeline.engines.local`, no
    Beam) for the default command on local files, else the Beam graph (:mod:`pipeline.engines.beam.run`);
@@ -48,13 +49,16 @@ from pipeline.io.files import is_local, join, read_bytes, storage_errors
 from pipeline.io.input_files import storage_error_text
 from pipeline.io.trace import mark
 from pipeline.launch.checks import plan_job
-from pipeline.launch.cli import ConfigError, JobArgs, parse_args
+from pipeline.launch.cli import ConfigError, JobArgs
+from pipeline.launch.config_file import parse_command_line
 from pipeline.launch.engine_choice import LOCAL, chosen_engine, local_workers
 from pipeline.launch.output_folder import abandon_run, claim_output
 from pipeline.launch.plan import JobPlan
 from transforms import shard_format as sf
+from transforms.audit.summary import prompt_mismatch_line
 
 LOG = logging.getLogger("chatshards")
+PREVIEWED = "previewed"  # what run() returns for --preview
 DEBUG_ENV = "CHATSHARDS_DEBUG"
 #: exit status of a job that ran to the end but wrote no row or rejected more than --max-rejected allows
 DATA_FAILED = 3
@@ -112,6 +116,11 @@ def run(job: JobArgs, *, wait: bool = True):
     not inspected (no storage access: the graph is only built and translated).
     """
     plan = plan_job(job)
+    if job.preview:  # the plan printed; nothing claimed, nothing written
+        from pipeline.launch.preview import print_preview
+
+        print_preview(job, plan)
+        return PREVIEWED
     if chosen_engine(job, plan) == LOCAL:
         return _run_locally(job, plan)
     from pipeline.engines.beam.run import run_on_beam  # imports Beam (about 1.2 s): Beam jobs only
@@ -176,7 +185,7 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     cleaned = "nothing was written"
     try:
         with stop_signals_raise():
-            job = parse_args(argv)
+            job = parse_command_line(argv)
             _quiet_beam_logs(job.verbose)
             if is_local(job.output):
                 cleaned = "the run's partial files were removed"
@@ -195,6 +204,8 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         print(f"chatshards: error: the job failed: {failure_text(exc)}; no manifest was written ({cleaned}; "
               f"{DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
         return 1
+    if result == PREVIEWED:
+        return 0
     if isinstance(result, dict):  # the local engine's manifest
         return _finish(job, time.monotonic() - started, result)
     beam_result, dry_run = result
@@ -275,5 +286,18 @@ def _print_summary(job: JobArgs, seconds: float, manifest: dict | None = None) -
         f"{manifest['num_shards']} shard(s), rejected {counts['rejected']} ({reasons}) in {seconds:.1f}s "
         f"({counts['read'] / max(seconds, 1e-9):.0f} records/s) -> {job.output}"
     )
+    packing = manifest.get("packing")
+    if packing:
+        print(f"chatshards: packed {packing['sequences']} rows into {packing['packs']} rows of at most "
+              f"{packing['length']} tokens ({packing['strategy']}, per shard): efficiency {packing['efficiency']}, "
+              f"{packing['truncated_to_fit']['sequences']} rows truncated to fit")
+    if "mixture" in manifest:
+        taken = counts["read"] - counts["mixture_skipped"] + counts["mixture_repeats"]
+        print(f"chatshards: mixture of {len(manifest['mixture']['datasets'])} datasets: took {taken} examples of "
+              f"{counts['read']} records read ({counts['mixture_skipped']} not taken, {counts['mixture_repeats']} "
+              f"repeats); per dataset in the manifest's mixture section")
     if "audit" in manifest:
+        mismatch = manifest["audit"].get("prompt_mismatch")
+        if mismatch:
+            print(f"chatshards: {prompt_mismatch_line(mismatch)}")
         print(f"chatshards: audit report: {join(job.output, 'audit', 'report.html')}")

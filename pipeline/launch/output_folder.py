@@ -139,25 +139,102 @@ def _pattern_regex(pattern: str) -> str:
     return FileSystems.get_filesystem(pattern).translate_pattern(pattern)
 
 
+# Local paths are compared by what they name, however they are spelled: the real path (symbolic links and
+# ``..`` resolved) and the (st_dev, st_ino) identity of the file or folder (bind mounts, hard links, case on
+# case-insensitive filesystems), so an --output reached through a symbolic link is the same folder as its target.
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of what ``path`` names (symbolic links followed); ``None`` when it does not exist."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _spellings(path: str) -> set[str]:
+    """The absolute and the real path of a local ``path``."""
+    return {os.path.abspath(path), os.path.realpath(path)}
+
+
+def _folders_written(out: str) -> set[tuple[int, int]]:
+    """Identities of the folders under a local ``out`` where the job writes or deletes (those that exist)."""
+    found = (_identity(os.path.join(out, folder)) for folder in (sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR, TMP_DIR))
+    return {identity for identity in found if identity is not None}
+
+
+def _files_written(out: str) -> set[tuple[int, int]]:
+    """Identities of the files directly in a local ``out`` that the job writes or deletes (those that exist)."""
+    found = (_identity(os.path.join(out, name)) for name in (sf.MANIFEST_NAME, MARKER_NAME, LOCK_NAME))
+    return {identity for identity in found if identity is not None}
+
+
+def _inside_written_local(out: str):
+    """A test of local input paths: is the path, however either is spelled, a file the job writes in ``out``
+    or under one of the folders it writes there (``data/``, ``rejected/``, ``audit/``, ``.tmp/``)?"""
+    outs = _spellings(out)
+    files, folders = _files_written(out), _folders_written(out)
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        if any(_written_by_the_job(spelling, root) for spelling in (os.path.abspath(path), real) for root in outs):
+            return True
+        if files and _identity(path) in files:
+            return True
+        folder = os.path.dirname(real)
+        while folders:
+            if _identity(folder) in folders:
+                return True
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                return False
+            folder = parent
+        return False
+
+    return inside
+
+
+def _resolved_pattern(pattern: str) -> str:
+    """A local glob with its literal folder part (before the first component holding ``*``, ``?`` or ``[``)
+    replaced by its real path."""
+    full = os.path.abspath(pattern)
+    parts = full.split(os.sep)
+    literal = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+    if literal == 0:
+        return full
+    head = os.sep.join(parts[:literal]) or os.sep
+    return os.path.join(os.path.realpath(head), *parts[literal:])
+
+
 def check_inputs_outside_output(output: str, patterns: Sequence[str], files: Iterable[str] | None) -> None:
     """Refuse (``ConfigError``) an ``--output`` that overlaps the inputs: an input file among the files
-    the job writes or deletes in ``output``, or an ``--input`` glob that would match such a file."""
+    the job writes or deletes in ``output``, or an ``--input`` glob that would match such a file. Local
+    paths are compared however they are spelled (real paths, and file and folder identities)."""
     out = _normal(output)
+    inside_local = _inside_written_local(out) if is_local(output) else None
     for path in files or ():
-        if _written_by_the_job(_normal(path), out):
+        if inside_local is not None and is_local(path):
+            inside = inside_local(path)
+        else:
+            inside = _written_by_the_job(_normal(path), out)
+        if inside:
             raise ConfigError(f"--input file {path!r} lies where the job writes its output in --output "
                               f"{output!r} (data/, rejected/, audit/, .tmp/, manifest.json, README.md); choose an "
                               "--output "
                               "outside the input folders")
     samples = _written_samples(out)
+    if is_local(output):
+        samples += _written_samples(os.path.realpath(out))
     for pattern in patterns:
         full = _normal(pattern)
         if pattern.endswith(("/", "\\")):
             full += "/*"
         if is_local(pattern) != is_local(output):
             continue
-        regex = re.compile(_pattern_regex(full))
-        hit = next((sample for sample in samples if regex.match(sample)), None)
+        regexes = [re.compile(_pattern_regex(full))]
+        if is_local(pattern):
+            regexes.append(re.compile(_pattern_regex(_resolved_pattern(full))))
+        hit = next((sample for sample in samples for regex in regexes if regex.match(sample)), None)
         if hit is not None:
             raise ConfigError(f"--input {pattern!r} would also match {_relative(hit, out)!r}, which the job writes in "
                               f"--output {output!r}; choose an --output outside the input folders, or a narrower glob")
@@ -230,6 +307,22 @@ def _own_files(output: str) -> tuple[list[str], list[str], list[str]]:
     return own, derived, foreign
 
 
+def _input_among(doomed: Sequence[str], input_files: Iterable[str]) -> str | None:
+    """The first of the paths ``doomed`` (to be deleted) that is an input file, however either is spelled
+    (same path, same real path, or locally the same ``(st_dev, st_ino)``), else ``None``."""
+    inputs = list(input_files)
+    names = {_normal(path) for path in inputs}
+    local = [path for path in inputs if is_local(path)]
+    names.update(spelling for path in local for spelling in _spellings(path))
+    identities = {identity for identity in map(_identity, local) if identity is not None}
+    for path in doomed:
+        if _normal(path) in names:
+            return path
+        if is_local(path) and (_spellings(path) & names or _identity(path) in identities):
+            return path
+    return None
+
+
 def prepare_output(output: str, *, overwrite: bool, input_files: Iterable[str] = ()) -> None:
     """Make ``output`` ready for a run, or refuse (``ConfigError``); then mark it as this tool's.
 
@@ -263,8 +356,8 @@ def prepare_output(output: str, *, overwrite: bool, input_files: Iterable[str] =
             raise OutputExists(
                 f"--output {output!r} already holds a dataset or a partial run ({', '.join(present)}); "
                 f"pass --overwrite to replace it, or choose another folder{also}")
-        inputs = {_normal(path) for path in input_files}
-        clash = next((path for path in own + derived if _normal(path) in inputs), None)
+        clash = _input_among(own + derived + (list_tree(join(output, TMP_DIR)) if is_local(output) else []),
+                             input_files)
         if clash is not None:
             raise ConfigError(f"--overwrite would delete {clash!r}, which is an --input file; nothing was deleted")
         if own:
@@ -408,15 +501,6 @@ def claim_output(output: str, *, inputs: Sequence[str], files: Iterable[str] | N
         lock.release()
         raise
     return lock
-
-
-def _identity(path: str) -> tuple | None:
-    """``(st_dev, st_ino)`` of the file ``path`` names (symbolic links followed), or ``None``."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
 
 
 def abandon_run(output: str, *, input_files: Iterable[str] = ()) -> None:

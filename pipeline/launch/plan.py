@@ -18,7 +18,12 @@ from pipeline.steps.records import BuilderSpec
 from pipeline.version import VERSION
 from transforms.audit.probe import TemplateProbe, template_probe
 from transforms.config import JobConfig
+from transforms.formats import FormatOptions
+from transforms.mixture import Mixture, Selection
+from transforms.packing.mrope import MropeSpec
+from transforms.packing.rows import ShardPacking
 from transforms.tokenizer_loading import tokenizer_description
+from transforms.vision.config import DYNAMIC
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +43,11 @@ class JobPlan:
         audit_probe: the audit branch's template probe, or ``None`` when the audit is off (``--no-audit``).
         input_bytes: the matched inputs' total size (compressed files weighted, see
             :func:`pipeline.launch.main.weighted_input_bytes`), or ``None`` with ``--no-validate-inputs``.
+        packing: how each shard's rows are packed when the shard is written (``--pack-length``), or
+            ``None`` (rows written as built).
+        selection: the mixture's per-record decisions (:class:`transforms.mixture.Selection`), set by the local
+            engine once it has counted every file's records (a job with a datasets list; ``None`` otherwise and
+            at launch). The Beam graph computes it as a side input instead.
     """
 
     patterns: tuple[str, ...]
@@ -50,6 +60,18 @@ class JobPlan:
     batch_size: int
     audit_probe: TemplateProbe | None
     input_bytes: int | None = None
+    packing: ShardPacking | None = None
+    selection: Selection | None = None
+
+    @property
+    def mixture(self) -> Mixture | None:
+        """The datasets of a job config file (``None``: one dataset, the ``--input`` files)."""
+        return self.spec.mixture
+
+    def record_spec(self):
+        """What gives each record's parsing options: the job's ``TaskSpec``, or (a datasets list) the
+        :class:`~transforms.mixture.Mixture` (each file's dataset's ``TaskSpec``)."""
+        return self.spec.mixture if self.spec.mixture is not None else self.spec.task_spec
 
     @property
     def dedup(self) -> bool:
@@ -74,7 +96,7 @@ class JobPlan:
         return self.spec.task_spec
 
     def shard_schema(self):
-        """The Arrow schema of the shards (the task's)."""
+        """The Arrow schema of the rows as built (the task's; the fragments'; the shards' unless packed)."""
         return self.spec.shard_schema()
 
 
@@ -130,6 +152,16 @@ def task_section(job: JobArgs, spec: BuilderSpec, tokenizer) -> dict[str, Any] |
     return section
 
 
+def task_message_format(job: JobArgs) -> dict[str, Any]:
+    """The message-reading options of a task that reads chat messages (``--role-map``, ``--system-prompt``: the
+    preference tasks), for its config and fingerprint; ``{}`` for the tasks that do not read them."""
+    from transforms.tasks import task_class
+
+    if not {"role_map", "system_prompt"} & set(task_class(job.task).chat_options):
+        return {}
+    return {"role_map": dict(job.format_options.role_map), "system_prompt": job.format_options.system_prompt}
+
+
 def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
               input_bytes: int | None = None) -> JobPlan:
     """The plan of ``job``: ``tokenizer`` is the loaded job tokenizer (its chat template set),
@@ -139,16 +171,23 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
     spec = BuilderSpec(tokenizer=job.tokenizer, chat_template=tokenizer.chat_template,
                        trust_remote_code=job.trust_remote_code, format_options=job.format_options,
                        tokenize_options=job.tokenize_options, vision=vision, image_options=job.image_options,
-                       task=job.task, task_options=job.task_options)
+                       task=job.task, task_options=job.task_options, mixture=job.mixture)
     vision_part = vision_section(job, spec) if vision is not None else None
     task_part = task_section(job, spec, tokenizer)
     description = tokenizer_description(tokenizer)
     format_json = job.format_options.to_json() if task_part is None else {
-        "format": job.task_options.format, "field_map": dict(job.task_options.field_map)}
+        "format": job.task_options.format, "field_map": dict(job.task_options.field_map),
+        **task_message_format(job)}
+    if job.mixture is not None and task_part is None:
+        # the top-level format options are only the datasets' defaults: what reaches the rows is in ``mixture``
+        format_json = FormatOptions(images=job.format_options.images).to_json()
+    extra = {"vision": {k: vision_part[k] for k in ("config", "images")}} if vision_part else {}
+    if job.packing is not None:  # the default job's config (and its fingerprint) stays as it was
+        extra["packing"] = job.packing.to_json()
     config = JobConfig(format=format_json, tokenize=job.tokenize_options,
-                       tokenizer=description, dedup=job.dedup, num_shards=job.num_shards,
-                       extra={"vision": {k: vision_part[k] for k in ("config", "images")}} if vision_part else {},
-                       task={"name": job.task, "options": task_part["options"]} if task_part else None)
+                       tokenizer=description, dedup=job.dedup, num_shards=job.num_shards, extra=extra,
+                       task={"name": job.task, "options": task_part["options"]} if task_part else None,
+                       mixture=job.mixture.to_json() if job.mixture is not None else None)
     template_check = template_report.to_json() if template_report is not None else None
     manifest_base = {
         "config": {**config.to_json(), "inputs": list(job.inputs)},
@@ -159,6 +198,7 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
         "versions": library_versions(),
         **({"vision": vision_part} if vision_part else {}),
         **({"task": task_part} if task_part else {}),
+        **({"config_file": job.config_file} if job.config_file is not None else {}),
     }
     return JobPlan(
         patterns=tuple(job.inputs),
@@ -172,4 +212,16 @@ def make_plan(job: JobArgs, tokenizer, *, template_report, files, vision=None,
         audit_probe=None if job.no_audit else (
             template_probe(tokenizer, template_check) if template_check is not None else TemplateProbe()),
         input_bytes=input_bytes,
+        packing=shard_packing(job, vision),
     )
+
+
+def shard_packing(job: JobArgs, vision) -> ShardPacking | None:
+    """What the shard writer packs with (``None`` without ``--pack-length``); Qwen-VL rows also get
+    their per-sequence 3-D M-RoPE positions (:mod:`transforms.packing.mrope`)."""
+    if job.packing is None:
+        return None
+    mrope = None
+    if vision is not None and vision.family == DYNAMIC:
+        mrope = MropeSpec(image_token_id=vision.image_token_id, merge_size=vision.merge_size)
+    return ShardPacking(job.packing, mrope)

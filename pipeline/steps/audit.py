@@ -17,6 +17,7 @@ from transforms.audit.duplicates import DuplicateSummary
 from transforms.audit.probe import TemplateProbe
 from transforms.audit.report import render_report, render_samples
 from transforms.audit.stats import REPORT_PATH, STATS_PATH, build_stats, manifest_section
+from transforms.packing.stats import report_of_shards
 from transforms.tasks.spec import as_task_spec
 
 LOG = logging.getLogger("chatshards")
@@ -35,16 +36,22 @@ def merge_into_first(accumulators):
 
 def write_audit(*, output: str, manifest_base: Mapping[str, Any], probe: TemplateProbe, format_options,
                 tokenizer: str | None, trust_remote_code: bool, partials: Iterable[AuditAccumulator],
-                duplicates: DuplicateSummary) -> dict:
+                duplicates: DuplicateSummary, packing=None, shards: Iterable[Mapping] = ()) -> dict:
     """Merge the partial statistics (``partials``: accumulators over rows and rejections; merged into a fresh
     one, so they are not modified), write ``audit/stats.json`` and ``audit/report.html`` under ``output`` and
     return the manifest's ``audit`` section. A tokenizer that cannot decode the samples leaves the report
-    without them (said in the report), never fails the job."""
+    without them (said in the report), never fails the job.
+
+    ``packing`` (a :class:`transforms.packing.rows.ShardPacking`, ``--pack-length``): the shard entries
+    ``shards`` carry their packing figures; ``stats.json`` and the report get the ``packing`` section. The
+    statistics of rows are those of the sequences (the rows as built, before packing)."""
     acc = AuditAccumulator(probe, format_options)
     for part in partials:
         acc = acc.merge(part)
     base = {k: manifest_base[k] for k in MANIFEST_KEYS if k in manifest_base}
     stats = build_stats(acc, duplicates, manifest=base, computed_by="job")
+    if packing is not None:
+        stats["packing"] = report_of_shards(shards, length=packing.options.length, strategy=packing.options.strategy)
     notes = []
     try:
         # the vocabulary only (to decode the samples); tasks other than chat take tokenizers without a template

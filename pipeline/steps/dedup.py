@@ -24,6 +24,7 @@ from pipeline.io.spill import read_spilled
 from transforms import errors
 from transforms import shard_format as sf
 from transforms.formats import FormatOptions
+from transforms.mixture import Mixture
 from transforms.reading import RawRecord
 from transforms.rows import rejection
 from transforms.tasks.spec import TaskSpec, as_task_spec
@@ -31,10 +32,14 @@ from transforms.tasks.spec import TaskSpec, as_task_spec
 
 def dedup_key(raw: RawRecord, format_options: FormatOptions | TaskSpec) -> str:
     """Records whose conversations (or, for another task, contents: the task's ``content_key``) are identical
-    share a key; anything unconvertible gets a unique key (it is rejected later with its own reason)."""
+    share a key; anything unconvertible gets a unique key (it is rejected later with its own reason).
+    ``format_options``: the job's options, or (a datasets list) its :class:`~transforms.mixture.Mixture`: each
+    record read with its dataset's options, duplicates found across datasets too."""
     if raw.value is not None:
         try:
-            return "c:" + as_task_spec(format_options).content_key(raw.value)
+            spec = format_options.task_of(raw.source) if isinstance(format_options, Mixture) \
+                else as_task_spec(format_options)
+            return "c:" + spec.content_key(raw.value)
         except Exception:  # rejected later by the builder with the right reason
             pass
     return "u:" + sf.row_sort_key(raw.source, raw.index)

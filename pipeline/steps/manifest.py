@@ -14,33 +14,52 @@ from pipeline.io.files import delete_tree, join, list_tree, tmp_root, write_atom
 from pipeline.steps.shards import shard_entry
 from transforms import shard_format as sf
 from transforms.dataset_card import CARD_NAME, card_bytes
+from transforms.packing.rows import ShardPacking
+from transforms.packing.stats import report_of_shards
 
 
 def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bool = False, extra_fields=(),
                     shards: Iterable[Mapping], rejected_files: Iterable[Mapping], read_count: int, num_shards: int,
-                    extra_sections: Iterable[Mapping] = (), schema=None) -> dict:
+                    extra_sections: Iterable[Mapping] = (), schema=None,
+                    packing: ShardPacking | None = None, mixture_counts: tuple[int, int] | None = None) -> dict:
     """Fill empty shards, check counts, write the dataset card ``README.md`` and ``manifest.json`` (last), delete
     ``<output>/.tmp``; return the manifest.
 
     ``shards``: the shard entries written (:func:`pipeline.steps.shards.write_shard`); ``rejected_files``: the
     rejected files' entries (:func:`pipeline.steps.rejected.write_rejected_file`); ``extra_sections``: dicts merged
     into the manifest (the audit section); ``schema``: the shards' schema (the job plan's), else the chat schema
-    of ``padded`` / ``extra_fields``. Raises (so no manifest is written) when ``read != written + rejected``,
-    or when ``data/`` or ``rejected/`` hold other files than this run's (another writer in the same folder).
+    of ``padded`` / ``extra_fields``; ``mixture_counts``: ``(skipped, repeats)`` of a job with a datasets list
+    (records its mixture did not take, extra copies it made; recorded as ``counts.mixture_skipped`` and
+    ``counts.mixture_repeats``). Raises (so no manifest is written) when ``read - skipped + repeats != written +
+    rejected``, or when ``data/`` or ``rejected/`` hold other files than this run's (another writer in the same
+    folder).
+
+    ``packing`` (``--pack-length``): the shards hold packed rows (``schema`` stays the rows'); the manifest gets
+    ``counts.sequences`` and the ``packing`` section (:func:`transforms.packing.stats.report_of_shards`, from the
+    figures each shard entry carries; they are not kept in the entries).
     """
     manifest_base = dict(manifest_base)
     extra_fields = tuple(extra_fields)
-    shards = {entry["path"]: entry for entry in shards}
+    shards = {entry["path"]: dict(entry) for entry in shards}
     if schema is None:
         schema = sf.arrow_schema(padded=padded, extra_fields=extra_fields)
+    if packing is not None:  # ``schema`` is the rows'; the shards hold packed rows
+        schema = packing.schema(schema)
     scratch = tmp_root(output)
     for index in range(num_shards):
         relative = sf.shard_relative_path(index, num_shards)
         if relative not in shards:  # no row hashed here: write an empty shard so names are complete
             data = sf.ipc_stream_bytes(schema.empty_table())
             write_atomically(join(output, *relative.split("/")), data, tmp_root=scratch)
-            shards[relative] = shard_entry(index, num_shards, 0, 0, 0, data)
+            shards[relative] = shard_entry(index, num_shards, 0, 0, 0, data,
+                                           sequences=None if packing is None else 0)
     shard_list = [shards[key] for key in sorted(shards)]
+    packing_section = None
+    if packing is not None:
+        packing_section = report_of_shards(shard_list, length=packing.options.length,
+                                           strategy=packing.options.strategy)
+        for entry in shard_list:
+            entry.pop("packing", None)
     rows = sum(entry["rows"] for entry in shard_list)
     written = sum(entry.get("records", entry["rows"]) for entry in shard_list)
     rejected_list = sorted(rejected_files, key=lambda entry: entry["path"])
@@ -49,19 +68,26 @@ def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bo
     for entry in rejected_list:
         for reason, count in entry["by_reason"].items():
             by_reason[reason] = by_reason.get(reason, 0) + count
-    if read_count != written + rejected:
+    skipped, repeats = mixture_counts if mixture_counts is not None else (0, 0)
+    if read_count - skipped + repeats != written + rejected:
+        taken = f" (the mixture took {read_count - skipped + repeats})" if mixture_counts is not None else ""
         raise RuntimeError(
-            f"count mismatch: read {read_count} records but wrote {written} records and {rejected} rejections; "
-            "refusing to commit the dataset"
+            f"count mismatch: read {read_count} records{taken} but wrote {written} records and {rejected} "
+            "rejections; refusing to commit the dataset"
         )
     # never commit over a folder mixed with another run's files (refuses with a RuntimeError)
     check_folder_holds_exactly(output, [entry["path"] for entry in shard_list],
                                [entry["path"] for entry in rejected_list])
     manifest = dict(manifest_base)
+    counts = {"read": read_count, "written": written, "rejected": rejected, "rows": rows}
+    if mixture_counts is not None:
+        counts.update(mixture_skipped=skipped, mixture_repeats=repeats)
+    if packing_section is not None:
+        counts["sequences"] = sum(entry["sequences"] for entry in shard_list)
     manifest.update({
         "schema_version": sf.SCHEMA_VERSION,
         "format": sf.FORMAT_NAME,
-        "counts": {"read": read_count, "written": written, "rejected": rejected, "rows": rows},
+        "counts": counts,
         "rejected_by_reason": dict(sorted(by_reason.items())),
         "num_shards": num_shards,
         "shards": shard_list,
@@ -74,6 +100,8 @@ def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bo
         "columns": [field.name for field in schema],
         "dataset_card": CARD_NAME,
     })
+    if packing_section is not None:
+        manifest["packing"] = packing_section
     for section in extra_sections:
         manifest.update(section)
     write_atomically(join(output, CARD_NAME), card_bytes(manifest), tmp_root=scratch)

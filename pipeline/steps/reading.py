@@ -14,6 +14,7 @@ from pipeline.io.input_files import (
     open_input,
 )
 from transforms import errors
+from transforms.mixture import Mixture
 from transforms.reading import RawRecord, iter_records
 
 
@@ -87,10 +88,13 @@ def read_file(path: str, task=None, opened: Callable | None = None) -> Iterator[
 
 def read_file_batches(path: str, batch_size: int, task=None,
                       position: Callable[[int], None] | None = None) -> Iterator[list[RawRecord]]:
-    """The records of one file in lists of at most ``batch_size`` (in file order; ``task``: see :func:`read_file`).
-    ``position``: called before each batch is yielded with the bytes of the file read so far (on disk)."""
+    """The records of one file in lists of at most ``batch_size`` (in file order; ``task``: see :func:`read_file`,
+    or the job's :class:`~transforms.mixture.Mixture`). ``position``: called before each batch is yielded with the
+    bytes of the file read so far (on disk)."""
     batch: list[RawRecord] = []
     streams: list = []
+    if isinstance(task, Mixture):  # a datasets list: the file's dataset's task
+        task = task.task_of(path)
     # the chat task reads every file the usual way (read_file(path), as before tasks existed)
     records = read_file(path, None if task is None or task.is_chat else task,
                         opened=streams.append if position is not None else None)

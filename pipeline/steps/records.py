@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
 
 from pipeline.io.files import read_bytes
 from pipeline.io.remote import shared_job_tokenizer
@@ -15,6 +17,7 @@ from pipeline.steps.rejected import writable_rejection
 from transforms import shard_format as sf
 from transforms.config import TokenizeOptions
 from transforms.formats import FormatOptions
+from transforms.mixture import DATASET_COLUMN, DatasetEntry, Mixture, Selection
 from transforms.rows import PARSED, ROW, RowBuilder, parse_record
 from transforms.shard_format import task_arrow_schema
 from transforms.tasks.base import TaskOptions
@@ -44,6 +47,9 @@ class BuilderSpec:
     # --task (transforms/tasks/): its name and options (None: the task's defaults; chat has none)
     task: str = "chat"
     task_options: TaskOptions | None = None
+    # a job config file's datasets (transforms.mixture): rows gain a ``dataset`` column, each file's records
+    # parse with its dataset's options
+    mixture: Mixture | None = None
 
     @property
     def task_spec(self) -> TaskSpec:
@@ -51,7 +57,7 @@ class BuilderSpec:
         return TaskSpec(name=self.task, options=self.task_options, format_options=self.format_options)
 
     def create_builder(self) -> RowBuilder:
-        chat = self.task_spec.is_chat
+        chat = self.task_spec.task_class.needs_chat_template  # chat, preference, kto: the job's chat template
         tokenizer = shared_job_tokenizer(self.tokenizer, trust_remote_code=self.trust_remote_code,
                                          require_chat_template=chat)
         if chat:
@@ -75,9 +81,13 @@ class BuilderSpec:
         (:func:`transforms.shard_format.task_arrow_schema` with the task's fields)."""
         spec = self.task_spec
         if spec.is_chat:
-            return sf.arrow_schema(padded=self.tokenize_options.pad_to == "max_length",
-                                   extra_fields=self.extra_fields())
-        return task_arrow_schema(spec.shard_fields(self.tokenize_options))
+            schema = sf.arrow_schema(padded=self.tokenize_options.pad_to == "max_length",
+                                     extra_fields=self.extra_fields())
+        else:
+            schema = task_arrow_schema(spec.shard_fields(self.tokenize_options))
+        if self.mixture is not None:  # the dataset entry of each row, last
+            schema = schema.append(pa.field(DATASET_COLUMN, pa.string(), nullable=False))
+        return schema
 
 
 def parse_raw_record(raw, format_options: FormatOptions | TaskSpec):
@@ -93,10 +103,17 @@ def read_remote_file(path: str) -> bytes:
     return read_bytes(path)
 
 
-def parse_batch(batch, format_options: FormatOptions | TaskSpec) -> tuple[list, list]:
+def parse_batch(batch, format_options: FormatOptions | TaskSpec,
+                selection: Selection | None = None) -> tuple[list, list]:
     """``list[RawRecord] -> (parsed, rejections)``: ``parsed`` the ``(raw, example)`` pairs in batch order,
     ``rejections`` writable rejection dicts (``format_options``: chat's, or the job's
-    :class:`~transforms.tasks.spec.TaskSpec`). Never raises."""
+    :class:`~transforms.tasks.spec.TaskSpec`). Never raises.
+
+    ``selection`` (a job with a datasets list): records the mixture does not take are dropped first (count them
+    with :func:`mixture_counts`), each record parses with its dataset's options and template variables, and a
+    rejection is tagged with its dataset and repeated once per copy of its record."""
+    if selection is not None:
+        return _parse_mixed(batch, selection)
     parsed, rejections = [], []
     for raw in batch:
         kind, item = parse_raw_record(raw, format_options)
@@ -104,15 +121,42 @@ def parse_batch(batch, format_options: FormatOptions | TaskSpec) -> tuple[list, 
     return parsed, rejections
 
 
-def build_batch(builder: RowBuilder, parsed) -> tuple[list, list]:
+def parse_in_dataset(raw, entry: DatasetEntry):
+    """:func:`parse_raw_record` of a record of dataset ``entry``: its record options, and its chat template
+    variables under the record's own (a record's ``chat_template_kwargs`` wins). Never raises."""
+    kind, item = parse_raw_record(raw, entry.task)
+    if kind == PARSED and entry.kwargs and hasattr(item[1], "template_kwargs"):
+        item = (item[0], replace(item[1], template_kwargs={**entry.kwargs, **item[1].template_kwargs}))
+    return kind, item
+
+
+def _parse_mixed(batch, selection: Selection) -> tuple[list, list]:
+    mixture = selection.mixture
+    parsed, rejections = [], []
+    for raw in selection.select(batch)[0]:
+        kind, item = parse_in_dataset(raw, mixture.entry_of(raw.source))
+        (parsed if kind == PARSED else rejections).append(item)
+    return parsed, selection.expand_rejections(rejections)
+
+
+def mixture_counts(batch, selection: Selection) -> tuple[int, int]:
+    """``(skipped, repeats)`` of a batch under a mixture: records not taken, extra copies of the taken ones."""
+    return selection.select(batch)[1:]
+
+
+def build_batch(builder: RowBuilder, parsed, selection: Selection | None = None) -> tuple[list, list]:
     """``(raw, Conversation)`` pairs -> ``(rows, rejections)`` (:meth:`transforms.rows.RowBuilder.build_rows`;
-    rejections made writable). Never raises for a record: a record's failure is its rejection."""
+    rejections made writable). Never raises for a record: a record's failure is its rejection. ``selection``
+    (a job with a datasets list): rows gain their ``dataset`` column and, like rejections, are repeated once
+    per copy of their record (:meth:`transforms.mixture.Selection.expand_rows`)."""
     rows, rejections = [], []
     for kind, item in builder.build_rows(parsed):
         if kind == ROW:
             rows.append(item)
         else:
             rejections.append(writable_rejection(item))
+    if selection is not None:
+        return selection.expand_rows(rows), selection.expand_rejections(rejections)
     return rows, rejections
 
 

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator, Mapping
 from pipeline.io.chunks import REJECTED, Chunk, ChunkFile, ChunkWriter, read_chunk
 from pipeline.io.files import atomic_writer, join, tmp_root
 from transforms import shard_format as sf
+from transforms.mixture import rejection_sort_key
 
 FRAGMENT_BYTES = 16 * 1024 * 1024
 CHUNK_LINES = 1000
@@ -79,7 +80,8 @@ def rejected_file_name(index: int, count: int) -> str:
 
 
 def sort_key_of(item: Mapping[str, Any]) -> str:
-    return sf.row_sort_key(str(item["source"]), int(item["index"]))
+    """The rejection's record's sort key (a repeat of a mixture's record: its copy's key)."""
+    return rejection_sort_key(item)
 
 
 def write_rejected_fragment(items: list[Mapping[str, Any]], *, folder: str,

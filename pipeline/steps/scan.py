@@ -36,10 +36,19 @@ def resolve_task_options(job: JobArgs, files: Sequence[str] | None) -> JobArgs:
     task = task_class(job.task)
     if not task.needs_scan(job.task_options):
         return job
-    paths = list(files) if files is not None else expand_inputs(job.inputs)
-    spec = TaskSpec(name=job.task, options=job.task_options)
+    if job.mixture is not None:  # each dataset's records read with its own options
+        examples = (example for entry in job.mixture.datasets for example in _examples(entry.task, entry.files))
+    else:
+        paths = list(files) if files is not None else expand_inputs(job.inputs)
+        examples = _examples(TaskSpec(name=job.task, options=job.task_options), paths)
     try:
-        options = task.resolve_options(job.task_options, _examples(spec, paths))
+        options = task.resolve_options(job.task_options, examples)
     except ValueError as exc:
         raise ConfigError(f"--task {job.task}: {exc}") from exc
-    return dataclasses.replace(job, task_options=options)
+    job = dataclasses.replace(job, task_options=options)
+    if job.mixture is not None:  # the datasets take the completed options, with their own format and field map
+        entries = tuple(dataclasses.replace(entry, task=TaskSpec(name=job.task, options=dataclasses.replace(
+            options, format=entry.task.options.format, field_map=entry.task.options.field_map)))
+            for entry in job.mixture.datasets)
+        job = dataclasses.replace(job, mixture=dataclasses.replace(job.mixture, datasets=entries))
+    return job

@@ -14,7 +14,13 @@ import numpy as np
 from transforms import errors
 from transforms.audit.histogram import FractionHistogram, IntHistogram, merge_counts
 from transforms.audit.probe import TemplateProbe
-from transforms.shard_format import DOCUMENTS_COLUMN, IGNORE_INDEX, row_sort_key
+from transforms.shard_format import (
+    DOCUMENTS_COLUMN,
+    IGNORE_INDEX,
+    PROMPT_MISMATCH_KEY,
+    PROMPT_MISMATCH_RECORD_KEY,
+    row_sort_key,
+)
 
 EXCERPT_CHARS = 1200
 DETAIL_CHARS = 500
@@ -71,6 +77,24 @@ def _source_entry() -> dict[str, Any]:
     return {"rows": 0, "records": 0, "rejected": 0, "tokens": 0, "trained_tokens": 0, "truncated": 0,
             "double_bos": 0, "default_system_prompt": 0, "last_trained_not_stop": 0,
             "formats": {}, "rejected_by_reason": {}}
+
+
+DATASET = "dataset"  # the column (and rejection field) of a job with a datasets list
+
+
+def _dataset_entry() -> dict[str, Any]:
+    return {"rows": 0, "records": 0, "rejected": 0, "tokens": 0, "trained_tokens": 0, "truncated": 0,
+            "rejected_by_reason": {}, "lengths": IntHistogram()}
+
+
+def _merge_dataset(into: dict, other: Mapping[str, Any]) -> None:
+    for key, value in other.items():
+        if key == "lengths":
+            into[key].merge(value)
+        elif isinstance(value, dict):
+            merge_counts(into[key], value)
+        else:
+            into[key] += value
 
 
 def _merge_source(into: dict, other: Mapping[str, Any]) -> None:
@@ -142,6 +166,7 @@ class AuditAccumulator:
         self.fraction = FractionHistogram()
         self.truncated_tokens = IntHistogram()  # over truncated rows only
         self.sources: dict[str, dict] = {}
+        self.datasets: dict[str, dict] = {}  # a job with a datasets list: per dataset entry
         self.formats_written: dict[str, int] = {}
         self.formats_rejected: dict[str, int] = {}
         self.reasons: dict[str, int] = {}
@@ -153,7 +178,10 @@ class AuditAccumulator:
             "split_rows": 0, "split_records": 0, "split_extra_tokens": 0,
             "rows_with_trained_reasoning": 0, "trained_reasoning_tokens": 0,
             "records_with_literal_control_tokens": 0,
+            "prompt_mismatch_records": 0, "prompt_mismatch_rows": 0, "prompt_mismatch_turns": 0,
         }
+        self.prompt_mismatch_kinds: dict[str, int] = {}  # kind -> turns (see transforms.chat_render.PromptMismatch)
+        self.prompt_mismatch_example: tuple | None = None  # (sort_key, example), the smallest key
         self.first_by_format: dict[str, tuple] = {}
         self.first_truncated: tuple | None = None
         self.first_rows: list[tuple] = []  # the FIRST_ROWS_KEPT smallest (sort_key, sample)
@@ -184,8 +212,27 @@ class AuditAccumulator:
             entry = self.sources[source] = _source_entry()
         return entry
 
+    def _dataset(self, name) -> dict:
+        entry = self.datasets.get(name)
+        if entry is None:
+            entry = self.datasets[str(name)] = _dataset_entry()
+        return entry
+
+    def _add_dataset_row(self, row: Mapping[str, Any], records: int) -> None:
+        entry = self._dataset(row[DATASET])
+        length = int(row["length"])
+        entry["rows"] += 1
+        entry["records"] += records
+        entry["tokens"] += length
+        entry["trained_tokens"] += int(row["num_loss_tokens"])
+        entry["truncated"] += 1 if bool(row["truncated"]) else 0
+        entry["lengths"].add(length)
+
     def add_row(self, row: Mapping[str, Any]) -> None:
         """Add one shard row (a job row dict, or a row read back from a shard)."""
+        if DATASET in row:
+            first = int(row.get("row_of_record", 0) or 0) == 0
+            self._add_dataset_row(row, int(row[DOCUMENTS_COLUMN]) if DOCUMENTS_COLUMN in row else (1 if first else 0))
         if self.figures is not None:
             self._add_task_row(row)
             return
@@ -222,6 +269,11 @@ class AuditAccumulator:
             counters["trained_reasoning_tokens"] += int(row["reasoning_tokens"])
         if first and int(row.get("literal_control_tokens", 0) or 0) > 0:
             counters["records_with_literal_control_tokens"] += 1
+        mismatches = row.get(PROMPT_MISMATCH_KEY)
+        if mismatches:
+            self._add_prompt_mismatch(row, mismatches)
+        if first and row.get(PROMPT_MISMATCH_RECORD_KEY):
+            counters["prompt_mismatch_records"] += 1
         entry = self._source(source)
         entry["rows"] += 1
         entry["records"] += 1 if first else 0
@@ -260,15 +312,32 @@ class AuditAccumulator:
         if truncated and (self.first_truncated is None or sort_key < self.first_truncated[0]):
             self.first_truncated = (sort_key, _sample_of(row, sort_key))
         kept = self.first_rows
-        if len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]:
+        if (len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]) and all(key != sort_key for key, _ in kept):
             kept.append((sort_key, _sample_of(row, sort_key)))
             kept.sort(key=lambda item: item[0])
             del kept[FIRST_ROWS_KEPT:]
+
+    def _add_prompt_mismatch(self, row: Mapping[str, Any], mismatches) -> None:
+        counters = self.counters
+        counters["prompt_mismatch_rows"] += 1
+        counters["prompt_mismatch_turns"] += len(mismatches)
+        for mismatch in mismatches:
+            kind = str(mismatch["kind"])
+            self.prompt_mismatch_kinds[kind] = self.prompt_mismatch_kinds.get(kind, 0) + 1
+        source = str(row["source"])
+        sort_key = row.get("sort_key") or row_sort_key(source, int(row["index"]))
+        example = {"source": source, "index": int(row["index"]), **dict(mismatches[0])}
+        self.prompt_mismatch_example = _min_keyed(self.prompt_mismatch_example, (sort_key, example))
 
     def _add_task_row(self, row: Mapping[str, Any]) -> None:
         """:meth:`add_row` for a task other than chat: the common counts and histograms, no template checks,
         and the task's figures."""
         self.figures.add_row(row)
+        mismatches = row.get(PROMPT_MISMATCH_KEY)
+        if mismatches:
+            self._add_prompt_mismatch(row, mismatches)
+        if row.get(PROMPT_MISMATCH_RECORD_KEY) and int(row.get("row_of_record", 0) or 0) == 0:
+            self.counters["prompt_mismatch_records"] += 1
         length = int(row["length"])
         trained = int(row["num_loss_tokens"])
         truncated = bool(row["truncated"])
@@ -307,7 +376,8 @@ class AuditAccumulator:
         if truncated and (self.first_truncated is None or sort_key < self.first_truncated[0]):
             self.first_truncated = (sort_key, _sample_of(row, sort_key, self.figures))
         kept = self.first_rows
-        if len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]:
+        # a key seen already (a repeated record's copies share it here) is kept once, as merge() keeps it
+        if (len(kept) < FIRST_ROWS_KEPT or sort_key < kept[-1][0]) and all(key != sort_key for key, _ in kept):
             kept.append((sort_key, _sample_of(row, sort_key, self.figures)))
             kept.sort(key=lambda item: item[0])
             del kept[FIRST_ROWS_KEPT:]
@@ -322,6 +392,10 @@ class AuditAccumulator:
         detail = str(item.get("detail", ""))
         self.rejected += 1
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if DATASET in item:
+            dataset = self._dataset(item[DATASET])
+            dataset["rejected"] += 1
+            dataset["rejected_by_reason"][reason] = dataset["rejected_by_reason"].get(reason, 0) + 1
         fmt = rejected_format(item, self.format_options)
         self.formats_rejected[fmt] = self.formats_rejected.get(fmt, 0) + 1
         entry = self._source(source)
@@ -360,10 +434,18 @@ class AuditAccumulator:
                 _merge_source(self.sources[source], entry)
             else:
                 self.sources[source] = {k: dict(v) if isinstance(v, dict) else v for k, v in entry.items()}
+        for name, entry in getattr(other, "datasets", {}).items():
+            if name in self.datasets:
+                _merge_dataset(self.datasets[name], entry)
+            else:
+                self.datasets[name] = _dataset_entry()
+                _merge_dataset(self.datasets[name], entry)
         merge_counts(self.formats_written, other.formats_written)
         merge_counts(self.formats_rejected, other.formats_rejected)
         merge_counts(self.reasons, other.reasons)
         merge_counts(self.counters, other.counters)
+        merge_counts(self.prompt_mismatch_kinds, other.prompt_mismatch_kinds)
+        self.prompt_mismatch_example = _min_keyed(self.prompt_mismatch_example, other.prompt_mismatch_example)
         for reason, pair in other.examples.items():
             self.examples[reason] = _min_keyed(self.examples.get(reason), pair)
         for fmt, pair in other.first_by_format.items():

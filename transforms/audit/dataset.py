@@ -18,11 +18,13 @@ from transforms.audit.accumulator import AuditAccumulator
 from transforms.audit.duplicates import HashGroups
 from transforms.audit.probe import TemplateProbe, template_probe
 from transforms.audit.stats import build_stats
+from transforms.packing.rows import is_packed_schema
+from transforms.packing.unpack import iter_sequences
 
 # the scalar columns the audit reads (image payload columns are never converted to Python)
 SCALAR_COLUMNS = ("length", "num_loss_tokens", "truncated", "source", "index", "record_id", "format",
                   "num_turns", "num_trained_turns", "prompt_tokens", "truncated_tokens", "conversation_hash",
-                  "num_images", "num_image_tokens")
+                  "num_images", "num_image_tokens", "dataset")
 
 
 def read_shard_table(path: str) -> pa.Table:
@@ -39,8 +41,16 @@ def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def iter_table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
     """Rows of a shard table as dicts; ``input_ids``/``labels`` (for another task than chat: every numeric
-    list column) are numpy views (no Python lists)."""
+    list column) are numpy views (no Python lists). A table of packed rows yields its sequences (the rows as
+    built; each with ``pack`` and ``offset``, see :func:`transforms.packing.unpack.iter_sequences`)."""
     if table.num_rows == 0:
+        return
+    if is_packed_schema(table.schema):
+        packed = [name for name in SCALAR_COLUMNS if name in table.column_names and name not in ("length",
+                                                                                                "num_loss_tokens")]
+        for row in iter_sequences(table, packed):
+            row["num_loss_tokens"] = int(np.count_nonzero(row["labels"] != sf.IGNORE_INDEX))
+            yield row
         return
     names = ("input_ids", "labels")
     scalar_names = SCALAR_COLUMNS
@@ -143,13 +153,21 @@ def compute_stats(root: str, manifest: Mapping[str, Any], *, probe: TemplateProb
             groups.add_row(row)
     for item in iter_rejections(root, manifest):
         acc.add_rejection(item)
-    return build_stats(acc, groups.summary(), manifest=manifest, computed_by=computed_by), acc.samples()
+    stats = build_stats(acc, groups.summary(), manifest=manifest, computed_by=computed_by)
+    recorded = (manifest.get("audit") or {}).get("prompt_mismatch")
+    if recorded and not stats["prompt_mismatch"]["records"]:  # the job's figures: the shards do not hold them
+        stats["prompt_mismatch"] = dict(recorded)
+    if manifest.get("packing"):  # the job's packing figures (the shards no longer hold the unpacked row order)
+        stats["packing"] = dict(manifest["packing"])
+    return stats, acc.samples()
 
 
 def check_against_manifest(stats: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
     """Differences between recomputed statistics and the manifest's own counts (empty: consistent)."""
     problems = []
-    counts = manifest.get("counts", {})
+    counts = dict(manifest.get("counts", {}))
+    if "mixture_skipped" in counts and isinstance(counts.get("read"), int):  # what the mixture took of the records read
+        counts["read"] = counts["read"] - counts["mixture_skipped"] + counts.get("mixture_repeats", 0)
     for key in ("read", "written", "rejected"):
         if key in counts and counts[key] != stats["counts"][key]:
             problems.append(f"counts.{key}: manifest says {counts[key]}, the files hold {stats['counts'][key]}")

@@ -141,6 +141,24 @@ def render_samples(tokenizer, samples: Sequence[Mapping[str, Any]]) -> list[dict
     return rendered
 
 
+def _packing_section(pack: Mapping[str, Any]) -> str:
+    """The report's packing section (``--pack-length``): efficiency next to runtime padding, fill, sequences."""
+    per = pack["sequences_per_pack"]
+    rows = [["pack length / strategy", f'{_n(pack["length"])} / {_e(pack["strategy"])} (packed per shard)'],
+            ["sequences / packed rows", f'{_n(pack["sequences"])} / {_n(pack["packs"])}'],
+            ["packing efficiency (real tokens / packed capacity)", _e(pack["efficiency"])],
+            ["sequences per packed row (mean / min / max)", f'{_e(per["mean"])} / {_n(per["min"])} / {_n(per["max"])}'],
+            ["sequences truncated to fit (tokens removed)",
+             f'{_n(pack["truncated_to_fit"]["sequences"])} ({_n(pack["truncated_to_fit"]["tokens_removed"])})']]
+    for name, figure in pack["runtime_padding"].items():
+        rows.append([f"without packing: {name.replace('_', ' ')} (efficiency)", _e(figure["efficiency"])])
+    fill = [[f"{lo:.2f}–{hi:.2f}", _n(count)] for lo, hi, count in pack["fill_histogram"] if count]
+    counts = [[_e(k), _n(v)] for k, v in per["histogram"].items()]
+    return ('<section id="packing"><h2>Packing</h2>' + _table(["", "value"], rows)
+            + _table(["fill (tokens / pack length)", "packed rows"], fill, numeric=[False, True])
+            + _table(["sequences in a packed row", "packed rows"], counts, numeric=[True, True]) + "</section>")
+
+
 def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, Any]], *,
                   notes: Sequence[str] = ()) -> str:
     """The whole page as a string."""
@@ -189,6 +207,22 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
     parts.append('<section id="sources"><h2>By input file</h2>' + _table(
         ["input file", "read", "written", "rejected", "rejected by reason", "formats", "tokens", "trained tokens",
          "truncated"], rows, numeric=[False, True, True, True, False, False, True, True, True]) + "</section>")
+
+    # datasets (a job with a datasets list)
+    if stats.get("by_dataset"):
+        rows = []
+        for name, entry in stats["by_dataset"].items():
+            reasons = ", ".join(f"{_e(r)}={n}" for r, n in entry["rejected_by_reason"].items())
+            asked = entry.get("share_asked")
+            rows.append([_e(name), _n(entry["taken"]), _n(entry["written"]), _n(entry["rejected"]), reasons or "–",
+                         _n(entry["tokens"]), _n(entry["trained_tokens"]), _n(entry["lengths"]["p50"]),
+                         _n(entry["lengths"]["max"]), _n(entry["share_realised"]),
+                         _n(asked) if asked is not None else "–"])
+        parts.append('<section id="datasets"><h2>By dataset</h2>' + _table(
+            ["dataset", "taken", "written", "rejected", "rejected by reason", "tokens", "trained tokens",
+             "median length", "max length", "share written", "share asked"], rows,
+            numeric=[False, True, True, True, False, True, True, True, True, True, True])
+            + f'<div class="meta">{_e(stats["mixture"]["meaning"])}</div></section>')
 
     # formats
     rows = [[_e(fmt), _n(v["written"]), _n(v["rejected"])] for fmt, v in stats["by_format"].items()]
@@ -248,6 +282,8 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
              _n(trunc["rejected_no_loss_after_truncation"])],
             ["records rejected: too long (--truncation drop)", _n(trunc["rejected_too_long"])]]
     parts.append('<section id="truncation"><h2>Truncation</h2>' + _table(["", "value"], rows) + "</section>")
+    if stats.get("packing"):
+        parts.append(_packing_section(stats["packing"]))
 
     # duplicates
     rows = [["rows whose conversation occurs more than once", _n(dup["rows_in_duplicate_groups"])],
@@ -283,6 +319,19 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
     ]
     if advice:
         rows.append(["what to do", _e(advice)])
+    mismatch = stats.get("prompt_mismatch") or {}
+    if mismatch:
+        example = mismatch.get("example")
+        shown = (f'<div>{_e(example["source"])} record {_n(example["index"])} turn {_n(example["turn"])} '
+                 f'({_e(example["kind"])}): shared <code>{_e(example["shared"])}</code>, then the generation prompt '
+                 f'<code>{_e(example["generation_prompt"])}</code>, the rendered turn (trained) '
+                 f'<code>{_e(example["rendered"])}</code></div>') if example else ""
+        kinds = ", ".join(f"{_e(k)}={v}" for k, v in (mismatch.get("by_kind") or {}).items())
+        rows.append([f'records / turns rendered differently from their generation prompt '
+                     f'(--prompt-mismatch {_e(mismatch.get("mode"))})',
+                     flag(bool(mismatch.get("records")),
+                          f'{mismatch.get("records", 0):,} / {mismatch.get("turns", 0):,}')
+                     + (f" ({kinds})" if kinds else "") + shown])
     parts.append('<section id="template"><h2>Template checks</h2>' + _table(["check", "result"], rows) + "</section>")
 
     # samples

@@ -123,6 +123,7 @@ def build_stats(acc: AuditAccumulator, duplicates: DuplicateSummary, *, manifest
             "trained_reasoning_tokens": counters["trained_reasoning_tokens"],
         },
         "control_tokens": {"records_with_literal_control_tokens": counters["records_with_literal_control_tokens"]},
+        "prompt_mismatch": prompt_mismatch_section(acc, tokenize.get("prompt_mismatch")),
         "template": {
             "double_bos": bool(check.get("double_bos", False)),
             "renders_bos": bool(check.get("renders_bos", False)),
@@ -150,15 +151,80 @@ def build_stats(acc: AuditAccumulator, duplicates: DuplicateSummary, *, manifest
                            "else at most 1/32 above the true value; fractions at most 0.01 above",
         },
     }
+    if acc.datasets:  # a job with a datasets list: each dataset, and the mixture realised next to the one asked for
+        stats["by_dataset"], stats["mixture"] = _by_dataset(acc, config.get("mixture") or {})
     if acc.figures is not None:  # a task other than chat: its own figures
         stats["task"] = {"name": getattr(acc.figures, "task_name", None), "figures": acc.figures.to_json(),
                          "summary": acc.figures.summary()}
     return stats
 
 
+def prompt_mismatch_section(acc: AuditAccumulator, mode: str | None) -> dict[str, Any]:
+    """The turns trained by the prompt-mismatch rule (``--prompt-mismatch diverge``, see
+    ``transforms.chat_render``): counts, by kind, and the first one in stable order."""
+    counters = acc.counters
+    example = acc.prompt_mismatch_example[1] if acc.prompt_mismatch_example else None
+    return {
+        "mode": mode,
+        "records": counters["prompt_mismatch_records"],
+        "rows": counters["prompt_mismatch_rows"],
+        "turns": counters["prompt_mismatch_turns"],
+        "by_kind": sorted_counts(acc.prompt_mismatch_kinds),
+        "example": example,
+        "meaning": "supervised turns the chat template renders differently from what follows its own generation "
+                   "prompt, trained from where the two diverge (diverged), or whose record gets no generation prompt "
+                   "from the template, so the role header the template writes for a conversation that has one "
+                   "ends the prompt (header_from_generation_prompt); --prompt-mismatch reject rejects them instead",
+    }
+
+
+def _by_dataset(acc: AuditAccumulator, mixture: Mapping[str, Any]) -> tuple[dict, dict]:
+    """``(by_dataset, mixture)`` of the stats document: per dataset its counts (``taken`` = written + rejected:
+    the examples the mixture made of it), tokens, trained tokens, rejections, row lengths, and its share of the
+    records written (``share_realised``) beside the share its weight asked for (``share_asked``)."""
+    entries = {d.get("name"): d for d in mixture.get("datasets", []) if isinstance(d, Mapping)}
+    weights = {name: d["weight"] for name, d in entries.items() if isinstance(d.get("weight"), (int, float))}
+    total_weight = sum(weights.values())
+    written = sum(entry["records"] for entry in acc.datasets.values())
+    names = [name for name in entries if name in acc.datasets] + sorted(set(acc.datasets) - set(entries))
+    by_dataset = {}
+    for name in names:
+        entry = acc.datasets[name]
+        item = {
+            "taken": entry["records"] + entry["rejected"],
+            "written": entry["records"],
+            "rows": entry["rows"],
+            "rejected": entry["rejected"],
+            "rejected_by_reason": sorted_counts(entry["rejected_by_reason"]),
+            "tokens": entry["tokens"],
+            "trained_tokens": entry["trained_tokens"],
+            "trained_fraction": round(entry["trained_tokens"] / entry["tokens"], 6) if entry["tokens"] else None,
+            "truncated": entry["truncated"],
+            "lengths": _percentile_summary(entry["lengths"].to_json()),
+            "share_realised": round(entry["records"] / written, 6) if written else None,
+        }
+        if name in weights and total_weight:
+            item["share_asked"] = round(weights[name] / total_weight, 6)
+        for key in ("max_records", "epochs"):
+            if key in entries.get(name, {}):
+                item[key] = entries[name][key]
+        by_dataset[name] = item
+    gaps = [abs(item["share_realised"] - item["share_asked"]) for item in by_dataset.values()
+            if "share_asked" in item and item["share_realised"] is not None]
+    summary = {"weighted": bool(weights), "written": written,
+               "largest_share_gap": round(max(gaps), 6) if gaps else None,
+               "meaning": "share_realised: the dataset's part of the records written; share_asked: its weight over "
+                          "the sum of weights. They differ by the rejections (a dataset's rejected examples are not "
+                          "written) and by rounding each dataset's target to whole records"}
+    return by_dataset, summary
+
+
 def manifest_section(stats: Mapping[str, Any]) -> dict[str, Any]:
-    """The small ``audit`` section merged into ``manifest.json``."""
+    """The small ``audit`` section merged into ``manifest.json`` (with the ``prompt_mismatch`` figures when a
+    record has them: the shards do not hold them, so ``python -m pipeline.audit`` reads them from here)."""
     dist = stats["distributions"]
+    mismatch = stats.get("prompt_mismatch") or {}
+    extra = {"prompt_mismatch": dict(mismatch)} if mismatch.get("records") else {}
     return {
         "audit": {
             "stats_path": STATS_PATH,
@@ -175,6 +241,10 @@ def manifest_section(stats: Mapping[str, Any]) -> dict[str, Any]:
             "percentiles": {name: _percentile_summary(dist[name])
                             for name in ("total_tokens", "trained_tokens", "trained_fraction")},
             "template_probe": stats["template"]["probe"],
+            **extra,
             **({"task": stats["task"]["summary"]} if "task" in stats else {}),
+            **({"by_dataset": {name: {key: entry[key] for key in ("written", "rejected", "tokens", "trained_tokens",
+                                                                   "share_realised", "share_asked") if key in entry}
+                               for name, entry in stats["by_dataset"].items()}} if "by_dataset" in stats else {}),
         }
     }

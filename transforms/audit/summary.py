@@ -11,6 +11,7 @@ def summary_lines(stats: Mapping[str, Any]) -> list[str]:
     total = stats["distributions"]["total_tokens"]
     trained = stats["distributions"]["trained_tokens"]
     trunc, dup, tmpl = stats["truncation"], stats["duplicates"], stats["template"]
+    mismatch = stats.get("prompt_mismatch") or {}
     fraction = totals["trained_fraction"]
     formats = ", ".join(f"{k}={v['written']}" for k, v in stats["by_format"].items() if v["written"]) or "none"
     return [
@@ -29,4 +30,17 @@ def summary_lines(stats: Mapping[str, Any]) -> list[str]:
         f"template: double-BOS rows {tmpl['rows_double_bos']:,}; rows whose last trained token is not a stop "
         f"token {tmpl['rows_last_trained_token_not_stop']:,}; rows with the default system prompt "
         f"{tmpl['rows_with_default_system_prompt']:,}",
-    ]
+    ] + ([prompt_mismatch_line(mismatch)] if mismatch.get("records") else [])
+
+
+def prompt_mismatch_line(mismatch: Mapping[str, Any]) -> str:
+    """One line on the records trained by the prompt-mismatch rule, with the first example."""
+    kinds = ", ".join(f"{k}={v}" for k, v in (mismatch.get("by_kind") or {}).items())
+    line = (f"prompt mismatch: {mismatch['records']:,} record(s), {mismatch['turns']:,} turn(s) rendered differently "
+            f"from their generation prompt, trained from where they diverge ({kinds})")
+    example = mismatch.get("example")
+    if example:
+        line += (f"; e.g. {example['source']} record {example['index']} turn {example['turn']}: "
+                 f"prompt ...{example['shared'][-20:]!r} + {example['generation_prompt']!r}, "
+                 f"rendered ...{example['shared'][-20:]!r} + {example['rendered']!r}")
+    return line

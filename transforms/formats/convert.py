@@ -54,6 +54,19 @@ def detect_format(record: Any, options: FormatOptions | None = None) -> str:
                                          f"instruction/output (see --format and --field-map)")
 
 
+def record_template_kwargs(record: Any) -> dict[str, Any]:
+    """The record's own template variables (its ``chat_template_kwargs`` object; ``{}`` without one)."""
+    if not isinstance(record, dict) or record.get(TEMPLATE_KWARGS_FIELD) is None:
+        return {}
+    value = record[TEMPLATE_KWARGS_FIELD]
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
+        raise RecordRejected(INVALID_CONTENT, f"{TEMPLATE_KWARGS_FIELD!r} must be an object with string keys")
+    reserved = sorted(_RESERVED_TEMPLATE_KWARGS & set(value))
+    if reserved:
+        raise RecordRejected(INVALID_CONTENT, f"{TEMPLATE_KWARGS_FIELD!r} may not set {', '.join(reserved)}")
+    return dict(value)
+
+
 def to_conversation(record: Any, options: FormatOptions | None = None) -> Conversation:
     """Normalize one parsed record; raises :class:`RecordRejected` when it cannot be used."""
     options = options or FormatOptions()
@@ -93,15 +106,7 @@ def to_conversation(record: Any, options: FormatOptions | None = None) -> Conver
             m.message["role"] == "system" for m in msgs):
         msgs.insert(0, MessageDraft({"role": "system", "content": options.system_prompt}, True, -1))
 
-    template_kwargs: dict[str, Any] = {}
-    if isinstance(record, dict) and record.get(TEMPLATE_KWARGS_FIELD) is not None:
-        value = record[TEMPLATE_KWARGS_FIELD]
-        if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
-            raise RecordRejected(INVALID_CONTENT, f"{TEMPLATE_KWARGS_FIELD!r} must be an object with string keys")
-        reserved = sorted(_RESERVED_TEMPLATE_KWARGS & set(value))
-        if reserved:
-            raise RecordRejected(INVALID_CONTENT, f"{TEMPLATE_KWARGS_FIELD!r} may not set {', '.join(reserved)}")
-        template_kwargs = dict(value)
+    template_kwargs = record_template_kwargs(record)
 
     if not msgs:
         raise RecordRejected(EMPTY_CONVERSATION, "the record has no messages")

@@ -67,11 +67,15 @@ class _Prefixed:
         return data
 
     def readline(self, size: int = -1) -> bytes:
+        limit = size if size is not None and size >= 0 else None
         if not self._head:
-            return self._stream.readline()
+            return self._stream.readline() if limit is None else self._stream.readline(limit)
         cut = self._head.find(b"\n")
-        if cut >= 0:
-            line, self._head = self._head[:cut + 1], self._head[cut + 1:]
+        end = cut + 1 if cut >= 0 else len(self._head)
+        if limit is not None:
+            end = min(end, limit)
+        line, self._head = self._head[:end], self._head[end:]
+        if line.endswith(b"\n") or (limit is not None and len(line) >= limit) or self._head:
             return line
-        line, self._head = self._head, b""
-        return line + self._stream.readline()
+        rest = self._stream.readline() if limit is None else self._stream.readline(limit - len(line))
+        return line + rest

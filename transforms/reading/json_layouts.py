@@ -30,18 +30,21 @@ inputs: :mod:`transforms.reading.columnar`). Decisions:
   parse, or has extra text after its value, is one unparseable record. Lines may be objects or
   bare lists of messages (xtuner). A line holding a scalar (``null``, number, string, bool) is
   an unparseable record ("expected a JSON object or array").
-* **Whole-document layouts** (the text is read into memory):
+* **Whole-document layouts**:
 
-  - a **JSON array** of records, compact or pretty-printed. Elements are parsed one by one, so a
+  - a **JSON array** of records, compact or pretty-printed, *streamed*: the text is read and decoded
+    :data:`ARRAY_READ_BYTES` at a time and only the elements not yet yielded are held, so memory
+    stays flat however large the array (one 2 GiB line included; see :data:`FIRST_LINE_LIMIT` for
+    how a huge first line is sniffed without reading it whole). Elements are parsed one by one, so a
     bad element is reported on its own and parsing resumes at the next element (the element's
     end is found by bracket matching that respects strings); if no resync is possible the rest
     of the array becomes one unparseable record. A trailing comma before ``]`` is tolerated.
-    Text after the closing ``]`` is parsed as further concatenated values.
+    Text after the closing ``]`` is parsed as further concatenated values (read whole).
     *Exception:* an array whose elements are all message objects (each has ``role`` plus
     ``content``/``tool_calls``, or ``from`` plus ``value``) and none is a record wrapper is one
     conversation in bare-list form, so it is yielded as a single record.
   - a **single JSON object** (axolotl ``conversation.json``): one record.
-  - **concatenated / pretty-printed values** (objects one after another, separated by
+  - **concatenated / pretty-printed values** (read whole; objects one after another, separated by
     whitespace): each value is one record. After a parse error, parsing resumes at the next
     line that starts (in column 0) with ``{`` or ``[`` and parses; the text skipped over becomes
     one unparseable record, so nothing is silently lost. If nothing parses after the error the
@@ -65,9 +68,10 @@ inputs: :mod:`transforms.reading.columnar`). Decisions:
 """
 from __future__ import annotations
 
+import codecs
 import json
 import re
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from transforms.errors import INVALID_CONTENT, INVALID_JSON, TRUNCATED_INPUT
 from transforms.reading.record import RawRecord, RecordCounter, json_type_name
@@ -94,6 +98,14 @@ MAX_NESTING = 100
 # A JSON escape that decodes to a surrogate code point (a pair is fine, a lone one is not Unicode).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
 _SURROGATES = re.compile("[\ud800-\udfff]")
+#: Bytes read at a time while a JSON array document is streamed (a value longer than what is held makes the
+#: next read as large as what is held, so a long element is parsed again a logarithmic number of times).
+ARRAY_READ_BYTES = 1 << 20
+#: The layout is sniffed from the first line, read whole unless it is longer than this: a longer first line
+#: that opens an array (``[``, one huge single-line array) is streamed as an array document; any other is
+#: then read whole (a JSON Lines record, or a single object). A JSON Lines file whose first line is a bare
+#: list of messages longer than this is read as the same records, through the document path.
+FIRST_LINE_LIMIT = 8 << 20
 
 
 def iter_json_records(stream: BinaryIO, *, source: str) -> Iterator[RawRecord]:
@@ -101,8 +113,13 @@ def iter_json_records(stream: BinaryIO, *, source: str) -> Iterator[RawRecord]:
     counter = _Counter(source)
     readline = stream.readline
 
+    def limited_line() -> tuple[bytes, bool]:
+        """The next line, or its first FIRST_LINE_LIMIT bytes; and whether it goes on past them."""
+        line = readline(FIRST_LINE_LIMIT)
+        return line, len(line) >= FIRST_LINE_LIMIT and not line.endswith(b"\n")
+
     # Find the first non-blank line, stripping a BOM from the very start of the file.
-    first = readline()
+    first, cut = limited_line()
     for bom, name in _OTHER_BOMS:
         if first.startswith(bom):
             yield counter.bad(
@@ -111,10 +128,17 @@ def iter_json_records(stream: BinaryIO, *, source: str) -> Iterator[RawRecord]:
             return
     if first.startswith(_UTF8_BOM):
         first = first[len(_UTF8_BOM):]
+        if not first and cut:
+            first, cut = limited_line()
     while first and not first.strip():
-        first = readline()
+        first, cut = limited_line()
     if not first:
         return  # empty file: no records
+    if cut:  # a long first line, not read whole yet
+        if first.lstrip()[:1] == b"[":
+            yield from _document(first, stream, counter)  # one huge single-line array: streamed
+            return
+        first += readline()
 
     first_text, first_err = _decode_line(first)
     first_value, first_parse_err = (None, first_err) if first_err else _parse_line(first_text)
@@ -146,11 +170,8 @@ def iter_json_records(stream: BinaryIO, *, source: str) -> Iterator[RawRecord]:
         # ...unless it is the only line: then it is a (broken) one-line document, e.g. an
         # array with a trailing comma, parsed element by element below.
 
-    # Whole-document layouts: JSON array or (concatenated) pretty-printed objects.
-    data = first + stream.read()
-    text, had_bad_bytes = _decode_document(data)
-    del data
-    yield from _document(text, had_bad_bytes, counter)
+    # Whole-document layouts: JSON array (streamed) or (concatenated) pretty-printed objects.
+    yield from _document(first, stream, counter)
 
 
 
@@ -345,13 +366,83 @@ def _jsonl(line: bytes, readline, counter: _Counter) -> Iterator[RawRecord]:
         line = readline()
 
 
-def _decode_document(data: bytes) -> tuple[str, bool]:
-    try:
-        return data.decode("utf-8"), False
-    except UnicodeDecodeError:
-        # Keep going: undecodable bytes become lone surrogates, and the records that contain
-        # them are rejected one by one (see _checked).
-        return data.decode("utf-8", errors="surrogateescape"), True
+class _Window:
+    """The text of a binary stream, decoded as it is read (UTF-8; undecodable bytes become lone surrogates,
+    ``bad_bytes`` says whether any did), held from an absolute offset ``base`` on: a document is parsed
+    through it from the front, reading more where a value goes on (:meth:`more`) and dropping what was
+    yielded (:meth:`drop`). Positions given to its methods are indexes into :attr:`text`."""
+
+    def __init__(self, head: bytes, stream: BinaryIO):
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self.text = ""
+        self.base = 0
+        self.eof = False
+        self.bad_bytes = False
+        self._newlines = 0  # newlines in the dropped text
+        self._line_start = 0  # absolute offset where the line holding ``base`` starts
+        self._append(self._decoder.decode(head))
+
+    def _append(self, chunk: str) -> None:
+        if not self.bad_bytes and _ESCAPED_BYTES.search(chunk):
+            self.bad_bytes = True
+        self.text += chunk
+
+    def more(self) -> bool:
+        """Read on (at least as much as is held); ``False`` once the stream is exhausted."""
+        if self.eof:
+            return False
+        data = self._stream.read(max(ARRAY_READ_BYTES, len(self.text)))
+        if data:
+            self._append(self._decoder.decode(data))
+            return True
+        self.eof = True
+        self._append(self._decoder.decode(b"", True))  # an incomplete sequence at the end: escaped bytes
+        return False
+
+    def read_all(self) -> None:
+        while self.more():
+            pass
+
+    def drop(self, upto: int) -> None:
+        """Forget ``text[:upto]`` (positions shift down by ``upto``)."""
+        dropped = self.text[:upto]
+        newlines = dropped.count("\n")
+        if newlines:
+            self._newlines += newlines
+            self._line_start = self.base + dropped.rfind("\n") + 1
+        self.text = self.text[upto:]
+        self.base += upto
+
+    def position(self, text: str, pos: int) -> str:
+        """``line L column C`` of ``self.text[pos]`` in the whole document (``text`` is ``self.text``)."""
+        line = self._newlines + text.count("\n", 0, pos) + 1
+        newline = text.rfind("\n", 0, pos)
+        start = self.base + newline + 1 if newline >= 0 else self._line_start
+        return f"line {line} column {self.base + pos - start + 1}"
+
+    def skip_ws(self, pos: int) -> int:
+        """The first position from ``pos`` on that is not JSON whitespace (``len(text)`` only at the end)."""
+        while True:
+            pos = _WS.match(self.text, pos).end()
+            if pos < len(self.text) or not self.more():
+                return pos
+
+    def decode(self, pos: int) -> tuple[Any, int, str | None]:
+        """:func:`_decode_value` at ``pos``, reading on until the value (or the element that holds the error)
+        is complete or the stream ends."""
+        while True:
+            value, end, err = _decode_value(self.text, pos, self.position)
+            if self.eof:
+                return value, end, err
+            if err is None:
+                if isinstance(value, (dict, list, str)) or end + 2 < len(self.text) or (
+                        end < len(self.text) and self.text[end] in " \t\n\r,]}"):
+                    return value, end, err  # closed by its bracket or quote, or followed by what ends it
+                # a number near the end of what is read may go on ("-2" of "-2.5e3")
+            elif _skip_element(self.text, pos) is not None:
+                return value, end, err  # the whole element is here: the error is the element's own
+            self.more()
 
 
 def _is_message(value: Any) -> bool:
@@ -390,27 +481,35 @@ def _clean_raw(raw: str) -> str:
     return _ESCAPED_BYTES.sub("\ufffd", raw)
 
 
-def _decode_value(text: str, pos: int) -> tuple[Any, int, str | None]:
+_Where = Callable[[str, int], str]
+
+
+def _decode_value(text: str, pos: int, where: _Where = _position) -> tuple[Any, int, str | None]:
     try:
         value, end = _DECODER.raw_decode(text, pos)
         return value, end, None
     except json.JSONDecodeError as exc:
-        return None, pos, f"invalid JSON: {exc.msg} at {_position(text, exc.pos)}"
+        return None, pos, f"invalid JSON: {exc.msg} at {where(text, exc.pos)}"
     except RecursionError:
-        return None, pos, f"invalid JSON: nesting too deep at {_position(text, pos)}"
+        return None, pos, f"invalid JSON: nesting too deep at {where(text, pos)}"
     except ValueError as exc:  # an integer literal beyond Python's int/str conversion limit
-        return None, pos, f"invalid JSON: {exc} at {_position(text, pos)}"
+        return None, pos, f"invalid JSON: {exc} at {where(text, pos)}"
 
 
-def _document(text: str, had_bad_bytes: bool, counter: _Counter) -> Iterator[RawRecord]:
-    pos = _WS.match(text).end()
-    if text.startswith("[", pos):
-        pos = yield from _array_document(text, pos, had_bad_bytes, counter)
-    yield from _concatenated(text, pos, had_bad_bytes, counter)
+def _document(head: bytes, stream: BinaryIO, counter: _Counter) -> Iterator[RawRecord]:
+    """A whole-document layout: ``head`` (already read) and the rest of ``stream``. An array is streamed
+    element by element (:func:`_array_document`); what follows it, or a document of concatenated values, is
+    read whole."""
+    window = _Window(head, stream)
+    pos = window.skip_ws(0)
+    if window.text.startswith("[", pos):
+        pos = yield from _array_document(window, pos, counter)
+    window.read_all()
+    yield from _concatenated(window.text, pos, window.bad_bytes, counter, window.position)
 
 
 def _checked(text: str, start: int, end: int, value: Any, had_bad_bytes: bool,
-             counter: _Counter) -> RawRecord:
+             counter: _Counter, where: _Where = _position) -> RawRecord:
     """A parsed value as a record, unless its text contains undecodable bytes."""
     if had_bad_bytes:
         m = _ESCAPED_BYTES.search(text, start, end)
@@ -418,19 +517,26 @@ def _checked(text: str, start: int, end: int, value: Any, had_bad_bytes: bool,
             return counter.bad(
                 _clean_raw(text[start:end]),
                 f"invalid UTF-8: undecodable byte 0x{ord(m.group()) - 0xdc00:02x} at "
-                f"{_position(text, m.start())}")
+                f"{where(text, m.start())}")
     if not isinstance(value, (dict, list)):
         return counter.bad(text[start:end], f"expected a JSON object or array, got a {json_type_name(value)}")
     return counter.good(value, text, start, end)
 
 
-def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter):
-    """Parse a top-level array starting at ``text[pos] == '['``; returns the position after it.
+#: While an array is streamed, the text before the current element is dropped once this much of it is held
+#: (the last :data:`_KEPT_TAIL` characters are kept: a truncation report quotes the end of the text).
+_DROP_CHARS = 1 << 20
+_KEPT_TAIL = 256
 
-    Elements are yielded as they are parsed, except that the array is buffered when its first
-    element looks like a message (to decide whether the array is one bare-list conversation).
+
+def _array_document(window: _Window, pos: int, counter: _Counter):
+    """Parse a top-level array starting at ``window.text[pos] == '['``; returns the position after it.
+
+    Elements are yielded as they are parsed (and the text before them dropped), except that the array is
+    buffered when its first element looks like a message (to decide whether the array is one bare-list
+    conversation).
     """
-    n = len(text)
+    where = window.position
     pos += 1
     buffered: list[tuple[int, int, Any]] | None = None  # (start, end, value) while undecided
 
@@ -438,14 +544,18 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
         nonlocal buffered
         if buffered is not None:
             for b_start, b_end, b_value in buffered:
-                yield _checked(text, b_start, b_end, b_value, had_bad_bytes, counter)
+                yield _checked(window.text, b_start, b_end, b_value, window.bad_bytes, counter, where)
             buffered = None
 
     first = True
     unterminated = False
     while True:
-        pos = _WS.match(text, pos).end()
-        if pos >= n:
+        if buffered is None and pos >= _DROP_CHARS + _KEPT_TAIL:
+            window.drop(pos - _KEPT_TAIL)
+            pos = _KEPT_TAIL
+        pos = window.skip_ws(pos)
+        text = window.text
+        if pos >= len(text):
             unterminated = True  # the file ends before "]": the elements parsed so far are kept
             break
         if text[pos] == "]":
@@ -453,18 +563,20 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
             break
         if not first:
             if text[pos] == ",":
-                pos = _WS.match(text, pos + 1).end()
-                if pos < n and text[pos] == "]":  # trailing comma
+                pos = window.skip_ws(pos + 1)
+                text = window.text
+                if pos < len(text) and text[pos] == "]":  # trailing comma
                     pos += 1
                     break
-                if pos >= n:
+                if pos >= len(text):
                     unterminated = True
                     break
             else:
                 # Missing comma between elements (or garbage): treat like a bad element.
                 pass
         start = pos
-        value, end, err = _decode_value(text, start)
+        value, end, err = window.decode(start)
+        text = window.text
         if err is None:
             if first and _is_message(value):
                 buffered = []
@@ -473,9 +585,9 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
                     buffered.append((start, end, value))
                 else:
                     yield from flush_buffer()
-                    yield _checked(text, start, end, value, had_bad_bytes, counter)
+                    yield _checked(text, start, end, value, window.bad_bytes, counter, where)
             else:
-                yield _checked(text, start, end, value, had_bad_bytes, counter)
+                yield _checked(text, start, end, value, window.bad_bytes, counter, where)
             pos = end
             first = False
             continue
@@ -485,6 +597,8 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
         elem_end = _skip_element(text, start)
         if elem_end is None:
             # No resync possible: the rest of the array is one unparseable record.
+            window.read_all()
+            text = window.text
             rest = text[start:].rstrip()
             if rest.endswith("]"):
                 rest = rest[:-1].rstrip()
@@ -494,12 +608,13 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
                                   TRUNCATED_INPUT)
             else:
                 yield counter.bad(_clean_raw(rest), err)
-            return n
+            return len(text)
         if elem_end == start:  # a stray "}" where an element should start: consume it (always progress)
             elem_end = start + 1
         raw = text[start:elem_end].rstrip()
         yield counter.bad(_clean_raw(raw), err)
         pos = elem_end
+    text = window.text
     if buffered is not None:
         values = [v for _, _, v in buffered]
         b_start, b_end = buffered[0][0], buffered[-1][1]
@@ -509,9 +624,9 @@ def _array_document(text: str, pos: int, had_bad_bytes: bool, counter: _Counter)
                               "truncated input: the file ends before the closing ] of this list of messages",
                               TRUNCATED_INPUT)
             return pos
-        yield _checked(text, b_start, b_end, values, had_bad_bytes, counter)
+        yield _checked(text, b_start, b_end, values, window.bad_bytes, counter, where)
     elif unterminated:
-        yield counter.bad(_clean_raw(text[max(0, n - 200):].strip()),
+        yield counter.bad(_clean_raw(text[max(0, len(text) - 200):].strip()),
                           "truncated input: the file ends before the JSON array's closing ] (records after "
                           "the last complete element are missing)", TRUNCATED_INPUT)
     return pos
@@ -533,17 +648,17 @@ def _skip_element(text: str, pos: int) -> int | None:
     return None
 
 
-def _concatenated(text: str, pos: int, had_bad_bytes: bool,
-                  counter: _Counter) -> Iterator[RawRecord]:
+def _concatenated(text: str, pos: int, had_bad_bytes: bool, counter: _Counter,
+                  where: _Where = _position) -> Iterator[RawRecord]:
     """Values one after another (single object, pretty-printed objects, JSONL-like)."""
     n = len(text)
     while True:
         pos = _WS.match(text, pos).end()
         if pos >= n:
             return
-        value, end, err = _decode_value(text, pos)
+        value, end, err = _decode_value(text, pos, where)
         if err is None:
-            yield _checked(text, pos, end, value, had_bad_bytes, counter)
+            yield _checked(text, pos, end, value, had_bad_bytes, counter, where)
             pos = end
             continue
         # Resync at the next line that starts with '{' or '[' and parses.
@@ -559,7 +674,7 @@ def _concatenated(text: str, pos: int, had_bad_bytes: bool,
                     yield counter.bad(_clean_raw(text[bad_start:].rstrip()), err)
                 return
             cand = m.start(1)
-            value, end, cand_err = _decode_value(text, cand)
+            value, end, cand_err = _decode_value(text, cand, where)
             if cand_err is None:
                 yield counter.bad(_clean_raw(text[bad_start:cand].rstrip()), err)
                 pos = cand

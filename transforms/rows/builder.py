@@ -79,14 +79,16 @@ class RowBuilder:
                 except Exception as exc:  # noqa: BLE001 - bad input never crashes the job
                     built[position] = exc
             texts_of = task.texts
-            texts: list[str] = []
+            texts: list = []
+            owners: list = []  # per text, the pending row it belongs to
             counts: list[int] = []
             for _, rows in pending:
                 for row in rows:
                     these = texts_of(row)
                     texts.extend(these)
+                    owners.extend([row] * len(these))
                     counts.append(len(these))
-            encodings = task.encoder.encode(texts)
+            encodings = task.encode_texts(texts, owners)
             at, count = 0, iter(counts)
             for position, rows in pending:
                 spans = []

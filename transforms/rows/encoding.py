@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from transforms.control_tokens import MARK_CLOSE, MARK_OPEN, encode_marked, plain_text_backend
+from transforms.control_tokens import encode_marked, plain_text_backend
 from transforms.rows.segment_cache import segment_encoder_for
 
 #: The segment cache pays for its Python split only when enough text repeats. It is tried for TRIAL_BATCHES
@@ -18,7 +18,8 @@ class TextEncoder:
     """Encodes rendered texts with a tokenizer's Rust backend, without adding special tokens.
 
     Texts holding marked control-token strings (``--control-tokens-in-data text``, see
-    :mod:`transforms.control_tokens`) are encoded piecewise; the others in one parallel
+    :mod:`transforms.control_tokens`; the caller names their marker pair) are encoded piecewise; the
+    others (whatever characters they hold, noncharacters included) in one parallel
     ``encode_batch`` call: segment by segment with repeated segments encoded once
     (:mod:`transforms.rows.segment_cache`) where that is exact for the tokenizer and enough text repeats
     (see :data:`MIN_SAVED`), whole texts otherwise.
@@ -37,11 +38,13 @@ class TextEncoder:
         self._trial_batches = self._trial_chars = self._trial_saved = 0  # the current trial's batches, characters
         self._paused = 0  # batches still to encode whole
 
-    def encode(self, texts: Sequence[str]) -> list[Any]:
-        """One encoding per text, in order."""
+    def encode(self, texts: Sequence[str], markers: Sequence[tuple[str, str] | None] | None = None) -> list[Any]:
+        """One encoding per text, in order. ``markers``: per text, the marker pair its control-token strings
+        are marked with, or ``None`` for a text that is not marked (all of them when ``markers`` is
+        ``None``); a text is never searched for marker characters."""
         if not texts:
             return []
-        marked = [i for i, text in enumerate(texts) if MARK_OPEN in text or MARK_CLOSE in text]
+        marked = [] if markers is None else [i for i, pair in enumerate(markers) if pair is not None]
         if not marked:
             return self._encode_plain(list(texts))
         if self._plain_backend is None:
@@ -53,7 +56,7 @@ class TextEncoder:
         for i, encoding in zip(plain, encoded):
             out[i] = encoding
         for i in marked:
-            out[i] = encode_marked(texts[i], self.backend, self._plain_backend)
+            out[i] = encode_marked(texts[i], self.backend, self._plain_backend, markers[i])
         return out
 
     def _encode_plain(self, texts: list[str]) -> list[Any]:

@@ -10,6 +10,7 @@ Imports pyarrow, numpy and torch only (no apache_beam, no transformers)::
 Modules (one concept each):
 
 - :mod:`.dataset`    ``ShardDataset``: zero-copy map-style access to the memory-mapped shards
+- :mod:`.mixture`    ``MixedShardDataset``: several finished datasets mixed by weight (stopping strategy, seed)
 - :mod:`.partition`  ``ShardIterableDataset``/``ResumableDataLoader``: deterministic shuffle,
   rank/worker partitioning, mid-epoch resume
 - :mod:`.batching`   ``LengthGroupedBatchSampler``/``TokenBudgetBatchSampler``/``padding_fraction``
@@ -17,7 +18,10 @@ Modules (one concept each):
 - :mod:`.encoder_collate` ``SequenceClassificationCollator``/``TokenClassificationCollator``/
   ``QuestionAnsweringCollator``: encoder heads (classification, NER, extractive QA)
 - :mod:`.vision`     ``VisionCollator``: ``pixel_values``/``image_grid_thw`` for image rows
+- :mod:`.packed`     packed rows (``--pack-length``): sequence boundaries, block-diagonal 4D masks
+- :mod:`.hf`         ``hf_dataset``: the folder as a ``datasets.Dataset`` (e.g. for ``trl.SFTTrainer``)
 - :mod:`.synthetic`  ``write_synthetic_dataset``: a small valid dataset folder for tests and examples
+- :mod:`.preference` ``PreferenceCollator``/``KtoCollator``: DPO and KTO batches (``--task preference|kto``)
 - :mod:`.heads`      the collator of each task (``Collator.from_manifest`` picks it from ``manifest["task"]``);
   :mod:`.text_lm` (``text``: the plain ``Collator``), :mod:`.seq2seq` (``Seq2SeqCollator``: labels -100,
   ``decoder_input_ids``), :mod:`.mlm` (``MaskingCollator``: masks at run time per (seed, epoch, row);
@@ -26,7 +30,7 @@ Modules (one concept each):
 from ..shard_format import IGNORE_INDEX, ManifestError
 from .batching import LengthGroupedBatchSampler, TokenBudgetBatchSampler, padding_fraction
 from .collate import Batch, Collator, CollatorConfig, RowLayout
-from .dataset import ShardDataset
+from .dataset import DatasetChanged, ShardDataset
 from .encoder_collate import (
     EncoderCollatorConfig,
     QuestionAnsweringCollator,
@@ -34,6 +38,7 @@ from .encoder_collate import (
     TokenClassificationCollator,
 )
 from .heads import COLLATORS as TASK_COLLATORS
+from .mixture import MixedShardDataset
 from .mlm import MaskingCollator, epoch_callback
 from .partition import (
     ResumableDataLoader,
@@ -42,6 +47,7 @@ from .partition import (
     rank_indices,
     resolve_rank_world_size,
 )
+from .preference import KtoCollator, PreferenceCollator
 from .seq2seq import Seq2SeqCollator
 from .synthetic import write_synthetic_dataset
 from .text_lm import text_collator  # noqa: F401 (registers the text task's collator)
@@ -52,7 +58,9 @@ __all__ = [
     "vision_columns",
     "IGNORE_INDEX",
     "ManifestError",
+    "DatasetChanged",
     "ShardDataset",
+    "MixedShardDataset",
     "ShardIterableDataset",
     "ResumableDataLoader",
     "LengthGroupedBatchSampler",
@@ -74,4 +82,6 @@ __all__ = [
     "SequenceClassificationCollator",
     "TokenClassificationCollator",
     "QuestionAnsweringCollator",
+    "PreferenceCollator",
+    "KtoCollator",
 ]

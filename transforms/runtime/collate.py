@@ -26,6 +26,7 @@ Extension point (vision-language, other per-row columns): subclass :class:`Colla
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, NamedTuple, Sequence
 
@@ -34,6 +35,7 @@ import torch
 
 from ..shard_format import IGNORE_INDEX, load_manifest
 from . import heads, value_summaries
+from . import packed as packing
 
 __all__ = ["Batch", "Collator", "CollatorConfig", "RowLayout"]
 
@@ -104,7 +106,8 @@ class CollatorConfig:
             ``max_length_q/k``.
         mask_4d: padding-free mode: also return ``attention_mask`` of shape ``[1, 1, T, T]``:
             block-diagonal (each token attends only inside its own sequence) and causal when
-            ``causal``. ``"additive"``: float (``mask_dtype``), 0.0 where attention is allowed and
+            ``causal``. Padded mode of packed rows (``packed``): ``[B, 1, T, T]``, the same per row
+            (padding is a block of its own). ``"additive"``: float (``mask_dtype``), 0.0 where attention is allowed and
             ``finfo(mask_dtype).min`` elsewhere: what eager attention adds to the scores (HF passes
             a 4D mask through unchanged, so this is the form ``attn_implementation="eager"``
             needs). ``"bool"``: ``True`` where attention is allowed (for SDPA/flex-style kernels).
@@ -118,6 +121,17 @@ class CollatorConfig:
         check_values: check the values of every batch (negative ids, ids out of range, labels that
             are neither ids nor -100, mask values). Costs a few numpy reductions over the batch's
             tokens; row structure (keys, integer types, lengths) is always checked.
+        packed: the rows are packed rows (``--pack-length``; :mod:`transforms.runtime.packed`): every
+            feature carries ``seq_lengths``; ``position_ids`` restart at 0 at every sequence and
+            attention stays inside each sequence. Padded mode needs ``mask_4d`` (a 2D mask would let
+            sequences attend to each other: refused; ``"bool"`` is honoured by SDPA only: warned);
+            padding-free mode gives one ``cu_seq_lens`` entry per *sequence*. ``from_manifest`` sets it
+            (with ``max_length`` = the pack length and ``mask_4d="additive"`` in padded mode) for a
+            packed folder. A collator without it refuses rows holding several sequences.
+        padding_free_no_cache: padding-free batches of packed rows carry ``use_cache=False``: without a
+            cache transformers derives the block-diagonal mask from the reset ``position_ids`` for eager
+            and SDPA attention; with one (``use_cache=True``, a model's default in ``train()`` mode
+            outside TRL) they attend across sequences (measured; see ``docs/packing.md``).
     """
 
     pad_token_id: int | None = None
@@ -135,6 +149,8 @@ class CollatorConfig:
     pin_memory: bool = False
     vocab_size: int | None = None
     check_values: bool = True
+    packed: bool = False
+    padding_free_no_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.vocab_size is not None and (isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int)
@@ -161,8 +177,31 @@ class CollatorConfig:
         else:
             if self.pad_token_id is None:
                 raise ValueError("padded mode needs pad_token_id (or use Collator.from_manifest)")
-            if self.mask_4d is not None:
-                raise ValueError("mask_4d is a padding-free option")
+            if self.mask_4d is not None and not self.packed:
+                raise ValueError("mask_4d is a padding-free option (or an option of packed rows)")
+        if self.packed:
+            self._check_packed()
+
+    def _check_packed(self) -> None:
+        """Refuse (or warn about) packed-row configurations that let sequences attend to each other."""
+        if self.padding_free:
+            if not (self.return_position_ids or self.return_flash_attn_kwargs or self.mask_4d is not None):
+                raise ValueError("padding-free packed batches without position_ids, cu_seq_lens and a 4D mask give "
+                                 "the model no sequence boundaries: attention would cross packed sequences")
+            return
+        if self.padding_side != "right":
+            raise ValueError("packed rows are padded on the right (padding_side='right')")
+        if self.mask_4d is None:
+            raise ValueError(
+                "packed rows in padded mode need mask_4d='additive' (a block-diagonal [B, 1, L, L] mask): a 2D "
+                "attention mask, or none, lets every sequence of a packed row attend to the ones before it "
+                "(reset position_ids do not prevent it); or use padding_free=True with a varlen kernel. "
+                "Collator.from_manifest(path) sets this up; see docs/packing.md")
+        if self.mask_4d == "bool":
+            warnings.warn(
+                "mask_4d='bool' over packed rows is honoured by SDPA attention only: eager attention adds the "
+                "boolean mask to the scores and attends across packed sequences; use mask_4d='additive' unless the "
+                "model runs attn_implementation='sdpa'", UserWarning, stacklevel=3)
 
     @property
     def max_token_id(self) -> int:
@@ -194,6 +233,12 @@ class Collator:
     - ``max_length_q`` = ``max_length_k``: Python int, the longest sequence;
     - no ``attention_mask`` unless ``mask_4d`` is set (then ``[1, 1, total, total]``, see
       :class:`CollatorConfig`). Rows of length 0 are skipped; an all-empty batch is an error.
+
+    Packed rows (``packed=True``, set by ``from_manifest`` on a packed folder; see ``docs/packing.md``):
+    padded mode gives ``[B, pack_length]`` tensors, ``position_ids`` restarting at every sequence and
+    ``attention_mask`` ``[B, 1, pack_length, pack_length]`` (block-diagonal, causal; additive float by
+    default); padding-free mode splits every row into its sequences (``cu_seq_lens_q/k``, ``max_length_q/k``
+    per sequence) and adds ``use_cache=False``.
     """
 
     def __init__(self, config: CollatorConfig | None = None, /, **options: Any):
@@ -223,10 +268,16 @@ class Collator:
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
         if len(features) == 0:
             raise ValueError("cannot collate an empty list of features")
+        if self.config.packed:
+            sequences = packing.sequence_lengths(features)
+        else:
+            packing.refuse_packed_features(features)
         if self.config.padding_free:
             batch, layout = self._flatten(features)
         else:
             batch, layout = self._pad(features)
+        if self.config.packed:
+            self._packed_batch(batch, layout, sequences)
         self.collate_extra(features, batch, layout)
         if self.config.pin_memory and torch.cuda.is_available():
             batch = batch.pin_memory()
@@ -506,9 +557,44 @@ class Collator:
             longest = int(lens.max())
             batch["max_length_q"] = longest
             batch["max_length_k"] = longest
-        if cfg.mask_4d is not None:
+        if cfg.mask_4d is not None and not cfg.packed:  # packed rows: per sequence (_packed_batch)
             batch["attention_mask"] = self._block_mask(lens)
         return batch, RowLayout(np.asarray(rows, dtype=np.int64), starts, lens, total, True)
+
+    # -- packed rows ------------------------------------------------------------------------------
+    def _packed_batch(self, batch: Batch, layout: RowLayout, sequences: list[np.ndarray]) -> None:
+        """Turn a batch of packed rows (built as if each row were one sequence) into per-sequence form:
+        positions restarting per sequence, and the block-diagonal 4D mask (padded mode), or one
+        ``cu_seq_lens`` entry per sequence, -100 on every sequence's first label and ``use_cache=False``
+        (padding-free mode). Rows never change place: ``layout`` stays valid."""
+        cfg = self.config
+        kept = [sequences[int(r)] for r in layout.rows]
+        if not cfg.padding_free:
+            if "position_ids" in batch:
+                pos = batch["position_ids"].numpy()
+                for b, lengths in enumerate(kept):
+                    s = int(layout.starts[b])
+                    pos[b, s:s + int(layout.lengths[b])] = packing.positions(lengths)
+            ids = packing.sequence_ids(kept, layout.width, layout.starts)
+            batch["attention_mask"] = packing.block_mask(ids, causal=cfg.causal, kind=cfg.mask_4d,
+                                                         dtype=_MASK_DTYPES[cfg.mask_dtype])
+            return
+        lens = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+        lens = lens[lens > 0]
+        cu = np.zeros(len(lens) + 1, dtype=np.int32)
+        np.cumsum(lens, out=cu[1:])
+        batch["labels"].numpy()[0, cu[:-1].astype(np.int64)] = cfg.label_pad_token_id
+        if "position_ids" in batch:
+            batch["position_ids"].numpy()[0] = packing.positions(lens)
+        if cfg.return_flash_attn_kwargs:
+            cu_t = torch.from_numpy(np.stack([cu, cu]))
+            batch["cu_seq_lens_q"] = cu_t[0]
+            batch["cu_seq_lens_k"] = cu_t[1]
+            batch["max_length_q"] = batch["max_length_k"] = int(lens.max())
+        if cfg.mask_4d is not None:
+            batch["attention_mask"] = self._block_mask(lens)
+        if cfg.padding_free_no_cache:
+            batch["use_cache"] = False
 
     def _block_mask(self, lens: np.ndarray) -> torch.Tensor:
         cfg = self.config
@@ -529,8 +615,18 @@ class Collator:
 
 def manifest_options(manifest: Mapping[str, Any], options: dict) -> dict:
     """``options`` completed with the dataset's ``pad_token_id`` (its ``eos_token_id`` when it has no
-    pad token) and ``vocab_size`` from ``manifest["tokenizer"]``; explicit options win."""
+    pad token) and ``vocab_size`` from ``manifest["tokenizer"]``; explicit options win.
+
+    A packed dataset (a manifest ``packing`` section) also sets ``packed=True`` and, in padded mode,
+    ``max_length`` = the pack length (fixed ``[B, pack_length]`` shapes) and ``mask_4d="additive"``
+    (the block-diagonal mask eager and SDPA attention honour)."""
     options = dict(options)
+    pack = manifest.get("packing")
+    if isinstance(pack, Mapping) and pack.get("packed"):
+        options.setdefault("packed", True)
+        if not options.get("padding_free") and options["packed"]:
+            options.setdefault("max_length", int(pack["length"]))
+            options.setdefault("mask_4d", "additive")
     tok = manifest.get("tokenizer") or {}
     if "pad_token_id" not in options:
         pad = tok.get("pad_token_id")

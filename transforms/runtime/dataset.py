@@ -15,6 +15,15 @@ whatever its shard count or ``ulimit -n``. Mappings are bounded by ``max_open_sh
 open or map a file for lack of resources (``EMFILE``, ``ENFILE``, ``ENOMEM``) or permission raises
 ``OSError`` saying so, never :class:`ManifestError`: only a missing or malformed shard is reported as
 a damaged dataset.
+
+One run, pinned: a dataset folder can be rebuilt under an open reader (``--overwrite`` deletes the shards
+and writes new files under the same names). When a :class:`ShardDataset` is built it records, per shard,
+the file's identity ``(st_dev, st_ino, st_size, st_mtime_ns)`` (after checking the size against the
+manifest); every process that maps a shard (the main process, forked or spawned ``DataLoader`` workers)
+compares the identity of the file it actually mapped (``fstat`` of the mapped descriptor) with the pin
+and raises :class:`DatasetChanged` on a mismatch, so rows of two runs are never mixed. Shards mapped
+before the rebuild keep serving the pinned run's bytes (the old files live on while mapped). The pin is
+file identity, not a run id written into the shards: reruns of a job stay byte-identical.
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ import functools
 import hashlib
 import operator
 import os
+import stat
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -32,12 +42,13 @@ import pyarrow as pa
 import torch.utils.data
 
 from .. import shard_format as sf
+from ..packing.rows import SEQ_LENGTHS, is_packed_schema, packed_schema
 from ..shard_format import ManifestError
 from . import heads, partition
 from .partition import ShardIterableDataset
 from .value_summaries import register_column
 
-__all__ = ["ShardDataset", "ManifestError", "default_max_open_shards"]
+__all__ = ["ShardDataset", "ManifestError", "DatasetChanged", "default_max_open_shards"]
 
 _VERSION_KEY = b"chatshards.schema_version"
 _TOKEN_COLUMNS = ("input_ids", "labels")
@@ -84,11 +95,34 @@ def _resource_error(path: str, exc: OSError) -> OSError:
     return OSError(exc.errno, f"cannot open shard {path}: {detail}{hint}. The dataset is not damaged")
 
 
-def _map_stream(path: str) -> tuple[pa.Schema, list[pa.RecordBatch]]:
-    """Memory-map ``path``, parse its Arrow IPC stream and close the file (the mapping stays alive
-    as long as the returned batches or views into them do).
+class DatasetChanged(ManifestError):
+    """A shard file is no longer the one the :class:`ShardDataset` pinned when it was built: the folder was
+    rewritten (another run, ``--overwrite``) under the open dataset."""
+
+
+#: a shard file's identity: ``(st_dev, st_ino, st_size, st_mtime_ns)``
+FileIdentity = tuple
+
+
+def file_identity(info: os.stat_result) -> FileIdentity:
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def _check_pin(path: str, pin: FileIdentity | None, found: FileIdentity) -> None:
+    if pin is not None and tuple(pin) != found:
+        raise DatasetChanged(
+            f"shard {path} is not the file this ShardDataset opened (device, inode, size, mtime "
+            f"{tuple(pin)} then, {found} now): the dataset folder was rewritten since (another run, --overwrite), "
+            "and reading on would mix the rows of two runs. Open the dataset again to read the new run")
+
+
+def _map_stream(path: str, pin: FileIdentity | None = None) -> tuple[pa.Schema, list[pa.RecordBatch]]:
+    """Memory-map ``path``, check the mapped file against ``pin`` (its identity when the dataset was built),
+    parse its Arrow IPC stream and close the file (the mapping stays alive as long as the returned batches or
+    views into them do).
 
     Raises:
+        DatasetChanged: the mapped file is not the pinned one.
         ManifestError: the file is missing or is not a readable Arrow IPC stream.
         OSError: the file could not be opened or mapped for lack of resources or permission.
     """
@@ -100,6 +134,15 @@ def _map_stream(path: str) -> tuple[pa.Schema, list[pa.RecordBatch]]:
         if exc.errno in _RESOURCE_ERRNOS:
             raise _resource_error(path, exc) from exc
         raise ManifestError(f"shard {path} cannot be read: {exc}") from exc
+    if pin is not None:
+        try:
+            found = file_identity(os.fstat(source.fileno()))
+        except BaseException:
+            source.close()
+            raise
+        if tuple(pin) != found:
+            source.close()
+            _check_pin(path, pin, found)
     try:
         reader = pa.ipc.open_stream(source)
         return reader.schema, list(reader)
@@ -120,9 +163,10 @@ class _MappedShard:
 
     __slots__ = ("path", "chunk_starts", "chunks")
 
-    def __init__(self, path: str, *, expected_rows: int, columns: Sequence[str], chat: bool = True):
+    def __init__(self, path: str, *, expected_rows: int, columns: Sequence[str], chat: bool = True,
+                 pin: FileIdentity | None = None):
         self.path = path
-        schema, batches = _map_stream(path)
+        schema, batches = _map_stream(path, pin)
         _check_schema(path, schema, columns, chat=chat)
         rows = sum(b.num_rows for b in batches)
         if rows != expected_rows:
@@ -172,6 +216,8 @@ def _check_schema(path: str, schema: pa.Schema, columns: Sequence[str], *, chat:
             f"this chatshards reads version {sf.SCHEMA_VERSION}"
         )
     expected = sf.arrow_schema(padded=True)
+    if is_packed_schema(schema):  # packed rows: per-sequence lists where rows have scalars
+        expected = packed_schema(sf.arrow_schema())
     for name in columns:
         if name not in schema.names:
             raise ManifestError(f"shard {path} has no column {name!r} (columns: {schema.names})")
@@ -207,13 +253,15 @@ class ShardDataset(torch.utils.data.Dataset):
     """Map-style dataset over a finished chatshards folder; ``ds[i]`` is a dict of numpy views.
 
     ``ds[i]`` returns ``{"input_ids": int32[L], "labels": int32[L]}`` (plus ``attention_mask``
-    int8[L] when the shards were written padded, and any extra ``columns`` requested). The arrays
+    int8[L] when the shards were written padded, ``seq_lengths`` int32[k] when they hold packed rows,
+    and any extra ``columns`` requested). The arrays
     are read-only views of the memory-mapped shard: ``labels`` is ``IGNORE_INDEX`` (-100) on
     positions that are not trained and equals ``input_ids`` elsewhere; labels are *not* shifted
     (the model shifts). Rows are numbered in manifest order (shard 0's rows, then shard 1's, ...).
 
-    Pickling (DataLoader workers with ``spawn``) sends only the path, the manifest and options;
-    every process maps the shards itself on first access (a forked worker re-maps too).
+    Pickling (DataLoader workers with ``spawn``) sends only the path, the manifest, options and the
+    shards' pinned identities; every process maps the shards itself on first access (a forked worker
+    re-maps too) and checks each mapped file against its pin (see the module docstring).
 
     Args:
         path: the dataset folder (the one holding ``manifest.json``).
@@ -236,7 +284,8 @@ class ShardDataset(torch.utils.data.Dataset):
         ManifestError: no/invalid manifest, unsupported schema version, a shard path that leaves the
             dataset folder (``..``, absolute, a symbolic link pointing out), a shard listed twice,
             missing or wrong-sized shard, sha256 mismatch (``verify=True``), or a shard that is not
-            a readable Arrow stream.
+            a readable Arrow stream. :class:`DatasetChanged` (a ``ManifestError``) when a shard is
+            mapped (in any process) after the folder was rewritten.
         OSError: a shard could not be opened or mapped for lack of resources (too many open
             files, memory) or permission; the dataset itself is not damaged.
     """
@@ -254,15 +303,19 @@ class ShardDataset(torch.utils.data.Dataset):
         self._chat = heads.task_section(self.manifest) is None
         self.paths = sf.shard_paths(self.root, self.manifest)
         entries = self.manifest["shards"]
+        self._pins: list[FileIdentity] = []
         for p, entry in zip(self.paths, entries):
             if verify:
                 sf.verify_shard_file(p, expected_sha256=entry["sha256"], expected_bytes=entry["bytes"])
-            elif not os.path.isfile(p):
+            try:
+                info = os.stat(p)
+            except FileNotFoundError:
+                info = None
+            if info is None or not stat.S_ISREG(info.st_mode):
                 raise ManifestError(f"shard {p} listed in the manifest is missing")
-            elif os.path.getsize(p) != entry["bytes"]:
-                raise ManifestError(
-                    f"shard {p} is corrupted: {os.path.getsize(p)} bytes, manifest says {entry['bytes']}"
-                )
+            if info.st_size != entry["bytes"]:
+                raise ManifestError(f"shard {p} is corrupted: {info.st_size} bytes, manifest says {entry['bytes']}")
+            self._pins.append(file_identity(info))
         self._starts = [0]
         for entry in entries:
             self._starts.append(self._starts[-1] + int(entry["rows"]))
@@ -400,20 +453,23 @@ class ShardDataset(torch.utils.data.Dataset):
             return task_columns
         if not self.paths:
             return _TOKEN_COLUMNS
-        names = _map_stream(self.paths[0])[0].names
+        names = _map_stream(self.paths[0], self._pins[0])[0].names
+        if SEQ_LENGTHS in names:  # packed rows: the collator needs every row's sequence boundaries
+            return _TOKEN_COLUMNS + (SEQ_LENGTHS,)
         return _TOKEN_COLUMNS + (("attention_mask",) if "attention_mask" in names else ())
 
     def _shard(self, k: int, columns: Sequence[str] | None = None) -> _MappedShard:
         if columns is not None:  # one-off scan with other columns: not cached
             return _MappedShard(self.paths[k], expected_rows=self._starts[k + 1] - self._starts[k], columns=columns,
-                                chat=self._chat)
+                                chat=self._chat, pin=self._pins[k])
         if self._pid != os.getpid():  # forked or unpickled in a worker: map again here
             self._open = collections.OrderedDict()
             self._pid = os.getpid()
         shard = self._open.get(k)
         if shard is None:
             rows = self._starts[k + 1] - self._starts[k]
-            shard = _MappedShard(self.paths[k], expected_rows=rows, columns=self._stored, chat=self._chat)
+            shard = _MappedShard(self.paths[k], expected_rows=rows, columns=self._stored, chat=self._chat,
+                                 pin=self._pins[k])
             self._open[k] = shard
             if len(self._open) > self.max_open_shards:
                 self._open.popitem(last=False)

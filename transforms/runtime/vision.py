@@ -19,8 +19,12 @@ Batch keys added (only when the batch holds at least one image; text-only rows a
   ``image_grid_thw`` int64 ``[num_images, 3]``; also ``mm_token_type_ids`` int64 ``[B, T]`` (1 on
   image tokens, what the processor returns and what Qwen-VL models need to build their 3-D
   M-RoPE positions) on every batch, and **no** ``position_ids`` (1-D positions would override the
-  model's M-RoPE). Padding-free batches are refused for this family (per-sequence M-RoPE in a
-  packed row is not implemented);
+  model's M-RoPE) for padded batches of unpacked rows. Packed rows (``--pack-length``) get
+  ``position_ids`` int64 ``[3, B, T]``: every sequence's own 3-D positions (the shard's
+  ``mrope_position_ids``, computed as the model's ``get_rope_index`` does for the sequence alone),
+  with the block-diagonal 4D mask. Padding-free batches (packed rows or not) get ``[4, 1, total]``:
+  the 1-D positions restarting per sequence, then the three M-RoPE planes (the layout transformers'
+  Qwen-VL models read to find packed sequences without a mask);
 
 with images in row order, then in token order inside a row: the order in which the model
 scatters image features into the image-token positions of ``input_ids`` (padded or padding-free).
@@ -36,9 +40,12 @@ import numpy as np
 import torch
 
 from ..images import decode_stored
+from ..packing.mrope import MropeSpec, sequence_mrope_positions
+from ..packing.rows import MROPE_POSITION_IDS, SEQ_LENGTHS
 from ..shard_format import load_manifest
 from ..vision.config import DYNAMIC, VisionConfig
 from ..vision.pixels import normalisation_table, pixel_values
+from ..vision.tokens import grid_thw
 from .collate import Batch, Collator, RowLayout, manifest_options
 
 __all__ = ["VisionCollator", "vision_columns", "IMAGE_COLUMNS"]
@@ -55,7 +62,8 @@ def vision_columns(path: str) -> tuple[str, ...]:
     payload = "image_pixels" if section.get("images", {}).get("store_pixels") else "image_bytes"
     names = set(manifest.get("columns") or ())
     base = ("input_ids", "labels") + (("attention_mask",) if "attention_mask" in names else ())
-    return base + (payload,) + IMAGE_COLUMNS
+    packed = tuple(name for name in (SEQ_LENGTHS, MROPE_POSITION_IDS) if name in names)
+    return base + packed + (payload,) + IMAGE_COLUMNS
 
 
 def _float_buffer(shape, holder: list) -> np.ndarray:
@@ -86,9 +94,7 @@ class VisionCollator(Collator):
                  **options: Any):
         super().__init__(config, **options)
         self.vision = vision if isinstance(vision, VisionConfig) else VisionConfig.from_json(vision)
-        if self.vision.family == DYNAMIC and self.config.padding_free:
-            raise ValueError("padding-free batches of a dynamic-resolution (Qwen-VL) dataset need per-sequence "
-                             "3-D M-RoPE position ids, which this collator does not build; use padded batches")
+        self.mrope = MropeSpec(self.vision.image_token_id, self.vision.merge_size)
         self.check_image_tokens = check_image_tokens
         self._table = normalisation_table(self.vision)
 
@@ -143,8 +149,14 @@ class VisionCollator(Collator):
                 self._check(feature, row)
             images.extend(self.row_images(feature))
         if self.vision.family == DYNAMIC:
-            batch.pop("position_ids", None)  # the model derives 3-D M-RoPE positions from these:
             batch["mm_token_type_ids"] = (batch["input_ids"] == self.vision.image_token_id).long()
+            text_positions = batch.pop("position_ids", None)  # unpacked padded rows: the model derives them
+            if self.config.padding_free:
+                planes = self._mrope_planes(features, layout)
+                text = text_positions if text_positions is not None else torch.zeros_like(planes[:1])
+                batch["position_ids"] = torch.cat([text.reshape(1, 1, -1), planes], dim=0)
+            elif self.config.packed:
+                batch["position_ids"] = self._mrope_planes(features, layout)
         if not images:
             return
         holder: list[torch.Tensor] = []
@@ -152,6 +164,38 @@ class VisionCollator(Collator):
         batch["pixel_values"] = holder[0] if holder else torch.from_numpy(out["pixel_values"])
         if self.vision.family == DYNAMIC:
             batch["image_grid_thw"] = torch.from_numpy(out["image_grid_thw"])
+
+    def row_mrope(self, feature: Mapping[str, Any], row: int) -> np.ndarray:
+        """int64 ``[3, L]``: a row's M-RoPE positions: the shard's ``mrope_position_ids`` (packed rows), else
+        computed for the row as one sequence (:func:`transforms.packing.mrope.sequence_mrope_positions`)."""
+        ids = np.asarray(feature["input_ids"])
+        stored = feature.get(MROPE_POSITION_IDS)
+        if stored is not None:
+            planes = np.asarray(stored, dtype=np.int64)
+            if planes.size != 3 * len(ids):
+                raise ValueError(f"row {row}: mrope_position_ids has {planes.size} values, expected 3 x {len(ids)}")
+            return planes.reshape(3, len(ids))
+        if self.config.packed:
+            raise ValueError(f"row {row}: a packed Qwen-VL row needs its mrope_position_ids "
+                             "(open the dataset with columns=vision_columns(path))")
+        hw = np.asarray(feature.get("image_hw", ()), dtype=np.int64).reshape(-1, 2)
+        grids = np.asarray([grid_thw(self.vision, int(h), int(w)) for h, w in hw], dtype=np.int64).reshape(-1, 3)
+        return sequence_mrope_positions(ids, grids, self.mrope).astype(np.int64)
+
+    def _mrope_planes(self, features: Sequence[Mapping[str, Any]], layout: RowLayout) -> torch.Tensor:
+        """int64 ``[3, B, width]`` (padded; 0 on padding) or ``[3, 1, total]`` (padding-free) M-RoPE positions."""
+        rows = np.asarray(layout.rows).tolist()
+        if layout.padding_free:
+            out = np.zeros((3, 1, layout.width), dtype=np.int64)
+            for j, row in enumerate(rows):
+                s, n = int(layout.starts[j]), int(layout.lengths[j])
+                out[:, 0, s:s + n] = self.row_mrope(features[row], row)
+        else:
+            out = np.zeros((3, len(rows), layout.width), dtype=np.int64)
+            for j, row in enumerate(rows):
+                s, n = int(layout.starts[j]), int(layout.lengths[j])
+                out[:, j, s:s + n] = self.row_mrope(features[row], row)
+        return torch.from_numpy(out)
 
     def __repr__(self) -> str:
         return f"VisionCollator({self.config!r}, family={self.vision.family!r})"

@@ -15,6 +15,8 @@ schema, build, audit figures, manifest section), :mod:`~transforms.tasks.spec` t
   their tags (NER, POS; JSON or CoNLL files), labels on first sub-tokens.
 - ``qa`` (:class:`~transforms.tasks.qa.QATask`): SQuAD questions and contexts -> windowed features with answer
   positions (extractive QA).
+- ``preference`` / ``kto`` (:mod:`~transforms.tasks.preference`): preference pairs (DPO) and unpaired feedback
+  (KTO), split into prompt and completions with the chat template machinery of SFT labels.
 
 :func:`task_class` looks one up.
 """
@@ -24,13 +26,15 @@ from transforms.tasks.base import Task, TaskFigures, TaskFlag, TaskOptions
 from transforms.tasks.chat import ChatTask
 from transforms.tasks.classification import ClassificationTask
 from transforms.tasks.mlm import MlmTask
+from transforms.tasks.preference import KtoTask, PreferenceTask
 from transforms.tasks.qa import QATask
 from transforms.tasks.seq2seq import Seq2SeqTask
 from transforms.tasks.text import TextTask
 from transforms.tasks.token_classification import TokenClassificationTask
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (ChatTask, TextTask, Seq2SeqTask, MlmTask,
-                                                             ClassificationTask, TokenClassificationTask, QATask)}
+                                                             ClassificationTask, TokenClassificationTask, QATask,
+                                                             PreferenceTask, KtoTask)}
 
 
 def task_class(name: str):
@@ -58,5 +62,5 @@ def task_flags() -> dict[str, tuple[TaskFlag, list[str]]]:
     return flags
 
 
-__all__ = ["TASKS", "ChatTask", "MlmTask", "Seq2SeqTask", "Task", "TaskFigures", "TaskFlag", "TaskOptions",
-           "TextTask", "task_class", "task_flags"]
+__all__ = ["TASKS", "ChatTask", "KtoTask", "MlmTask", "PreferenceTask", "Seq2SeqTask", "Task", "TaskFigures",
+           "TaskFlag", "TaskOptions", "TextTask", "task_class", "task_flags"]

@@ -206,14 +206,23 @@ class Task:
         options_class: its :class:`TaskOptions` subclass.
         flags: its :class:`TaskFlag` s.
         chat_flags: whether the chat flags (``--loss``, ``--chat-template``, ...) apply (chat only).
-        needs_chat_template: whether the tokenizer must have a chat template (checked at launch).
+        chat_options: the chat flags (their ``JobArgs`` names, e.g. ``"chat_template"``, ``"role_map"``) a task
+            other than chat reads as chat does: they reach its ``TokenizeOptions`` and message-reading
+            ``FormatOptions``; the other chat flags are refused.
+        needs_chat_template: whether the tokenizer must have a chat template (checked at launch, with the chat
+            template's launch check and pinned ``--template-date``).
+        packable: whether ``--pack-length`` may pack the task's rows (:mod:`transforms.packing`): rows that
+            are single causal sequences with ``input_ids`` and unshifted ``labels``, concatenated under a
+            block-diagonal mask (``docs/packing.md``). Chat only today.
     """
 
     name: ClassVar[str] = ""
     options_class: ClassVar[type[TaskOptions]] = TaskOptions
     flags: ClassVar[tuple[TaskFlag, ...]] = ()
     chat_flags: ClassVar[bool] = False
+    chat_options: ClassVar[tuple[str, ...]] = ()
     needs_chat_template: ClassVar[bool] = False
+    packable: ClassVar[bool] = False
 
     images = None  # only the chat task has parts (images)
 
@@ -310,6 +319,11 @@ class Task:
     def texts(self, pending) -> Sequence[str]:
         """The texts of one pending row to encode (all texts of a batch are encoded in one call)."""
         return (pending.text,)
+
+    def encode_texts(self, texts: Sequence, rows: Sequence) -> list:
+        """The encodings of a batch's texts (:meth:`texts` of each pending row, in order; ``rows``: per text,
+        the pending row it belongs to), in one call of the task's encoder."""
+        return self.encoder.encode(texts)
 
     def finish(self, pending, *encodings) -> dict[str, Any]:
         """The row of a pending row from its encodings (raises :class:`RecordRejected`)."""

@@ -22,13 +22,14 @@ import numpy as np
 from transforms import errors
 from transforms.chat_render import WHOLE_CONVERSATION, ChatRenderer, RenderedConversation
 from transforms.config import TokenizeOptions
-from transforms.control_tokens import ControlTokens, has_marks
+from transforms.control_tokens import ControlTokens, free_markers
 from transforms.errors import RecordRejected
 from transforms.formats import Conversation, FormatOptions, detect_format, to_conversation
 from transforms.labels import mask_from_ranges, span_token_ranges
 from transforms.reading import RawRecord
 from transforms.rows.assembly import assemble_row, conversation_hash
 from transforms.rows.encoding import TextEncoder
+from transforms.shard_format import PROMPT_MISMATCH_KEY, PROMPT_MISMATCH_RECORD_KEY
 from transforms.tasks.base import Task
 from transforms.tokenizer_loading import control_tokens_for, special_tokens_for_template
 from transforms.truncation import TokenArrays, exchange_cuts, truncate
@@ -46,6 +47,10 @@ class PendingRow:
         guarded: the conversation as rendered (its tools and template variables).
         literal_control_tokens: control-token strings kept as text in the record.
         images: the record's images (with an image part), else ``None``.
+        record_prompt_mismatch: on the record's first row: some row of the record has a turn trained by the
+            prompt-mismatch rule (the audit counts the record once).
+        markers: the marker pair of the record's marked control-token strings (``None``: not marked; see
+            :mod:`transforms.control_tokens`).
     """
 
     raw: RawRecord
@@ -55,6 +60,8 @@ class PendingRow:
     guarded: Conversation
     literal_control_tokens: int = 0
     images: RecordImages | None = None
+    record_prompt_mismatch: bool = False
+    markers: tuple[str, str] | None = None
 
     @property
     def text(self) -> str:
@@ -78,6 +85,7 @@ class ChatTask(Task):
     options_class = None
     chat_flags = True
     needs_chat_template = True
+    packable = True
 
     # -- the parse step (tokenizer-free) --------------------------------------------------------------
     @classmethod
@@ -104,9 +112,14 @@ class ChatTask(Task):
         if images is not None:  # ``<image>`` in a vision record is the image position, never literal text
             data_control_tokens = [t for t in template_control_tokens if t != images.position_tag]
         self.control_tokens = ControlTokens(data_control_tokens)
+        # --chat-template-kwargs: every record's variables (a dataset's and a record's own win over them)
+        template_variables = {**special_tokens_for_template(tokenizer), **options.template_kwargs}
+        # what the template itself may write: marker pairs holding none of its characters are used
+        self._template_text = "\x00".join([tokenizer.chat_template or "", *template_control_tokens,
+                                           *(v for v in template_variables.values() if isinstance(v, str))])
         self.renderer = ChatRenderer(
             chat_template=tokenizer.chat_template,
-            template_variables=special_tokens_for_template(tokenizer),
+            template_variables=template_variables,
             loss=options.loss,
             multi_turn=options.multi_turn,
             train_reasoning=options.train_reasoning,
@@ -114,6 +127,7 @@ class ChatTask(Task):
             control_tokens=template_control_tokens,
             render_seconds=options.render_seconds,
             template_date=options.template_date,
+            prompt_mismatch=options.prompt_mismatch,
         )
         self.encoder = TextEncoder(tokenizer.backend_tokenizer, self.control_tokens.tokens)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -135,27 +149,30 @@ class ChatTask(Task):
             self.images.end_batch()
 
     # -- before tokenization --------------------------------------------------------------------------
-    def guard_control_tokens(self, conversation: Conversation) -> tuple[Conversation, int]:
-        """Apply ``--control-tokens-in-data`` to the record: ``(conversation to render, literal count)``."""
+    def guard_control_tokens(self, conversation: Conversation) -> tuple[Conversation, int, tuple[str, str] | None]:
+        """Apply ``--control-tokens-in-data`` to the record: ``(conversation to render, literal count, marker
+        pair)``; the pair is ``None`` when nothing was marked (the text is then encoded as it is)."""
         policy = self.options.control_tokens
         if policy == "special":
-            return conversation, 0
+            return conversation, 0, None
         values = (conversation.messages, conversation.tools, conversation.template_kwargs)
         found = self.control_tokens.count(values)
         if not found:
-            return conversation, 0
+            return conversation, 0, None
         if policy == "reject":
             raise RecordRejected(errors.CONTROL_TOKEN_IN_TEXT, f"the record's text holds {found} control-token "
                                  "string(s) of this tokenizer (e.g. an end-of-turn token)")
-        if has_marks(values):
-            raise RecordRejected(errors.CONTROL_TOKEN_IN_TEXT, "the record holds control-token strings and the "
-                                 "noncharacters U+FDD0/U+FDD1, so its control tokens cannot be kept as text")
+        markers = free_markers(values, self._template_text)
+        if markers is None:
+            raise RecordRejected(errors.CONTROL_TOKEN_IN_TEXT, "the record holds control-token strings and every "
+                                 "Unicode noncharacter U+FDD0..U+FDEF (the markers that keep them text), so its "
+                                 "control tokens cannot be kept as text")
         marked = dataclasses.replace(
             conversation,
-            messages=tuple(self.control_tokens.mark(m) for m in conversation.messages),
-            tools=self.control_tokens.mark(conversation.tools),
+            messages=tuple(self.control_tokens.mark(m, markers) for m in conversation.messages),
+            tools=self.control_tokens.mark(conversation.tools, markers),
         )
-        return marked, found
+        return marked, found, markers
 
     def _render_rows(self, guarded: Conversation, messages, trainable, *, one_row: bool):
         return self.renderer.render_rows(messages, tools=list(guarded.tools) if guarded.tools else None,
@@ -164,13 +181,16 @@ class ChatTask(Task):
 
     def prepare(self, raw: RawRecord, conversation: Conversation) -> list[PendingRow]:
         """The record's rows, rendered (raises :class:`RecordRejected`)."""
-        guarded, literal = self.guard_control_tokens(conversation)
+        guarded, literal, markers = self.guard_control_tokens(conversation)
         messages, images = guarded.messages, None
         if self.images is not None:
             messages, images = self.images.attach(raw, guarded)
         rows = self._render_rows(guarded, messages, guarded.trainable, one_row=images is not None)
+        mismatched = any(row.prompt_mismatches for row in rows)
         return [PendingRow(raw=raw, conversation=conversation, rendered=row, messages=messages, guarded=guarded,
-                           literal_control_tokens=literal, images=images) for row in rows]
+                           literal_control_tokens=literal, images=images, markers=markers,
+                           record_prompt_mismatch=mismatched and k == 0)
+                for k, row in enumerate(rows)]
 
     # -- after tokenization ---------------------------------------------------------------------------
     def token_arrays(self, pending: PendingRow, rendered: RenderedConversation, encoding, *,
@@ -213,8 +233,13 @@ class ChatTask(Task):
                 return
             if len(rows) != 1:
                 return
-            encoding = self.encoder.encode([rows[0].text])[0]
+            encoding = self.encoder.encode([rows[0].text], [pending.markers])[0]
             yield self.token_arrays(pending, rows[0], encoding, num_messages=len(kept), kept_messages=kept)
+
+    def encode_texts(self, texts, rows) -> list:
+        """The batch's rendered texts, encoded; each marked text is named with its row's marker pair (a text is
+        never searched for marker characters, so noncharacters in the data reach the tokenizer as they are)."""
+        return self.encoder.encode(texts, [row.markers for row in rows])
 
     def finish(self, pending: PendingRow, encoding) -> dict[str, Any]:
         """The shard row of a rendered row, from its encoding (raises :class:`RecordRejected`)."""
@@ -232,10 +257,15 @@ class ChatTask(Task):
         if pending.images is not None:
             digest = self.images.digest(digest, pending.images)
             extra = self.images.columns(pending.images, truncated.kept_items)
-        return assemble_row(
+        row = assemble_row(
             raw=pending.raw, conversation=pending.conversation, truncated=truncated, turn=turn, loss=options.loss,
             reasoning_trained=pending.rendered.reasoning_trained, digest=digest,
             literal_control_tokens=pending.literal_control_tokens,
             pad_to=options.max_length if options.pad_to == "max_length" else None,
             pad_token_id=self.pad_token_id, extra_columns=extra,
         )
+        if pending.rendered.prompt_mismatches:  # audit-only keys, no shard column (see transforms.audit)
+            row[PROMPT_MISMATCH_KEY] = [m.to_json() for m in pending.rendered.prompt_mismatches]
+        if pending.record_prompt_mismatch:
+            row[PROMPT_MISMATCH_RECORD_KEY] = True
+        return row

@@ -74,10 +74,11 @@ ENCODER_TRUNCATION = ("right", "left", "drop")
 
 
 def encoder_row(raw, columns: Mapping[str, Any], *, content_hash: str, num_loss_tokens: int, full_length: int,
-                row_number: int = 0) -> dict[str, Any]:
+                row_number: int = 0, record_id: str | None = None) -> dict[str, Any]:
     """A task row: the task's ``columns`` and the provenance columns every task row has
     (:data:`transforms.shard_format.TASK_BASE_FIELDS`) plus its ``sort_key``; ``row_number``: the row's place
-    among its record's rows (QA features), which orders them after the record's key."""
+    among its record's rows (QA features), which orders them after the record's key; ``record_id``: the
+    record's :func:`~transforms.shard_format.record_id_of` when the caller has it (one per record, not per row)."""
     from transforms.shard_format import record_id_of, row_sort_key
 
     length = len(columns["input_ids"])
@@ -90,7 +91,7 @@ def encoder_row(raw, columns: Mapping[str, Any], *, content_hash: str, num_loss_
         "truncated_tokens": max(full_length - length, 0),
         "source": raw.source,
         "index": raw.index,
-        "record_id": record_id_of(raw.value),
+        "record_id": record_id_of(raw.value) if record_id is None else record_id,
         "content_hash": content_hash,
         "row_of_record": row_number,
         "sort_key": key if row_number == 0 else f"{key}:{row_number:08d}",

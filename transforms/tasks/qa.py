@@ -21,8 +21,10 @@ rejected (``answer_not_in_context``): its positions would train on the wrong tok
 """
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -30,8 +32,10 @@ import pyarrow as pa
 
 from transforms import errors
 from transforms.errors import RecordRejected
+from transforms.nested_lists import NullableLists
 from transforms.reading import iter_records
 from transforms.reading.squad import expand_squad
+from transforms.shard_format import record_id_of
 from transforms.tasks.base import TaskFigures, TaskFlag, TaskOptions, content_digest, normalized_text
 from transforms.tasks.encoder_heads import (
     EncoderHeadTask,
@@ -116,6 +120,12 @@ class QAEncoder:
     stride=doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)``.
 
     ``encode`` never raises for one item: a question too long for the window is a :class:`Failed`.
+
+    A batch is first encoded in one call; a question too long for its window (no room for the context, or
+    no more than ``doc_stride`` tokens for a context that needs windows) makes the Rust tokenizer fail the
+    whole call, and the batch is then encoded again question by question (:meth:`encode_checked`): the
+    questions' tokens counted first, the items that fit in one call, the tight ones one at a time. Both give
+    the same encodings; once a batch has needed the second way, every later one takes it directly.
     """
 
     def __init__(self, tokenizer, *, max_length: int, doc_stride: int):
@@ -137,8 +147,28 @@ class QAEncoder:
         self.windowed.enable_truncation(max_length, stride=doc_stride,
                                         strategy="only_second" if self.question_first else "only_first",
                                         direction=truncation_side(tokenizer))
+        self.check_questions = False  # True once a batch needed encode_checked
 
     def encode(self, items: Sequence[tuple[str, str]]) -> list[EncodedQA | Failed]:
+        if not items:
+            return []
+        if not self.check_questions:
+            try:
+                windowed = self.windowed.encode_batch([self._pair(item) for item in items])
+            except BaseException as exc:  # noqa: BLE001 - the Rust tokenizer panics on a stride >= the room
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                self.check_questions = True
+            else:
+                question = 1 - self.context_sequence
+                counts = [encoding.sequence_ids.count(question) for encoding in windowed]
+                if all(self.max_length - self.added_pair - count > 0 for count in counts):
+                    return [EncodedQA(features=(encoding, *encoding.overflowing)) for encoding in windowed]
+        return self.encode_checked(items)
+
+    def encode_checked(self, items: Sequence[tuple[str, str]]) -> list[EncodedQA | Failed]:
+        """:meth:`encode` question by question: the questions' tokens are counted first, so that one too long
+        for its window fails alone."""
         questions = self.backend.encode_batch([q for q, _ in items], add_special_tokens=False) if items else []
         out: list[EncodedQA | Failed | None] = [None] * len(items)
         batch, tight = [], []
@@ -200,10 +230,50 @@ def answer_positions(offsets: Sequence[tuple[int, int]], sequence_ids: Sequence[
     return first - 1, last + 1, True
 
 
+def answer_positions_of(matrix: np.ndarray, in_context: np.ndarray, *, start_char: int, end_char: int,
+                        cls_index: int) -> tuple[int, int, bool] | None:
+    """:func:`answer_positions` with its scans done by numpy, over an :func:`offset_matrix` and the
+    :func:`in_sequence` mask of the context: the same result, or ``None`` where :func:`answer_positions`
+    would scan off the array (no context token, an end scan past the first token): call it then."""
+    context = np.flatnonzero(in_context)
+    if not len(context):
+        return None
+    first, last = int(context[0]), int(context[-1])
+    if not (matrix[first, 0] <= start_char and matrix[last, 1] >= end_char):
+        return cls_index, cls_index, False
+    after = matrix[first:last + 1, 0] > start_char  # the start scan stops at the first token starting after it
+    k = int(after.argmax())
+    start = first + k - 1 if after[k] else last
+    before = np.flatnonzero(matrix[:last + 1, 1] < end_char)  # the end scan stops at the last token ending before
+    if not len(before):
+        return None
+    return start, int(before[-1]) + 1, True
+
+
+def offset_matrix(offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+    """A Rust encoding's ``offsets`` (``(start, end)`` per token) as an int32 array ``[tokens, 2]``."""
+    return np.fromiter(chain.from_iterable(offsets), dtype=np.int32, count=2 * len(offsets)).reshape(-1, 2)
+
+
+def in_sequence(sequence_ids: Sequence[int | None], sequence: int) -> np.ndarray:
+    """bool ``[tokens]``: the tokens of ``sequence`` (``sequence_ids[k] == sequence``)."""
+    mask = np.zeros(len(sequence_ids), dtype=np.bool_)
+    count = sequence_ids.count(sequence)
+    if count:
+        first = sequence_ids.index(sequence)
+        if sequence not in sequence_ids[first + count:]:  # so all of them are in [first, first + count)
+            mask[first:first + count] = True  # one run of tokens, as the Rust encodings' sequence ranges give
+        else:
+            mask[:] = np.fromiter(map(operator.eq, sequence_ids, repeat(sequence)), dtype=np.bool_,
+                                  count=len(sequence_ids))
+    return mask
+
+
 def qa_feature_columns(encoder: QAEncoder, encoded: EncodedQA, example: QAExample, example_id: str) -> list[dict]:
     """The task columns of each feature of one record: ``input_ids`` (int32), ``token_type_ids`` (int8,
     where defined), ``start_positions``/``end_positions`` (int32), ``offset_mapping`` (per token a
-    ``[start, end]`` pair of context characters, ``None`` elsewhere), ``example_id``, ``answer_in_window``
+    ``[start, end]`` pair of context characters, ``None`` elsewhere: a
+    :class:`transforms.nested_lists.NullableLists`), ``example_id``, ``answer_in_window``
     (this window holds the answer), ``feature_index``, ``num_features``, ``answerable`` and
     ``answer_windows`` (the example's: how many of its windows hold the answer; 0 for an answerable
     example means its answer was lost to windowing), ``length``."""
@@ -211,12 +281,15 @@ def qa_feature_columns(encoder: QAEncoder, encoded: EncodedQA, example: QAExampl
     for number, encoding in enumerate(encoded.features):
         ids = encoding.ids
         sequence_ids = encoding.sequence_ids
+        offsets = encoding.offsets  # a new list of tuples at each access
+        matrix, in_context = offset_matrix(offsets), in_sequence(sequence_ids, encoder.context_sequence)
         cls = encoder.cls_index(ids)
         if example.answerable:
-            start_char = example.answer_starts[0]
-            start, end, inside = answer_positions(encoding.offsets, sequence_ids,
-                                                  context_sequence=encoder.context_sequence, start_char=start_char,
-                                                  end_char=start_char + len(example.answer_texts[0]), cls_index=cls)
+            span = dict(start_char=example.answer_starts[0],
+                        end_char=example.answer_starts[0] + len(example.answer_texts[0]), cls_index=cls)
+            found = answer_positions_of(matrix, in_context, **span)
+            start, end, inside = found or answer_positions(offsets, sequence_ids,
+                                                           context_sequence=encoder.context_sequence, **span)
         else:
             start, end, inside = cls, cls, False
         row: dict[str, Any] = {"input_ids": np.asarray(ids, dtype=np.int32)}
@@ -224,8 +297,7 @@ def qa_feature_columns(encoder: QAEncoder, encoded: EncodedQA, example: QAExampl
             row["token_type_ids"] = np.asarray(encoding.type_ids, dtype=np.int8)
         row["start_positions"] = int(start)
         row["end_positions"] = int(end)
-        row["offset_mapping"] = [list(o) if s == encoder.context_sequence else None
-                                 for o, s in zip(encoding.offsets, sequence_ids)]
+        row["offset_mapping"] = NullableLists.rows_of(matrix, in_context)
         row["example_id"] = example_id
         row["answer_in_window"] = bool(inside)
         row["feature_index"] = number
@@ -406,9 +478,11 @@ class QATask(EncoderHeadTask):
         example_id = example.example_id if example.example_id is not None else f"{raw.source}:{raw.index}"
         content_hash = self.content_key(example, self.task_options)
         features = qa_feature_columns(self.encoder, encoded, example, example_id)
+        record_id = record_id_of(raw.value)  # once for all the record's features
         # tokens of the context beyond the first window are not cut but repeated: nothing is truncated
         return [encoder_row(raw, {key: feature[key] for key in QA_COLUMNS}, content_hash=content_hash,
-                            num_loss_tokens=2, full_length=len(feature["input_ids"]), row_number=k)
+                            num_loss_tokens=2, full_length=len(feature["input_ids"]), row_number=k,
+                            record_id=record_id)
                 for k, feature in enumerate(features)]
 
     def finish_batch(self, parsed, built):

@@ -31,8 +31,8 @@ class ParseRecordsFn(beam.DoFn):
     def setup(self):
         self._rejected = Metrics.counter("chatshards", "records_rejected")
 
-    def process(self, batch):
-        parsed, rejections = parse_batch(batch, self.spec.task_spec)
+    def process(self, batch, selection=None):
+        parsed, rejections = parse_batch(batch, self.spec.task_spec, selection)
         for item in rejections:
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
@@ -57,8 +57,8 @@ class BuildRowsFn(beam.DoFn):
         self._tokens = Metrics.counter("chatshards", "tokens_written")
         self._progress = Progress()
 
-    def process(self, batch):
-        rows, rejections = build_batch(self._builder, batch)
+    def process(self, batch, selection=None):
+        rows, rejections = build_batch(self._builder, batch, selection)
         for item in rejections:
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)

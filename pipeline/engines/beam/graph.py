@@ -22,7 +22,9 @@ from pipeline.io.chunks import FRAGMENTS, REJECTED, SPILL, chunks_by_shard, stor
 from pipeline.io.spill import read_spilled
 from pipeline.launch.plan import JobPlan
 from pipeline.steps.dedup import drop_duplicates
+from pipeline.steps.mixture import add_pairs, batch_file_counts, mixture_section, selection_of, skipped_and_repeats
 from pipeline.steps.shards import auto_num_shards
+from transforms.mixture.selection import tag_rejection
 
 
 def build_graph(p, plan: JobPlan) -> dict:
@@ -33,20 +35,36 @@ def build_graph(p, plan: JobPlan) -> dict:
     memory). The manifest is written last, after the shards, the rejected files and the audit files.
     """
     output, spec = plan.output, plan.spec
-    task = plan.task_spec  # parsing, dedup keys, non-JSON inputs and the audit follow the task
+    task = plan.task_spec  # the audit follows the task
+    records = plan.record_spec()  # parsing, dedup keys, non-JSON inputs: the task (a datasets list: each file's)
+    mixture = plan.mixture
     spilled = p | "Read" >> ReadRawRecords(patterns=plan.patterns, files=plan.files, batch_size=plan.batch_size,
-                                           spill_folder=store_folder(output, SPILL), task=task)
+                                           spill_folder=store_folder(output, SPILL), task=records)
     raw_batches = spilled | "ReadSpilled" >> beam.Map(read_spilled)
     read_count = spilled | "CountRead" >> beam.Map(lambda chunk: chunk.count) | "TotalRead" >> beam.CombineGlobally(sum)
+    if mixture is not None:  # every file's record count: the mixture's decisions (when they need it), the manifest
+        file_counts = (raw_batches | "FileCounts" >> beam.FlatMap(batch_file_counts)
+                       | "CountByFile" >> beam.CombinePerKey(sum) | "CountsByFile" >> beam.combiners.ToDict())
     rejected_parts = []
     if plan.dedup:  # decided on keys; the records stay spilled (pipeline.engines.beam.dedup)
-        duplicates = spilled | "Dedup" >> FindDuplicates(format_options=task)
+        duplicates = spilled | "Dedup" >> FindDuplicates(format_options=records)
         raw_batches = raw_batches | "DropDuplicates" >> beam.Map(drop_duplicates,
                                                                   AsSingleton(duplicates["dropped"]))
-        rejected_parts.append(duplicates["rejected"])
-    parsed = raw_batches | "ParseRecords" >> beam.ParDo(ParseRecordsFn(spec)).with_outputs(REJECTED_TAG, main="parsed")
+        duplicate_rejections = duplicates["rejected"]
+        if mixture is not None:
+            duplicate_rejections = duplicate_rejections | "TagDuplicates" >> beam.Map(tag_rejection, mixture)
+        rejected_parts.append(duplicate_rejections)
+    selection = None
+    if mixture is not None:
+        selection = selection_of(mixture, None) if not mixture.needs_counts else AsSingleton(
+            file_counts | "Selection" >> beam.Map(lambda counts: selection_of(mixture, counts)))
+        mixture_counts = (raw_batches | "MixtureCounts" >> beam.Map(skipped_and_repeats, selection)
+                          | "TotalMixtureCounts" >> beam.CombineGlobally(add_pairs))
+    parsed = raw_batches | "ParseRecords" >> beam.ParDo(ParseRecordsFn(spec), selection=selection).with_outputs(
+        REJECTED_TAG, main="parsed")
     rejected_parts.append(parsed[REJECTED_TAG])
-    built = parsed.parsed | "BuildRows" >> beam.ParDo(BuildRowsFn(spec)).with_outputs(REJECTED_TAG, main="rows")
+    built = parsed.parsed | "BuildRows" >> beam.ParDo(BuildRowsFn(spec), selection=selection).with_outputs(
+        REJECTED_TAG, main="rows")
     row_batches = built.rows
     rejected_parts.append(built[REJECTED_TAG])
 
@@ -66,7 +84,7 @@ def build_graph(p, plan: JobPlan) -> dict:
         fragments
         | "ShardBatches" >> beam.FlatMap(lambda ref, n: chunks_by_shard(ref.chunks, n), n=AsSingleton(shard_count))
         | "GroupShards" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, schema=schema),
+        | "WriteShards" >> beam.ParDo(WriteShardFn(output=output, schema=schema, packing=plan.packing),
                                       num_shards=AsSingleton(shard_count))
     )
     # Each part is written to fragments in the stage that produced it; only the refs are flattened (a
@@ -84,19 +102,27 @@ def build_graph(p, plan: JobPlan) -> dict:
         rows = row_batches | "Rows" >> beam.FlatMap(lambda batch: batch)
         sections = (rows, *rejected_parts) | "Audit" >> AuditStats(
             output=output, manifest_base=plan.manifest_base, probe=plan.audit_probe,
-            format_options=task, tokenizer=spec.tokenizer, trust_remote_code=spec.trust_remote_code)
+            format_options=task, tokenizer=spec.tokenizer, trust_remote_code=spec.trust_remote_code,
+            packing=plan.packing, shards=shards)
     else:
         sections = p | "NoAudit" >> beam.Create([])
+    commit_inputs = {}
+    if mixture is not None:
+        section = file_counts | "MixtureSection" >> beam.Map(
+            lambda counts, pair: mixture_section(mixture, counts, *pair), AsSingleton(mixture_counts))
+        sections = (sections, section) | "Sections" >> beam.Flatten()
+        commit_inputs["mixture_counts"] = AsSingleton(mixture_counts)
     manifest = (
         p
         | "CommitTrigger" >> beam.Create([None])
         | "CommitManifest" >> beam.ParDo(
-            CommitManifestFn(output=output, manifest_base=plan.manifest_base, schema=schema),
+            CommitManifestFn(output=output, manifest_base=plan.manifest_base, schema=schema, packing=plan.packing),
             shards=AsList(shards),
             rejected_files=AsList(rejected_files),
             read_count=AsSingleton(read_count),
             num_shards=AsSingleton(shard_count),
             extra_sections=AsList(sections),
+            **commit_inputs,
         )
     )
     return {"raw_batches": raw_batches, "row_batches": row_batches, "rejected_parts": tuple(rejected_parts),

@@ -97,31 +97,37 @@ class WriteAuditFn(beam.DoFn):
     ``audit/stats.json`` and ``audit/report.html``), yields the manifest's ``audit`` section."""
 
     def __init__(self, *, output: str, manifest_base: Mapping[str, Any], probe: TemplateProbe, format_options,
-                 tokenizer: str | None, trust_remote_code: bool):
+                 tokenizer: str | None, trust_remote_code: bool, packing=None):
         self.output = output
         self.manifest_base = {k: manifest_base[k] for k in MANIFEST_KEYS if k in manifest_base}
         self.probe = probe
         self.format_options = format_options
         self.tokenizer = tokenizer
         self.trust_remote_code = trust_remote_code
+        self.packing = packing
 
-    def process(self, _, row_stats, rejection_stats, duplicates):
+    def process(self, _, row_stats, rejection_stats, duplicates, shards=()):
         # Side-input values may be shared with retries: write_audit merges into a fresh accumulator.
         yield write_audit(output=self.output, manifest_base=self.manifest_base, probe=self.probe,
                           format_options=self.format_options, tokenizer=self.tokenizer,
                           trust_remote_code=self.trust_remote_code, partials=[row_stats, *rejection_stats],
-                          duplicates=duplicates)
+                          duplicates=duplicates, packing=self.packing, shards=shards)
 
 
 class AuditStats(beam.PTransform):
     """``(rows, *rejected) -> PCollection[dict]``: the audit branch. ``rows`` holds single rows, each
     ``rejected`` PCollection the rejection dicts of one producing stage (consumed where they are, never
     flattened: local runners would hold them all in memory). Writes ``audit/stats.json`` and
-    ``audit/report.html`` under ``output`` and yields one dict, the manifest's ``audit`` section."""
+    ``audit/report.html`` under ``output`` and yields one dict, the manifest's ``audit`` section.
+
+    With ``packing`` (``--pack-length``), ``shards`` is the PCollection of shard entries: their packing figures
+    go into the audit's ``packing`` section (so the audit is written after the shards)."""
 
     def __init__(self, *, output: str, manifest_base: Mapping[str, Any], probe: TemplateProbe, format_options,
-                 tokenizer: str | None, trust_remote_code: bool = False):
+                 tokenizer: str | None, trust_remote_code: bool = False, packing=None, shards=None):
         super().__init__()
+        self.packing = packing
+        self.shards = shards
         self.output = output
         self.manifest_base = manifest_base
         self.probe = probe
@@ -152,9 +158,10 @@ class AuditStats(beam.PTransform):
             | "WriteAudit" >> beam.ParDo(
                 WriteAuditFn(output=self.output, manifest_base=self.manifest_base, probe=probe,
                              format_options=format_options, tokenizer=self.tokenizer,
-                             trust_remote_code=self.trust_remote_code),
+                             trust_remote_code=self.trust_remote_code, packing=self.packing),
                 row_stats=AsSingleton(row_stats),
                 rejection_stats=AsList(rejection_stats),
                 duplicates=AsSingleton(duplicates),
+                **({"shards": AsList(self.shards)} if self.packing is not None else {}),
             )
         )

@@ -30,6 +30,7 @@ The job's phases, in the order :func:`run_locally` runs them (``workers`` proces
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Iterable, Iterator
 
@@ -51,8 +52,10 @@ from pipeline.launch.plan import JobPlan
 from pipeline.steps.audit import write_audit
 from pipeline.steps.dedup import duplicates_of_entries, find_duplicates
 from pipeline.steps.manifest import commit_manifest
+from pipeline.steps.mixture import add_pairs, mixture_section, selection_of
 from pipeline.steps.reading import read_file_batches
 from transforms.audit.duplicates import HashGroups
+from transforms.mixture.selection import tag_rejection
 
 # Spill chunk files of the local engine: small, so the workers get their first batches while the reader
 # goes on (a chunk reference is queued once its file is closed).
@@ -81,30 +84,43 @@ def _run(plan: JobPlan, workers: int, worker_timeout: float, progress: ProgressL
     # 1. read (2. and find the duplicates over the spilled records)
     reader = InputReader(plan, progress)
     batches: Iterable = reader.batches()
-    dropped, duplicate_rejections = frozenset(), []
-    if plan.dedup:
+    mixture = plan.mixture
+    # every record is read (and spilled) before any is built when --dedup or the mixture's decisions need it
+    spill_first = plan.dedup or (mixture is not None and mixture.needs_counts)
+    if spill_first:
         batches = list(spill_batches(batches, folder=store_folder(plan.output, SPILL),
                                      chunk_bytes=SPILL_CHUNK_BYTES if workers > 1 else CHUNK_BYTES))
+    if mixture is not None:  # the per-record decisions, known to every worker forked from here
+        plan = dataclasses.replace(plan, selection=selection_of(mixture, reader.counts))
+    dropped, duplicate_rejections = frozenset(), []
+    if plan.dedup:
         dropped, duplicate_rejections = _find_duplicates(plan, batches, workers, worker_timeout)
+        if mixture is not None:
+            duplicate_rejections = [tag_rejection(item, mixture) for item in duplicate_rejections]
     # 3. build rows, 4. write the shards and rejected files
     if workers <= 1:
-        spilled = map(read_spilled, batches) if plan.dedup else batches
+        spilled = map(read_spilled, batches) if spill_first else batches
         parts, written, num_shards = _build_and_write_here(plan, spilled, dropped, duplicate_rejections, progress)
     else:
-        refs = batches if plan.dedup else spill_batches(batches, folder=store_folder(plan.output, SPILL),
-                                                        chunk_bytes=SPILL_CHUNK_BYTES)
+        refs = batches if spill_first else spill_batches(batches, folder=store_folder(plan.output, SPILL),
+                                                         chunk_bytes=SPILL_CHUNK_BYTES)
         parts, written, num_shards = _build_and_write_in_workers(plan, refs, dropped, duplicate_rejections, workers,
                                                                  worker_timeout, progress)
     shards, rejected_files = collect_written(written)
     # 5. audit
     if plan.audit:
         progress.phase("writing the audit")
-    sections = [_write_audit(plan, parts)] if plan.audit else []
+    sections = [_write_audit(plan, parts, shards)] if plan.audit else []
+    mixture_counts = None
+    if mixture is not None:
+        mixture_counts = add_pairs((part.skipped, part.repeats) for part in parts)
+        sections.append(mixture_section(mixture, reader.counts, *mixture_counts))
     # 6. commit
     progress.phase("committing")
     return commit_manifest(output=plan.output, manifest_base=plan.manifest_base, schema=plan.shard_schema(),
                            shards=shards, rejected_files=rejected_files, read_count=reader.read,
-                           num_shards=num_shards, extra_sections=sections)
+                           num_shards=num_shards, extra_sections=sections, mixture_counts=mixture_counts,
+                           packing=plan.packing)
 
 
 class InputReader:
@@ -115,15 +131,18 @@ class InputReader:
         self.plan = plan
         self.read = 0
         self.progress = progress
+        self.counts: dict[str, int] = {}  # records per file
 
     def batches(self) -> Iterator[list]:
         done = 0  # bytes of the files finished
         for path in self.plan.files:
+            self.counts.setdefault(path, 0)
             report = None
             if self.progress is not None:
                 report = (lambda before: lambda position: self.progress.read_bytes(before + position))(done)
-            for batch in read_file_batches(path, self.plan.batch_size, task=self.plan.task_spec, position=report):
+            for batch in read_file_batches(path, self.plan.batch_size, task=self.plan.record_spec(), position=report):
                 self.read += len(batch)
+                self.counts[path] += len(batch)
                 if self.progress is not None:
                     self.progress.records_read(len(batch))
                 yield batch
@@ -158,7 +177,7 @@ def _find_duplicates(plan: JobPlan, refs: list, workers: int, timeout: float) ->
             raise
         found, rejections = duplicates_of_entries(entries)
     else:
-        found, rejections = find_duplicates(refs, plan.task_spec)
+        found, rejections = find_duplicates(refs, plan.record_spec())
     return frozenset(found), rejections
 
 
@@ -209,13 +228,13 @@ def _build_and_write_in_workers(plan: JobPlan, refs: Iterable, dropped: frozense
     return parts, written, num_shards
 
 
-def _write_audit(plan: JobPlan, parts: list[BuildPart]) -> dict:
-    """Step 5: the audit's partial statistics and hash groups of every part merged, the audit files written;
-    returns the manifest's audit section."""
+def _write_audit(plan: JobPlan, parts: list[BuildPart], shards: list) -> dict:
+    """Step 5: the audit's partial statistics and hash groups of every part merged, the audit files written
+    (with ``--pack-length``, the shard entries' packing figures too); returns the manifest's audit section."""
     groups = HashGroups()
     for part in parts:
         groups.merge(part.hash_groups)
     return write_audit(output=plan.output, manifest_base=plan.manifest_base, probe=plan.audit_probe,
                        format_options=plan.task_spec, tokenizer=plan.spec.tokenizer,
                        trust_remote_code=plan.spec.trust_remote_code, partials=[part.audit for part in parts],
-                       duplicates=groups.summary())
+                       duplicates=groups.summary(), packing=plan.packing, shards=shards)

@@ -17,6 +17,7 @@ from pipeline.io.trace import mark
 from pipeline.launch.plan import JobPlan
 from pipeline.steps.dedup import drop_duplicates
 from pipeline.steps.fragments import FRAGMENT_BYTES, payload_schema, write_fragment
+from pipeline.steps.mixture import skipped_and_repeats
 from pipeline.steps.records import build_batch, parse_batch
 from pipeline.steps.rejected import FRAGMENT_BYTES as REJECTED_FRAGMENT_BYTES
 from pipeline.steps.rejected import rejection_line_bytes, write_rejected_file, write_rejected_fragment
@@ -35,6 +36,9 @@ class BuildPart:
     rejected: list[ChunkFile] = field(default_factory=list)
     audit: AuditAccumulator | None = None
     hash_groups: HashGroups | None = None
+    # a job with a datasets list: records its mixture did not take, extra copies it made
+    skipped: int = 0
+    repeats: int = 0
 
 
 class PartWriter:
@@ -103,12 +107,19 @@ class RowBuilderStage(PartWriter):
         self.format_options = plan.task_spec  # the task's parsing (chat: its record-format options)
         self.dropped = dropped
         self.builder = plan.spec.create_builder()
+        self.selection = plan.selection  # a datasets list: the mixture's per-record decisions
 
     def add(self, batch: list) -> None:
-        """Parse and build one batch of raw records (duplicates dropped first)."""
-        parsed, rejections = parse_batch(drop_duplicates(batch, self.dropped), self.format_options)
+        """Parse and build one batch of raw records (duplicates dropped first; then, with a datasets list, the
+        records the mixture does not take)."""
+        batch = drop_duplicates(batch, self.dropped)
+        if self.selection is not None:
+            skipped, repeats = skipped_and_repeats(batch, self.selection)
+            self.part.skipped += skipped
+            self.part.repeats += repeats
+        parsed, rejections = parse_batch(batch, self.format_options, self.selection)
         self.add_rejections(rejections)
-        rows, rejections = build_batch(self.builder, parsed)
+        rows, rejections = build_batch(self.builder, parsed, self.selection)
         self.add_rejections(rejections)
         self.add_rows(rows)
         mark("batch_done")
@@ -139,7 +150,7 @@ def run_write_task(plan: JobPlan, task: tuple) -> tuple:
     kind, index, chunks, count = task
     if kind == "shard":
         return kind, write_shard(chunks, output=plan.output, index=index, num_shards=count,
-                                 schema=plan.shard_schema())
+                                 schema=plan.shard_schema(), packing=plan.packing)
     return kind, write_rejected_file(chunks, output=plan.output, index=index, num_files=count)
 
 

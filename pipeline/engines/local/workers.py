@@ -82,7 +82,7 @@ def key_worker_main(plan: JobPlan, dropped: frozenset, tasks, writes, results, p
             task = tasks.get()
             if task == FINISH:
                 break
-            results.put(("keys", list(dedup_entries(task, plan.task_spec))))
+            results.put(("keys", list(dedup_entries(task, plan.record_spec()))))
         results.put(("part", None))
     except BaseException:  # reported to the parent, which stops the job
         results.put(("error", f"worker {os.getpid()}: {traceback.format_exc()}"))
