@@ -68,9 +68,8 @@ _OWN_FILE = {
     sf.DATA_DIR: re.compile(r"shard-\d{5}-of-\d{5}\.arrow"),
     sf.REJECTED_DIR: re.compile(r"rejected-\d{5}-of-\d{5}\.jsonl"),
 }
-# Files a library writes beside the files it reads (Hugging Face datasets: cache-<fingerprint>.arrow, with
-# _NNNNN_of_NNNNN before .arrow for num_proc; tempfile names while writing): derived, deleted by --overwrite.
-_DERIVED_FILE = re.compile(r"cache-[A-Za-z0-9_.-]+\.arrow|tmp[a-z0-9_]{8}")
+# Files a library writes beside the files it reads (datasets' cache-*.arrow): derived, deleted by --overwrite.
+_DERIVED_FILE = sf.DERIVED_FILE
 MARKER_TEXT = json.dumps({
     "written_by": "chatshards",
     "meaning": "this folder is the output of a chatshards job; --overwrite deletes manifest.json, README.md, "
