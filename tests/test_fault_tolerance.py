@@ -65,13 +65,13 @@ def test_transient_failures_are_retried_without_duplicates_or_losses(tmp_path, m
     failures = {"tokenize": 0, "write": 0}
     tokenize, write = BuildRowsFn.process, WriteShardFn.process
 
-    def flaky_tokenize(self, batch):
+    def flaky_tokenize(self, batch, selection=None):
         raw = batch[0][0]
         key = f"tokenize:{raw.source}:{raw.index}:{len(batch)}"
         # the first attempts of the first two batches (a bundle may hold several batches, and the runner
         # gives up after 4 attempts of one bundle)
         fail = failures["tokenize"] < 2 and first_attempt(markers, key)
-        yield from tokenize(self, batch)  # the rows of this batch are emitted ...
+        yield from tokenize(self, batch, selection)  # the rows of this batch are emitted ...
         if fail:  # ... then the bundle fails: the runner must discard them and retry
             failures["tokenize"] += 1
             raise TransientError(f"injected failure in the BuildRows bundle starting at {raw.index}")

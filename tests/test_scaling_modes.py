@@ -74,12 +74,12 @@ SPY = textwrap.dedent('''
 
 
     class SpyBuildRowsFn(BuildRowsFn):
-        def process(self, batch):
+        def process(self, batch, selection=None):
             path = os.path.join(os.environ["CHATSHARDS_SPY_DIR"], f"tokenized-by-{os.getpid()}.tsv")
             with open(path, "a", encoding="utf-8") as handle:
                 for raw, _ in batch:
                     handle.write(f"{raw.source}\\t{raw.index}\\n")
-            yield from super().process(batch)
+            yield from super().process(batch, selection)
 ''')
 
 
