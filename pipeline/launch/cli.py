@@ -349,7 +349,7 @@ def parse_max_rejected(text: str | None) -> int | float | None:
     """``--max-rejected``: ``"N"`` -> ``N`` (records), ``"P%"`` -> ``P / 100`` (a fraction of the records read)."""
     if text is None:
         return None
-    value = text.strip()
+    value = "" if isinstance(text, bool) else str(text).strip()  # a config file may give a number
     try:
         if value.endswith("%"):
             percent = float(value[:-1])
