@@ -19,8 +19,9 @@ Packages (which one a change belongs in: ``docs/design.md``):
   (a datasets list: file counts, the per-record selection, the manifest's mixture section);
 - :mod:`.engines` -- :mod:`.engines.local` (:mod:`~.engines.local.engine`: the phases in order;
   :mod:`~.engines.local.parts`: what one process builds and writes; :mod:`~.engines.local.workers`: forked
-  workers and their fault handling) and :mod:`.engines.beam` (:mod:`~.engines.beam.run`,
-  :mod:`~.engines.beam.graph` and the thin DoFns/PTransforms; the only package importing Beam at module level);
+  workers and their fault handling; :mod:`~.engines.local.progress`: the progress line) and :mod:`.engines.beam`
+  (:mod:`~.engines.beam.run`, :mod:`~.engines.beam.graph` and the thin DoFns/PTransforms; the only package importing
+  Beam at module level);
 - :mod:`.io` -- files on any filesystem: :mod:`.io.files`, :mod:`.io.globs`, :mod:`.io.input_files` (checked
   decompression), :mod:`.io.chunks` (the keyed-chunk store under ``<out>/.tmp/``), :mod:`.io.spill`,
   :mod:`.io.remote` (tokenizers and templates), :mod:`.io.trace`;

@@ -36,6 +36,14 @@ def sample(relative: str) -> Path:
     return path
 
 
+def quick_first(values, keep: int = 1) -> list:
+    """Parameters of a test matrix: the first ``keep`` run in the quick tier (``pytest -m "not slow"``), the others
+    are marked ``slow`` (the full suite, which CI runs, runs them all). Tuples are unpacked (several argnames)."""
+    return [value if i < keep else pytest.param(*(value if isinstance(value, tuple) else (value,)),
+                                                marks=pytest.mark.slow)
+            for i, value in enumerate(values)]
+
+
 def shared(relative: str) -> Path:
     """Path of a file in ../shared/data, for tests of the larger matrix only (whole files, exact counts); skips
     the test with a clear message when it is absent (tests collect such cases only where ../shared/data exists).

@@ -248,6 +248,7 @@ def test_dedup_counts_duplicate_rejections(tmp_path):
     assert dedup["rows_in_duplicate_groups"] == 0
 
 
+@pytest.mark.slow
 def test_stats_identical_across_runner_modes_and_shard_counts(tmp_path):
     args = input_args(["sharegpt/fastchat_dummy_conversation.json",
                        "edge_cases/openai_cookbook_01-testing-example_multiline.jsonl",

@@ -51,11 +51,11 @@ def test_image_is_the_beam_sdk_image_of_the_pinned_version():
     assert apache_beam.__version__ == beam_version  # the launcher here builds graphs with the same Beam
 
 
-def test_image_installs_the_job_extra_and_serves_as_flex_template_launcher():
+def test_image_installs_the_dataflow_extra_and_serves_as_flex_template_launcher():
     instructions = dockerfile_instructions()
     runs = " ".join(args for op, args in instructions if op == "RUN")
-    assert re.search(r"pip install [^&]*\"?\.\[job\]\"?", runs), runs
-    assert "torch" not in runs and ".[train]" not in runs and ".[dev]" not in runs
+    assert re.search(r"pip install [^&]*\"?\.\[dataflow\]\"?", runs), runs  # apache-beam[gcp] and the job's libraries
+    assert "torch" not in runs and ".[train]" not in runs and ".[dev]" not in runs and ".[hf]" not in runs
     copies = [args for op, args in instructions if op == "COPY"]
     # Docker does not expand variables in `COPY --from=`: the launcher image must be a named stage
     stages = {args.split()[-1]: args.split()[0] for op, args in instructions

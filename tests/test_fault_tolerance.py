@@ -172,6 +172,7 @@ def assert_not_a_dataset(out: Path) -> None:
         ShardDataset(str(out))
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_no_manifest_and_a_rerun_replaces_it(tmp_path, capsys, clean_run):
     out = tmp_path / "out"
     args = [*input_args(), "--output", str(out), "--num-shards", "3"]
@@ -186,6 +187,7 @@ def test_a_killed_run_leaves_no_manifest_and_a_rerun_replaces_it(tmp_path, capsy
     assert tree_digest(out) == clean_run
 
 
+@pytest.mark.slow
 def test_overwrite_never_mixes_shards_of_two_runs(tmp_path, capsys):
     out = tmp_path / "out"
     first = [*input_args(), "--output", str(out), "--num-shards", "3"]

@@ -69,6 +69,7 @@ def _published() -> list:
     return paths
 
 
+@pytest.mark.slow
 def test_every_published_template_gives_the_same_rows_with_implied_prefixes():
     paths = _published()
     if not paths:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatshards_testing import MIXED_REAL_INPUTS, REPO, run_job, sample
+from chatshards_testing import MIXED_REAL_INPUTS, REPO, quick_first, run_job, sample
 from transforms import errors
 from transforms import shard_format as sf
 
@@ -50,8 +50,9 @@ def real_args():
     return [arg for relative in INPUTS for arg in ("--input", str(sample(relative)))]
 
 
-@pytest.mark.parametrize("extra", [["--num-shards", "3", "--max-length", "2048"], ["--dedup", "--truncation", "turns",
-                                   "--max-length", "256"], ["--no-audit", "--loss", "last"]],
+@pytest.mark.parametrize("extra", quick_first([["--num-shards", "3", "--max-length", "2048"],
+                                               ["--dedup", "--truncation", "turns", "--max-length", "256"],
+                                               ["--no-audit", "--loss", "last"]]),
                          ids=["shards", "dedup-turns", "no-audit"])
 def test_the_local_engine_writes_the_beam_graphs_bytes_in_one_process_and_in_workers(tmp_path, real_args, extra):
     duplicated = tmp_path / "again.jsonl"  # exact duplicates of a real file, for --dedup
@@ -104,7 +105,7 @@ def test_bad_worker_counts_are_configuration_errors(tmp_path, capsys, flags):
     assert err.startswith("chatshards: error: --workers") and len(err.splitlines()) == 1
 
 
-@pytest.mark.parametrize("how", ["raises", "dies"])
+@pytest.mark.parametrize("how", quick_first(["raises", "dies"]))
 def test_a_failing_worker_fails_the_job_without_a_manifest(tmp_path, monkeypatch, capsys, how):
     import pipeline.engines.local.engine as engine
 

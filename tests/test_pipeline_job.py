@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from chatshards_testing import REPO, RUNNER_ARGS, run_job, sample
+from chatshards_testing import REPO, RUNNER_ARGS, quick_first, run_job, sample
 from transforms import shard_format as sf
 from transforms.config import TokenizeOptions
 from transforms.formats import FormatOptions
@@ -122,6 +122,7 @@ def test_rows_equal_the_pure_builder_output(job_output, qwen_tokenizer):
         assert row["record_id"] == sf.record_id_of(raw.value)
 
 
+@pytest.mark.slow
 def test_identical_bytes_across_direct_runner_modes(tmp_path):
     args = ["--input", str(sample("sharegpt/fastchat_dummy_conversation.json")),
             "--input", str(sample("edge_cases/openai_cookbook_01-testing-example_multiline.jsonl")),
@@ -138,6 +139,7 @@ def test_identical_bytes_across_direct_runner_modes(tmp_path):
     assert "manifest.json" in digests[0] and sum(k.startswith("data/") for k in digests[0]) == 4
 
 
+@pytest.mark.slow
 def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, capsys):
     out = tmp_path / "out"
     args = ["--input", str(sample("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")), "--output", str(out)]
@@ -152,6 +154,7 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, capsy
     assert not any(k.startswith("data/") and k in second for k in first if k.startswith("data/"))
 
 
+@pytest.mark.slow
 def test_a_run_that_dies_leaves_no_manifest(tmp_path, monkeypatch, capsys):
     from pipeline.engines.beam import sink
 
@@ -175,13 +178,13 @@ def _cli(*args, cwd=REPO):
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("args,message", [
+@pytest.mark.parametrize("args,message", quick_first([
     (["--max-length", "1"], "--max-length"),
     (["--truncation", "drop"], "needs --max-length"),
     (["--pad-to", "max_length"], "needs --max-length"),
     (["--field-map", "nonsense"], "--field-map"),
     (["--role-map", "bot=robot"], "robot"),
-])
+]))
 def test_config_errors_fail_fast_with_exit_2(tmp_path, args, message):
     result = _cli("--input", str(sample("openai/openai_cookbook_toy_chat_fine_tuning.jsonl")),
                   "--output", str(tmp_path / "o"), *args)
@@ -190,6 +193,7 @@ def test_config_errors_fail_fast_with_exit_2(tmp_path, args, message):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_unmatched_input_and_unusable_template_fail_fast(tmp_path):
     result = _cli("--input", str(tmp_path / "nothing-*.jsonl"), "--output", str(tmp_path / "o"))
     assert result.returncode == 2 and "matches no file" in result.stderr
@@ -200,6 +204,7 @@ def test_unmatched_input_and_unusable_template_fail_fast(tmp_path):
     assert result.returncode == 2 and "stop token" in result.stderr, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_pad_to_max_length_rows(tmp_path):
     out = tmp_path / "out"
     assert run_job(["--input", str(sample("sharegpt/fastchat_dummy_conversation.json")), "--output", str(out),

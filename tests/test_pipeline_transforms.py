@@ -51,6 +51,7 @@ def write_jsonl(path: Path, lines: list[str]) -> str:
 
 # -- ReadRawRecords -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("matched_at_launch", [True, False])
 def test_read_raw_records_spills_every_record_once_in_batches(tmp_path, matched_at_launch):
     a = write_jsonl(tmp_path / "a.jsonl", [json.dumps(chat(f"q{i}", f"a{i}")) for i in range(7)])
@@ -69,6 +70,7 @@ def test_read_raw_records_spills_every_record_once_in_batches(tmp_path, matched_
 
 # -- FindDuplicates -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_find_duplicates_keeps_the_first_by_sort_key_and_rejects_the_others_with_their_record(tmp_path):
     same, other = chat("same question", "same answer"), chat("other", "answer")
     batches = [[RawRecord("f1.jsonl", 0, same), RawRecord("f1.jsonl", 1, other)],
@@ -204,6 +206,7 @@ def demo(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_audit_stats_recomputes_the_jobs_audit_section_from_its_rows_and_rejections(demo, tmp_path):
     manifest = json.loads((demo / "manifest.json").read_text(encoding="utf-8"))
     rows = [row for shard in sorted((demo / "data").glob("*.arrow"))
@@ -230,6 +233,7 @@ def test_the_chunk_stores_have_one_folder_each_under_tmp():
 
 # -- the job plan ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_job_plan_is_decided_at_launch_and_frozen(tmp_path):
     import dataclasses
 
@@ -265,6 +269,7 @@ def _raws():
     return raws + [RawRecord(source="a.jsonl", index=3, value=None, raw="{not json", error="Expecting value")]
 
 
+@pytest.mark.slow
 def test_parse_records_fn_splits_parsed_batches_from_rejections():
     from pipeline.engines.beam.build import REJECTED_TAG, ParseRecordsFn
     from transforms.rows.parse import parse_records
@@ -283,6 +288,7 @@ def test_parse_records_fn_splits_parsed_batches_from_rejections():
         assert_that(reasons, equal_to(want_rejected), label="rejected")
 
 
+@pytest.mark.slow
 def test_build_rows_fn_gives_the_pure_functions_rows_and_rejections():
     from pipeline.engines.beam.build import REJECTED_TAG, BuildRowsFn
     from transforms.rows.parse import parse_records

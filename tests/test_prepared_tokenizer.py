@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from chatshards_testing import quick_first
 from transforms.prepared_tokenizer import NAMED_SPECIAL_TOKENS, PreparedTokenizer, preparable
 from transforms.tokenizer_loading import (
     bundled_tokenizer,
@@ -120,6 +121,7 @@ def assert_same_members(prepared, reference):
     assert special_tokens_for_template(prepared) == special_tokens_for_template(reference)
 
 
+@pytest.mark.slow
 def test_bundled_tokenizer_prepared_matches_transformers(cache):
     first = load_tokenizer(None, prepared=True)   # prepared now
     again = load_tokenizer(None, prepared=True)   # read from the cache
@@ -128,6 +130,7 @@ def test_bundled_tokenizer_prepared_matches_transformers(cache):
         assert_same_members(prepared, load_tokenizer(None))
 
 
+@pytest.mark.slow
 def test_bundled_tokenizer_with_a_template_file(cache, tmp_path):
     template = tmp_path / "t.jinja"
     template.write_text(read_template("llama3_style.jinja"))
@@ -136,7 +139,7 @@ def test_bundled_tokenizer_with_a_template_file(cache, tmp_path):
     assert load_tokenizer(None, prepared=True).chat_template == read_template("chatml_default_system.jinja")
 
 
-@pytest.mark.parametrize("folder_fixture", ["generation_dir", "llama3_style_dir", "wordpiece_dir"])
+@pytest.mark.parametrize("folder_fixture", quick_first(["wordpiece_dir", "generation_dir", "llama3_style_dir"]))
 def test_saved_folder_prepared_matches_auto_tokenizer(cache, request, folder_fixture):
     from transformers import AutoTokenizer
 

@@ -69,6 +69,7 @@ def test_inputs_inside_the_output_folder_are_refused_and_kept(tmp_path, capsys):
     assert files_under(proj) == before
 
 
+@pytest.mark.slow
 def test_a_folder_chatshards_did_not_write_is_refused_even_with_overwrite(tmp_path, capsys):
     proj = tmp_path / "proj"
     write_jsonl(proj / "data" / "mine.jsonl", [chat(0)])
@@ -157,7 +158,7 @@ STALLING_DRIVER = """
 import sys, time
 from pipeline.steps import reading
 from pipeline.launch.main import main
-def stalled(path):
+def stalled(path, *args, **kwargs):
     time.sleep(3600)
     yield from ()
 reading.read_file = stalled  # what read_file_batches calls, in the Beam graph and in the local engine

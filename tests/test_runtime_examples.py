@@ -61,6 +61,7 @@ def _doc_blocks():
     return [b.split("```", 1)[0] for b in blocks if "sys.argv[1]" in b]
 
 
+@pytest.mark.slow
 def test_docs_runnable_blocks_run(dataset_dir, tmp_path):
     blocks = _doc_blocks()
     assert len(blocks) == 2  # the Trainer example and the plain loop

@@ -13,6 +13,7 @@ import pytest
 
 from chatshards_testing import MIXED_REAL_INPUTS, REPO, run_job, sample
 
+pytestmark = pytest.mark.slow  # every Beam runner mode, several processes each
 INPUTS = MIXED_REAL_INPUTS
 
 

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
+from chatshards_testing import quick_first
 from transforms.labels import span_token_ranges
 from transforms.rows.encoding import TextEncoder
 from transforms.rows.segment_cache import SegmentEncoder, segment_encoder_for, unqualified_reason
@@ -212,6 +213,7 @@ def test_metaspace_first_falls_back_and_would_differ():
     assert [e.ids for e in ours] == [e.ids for e in backend.encode_batch([text, "x<s>y"], add_special_tokens=False)]
 
 
+@pytest.mark.slow
 def test_unqualified_configurations_fall_back():
     qwen = qwen2_backend()
     trimming = qwen2_backend()
@@ -386,7 +388,7 @@ def _rendered_rows(tokenizer_folder, records_folder):
     return builder, rows
 
 
-@pytest.mark.parametrize("family_name", TRL_FAMILIES)
+@pytest.mark.parametrize("family_name", quick_first(TRL_FAMILIES))
 def test_real_records_through_trl_templates(family_name, tmp_path):
     from family_records import real_records, write_jsonl
     from template_families import BY_NAME, family_tokenizer, installed

@@ -136,6 +136,7 @@ def test_fragment_writer_buffers_until_its_threshold_then_at_bundle_end(tmp_path
 
 # -- --dedup decided on keys, the records staying spilled (pipeline.engines.beam.dedup) ------------------------
 
+@pytest.mark.slow
 def test_dedup_keeps_the_first_record_of_each_conversation_and_rejects_the_others_with_the_record(tmp_path):
     """Real data with duplicates (within and across files); the job's choice is checked against an
     independent computation: for each conversation, the record first by sort key is kept."""

@@ -20,7 +20,7 @@ import pytest
 import chat_oracle as oracle
 import family_records as records
 import template_families as tf
-from chatshards_testing import run_job
+from chatshards_testing import quick_first, run_job
 
 FULL = os.environ.get("CHATSHARDS_FULL_MATRIX") == "1"
 JOB_FAMILIES = [f for f in tf.ALL_FAMILIES if FULL or f.core]
@@ -180,7 +180,7 @@ HAND_CHECKED = [
 ]
 
 
-@pytest.mark.parametrize("name,conversation,trained", HAND_CHECKED, ids=[h[0] for h in HAND_CHECKED])
+@pytest.mark.parametrize("name,conversation,trained", quick_first(HAND_CHECKED), ids=[h[0] for h in HAND_CHECKED])
 def test_oracle_hand_checked_conversations(tokenizer_cache, name, conversation, trained):
     _, tokenizer = tokenizer_cache(name)
     expected = oracle.expected_rows(tokenizer, tf.BY_NAME[name], {"messages": conversation})
@@ -189,6 +189,7 @@ def test_oracle_hand_checked_conversations(tokenizer_cache, name, conversation, 
     assert runs == trained
 
 
+@pytest.mark.slow
 def test_oracle_rejects_what_templates_drop(tokenizer_cache):
     """Gemma 2 raises on a system message, Phi-3 has no tool calls, Llama 3 drops reasoning."""
     system = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -206,7 +207,7 @@ def test_oracle_rejects_what_templates_drop(tokenizer_cache):
                                 think).reject == {"reasoning_not_rendered"}
 
 
-@pytest.mark.parametrize("family", ORACLE_CHECK_FAMILIES, ids=lambda f: f.name)
+@pytest.mark.parametrize("family", quick_first(ORACLE_CHECK_FAMILIES), ids=lambda f: f.name)
 def test_oracle_equals_trl_training_mask(tokenizer_cache, family):
     """Where the TRL *_training variant renders the same text as the original, its normalised assistant mask
     equals the oracle's labels token for token (two independent derivations)."""
@@ -238,7 +239,7 @@ def test_oracle_equals_trl_training_mask(tokenizer_cache, family):
 # ------------------------------------------------------------------------------------------------------------
 # the job against the oracle
 # ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", JOB_FAMILIES, ids=lambda f: f.name)
+@pytest.mark.parametrize("family", quick_first(JOB_FAMILIES), ids=lambda f: f.name)
 def test_job_labels_match_oracle(tokenizer_cache, tmp_path, family):
     folder, tokenizer = tokenizer_cache(family.name)
     inputs = records.real_records()
@@ -252,7 +253,7 @@ def test_job_labels_match_oracle(tokenizer_cache, tmp_path, family):
         problems[:12])
 
 
-@pytest.mark.parametrize("name", REASONING_FAMILIES)
+@pytest.mark.parametrize("name", quick_first(REASONING_FAMILIES))
 def test_reasoning_turns_trained_once_as_rendered_at_inference(tokenizer_cache, tmp_path, name):
     """Multi-turn reasoning records (reasoning_content and <think> styles): each assistant turn's reasoning and
     answer trained in exactly one row; the rows are the oracle's (one row per turn where the template drops

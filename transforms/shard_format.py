@@ -519,11 +519,19 @@ def _check_whole(manifest: dict, where: str) -> None:
     _check_tokenizer(manifest["tokenizer"], where)
 
 
+# Files a library writes beside the files it reads: Hugging Face datasets' cache-<fingerprint>.arrow (with
+# _NNNNN_of_NNNNN before .arrow under num_proc) when a Dataset.from_file(shard) is mapped, shuffled or filtered,
+# and its tempfile names while it writes one. Derived from the shards, never data of their own: a folder holding
+# them stays readable, and --overwrite deletes them (pipeline/launch/output_folder.py; docs/huggingface.md).
+DERIVED_FILE = re.compile(r"cache-[A-Za-z0-9_.-]+\.arrow|tmp[a-z0-9_]{8}")
+
+
 def check_data_folder(root: str, manifest: Mapping[str, Any], *, where: str = MANIFEST_NAME) -> None:
     """Raise :class:`ManifestError` when ``<root>/data/`` holds a file that no shard entry names (a shard
     dropped from a hand-edited manifest, or another run's file). Files are compared by real path, so a listed
     shard that is a symbolic link to another file of ``data/`` names that file too; names starting with ``.``
-    are ignored. Missing shards are reported where they are opened."""
+    and files a library derived from the shards (:data:`DERIVED_FILE`) are ignored. Missing shards are reported
+    where they are opened."""
     data = os.path.join(root, DATA_DIR)
     try:
         names = sorted(os.listdir(data))
@@ -534,7 +542,7 @@ def check_data_folder(root: str, manifest: Mapping[str, Any], *, where: str = MA
     listed = {os.path.realpath(os.path.join(root, *shard["path"].split("/"))) for shard in manifest["shards"]}
     for name in names:
         path = os.path.join(data, name)
-        if name.startswith(".") or not os.path.isfile(path):
+        if name.startswith(".") or DERIVED_FILE.fullmatch(name) or not os.path.isfile(path):
             continue
         if os.path.realpath(path) not in listed:
             raise ManifestError(f"{where}: {DATA_DIR}/{name} is not listed in the manifest ({len(listed)} shard(s) "

@@ -266,19 +266,15 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
         )
     source = fetch_folder(spec) if is_remote_path(spec) else spec
     tokenizer = None
+    if os.path.isdir(source):
+        check_tokenizer_folder(spec, source, trust_remote_code=trust_remote_code)
     if prepared and not trust_remote_code and os.path.isdir(source):
         tokenizer = _prepared_or_none(_folder_prepared_key(source), lambda: _auto_tokenizer(source, False),
                                       name_or_path=source)
-    try:
-        if tokenizer is None:
-            tokenizer = _auto_tokenizer(source, trust_remote_code)
-        if source != spec:
-            tokenizer.name_or_path = spec  # the staging folder is random; the manifest names the source
-    except Exception as exc:  # noqa: BLE001 - any loader failure is a config error for the user
-        raise TokenizerConfigError(
-            f"cannot load tokenizer {spec!r}: {type(exc).__name__}: {exc}. Give a local tokenizer directory "
-            "(or a hub id reachable from this machine), or omit --tokenizer for the bundled offline default."
-        ) from exc
+    if tokenizer is None:
+        tokenizer = _load_with_transformers(spec, source, trust_remote_code)
+    if source != spec:
+        tokenizer.name_or_path = spec  # the staging folder is random; the manifest names the source
     if not getattr(tokenizer, "is_fast", False):
         raise TokenizerConfigError(
             f"tokenizer {spec!r} is not a fast tokenizer; chatshards needs token offsets (tokenizers library)"
@@ -297,10 +293,139 @@ def load_tokenizer(spec: str | None, *, chat_template_file: str | None = None, t
     return tokenizer
 
 
-def _auto_tokenizer(source: str, trust_remote_code: bool):
+def _auto_tokenizer(source: str, trust_remote_code: bool, **options):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **options)
+
+
+# ---------------------------------------------------------------- why a tokenizer does not load, in our words
+
+#: Files one of which a tokenizer folder holds (what ``save_pretrained`` writes, by tokenizer family).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "merges.txt",
+                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "tekken.json")
+# A Hugging Face Hub repository id: "name" or "owner/name" (letters, digits, "-", "_", "."; not starting with
+# "." or "-"). Anything else that is not a folder here can only be a missing folder.
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
+#: seconds the hub's host may take to accept a connection before it counts as unreachable
+HUB_PROBE_TIMEOUT_S = 3.0
+_FIX_HUB = ("download it where the hub is reachable (hf download {id} --local-dir DIR) and pass --tokenizer DIR, "
+            "or omit --tokenizer for the bundled offline tokenizer")
+
+
+def check_tokenizer_folder(spec: str, folder: str, *, trust_remote_code: bool) -> None:
+    """Refuse (``TokenizerConfigError``, naming the fix) a tokenizer folder that cannot load: no tokenizer file in
+    it, or its own tokenizer code (``auto_map`` in ``tokenizer_config.json``) without ``--trust-remote-code``."""
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES) and not any(
+            name.endswith(".tiktoken") for name in os.listdir(folder)):
+        raise TokenizerConfigError(
+            f"--tokenizer {spec!r}: the folder holds no tokenizer files (none of {', '.join(TOKENIZER_FILES[:4])}, "
+            "...); point --tokenizer at the folder a model's tokenizer was saved in (save_pretrained), or omit it for "
+            "the bundled offline tokenizer")
+    if not trust_remote_code and _needs_remote_code(folder):
+        raise TokenizerConfigError(
+            f"--tokenizer {spec!r}: the tokenizer comes with its own Python code (auto_map in tokenizer_config.json); "
+            "read it, then pass --trust-remote-code to run it")
+
+
+def _needs_remote_code(folder: str) -> bool:
+    import json
+
+    try:
+        with open(os.path.join(folder, "tokenizer_config.json"), encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    return isinstance(auto_map, dict) and "AutoTokenizer" in auto_map
+
+
+def _is_remote_code_error(exc: BaseException) -> bool:
+    return "trust_remote_code" in str(exc)
+
+
+def _short(exc: BaseException) -> str:
+    """An exception's type and the first line of its message (at most 300 characters)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _env_on(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_unreachable_reason() -> str | None:
+    """Why the Hugging Face Hub cannot be reached from here (``HF_HUB_OFFLINE`` set, or its host does not
+    resolve or accept a connection within :data:`HUB_PROBE_TIMEOUT_S`), or ``None``. Behind a proxy
+    (``HTTPS_PROXY``/``ALL_PROXY``) no probe is made: the proxy decides."""
+    if _env_on("HF_HUB_OFFLINE") or _env_on("TRANSFORMERS_OFFLINE"):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except Exception:  # noqa: BLE001 - the default endpoint
+        endpoint = "https://huggingface.co"
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
+            return None
+    except OSError as exc:
+        detail = exc.strerror or (type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc)) or "no answer"
+        return f"{host} cannot be reached from this machine ({detail})"
+
+
+def _load_with_transformers(spec: str, source: str, trust_remote_code: bool):
+    """``AutoTokenizer`` on a folder or a hub id; every failure a ``TokenizerConfigError`` that names the cause
+    and the flag that fixes it (never transformers' wording about repo ids)."""
+    if os.path.isdir(source):
+        try:
+            return _auto_tokenizer(source, trust_remote_code)
+        except Exception as exc:  # noqa: BLE001 - any loader failure is a config error for the user
+            if _is_remote_code_error(exc):
+                raise TokenizerConfigError(f"--tokenizer {spec!r}: the tokenizer comes with its own Python code; "
+                                           "read it, then pass --trust-remote-code to run it") from exc
+            raise TokenizerConfigError(f"--tokenizer {spec!r}: the folder's tokenizer does not load ({_short(exc)}); "
+                                       "check the folder's files, or omit --tokenizer for the bundled offline "
+                                       "tokenizer") from exc
+    if os.path.exists(source):
+        raise TokenizerConfigError(f"--tokenizer {spec!r} is a file; give the folder that holds tokenizer.json / "
+                                   "tokenizer_config.json")
+    if not _HUB_ID.fullmatch(source) or source.endswith((".", "-")) or ".." in source:
+        raise TokenizerConfigError(f"--tokenizer {spec!r}: no such folder (and the name is not a Hugging Face Hub "
+                                   "id, which looks like owner/name); check the path")
+    unreachable = hub_unreachable_reason()
+    try:
+        if unreachable:  # a copy in the local Hugging Face cache still loads, offline and at once
+            return _auto_tokenizer(source, trust_remote_code, local_files_only=True)
+        return _auto_tokenizer(source, trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - any loader failure is a config error for the user
+        if _is_remote_code_error(exc):
+            raise TokenizerConfigError(f"--tokenizer {spec!r}: the hub tokenizer comes with its own Python code; "
+                                       "read it, then pass --trust-remote-code to run it") from exc
+        name = type(exc).__name__
+        prefix = f"--tokenizer {spec!r} is not a folder here"
+        if unreachable:
+            raise TokenizerConfigError(
+                f"{prefix}, and as a hub id it cannot be downloaded: {unreachable}, and it is not in the local "
+                f"Hugging Face cache; {_FIX_HUB.format(id=source)}") from None
+        if name == "GatedRepoError":
+            raise TokenizerConfigError(f"{prefix}; the hub repository {source} is gated: accept its terms on the hub "
+                                       "and log in (hf auth login, or HF_TOKEN)") from None
+        if name in ("RepositoryNotFoundError", "HfHubHTTPError") or "not a valid model identifier" in str(exc) \
+                or "is not a local folder" in str(exc):
+            raise TokenizerConfigError(
+                f"{prefix}, nor a hub repository this machine can read (no such repository, or it is private: log "
+                "in with hf auth login or HF_TOKEN); check the path or the id") from None
+        raise TokenizerConfigError(f"{prefix}; loading the hub tokenizer {source} failed ({_short(exc)}); "
+                                   f"{_FIX_HUB.format(id=source)}") from exc
 
 
 # ---------------------------------------------------------------- the prepared-tokenizer cache

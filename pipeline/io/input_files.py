@@ -147,6 +147,18 @@ def open_input(path: str):
     return io.BufferedReader(CheckedDecompression(raw, compression, name=path), READ_CHUNK)
 
 
+def disk_position(stream) -> int | None:
+    """How many bytes of the file on disk a stream of :func:`open_input` has consumed (compressed bytes for a
+    compressed file), or ``None`` when it cannot tell (for progress reports only)."""
+    try:
+        inner = getattr(stream, "raw", None)
+        if isinstance(inner, CheckedDecompression):
+            return inner._raw.tell()
+        return stream.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def not_regular_reason(path: str) -> str | None:
     """Why a local ``path`` cannot be read as a file (a directory, a FIFO, a socket, a device), or
     ``None``. Never opens it (opening a FIFO blocks until a writer comes)."""

@@ -12,6 +12,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -29,6 +30,20 @@ if TYPE_CHECKING:  # only for the annotation; the vision module loads PIL lazily
 
 class ConfigError(ValueError):
     """A user configuration error: reported as ``chatshards: error: ...`` with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one-line :class:`ConfigError` s (argparse itself prints the whole usage first)."""
+
+    def error(self, message: str):
+        missing = re.match(r"the following arguments are required: (.+)", message)
+        if missing:
+            flags = [flag.split("/")[0].strip() for flag in missing.group(1).split(", ")]
+            example = "python -m pipeline --input 'data/*.jsonl' --output out/"
+            raise ConfigError(f"{' and '.join(flags)} {'is' if len(flags) == 1 else 'are'} required, e.g. {example} "
+                              "(python -m pipeline --help lists every flag)")
+        message = re.sub(r"^argument (--[\w-]+)(/--\w+)?: ", r"\1: ", message)  # one spelling of the flag
+        raise ConfigError(f"{message} (python -m pipeline --help lists every flag)")
 
 
 # Launch-time bounds on what one flag can make the job cost (README, "Reliability").
@@ -76,6 +91,12 @@ class JobArgs:
     config_file: dict | None = None
     # --preview: print the resolved plan and a few rendered rows, write nothing (pipeline/launch/preview.py)
     preview: bool = False
+    # what the terminal shows (never the output): --quiet (no progress line, no summary), --verbose (Beam's logs)
+    quiet: bool = False
+    verbose: bool = False
+    # --max-rejected: fail the job (exit 3) above this many rejected records (int) or this fraction of those
+    # read (float, from "P%"); None: no limit
+    max_rejected: "int | float | None" = None
 
 
 # The flags that only the chat task reads, with their defaults: another --task refuses them when given.
@@ -105,7 +126,7 @@ def _flag(parser, name: str, **kwargs):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m pipeline",
         allow_abbrev=False,  # --max-len is refused with a suggestion, never read as --max-length (Beam's rule too)
         description="Turn raw chat records into training-ready Arrow shards (Apache Beam job). "
@@ -180,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, "worker-timeout", type=float, default=None, metavar="SECONDS",
           help="the default command's worker processes: fail the job when one shows no sign of life for this "
           "long, e.g. stopped or stuck (default: 300)")
+    _flag(parser, "max-rejected", default=None, metavar="N|P%",
+          help="fail the job (exit status 3, after writing the manifest, rejected/ and the audit) when more than N "
+          "records, or more than P%% of the records read, are rejected (like BigQuery's max_bad_records; default: "
+          "no limit). A job that writes no row always exits 3")
+    _flag(parser, "quiet", action="store_true", help="print nothing but warnings and errors (no progress line, "
+          "no summary)")
+    _flag(parser, "verbose", action="store_true",
+          help="also show Apache Beam's own log lines (its workers' included), which are hidden otherwise")
     _flag(parser, "no-validate-inputs", action="store_true",
           help="do not check at launch that every --input matches files (for offline graph builds)")
     # vision-language records (images): see README, section "Images: vision-language records"
@@ -316,6 +345,26 @@ def check_num_shards_for_input(num_shards: int | None, input_bytes: int) -> None
                           f"{allowed} here: one shard per {INPUT_BYTES_PER_SHARD} bytes); most shards would be empty")
 
 
+def parse_max_rejected(text: str | None) -> int | float | None:
+    """``--max-rejected``: ``"N"`` -> ``N`` (records), ``"P%"`` -> ``P / 100`` (a fraction of the records read)."""
+    if text is None:
+        return None
+    value = "" if isinstance(text, bool) else str(text).strip()  # a config file may give a number
+    try:
+        if value.endswith("%"):
+            percent = float(value[:-1])
+            if not 0 <= percent <= 100:
+                raise ValueError
+            return percent / 100
+        count = int(value)
+        if count < 0:
+            raise ValueError
+        return count
+    except ValueError:
+        raise ConfigError(f"--max-rejected takes a count of records (e.g. 100) or a percentage of the records read "
+                          f"(e.g. 5%), got {text!r}") from None
+
+
 def packing_options(known: argparse.Namespace) -> PackingOptions | None:
     """``--pack-length`` / ``--pack-strategy`` checked against the other flags (``None``: no packing).
 
@@ -366,7 +415,9 @@ def parse_args(argv: Sequence[str] | None) -> JobArgs:
     known, beam_args = parser.parse_known_args(argv)
     missing = [flag for flag, value in (("--input", known.input), ("--output", known.output)) if not value]
     if missing:
-        raise ConfigError(f"the following arguments are required: {', '.join(missing)} (or --config FILE)")
+        raise ConfigError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required, e.g. python -m "
+                          "pipeline --input 'data/*.jsonl' --output out/ (or --config FILE; python -m pipeline --help "
+                          "lists every flag)")
     check_beam_args(beam_args, parser)
     return job_args(known, beam_args)
 
@@ -444,6 +495,9 @@ def job_args(known: argparse.Namespace, beam_args: Sequence[str]) -> JobArgs:
             raise ConfigError("--worker-timeout is for the default command's worker processes; Beam runners "
                               "watch their own workers")
     check_limits(known)
+    max_rejected = parse_max_rejected(known.max_rejected)
+    if known.quiet and known.verbose:
+        raise ConfigError("--quiet and --verbose contradict each other; give one")
     if known.truncation in ("turns", "drop", "left") and known.max_length is None and task_options is None \
             and packing is None:
         raise ConfigError(f"--truncation {known.truncation} needs --max-length N")
@@ -499,4 +553,7 @@ def job_args(known: argparse.Namespace, beam_args: Sequence[str]) -> JobArgs:
         task_options=task_options,
         packing=packing,
         preview=bool(getattr(known, "preview", False)),
+        quiet=known.quiet,
+        verbose=known.verbose,
+        max_rejected=max_rejected,
     )

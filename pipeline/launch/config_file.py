@@ -55,7 +55,8 @@ MIXTURE_KEYS = ("datasets", "seed", "stopping_strategy", "total_records")
 NOT_IN_FILE = ("config", "help")
 # Settings of the run, not of the dataset: not recorded in the manifest's resolved config (a rerun elsewhere, with
 # other workers, writes the same manifest).
-RUN_ONLY = ("output", "overwrite", "workers", "worker_timeout", "preview", "no_validate_inputs")
+RUN_ONLY = ("output", "overwrite", "workers", "worker_timeout", "preview", "no_validate_inputs", "quiet", "verbose",
+            "max_rejected")
 # Dataset-entry keys that take the flag's value when the entry does not give its own.
 INHERITED = ("format", "field_map", "role_map", "system_prompt")
 CHAT_ONLY_DATASET_KEYS = ("role_map", "system_prompt", "chat_template_kwargs")

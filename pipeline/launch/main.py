@@ -15,7 +15,17 @@ Every way a job can end is one line on stderr and an exit status shells expect:
   inputs, is in use by another run, or cannot be written): status 2, before any work starts;
 * a job that fails while it runs (a worker that raised, died or stalled, a full disk, a storage error):
   status 1, with the cause;
+* a job that ran to the end but whose data failed: status 3, after the manifest, the shards, ``rejected/``
+  and the audit are written (so the audit says why): it wrote no row (every record rejected, or inputs
+  that hold no record), or it rejected more records than ``--max-rejected`` allows
+  (:func:`data_problem`). A job whose rejections are over :data:`WARN_REJECTED_FRACTION` of the records read
+  still exits 0, with a warning after the summary;
 * ``SIGINT`` (Ctrl-C), ``SIGTERM``, ``SIGHUP``: status 130, 143, 129.
+
+What the terminal shows: a progress line for the whole job (local engine:
+:mod:`pipeline.engines.local.progress`), then the summary; ``--quiet`` shows neither (warnings and errors
+still print). Apache Beam's own log lines (its workers' forwarded lines included) are hidden unless
+``--verbose``.
 
 A job that does not finish leaves no manifest, no shards or rejected files of its own and no ``.tmp``
 (a local ``--output``: :func:`pipeline.launch.output_folder.abandon_run`), its workers stopped and its lock
@@ -50,6 +60,10 @@ from transforms.audit.summary import prompt_mismatch_line
 LOG = logging.getLogger("chatshards")
 PREVIEWED = "previewed"  # what run() returns for --preview
 DEBUG_ENV = "CHATSHARDS_DEBUG"
+#: exit status of a job that ran to the end but wrote no row or rejected more than --max-rejected allows
+DATA_FAILED = 3
+#: above this fraction of the records read rejected, the summary warns (the job still succeeds)
+WARN_REJECTED_FRACTION = 0.10
 # Signals that stop a job cleanly (SIGINT is Python's KeyboardInterrupt).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -136,15 +150,17 @@ def _claim(job: JobArgs, plan: JobPlan):
 
 
 def _run_locally(job: JobArgs, plan: JobPlan) -> dict:
-    from pipeline.engines.local.engine import run_locally
+    from pipeline.engines.local.engine import run_locally, total_input_bytes
+    from pipeline.engines.local.progress import ProgressLine
     from pipeline.engines.local.workers import WorkerFailed
 
     workers = local_workers(job, plan)
     mark("launcher_checked")
     lock = _claim(job, plan)
     mark("output_claimed")
+    progress = ProgressLine(total_bytes=total_input_bytes(plan), enabled=not job.quiet)
     try:
-        return run_locally(plan, workers=workers, worker_timeout=job.worker_timeout)
+        return run_locally(plan, workers=workers, worker_timeout=job.worker_timeout, progress=progress)
     except BaseException as exc:
         abandon_run(job.output, input_files=plan.files)
         if isinstance(exc, WorkerFailed):
@@ -152,6 +168,14 @@ def _run_locally(job: JobArgs, plan: JobPlan) -> dict:
         raise
     finally:
         lock.release()
+
+
+def _quiet_beam_logs(verbose: bool) -> None:
+    """Beam's own log lines (``apache_beam.*``, and its workers' lines that local runners forward as
+    ``Worker: ...``) only with ``--verbose`` (then Beam's INFO lines too); its errors always."""
+    logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.ERROR)
+    if verbose:
+        logging.getLogger().setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
@@ -162,6 +186,7 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     try:
         with stop_signals_raise():
             job = parse_command_line(argv)
+            _quiet_beam_logs(job.verbose)
             if is_local(job.output):
                 cleaned = "the run's partial files were removed"
             result = run(job, wait=wait)
@@ -182,15 +207,16 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     if result == PREVIEWED:
         return 0
     if isinstance(result, dict):  # the local engine's manifest
-        _print_summary(job, time.monotonic() - started, result)
-        return 0
+        return _finish(job, time.monotonic() - started, result)
     beam_result, dry_run = result
     if dry_run:
-        print(f"chatshards: dry run: job graph built ({type(beam_result).__name__}), nothing submitted")
+        if not job.quiet:
+            print(f"chatshards: dry run: job graph built ({type(beam_result).__name__}), nothing submitted")
     elif not wait:
-        print(f"chatshards: job submitted; output will be in {job.output}")
+        if not job.quiet:
+            print(f"chatshards: job submitted; output will be in {job.output}")
     else:
-        _print_summary(job, time.monotonic() - started)
+        return _finish(job, time.monotonic() - started, _read_manifest(job))
     return 0
 
 
@@ -199,13 +225,58 @@ def _debug_traceback() -> None:
         traceback.print_exc()
 
 
+def _read_manifest(job: JobArgs) -> dict | None:
+    try:  # local or gs://
+        return json.loads(read_bytes(join(job.output, sf.MANIFEST_NAME)).decode("utf-8"))
+    except Exception:  # the summary is informational
+        return None
+
+
+def data_problem(counts: dict, max_rejected: int | float | None) -> str | None:
+    """Why a finished job's data fails (exit status :data:`DATA_FAILED`), or ``None``: no row written (every
+    record rejected, or no record read), or more rejections than ``max_rejected`` (a count, or a fraction of
+    the records read)."""
+    read, rejected = counts["read"], counts["rejected"]
+    if read == 0:
+        return "the inputs hold no records, so no row was written (an empty input file?)"
+    if counts.get("rows", counts["written"]) == 0:
+        return (f"no row was written: all {read:,} records read were rejected" if rejected == read
+                else f"no row was written from the {read:,} records read")
+    if isinstance(max_rejected, float) and rejected > max_rejected * read:
+        return (f"{rejected:,} of {read:,} records were rejected ({100 * rejected / read:.1f}%), more than "
+                f"--max-rejected {100 * max_rejected:g}% allows")
+    if isinstance(max_rejected, int) and rejected > max_rejected:
+        return f"{rejected:,} records were rejected, more than --max-rejected {max_rejected:,} allows"
+    return None
+
+
+def _finish(job: JobArgs, seconds: float, manifest: dict | None) -> int:
+    """The summary (unless ``--quiet``), the rejection warning, and the exit status of a job that ran to the end."""
+    if not job.quiet:
+        _print_summary(job, seconds, manifest)
+    if manifest is None:
+        return 0
+    counts = manifest["counts"]
+    problem = data_problem(counts, job.max_rejected)
+    reasons = ", ".join(f"{k}={v}" for k, v in manifest["rejected_by_reason"].items()) or "none"
+    where = (f"{join(job.output, 'audit', 'report.html')}#rejections and " if "audit" in manifest else "") \
+        + f"{join(job.output, sf.REJECTED_DIR)}/"
+    if problem is not None:
+        why = f" (rejected: {reasons}); the manifest, rejected/ and the audit are written: see {where}" \
+            if counts["rejected"] else f"; the manifest is written in {job.output}"
+        print(f"chatshards: error: {problem}{why}", file=sys.stderr)
+        return DATA_FAILED
+    if counts["read"] and counts["rejected"] > WARN_REJECTED_FRACTION * counts["read"]:
+        print(f"chatshards: warning: {100 * counts['rejected'] / counts['read']:.1f}% of the records read were "
+              f"rejected ({counts['rejected']:,} of {counts['read']:,}: {reasons}); see {where} "
+              "(--max-rejected N|P% fails the job above a limit)", file=sys.stderr)
+    return 0
+
+
 def _print_summary(job: JobArgs, seconds: float, manifest: dict | None = None) -> None:
     if manifest is None:
-        try:  # local or gs://
-            manifest = json.loads(read_bytes(join(job.output, sf.MANIFEST_NAME)).decode("utf-8"))
-        except Exception:  # the summary is informational
-            print(f"chatshards: job finished in {seconds:.1f}s; output in {job.output}")
-            return
+        print(f"chatshards: job finished in {seconds:.1f}s; output in {job.output}")
+        return
     counts = manifest["counts"]
     reasons = ", ".join(f"{k}={v}" for k, v in manifest["rejected_by_reason"].items()) or "none"
     split = f" from {counts['written']} records" if counts.get("rows", counts["written"]) != counts["written"] else ""

@@ -4,11 +4,18 @@ How the job knows a folder is its own: the first thing a run writes into ``--out
 data) is the marker file ``.chatshards-output``; a folder without the marker is still recognised by
 a chatshards ``manifest.json`` (``"format": "chatshards"``; datasets written before the
 marker existed). ``--overwrite`` then deletes only what the tool writes there: ``manifest.json``
-(first, so the folder stops being a dataset at once), ``data/shard-NNNNN-of-NNNNN.arrow``,
-``rejected/rejected-NNNNN-of-NNNNN.jsonl``, ``audit/stats.json`` and ``audit/report.html``, and
-``.tmp/``; never a file an ``--input`` pattern matches. A folder that holds ``data/`` (or
-``rejected/`` ...) but neither marker nor chatshards manifest, or whose ``data/`` / ``rejected/``
-hold files of other names, is refused even with ``--overwrite``.
+(first, so the folder stops being a dataset at once), the dataset card ``README.md``,
+``data/shard-NNNNN-of-NNNNN.arrow``, ``rejected/rejected-NNNNN-of-NNNNN.jsonl``, ``audit/stats.json`` and
+``audit/report.html``, and ``.tmp/``; never a file an ``--input`` pattern matches. A folder that holds
+``data/`` (or ``rejected/`` ...) but neither marker nor chatshards manifest, or whose ``data/`` /
+``rejected/`` hold files of other names, is refused even with ``--overwrite``; so is a ``README.md`` that
+is not the tool's card (a run would replace it).
+
+Files derived from the shards by a library are the one exception: Hugging Face ``datasets`` writes
+``cache-*.arrow`` (and, while writing, ``tmpXXXXXXXX``) beside the files it reads when a dataset loaded
+with ``Dataset.from_file`` is mapped, shuffled or filtered. Such files in ``data/`` keep the dataset
+readable (the manifest and the card name the shards only) and ``--overwrite`` deletes them with them,
+saying so on stderr.
 
 An ``--output`` that overlaps the inputs is a configuration error: an input file inside the
 folders the job writes, or an ``--input`` glob that would match a file the job writes
@@ -49,6 +56,7 @@ from pipeline.io.files import (
 from pipeline.io.globs import glob_regex
 from pipeline.launch.cli import ConfigError
 from transforms import shard_format as sf
+from transforms.dataset_card import CARD_NAME, is_chatshards_card
 
 LOG = logging.getLogger("chatshards")
 MARKER_NAME = ".chatshards-output"
@@ -60,10 +68,13 @@ _OWN_FILE = {
     sf.DATA_DIR: re.compile(r"shard-\d{5}-of-\d{5}\.arrow"),
     sf.REJECTED_DIR: re.compile(r"rejected-\d{5}-of-\d{5}\.jsonl"),
 }
+# Files a library writes beside the files it reads (datasets' cache-*.arrow): derived, deleted by --overwrite.
+_DERIVED_FILE = sf.DERIVED_FILE
 MARKER_TEXT = json.dumps({
     "written_by": "chatshards",
-    "meaning": "this folder is the output of a chatshards job; --overwrite deletes manifest.json, "
-               "data/shard-*.arrow, rejected/rejected-*.jsonl, audit/stats.json, audit/report.html and .tmp/",
+    "meaning": "this folder is the output of a chatshards job; --overwrite deletes manifest.json, README.md, "
+               "data/shard-*.arrow, rejected/rejected-*.jsonl, audit/stats.json, audit/report.html and .tmp/ "
+               "(and cache-*.arrow files a library wrote in data/)",
 }, indent=1) + "\n"
 # A lock file that exists but holds no readable owner yet is being written by its creator.
 _UNREADABLE_LOCK_GRACE_S = 10.0
@@ -104,7 +115,7 @@ def check_output_target(output: str) -> None:
 def _written_samples(out: str) -> list[str]:
     """Paths of the kinds a run writes under ``out`` (for matching input globs against)."""
     return [join(out, *parts) for parts in (
-        (sf.MANIFEST_NAME,), (MARKER_NAME,), (LOCK_NAME,),
+        (sf.MANIFEST_NAME,), (MARKER_NAME,), (LOCK_NAME,), (CARD_NAME,),
         (sf.DATA_DIR, "shard-00000-of-00001.arrow"), (sf.REJECTED_DIR, "rejected-00000-of-00001.jsonl"),
         (AUDIT_DIR, "stats.json"), (AUDIT_DIR, "report.html"),
         *((TMP_DIR, store, f"{store}-0{CHUNK_SUFFIX}") for store in STORES), (TMP_DIR, "manifest.json.0"),
@@ -112,7 +123,7 @@ def _written_samples(out: str) -> list[str]:
 
 
 def _written_by_the_job(path: str, out: str) -> bool:
-    if path in (join(out, name) for name in (sf.MANIFEST_NAME, MARKER_NAME, LOCK_NAME)):
+    if path in (join(out, name) for name in (sf.MANIFEST_NAME, MARKER_NAME, LOCK_NAME, CARD_NAME)):
         return True
     return any(path.startswith(join(out, folder) + "/")
                for folder in (sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR, TMP_DIR))
@@ -207,7 +218,8 @@ def check_inputs_outside_output(output: str, patterns: Sequence[str], files: Ite
             inside = _written_by_the_job(_normal(path), out)
         if inside:
             raise ConfigError(f"--input file {path!r} lies where the job writes its output in --output "
-                              f"{output!r} (data/, rejected/, audit/, .tmp/, manifest.json); choose an --output "
+                              f"{output!r} (data/, rejected/, audit/, .tmp/, manifest.json, README.md); choose an "
+                              "--output "
                               "outside the input folders")
     samples = _written_samples(out)
     if is_local(output):
@@ -255,21 +267,43 @@ def write_marker(output: str) -> None:
         handle.write(MARKER_TEXT.encode("utf-8"))
 
 
-def _own_files(output: str) -> tuple[list[str], list[str]]:
-    """``(files --overwrite deletes, files of other names in data/ and rejected/)``; ``.tmp`` apart."""
-    own, foreign = [], []
+def _card_state(output: str) -> str | None:
+    """``None`` (no ``README.md``), ``"ours"`` (the tool's dataset card) or ``"other"`` (someone else's file)."""
+    path = join(output, CARD_NAME)
+    if not exists(path):
+        return None
+    try:
+        with open_binary(path) as handle:
+            head = handle.read(64 * 1024)
+    except Exception:  # unreadable: not provably ours
+        return "other"
+    return "ours" if is_chatshards_card(head) else "other"
+
+
+def _own_files(output: str) -> tuple[list[str], list[str], list[str]]:
+    """``(files --overwrite deletes, files a library derived from the shards in data/, files of other names in
+    data/ and rejected/)``; ``.tmp`` apart. The card is among the first only when it is the tool's."""
+    own, derived, foreign = [], [], []
     manifest = join(output, sf.MANIFEST_NAME)
     if exists(manifest):
         own.append(manifest)
+    if _card_state(output) == "ours":
+        own.append(join(output, CARD_NAME))
     for folder, pattern in _OWN_FILE.items():
         root = join(output, folder)
         for path in list_tree(root):
-            (own if pattern.fullmatch(_relative(path, root)) else foreign).append(path)
+            name = _relative(path, root)
+            if pattern.fullmatch(name):
+                own.append(path)
+            elif folder == sf.DATA_DIR and _DERIVED_FILE.fullmatch(name):
+                derived.append(path)
+            else:
+                foreign.append(path)
     for name in AUDIT_FILES:
         path = join(output, AUDIT_DIR, name)
         if exists(path):
             own.append(path)
-    return own, foreign
+    return own, derived, foreign
 
 
 def _input_among(doomed: Sequence[str], input_files: Iterable[str]) -> str | None:
@@ -298,7 +332,11 @@ def prepare_output(output: str, *, overwrite: bool, input_files: Iterable[str] =
       or files of other names in ``data/``/``rejected/``: refused, even with ``overwrite``;
     * a file to delete that is also an input: refused (never deletes an input).
     """
-    names = [sf.MANIFEST_NAME, sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR, TMP_DIR]
+    if _card_state(output) == "other":
+        raise OutputNotOurs(
+            f"--output {output!r} holds a {CARD_NAME} that chatshards did not write; a run writes its dataset card "
+            f"there. Nothing was deleted: move {CARD_NAME} away or choose another --output folder")
+    names = [sf.MANIFEST_NAME, sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR, TMP_DIR, CARD_NAME]
     present = [name for name in names if path_present(join(output, name))]
     if present:
         ours = has_marker(output) or _manifest_is_ours(output)
@@ -306,20 +344,29 @@ def prepare_output(output: str, *, overwrite: bool, input_files: Iterable[str] =
             raise OutputNotOurs(
                 f"--output {output!r} holds {', '.join(present)} but was not written by chatshards (no {MARKER_NAME} "
                 "marker, no chatshards manifest.json); nothing was deleted. Choose another --output folder")
-        own, foreign = _own_files(output)
+        own, derived, foreign = _own_files(output)
         if foreign:
             raise OutputNotOurs(
                 f"--output {output!r} holds {len(foreign)} file(s) chatshards did not write, e.g. {foreign[0]!r}; "
                 "nothing was deleted. Move them away or choose another --output folder")
         if not overwrite:
+            also = (f"; --overwrite also deletes the {len(derived)} cache file(s) a library wrote beside the shards "
+                    f"(e.g. {_relative(derived[0], output)!r})" if derived else "")
             raise OutputExists(
                 f"--output {output!r} already holds a dataset or a partial run ({', '.join(present)}); "
-                "pass --overwrite to replace it, or choose another folder")
-        clash = _input_among(own + (list_tree(join(output, TMP_DIR)) if is_local(output) else []), input_files)
+                f"pass --overwrite to replace it, or choose another folder{also}")
+        clash = _input_among(own + derived + (list_tree(join(output, TMP_DIR)) if is_local(output) else []),
+                             input_files)
         if clash is not None:
             raise ConfigError(f"--overwrite would delete {clash!r}, which is an --input file; nothing was deleted")
         if own:
             delete(own)  # the manifest is first in the list: the folder stops being a dataset
+        if derived:
+            LOG.warning("chatshards: --overwrite: deleting %d cache file(s) that a library (Hugging Face datasets: "
+                        "cache-*.arrow) wrote beside the shards in %s, e.g. %s (derived from the old shards; train "
+                        "with ShardDataset(...).to_hf_dataset() to keep the folder clean)", len(derived),
+                        join(output, sf.DATA_DIR), _relative(derived[0], join(output, sf.DATA_DIR)))
+            delete(derived)
         delete_tree(join(output, TMP_DIR))
     write_marker(output)
 
@@ -465,7 +512,7 @@ def abandon_run(output: str, *, input_files: Iterable[str] = ()) -> None:
         return
     try:
         inputs = {identity for identity in map(_identity, input_files) if identity is not None}
-        own, _ = _own_files(output)
+        own, _, _ = _own_files(output)
         delete([path for path in own if _identity(path) not in inputs])
         delete_tree(join(output, TMP_DIR))
         for name in (sf.DATA_DIR, sf.REJECTED_DIR, AUDIT_DIR):

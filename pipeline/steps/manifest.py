@@ -1,8 +1,10 @@
-"""Committing the dataset: empty shards filled in, counts reconciled, the manifest written last (Beam-free:
-the job's :class:`pipeline.engines.beam.commit.CommitManifestFn` and the local engine call :func:`commit_manifest`).
+"""Committing the dataset: empty shards filled in, counts reconciled, the dataset card and then the manifest
+written last (Beam-free: the job's :class:`pipeline.engines.beam.commit.CommitManifestFn` and the local engine
+call :func:`commit_manifest`).
 
-The manifest is written to a temporary name, then renamed: it is the commit point. A run that dies
-before that leaves no manifest, and readers refuse the folder.
+The dataset card (``README.md``, :mod:`transforms.dataset_card`) is a pure function of the manifest, written
+just before it. The manifest is written to a temporary name, then renamed: it is the commit point. A run
+that dies before that leaves no manifest, and readers refuse the folder.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any, Iterable, Mapping
 from pipeline.io.files import delete_tree, join, list_tree, tmp_root, write_atomically
 from pipeline.steps.shards import shard_entry
 from transforms import shard_format as sf
+from transforms.dataset_card import CARD_NAME, card_bytes
 from transforms.packing.rows import ShardPacking
 from transforms.packing.stats import report_of_shards
 
@@ -19,7 +22,8 @@ def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bo
                     shards: Iterable[Mapping], rejected_files: Iterable[Mapping], read_count: int, num_shards: int,
                     extra_sections: Iterable[Mapping] = (), schema=None,
                     packing: ShardPacking | None = None, mixture_counts: tuple[int, int] | None = None) -> dict:
-    """Fill empty shards, check counts, write ``manifest.json`` (last), delete ``<output>/.tmp``; return the manifest.
+    """Fill empty shards, check counts, write the dataset card ``README.md`` and ``manifest.json`` (last), delete
+    ``<output>/.tmp``; return the manifest.
 
     ``shards``: the shard entries written (:func:`pipeline.steps.shards.write_shard`); ``rejected_files``: the
     rejected files' entries (:func:`pipeline.steps.rejected.write_rejected_file`); ``extra_sections``: dicts merged
@@ -94,11 +98,13 @@ def commit_manifest(*, output: str, manifest_base: Mapping[str, Any], padded: bo
             "loss_tokens": sum(entry["loss_tokens"] for entry in shard_list),
         },
         "columns": [field.name for field in schema],
+        "dataset_card": CARD_NAME,
     })
     if packing_section is not None:
         manifest["packing"] = packing_section
     for section in extra_sections:
         manifest.update(section)
+    write_atomically(join(output, CARD_NAME), card_bytes(manifest), tmp_root=scratch)
     write_atomically(join(output, sf.MANIFEST_NAME), sf.manifest_bytes(manifest), tmp_root=scratch)
     try:
         delete_tree(scratch)  # temporaries of failed attempts too (object stores keep them otherwise)

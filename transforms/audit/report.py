@@ -28,6 +28,7 @@ PLOTS = {
     "images": ("Images per record", "images", "int"),
     "image_tokens": ("Image tokens per row", "tokens (log scale)", "log"),
 }
+IMAGE_PLOTS = ("images", "image_tokens")  # shown only for datasets with images
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;background:#f6f7f9}
@@ -81,6 +82,36 @@ def _n(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return _e(value)
+
+
+def _yes(value: Any) -> str:
+    """A true/false setting or check in words (never Python's ``True``/``False``)."""
+    return "yes" if value else "no"
+
+
+def _limit(value: Any) -> str:
+    """``--max-length``: the number, or "no limit" (never an empty cell or ``None``)."""
+    return "no limit" if value is None else _n(value)
+
+
+def has_images(stats: Mapping[str, Any]) -> bool:
+    """Whether the dataset holds images (the image plots and figures are shown only then)."""
+    totals = stats.get("totals", {})
+    return bool(totals.get("images") or totals.get("image_tokens"))
+
+
+def default_system_prompt_advice(template: Mapping[str, Any]) -> str | None:
+    """What to do about a template that adds its own system prompt to rows whose record has none, or ``None``."""
+    rows = template.get("rows_with_default_system_prompt") or 0
+    if not template.get("injects_default_system_prompt") or not rows:
+        return None
+    prompt = template.get("default_system_prompt") or ""
+    shown = prompt if len(prompt) <= 120 else prompt[:117] + "..."
+    return (f"The chat template adds its default system prompt (“{shown}”) to {rows:,} row(s) whose record has no "
+            "system message; it is rendered (never trained), so the model learns to answer under it. That matches "
+            "serving the model without a system message. If you will serve it with a system prompt of your own, "
+            "rerun with --system-prompt 'YOUR PROMPT' (records without a system message get it), or give the "
+            "records system messages; --chat-template FILE selects a template that adds none.")
 
 
 def _pct(part: int, whole: int) -> str:
@@ -138,13 +169,17 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
              '<meta name="viewport" content="width=device-width,initial-scale=1">',
              "<title>chatshards audit report</title>", f"<style>{CSS}</style>", JS_GUARD, "</head><body><main>"]
     parts.append('<h1>chatshards audit report</h1>')
+    images = has_images(stats)
     parts.append(
         f'<div class="meta">config {_e((dataset.get("config_fingerprint") or "")[:16])} · tokenizer '
-        f'{_e(dataset.get("tokenizer"))} · max_length {_e(dataset.get("max_length"))} · truncation '
-        f'{_e(dataset.get("truncation"))} · loss {_e(dataset.get("loss"))} · dedup {_e(dataset.get("dedup"))} · '
-        f'computed by {_e(stats.get("computed_by"))}</div>')
+        f'{_e(dataset.get("tokenizer"))} · max length {_e(_limit(dataset.get("max_length")))} · truncation '
+        f'{_e(dataset.get("truncation"))} · loss {_e(dataset.get("loss"))} · '
+        f'dedup {_e("on" if dataset.get("dedup") else "off")} · computed by {_e(stats.get("computed_by"))}</div>')
     for note in notes:
         parts.append(f'<div class="meta warn">{_e(note)}</div>')
+    advice = default_system_prompt_advice(stats.get("template", {}))
+    if advice:
+        parts.append(f'<div class="meta warn" id="default-system-prompt-note">{_e(advice)}</div>')
 
     # summary
     trunc = stats["truncation"]
@@ -157,8 +192,7 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
         ("turns / trained turns", f'{_n(counts["turns"])} / {_n(counts["trained_turns"])}'),
         ("rows truncated", _n(trunc["rows_truncated"])),
         ("rows in duplicate groups", _n(dup["rows_in_duplicate_groups"])),
-        ("images", _n(totals["images"])),
-    ]
+    ] + ([("images", _n(totals["images"]))] if images else [])
     parts.append('<section id="summary"><h2>Summary</h2><div class="cards">' + "".join(
         f'<div class="card"><div class="v">{v}</div><div class="k">{_e(k)}</div></div>' for k, v in cards)
         + "</div></section>")
@@ -217,6 +251,8 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
     figures = []
     stat_rows = []
     for name, (title, xlabel, kind) in PLOTS.items():
+        if name in IMAGE_PLOTS and not images:
+            continue  # text-only data: no plot of a single bar at 0
         hist = stats["distributions"][name]
         if kind == "log" and (hist["max"] or 0) < 16:
             kind = "int"  # small values: one bar per value reads better than a log axis
@@ -237,7 +273,7 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
 
     # truncation
     removed = trunc["tokens_removed_per_truncated_row"]
-    rows = [["max_length / mode", f'{_n(trunc["max_length"])} / {_e(trunc["mode"])}'],
+    rows = [["max length / mode", f'{_e(_limit(trunc["max_length"]))} / {_e(trunc["mode"])}'],
             ["rows truncated", _n(trunc["rows_truncated"])],
             ["tokens removed (total)", _n(trunc["tokens_removed"])],
             ["tokens removed per truncated row (min / p50 / p90 / max)",
@@ -253,7 +289,7 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
     rows = [["rows whose conversation occurs more than once", _n(dup["rows_in_duplicate_groups"])],
             ["duplicate groups", _n(dup["duplicate_groups"])],
             ["redundant rows (what --dedup would drop)", _n(dup["redundant_rows"])],
-            ["--dedup", _e(dup["dedup"])], ["rejected as duplicate", _n(dup["rejected_duplicates"])]]
+            ["--dedup", "on" if dup["dedup"] else "off"], ["rejected as duplicate", _n(dup["rejected_duplicates"])]]
     groups = [[f'<code>{_e(g["conversation_hash"][:16])}</code>', _n(g["rows"]),
                f'{_e(g["first"]["source"])} record {_n(g["first"]["index"])}'] for g in dup["largest_groups"]]
     parts.append('<section id="duplicates"><h2>Exact duplicates (normalised conversation hash)</h2>'
@@ -269,18 +305,20 @@ def render_report(stats: Mapping[str, Any], samples_html: Sequence[Mapping[str, 
         return f'<span class="{"warn" if bad else "ok"}">{_e(text)}</span>'
 
     rows = [
-        ["double BOS (template probe)", flag(tmpl["double_bos"], str(tmpl["double_bos"]))],
+        ["double BOS (template probe)", flag(tmpl["double_bos"], _yes(tmpl["double_bos"]))],
         ["rows starting with BOS / with two BOS", f'{_n(tmpl["rows_starting_with_bos"])} / '
                                                   + flag(tmpl["rows_double_bos"] > 0, f'{tmpl["rows_double_bos"]:,}')],
         ["stop tokens trained (template probe)", _e(", ".join(tmpl["stop_tokens_trained"]) or "none")],
         ["rows whose last trained token is a stop token / is not",
          f'{_n(tmpl["rows_last_trained_token_is_stop"])} / '
          + flag(tmpl["rows_last_trained_token_not_stop"] > 0, f'{tmpl["rows_last_trained_token_not_stop"]:,}')],
-        ["template injects a default system prompt", flag(tmpl["injects_default_system_prompt"],
-                                                          str(tmpl["injects_default_system_prompt"]))],
+        ["template injects a default system prompt", flag(bool(advice),
+                                                          _yes(tmpl["injects_default_system_prompt"]))],
         ["default system prompt", _e(tmpl["default_system_prompt"] or "–")],
         ["rows starting with the default system prompt", _n(tmpl["rows_with_default_system_prompt"])],
     ]
+    if advice:
+        rows.append(["what to do", _e(advice)])
     mismatch = stats.get("prompt_mismatch") or {}
     if mismatch:
         example = mismatch.get("example")

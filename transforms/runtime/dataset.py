@@ -31,6 +31,7 @@ import bisect
 import collections
 import errno
 import functools
+import hashlib
 import operator
 import os
 import stat
@@ -404,6 +405,42 @@ class ShardDataset(torch.utils.data.Dataset):
     def iterable(self, **options: Any):
         """An iterable view for multi-node training: see :class:`transforms.runtime.ShardIterableDataset`."""
         return ShardIterableDataset(self, **options)
+
+    def to_hf_dataset(self, columns: Sequence[str] | None = None):
+        """A Hugging Face ``datasets.Dataset`` over the same memory-mapped shards, without copying them.
+
+        What ``trl.SFTTrainer`` (and anything else that wants a ``datasets.Dataset``) takes: the rows in manifest
+        order, the stored ``columns`` (default: this dataset's ``columns`` without the virtual ones; pass
+        ``self.manifest["columns"]`` for every column) with their Arrow types (``input_ids``/``labels`` int32
+        lists; ``labels`` unshifted, -100 where not trained). Building it reads no token data: the table's
+        buffers are the mapped files' pages (``datasets`` only wraps them).
+
+        The dataset is *in memory* for ``datasets`` (it has no ``cache_files``), so nothing derived from it is
+        ever written into the dataset folder: ``.map``/``.filter``/``.shuffle`` keep their results in memory
+        (or where ``cache_file_name=`` says), where a ``Dataset.from_file(shard)`` would write ``cache-*.arrow``
+        files beside the shards. The price: pickling it (``num_proc`` in ``.map``, DataLoader workers started
+        with ``spawn``) copies the rows; forked workers (Linux's default) share the mapping.
+        Needs the ``datasets`` package (not a dependency of the runtime).
+        """
+        import datasets
+        from datasets.table import InMemoryTable
+
+        stored = tuple(c for c in (self.columns if columns is None else columns) if c not in VIRTUAL_COLUMNS)
+        tables = []
+        for path in self.paths:
+            schema, batches = _map_stream(path)
+            missing = [c for c in stored if c not in schema.names]
+            if missing:
+                raise ManifestError(f"shard {path} has no column {missing[0]!r} (columns: {schema.names})")
+            tables.append(pa.Table.from_batches(batches, schema=schema).select(list(stored)))
+        if tables:
+            table = pa.concat_tables(tables)
+        else:  # no shard at all: the manifest's columns, no rows
+            raise ManifestError(f"{self.root}: the manifest lists no shard")
+        fingerprint = hashlib.sha256(
+            (str(self.manifest.get("config_fingerprint")) + "".join(e["sha256"] for e in self.manifest["shards"])
+             + ",".join(stored)).encode()).hexdigest()[:16]
+        return datasets.Dataset(InMemoryTable(table), split=datasets.Split.TRAIN, fingerprint=fingerprint)
 
     def close(self) -> None:
         """Drop every mapping this object holds (views already returned stay valid)."""

@@ -31,6 +31,7 @@ The job's phases, in the order :func:`run_locally` runs them (``workers`` proces
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterable, Iterator
 
 from pipeline.engines.local.parts import (
@@ -42,6 +43,7 @@ from pipeline.engines.local.parts import (
     shard_count,
     write_tasks,
 )
+from pipeline.engines.local.progress import ProgressLine
 from pipeline.engines.local.workers import DEFAULT_TIMEOUT_S, WorkerPool, key_worker_main
 from pipeline.io.chunks import SPILL, store_folder
 from pipeline.io.spill import CHUNK_BYTES, read_spilled, spill_batches
@@ -52,7 +54,6 @@ from pipeline.steps.dedup import duplicates_of_entries, find_duplicates
 from pipeline.steps.manifest import commit_manifest
 from pipeline.steps.mixture import add_pairs, mixture_section, selection_of
 from pipeline.steps.reading import read_file_batches
-from pipeline.steps.records import Progress
 from transforms.audit.duplicates import HashGroups
 from transforms.mixture.selection import tag_rejection
 
@@ -61,16 +62,27 @@ from transforms.mixture.selection import tag_rejection
 SPILL_CHUNK_BYTES = 256 * 1024
 
 
-def run_locally(plan: JobPlan, *, workers: int = 1, worker_timeout: float = DEFAULT_TIMEOUT_S) -> dict:
+def run_locally(plan: JobPlan, *, workers: int = 1, worker_timeout: float = DEFAULT_TIMEOUT_S,
+                progress: ProgressLine | None = None) -> dict:
     """Run the job of ``plan`` without Beam on ``workers`` processes (1: this process only); returns the
     manifest. ``worker_timeout``: seconds a worker may show no sign of life before the job fails.
+    ``progress``: the job's progress line (:class:`~pipeline.engines.local.progress.ProgressLine`; default: none).
     ``plan.files`` must be the matched local input files and ``plan.output`` a local folder that
     :func:`pipeline.launch.output_folder.claim_output` prepared. Raises
     :class:`~pipeline.engines.local.workers.WorkerFailed` (and writes no manifest) when a worker fails or dies."""
     if plan.files is None:
         raise ValueError("the local engine needs the input files matched at launch")
+    if progress is None:
+        progress = ProgressLine(total_bytes=0, enabled=False)
+    try:
+        return _run(plan, workers, worker_timeout, progress)
+    finally:
+        progress.close()
+
+
+def _run(plan: JobPlan, workers: int, worker_timeout: float, progress: ProgressLine) -> dict:
     # 1. read (2. and find the duplicates over the spilled records)
-    reader = InputReader(plan)
+    reader = InputReader(plan, progress)
     batches: Iterable = reader.batches()
     mixture = plan.mixture
     # every record is read (and spilled) before any is built when --dedup or the mixture's decisions need it
@@ -88,20 +100,23 @@ def run_locally(plan: JobPlan, *, workers: int = 1, worker_timeout: float = DEFA
     # 3. build rows, 4. write the shards and rejected files
     if workers <= 1:
         spilled = map(read_spilled, batches) if spill_first else batches
-        parts, written, num_shards = _build_and_write_here(plan, spilled, dropped, duplicate_rejections)
+        parts, written, num_shards = _build_and_write_here(plan, spilled, dropped, duplicate_rejections, progress)
     else:
         refs = batches if spill_first else spill_batches(batches, folder=store_folder(plan.output, SPILL),
                                                          chunk_bytes=SPILL_CHUNK_BYTES)
         parts, written, num_shards = _build_and_write_in_workers(plan, refs, dropped, duplicate_rejections, workers,
-                                                                 worker_timeout)
+                                                                 worker_timeout, progress)
     shards, rejected_files = collect_written(written)
     # 5. audit
+    if plan.audit:
+        progress.phase("writing the audit")
     sections = [_write_audit(plan, parts, shards)] if plan.audit else []
     mixture_counts = None
     if mixture is not None:
         mixture_counts = add_pairs((part.skipped, part.repeats) for part in parts)
         sections.append(mixture_section(mixture, reader.counts, *mixture_counts))
     # 6. commit
+    progress.phase("committing")
     return commit_manifest(output=plan.output, manifest_base=plan.manifest_base, schema=plan.shard_schema(),
                            shards=shards, rejected_files=rejected_files, read_count=reader.read,
                            num_shards=num_shards, extra_sections=sections, mixture_counts=mixture_counts,
@@ -109,20 +124,43 @@ def run_locally(plan: JobPlan, *, workers: int = 1, worker_timeout: float = DEFA
 
 
 class InputReader:
-    """The input files' record batches, in order (:func:`pipeline.steps.reading.read_file_batches`), counted."""
+    """The input files' record batches, in order (:func:`pipeline.steps.reading.read_file_batches`), counted;
+    records and bytes read go to ``progress``."""
 
-    def __init__(self, plan: JobPlan):
+    def __init__(self, plan: JobPlan, progress: ProgressLine | None = None):
         self.plan = plan
         self.read = 0
+        self.progress = progress
         self.counts: dict[str, int] = {}  # records per file
 
     def batches(self) -> Iterator[list]:
+        done = 0  # bytes of the files finished
         for path in self.plan.files:
             self.counts.setdefault(path, 0)
-            for batch in read_file_batches(path, self.plan.batch_size, task=self.plan.record_spec()):
+            report = None
+            if self.progress is not None:
+                report = (lambda before: lambda position: self.progress.read_bytes(before + position))(done)
+            for batch in read_file_batches(path, self.plan.batch_size, task=self.plan.record_spec(), position=report):
                 self.read += len(batch)
                 self.counts[path] += len(batch)
+                if self.progress is not None:
+                    self.progress.records_read(len(batch))
                 yield batch
+            done += _size(path)
+            if self.progress is not None:
+                self.progress.read_bytes(done)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def total_input_bytes(plan: JobPlan) -> int:
+    """The input files' bytes on disk (what the progress line counts against)."""
+    return sum(_size(path) for path in plan.files or ())
 
 
 def _find_duplicates(plan: JobPlan, refs: list, workers: int, timeout: float) -> tuple[frozenset, list[dict]]:
@@ -143,32 +181,32 @@ def _find_duplicates(plan: JobPlan, refs: list, workers: int, timeout: float) ->
     return frozenset(found), rejections
 
 
-def _build_and_write_here(plan: JobPlan, batches: Iterable[list], dropped: frozenset, duplicate_rejections: list):
+def _build_and_write_here(plan: JobPlan, batches: Iterable[list], dropped: frozenset, duplicate_rejections: list,
+                          progress: ProgressLine):
     """Steps 3 and 4 in this process: ``(parts, written, num_shards)``."""
     mark("worker_setup_start")
     stage = RowBuilderStage(plan, dropped=dropped)
     mark("worker_setup_done")
     stage.add_rejections(duplicate_rejections)
-    progress = Progress(who="this process")
     for batch in batches:
         stage.add(batch)
-        progress.add(len(batch))
+        progress.records_built(len(batch))
     parts = [stage.finish()]
     num_shards = shard_count(plan, parts)
+    progress.phase(f"writing {num_shards} shard(s)")
     return parts, [run_write_task(plan, task) for task in write_tasks(parts, num_shards)], num_shards
 
 
 def _build_and_write_in_workers(plan: JobPlan, refs: Iterable, dropped: frozenset, duplicate_rejections: list,
-                                n: int, timeout: float):
+                                n: int, timeout: float, progress: ProgressLine):
     """Steps 3 and 4 on ``n`` forked workers (which inherit the loaded tokenizer): ``(parts, written, num_shards)``."""
     pool = WorkerPool(plan, n, dropped, timeout=timeout)
-    progress = Progress(who=f"{n} worker processes")
     parts: list[BuildPart] = []
     written: list[tuple] = []
 
     def on_result(kind, value):
         if kind == "progress":
-            progress.add(value)
+            progress.records_built(value)
         elif kind == "part":
             parts.append(value)
         elif kind == "written":
@@ -181,6 +219,7 @@ def _build_and_write_in_workers(plan: JobPlan, refs: Iterable, dropped: frozense
             writer.add_rejections(duplicate_rejections)
             parts.append(writer.finish())
         num_shards = shard_count(plan, parts)
+        progress.phase(f"writing {num_shards} shard(s)")
         pool.write_phase(write_tasks(parts, num_shards), on_result)
         pool.join()
     except BaseException:
