@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from doc_examples import blocks, commands, matches, run_document, with_this_python
 
 from chatshards_testing import REPO
+from doc_examples import blocks, commands, matches, run_document, with_this_python
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
