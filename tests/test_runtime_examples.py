@@ -1,4 +1,5 @@
-"""The training examples of README.md (section "Training with the shards") run on a synthetic dataset folder."""
+"""The training examples in examples/ run on a synthetic dataset folder (the code blocks of docs/training.md run in
+tests/test_doc_examples.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -52,25 +53,3 @@ def test_hf_trainer_example_runs(dataset_dir):
     trainer = _load("train_hf_trainer")
     result = trainer.main([dataset_dir, "--steps", "2"])
     assert result["global_step"] == 2
-
-
-def _doc_blocks():
-    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
-    text = text.split("## Training with the shards", 1)[1].split("\n## ", 1)[0]
-    blocks = text.split("```python\n")[1:]
-    return [b.split("```", 1)[0] for b in blocks if "sys.argv[1]" in b]
-
-
-@pytest.mark.slow
-def test_docs_runnable_blocks_run(dataset_dir, tmp_path):
-    blocks = _doc_blocks()
-    assert len(blocks) == 2  # the Trainer example and the plain loop
-    for number, code in enumerate(blocks):
-        if "Trainer" in code and importlib.util.find_spec("accelerate") is None:
-            continue
-        script = tmp_path / f"block{number}.py"
-        script.write_text(code)
-        out = subprocess.run([sys.executable, str(script), dataset_dir], cwd=REPO, capture_output=True,
-                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": REPO})
-        assert out.returncode == 0, (code, out.stderr[-3000:])
-        assert "loss" in out.stdout
