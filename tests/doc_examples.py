@@ -146,9 +146,10 @@ def environment(repo: Path) -> dict[str, str]:
 
 
 def with_this_python(command: str) -> str:
-    """``python``/``python3``/``.venv/bin/python`` at the start of a command (or after ``&&``) -> this interpreter."""
-    return re.sub(r"(^|&&\s*|\|\s*)(?:\.venv/bin/python3?|python3?)(?=\s)", lambda m: m.group(1) + shlex.quote(
-        sys.executable), command)
+    """``python``/``python3``/``.venv/bin/python`` at the start of a command (or after ``&&``, ``|``, ``;``, and after
+    ``VAR=value`` assignments there) -> this interpreter."""
+    return re.sub(r"(^|&&\s*|\|\s*|;\s*)((?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*)(?:\.venv/bin/python3?|python3?)(?=\s)",
+                  lambda m: m.group(1) + m.group(2) + shlex.quote(sys.executable), command)
 
 
 def run_console(block: Block, cwd: Path, repo: Path, timeout: float = 600) -> list[str]:

@@ -80,6 +80,8 @@ def test_python_is_this_interpreter(monkeypatch):
     assert with_this_python(".venv/bin/python -m pytest -q").startswith(sys.executable)
     assert with_this_python("cd a && python3 x.py").endswith(f"&& {sys.executable} x.py")
     assert with_this_python("ls pythonic") == "ls pythonic"
+    assert with_this_python("CHATSHARDS_CACHE=c A=1 python -m x") == f"CHATSHARDS_CACHE=c A=1 {sys.executable} -m x"
+    assert with_this_python("cd a; python x.py").endswith(f"; {sys.executable} x.py")
 
 
 def test_a_document_runs_in_order_and_reports_what_differs(tmp_path):
