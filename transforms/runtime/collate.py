@@ -641,6 +641,22 @@ def manifest_options(manifest: Mapping[str, Any], options: dict) -> dict:
 
 # -- validation helpers (vectorised checks; the row-by-row scan runs only for a failing batch) ------
 
+def feature_ids(feature: Mapping[str, Any], row: int, name: str) -> np.ndarray:
+    """``feature[name]`` as a 1-D int64 array of non-negative token ids, or ``ValueError`` naming the row and
+    column (a missing column, a nested or non-integer sequence, a negative id). The collators of the other
+    heads (seq2seq, preference) read their id columns with it."""
+    try:
+        value = feature[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"row {row}: no {name!r}") from None
+    array = np.asarray(value)
+    if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+        raise ValueError(f"row {row}: {name} must be a flat sequence of integer ids")
+    if array.size and int(array.min()) < 0:
+        raise ValueError(f"row {row}: {name} has a negative id")
+    return array.astype(np.int64, copy=False)
+
+
 def _missing_ids(feature: Any, row: int) -> ValueError:
     if not isinstance(feature, Mapping):
         return ValueError(f"row {row}: a feature must be a mapping with 'input_ids', not {type(feature).__name__}")

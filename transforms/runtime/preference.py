@@ -30,23 +30,11 @@ import numpy as np
 import torch
 
 from ..shard_format import IGNORE_INDEX
-from .collate import Batch, manifest_options
+from .collate import Batch, feature_ids, manifest_options
 from .heads import register_collator
 
 TRUNCATION_MODES = ("keep_start", "keep_end")
 
-
-def _ids(feature: Mapping[str, Any], i: int, name: str) -> np.ndarray:
-    try:
-        value = feature[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"row {i}: no {name!r}") from None
-    array = np.asarray(value)
-    if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
-        raise ValueError(f"row {i}: {name} must be a flat sequence of integer ids")
-    if array.size and int(array.min()) < 0:
-        raise ValueError(f"row {i}: {name} has a negative id")
-    return array.astype(np.int64, copy=False)
 
 
 def _padded(rows: Sequence[np.ndarray], value: int, multiple: int | None) -> torch.Tensor:
@@ -123,9 +111,9 @@ class PreferenceCollator(_SequenceCollator):
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
         if len(features) == 0:
             raise ValueError("cannot collate an empty list of features")
-        prompts = [_ids(f, i, "prompt_ids") for i, f in enumerate(features)]
-        chosen = [_ids(f, i, "chosen_ids") for i, f in enumerate(features)]
-        rejected = [_ids(f, i, "rejected_ids") for i, f in enumerate(features)]
+        prompts = [feature_ids(f, i, "prompt_ids") for i, f in enumerate(features)]
+        chosen = [feature_ids(f, i, "chosen_ids") for i, f in enumerate(features)]
+        rejected = [feature_ids(f, i, "rejected_ids") for i, f in enumerate(features)]
         for name, rows in (("prompt_ids", prompts), ("chosen_ids", chosen), ("rejected_ids", rejected)):
             self._check_vocab(name, rows)
         batch = Batch(self._sequences(prompts + prompts, chosen + rejected,
@@ -159,8 +147,8 @@ class KtoCollator(_SequenceCollator):
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
         if len(features) == 0:
             raise ValueError("cannot collate an empty list of features")
-        prompts = [_ids(f, i, "prompt_ids") for i, f in enumerate(features)]
-        completions = [_ids(f, i, "completion_ids") for i, f in enumerate(features)]
+        prompts = [feature_ids(f, i, "prompt_ids") for i, f in enumerate(features)]
+        completions = [feature_ids(f, i, "completion_ids") for i, f in enumerate(features)]
         self._check_vocab("prompt_ids", prompts)
         self._check_vocab("completion_ids", completions)
         labels = []
@@ -172,7 +160,7 @@ class KtoCollator(_SequenceCollator):
         keep_end = self.truncation_mode == "keep_end"
         batch = Batch(self._sequences(prompts, completions, keep_end=keep_end))
         if "KL_completion_ids" in features[0]:
-            kl_completions = [_ids(f, i, "KL_completion_ids") for i, f in enumerate(features)]
+            kl_completions = [feature_ids(f, i, "KL_completion_ids") for i, f in enumerate(features)]
         elif self.kl:
             kl_completions = completions[-1:] + completions[:-1]
         else:

@@ -21,21 +21,8 @@ import numpy as np
 import torch
 
 from ..shard_format import IGNORE_INDEX
-from .collate import Batch, manifest_options
+from .collate import Batch, feature_ids, manifest_options
 from .heads import register_collator
-
-
-def _row(feature: Mapping[str, Any], i: int, name: str) -> np.ndarray:
-    try:
-        value = feature[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"row {i}: no {name!r}") from None
-    array = np.asarray(value)
-    if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
-        raise ValueError(f"row {i}: {name} must be a flat sequence of integer ids")
-    if array.size and int(array.min()) < 0:
-        raise ValueError(f"row {i}: {name} has a negative id")
-    return array
 
 
 def _pad(rows: Sequence[np.ndarray], value: int, width: int, left: bool) -> np.ndarray:
@@ -106,8 +93,8 @@ class Seq2SeqCollator:
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
         if len(features) == 0:
             raise ValueError("cannot collate an empty list of features")
-        ids = [_row(f, i, "input_ids") for i, f in enumerate(features)]
-        labels = [_row(f, i, "labels") for i, f in enumerate(features)]
+        ids = [feature_ids(f, i, "input_ids") for i, f in enumerate(features)]
+        labels = [feature_ids(f, i, "labels") for i, f in enumerate(features)]
         if self.vocab_size is not None:
             for name, rows in (("input_ids", ids), ("labels", labels)):
                 for i, row in enumerate(rows):
