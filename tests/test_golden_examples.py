@@ -23,6 +23,8 @@ import pyarrow as pa
 import pytest
 
 from chatshards_testing import run_job
+from doc_examples import blocks as doc_blocks
+from doc_examples import matches as doc_matches
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -130,18 +132,22 @@ def test_marked_text_brackets_exactly_the_trained_runs(qwen_tokenizer):
     assert marked_text(qwen_tokenizer, ids, [IGNORE] * 3) == "hello world again"
 
 
-def test_the_readme_worked_example_is_what_its_code_prints(demo_output, capsys):
-    """README's "Worked example" runs its own code block on the demo output and shows what it prints: the
-    block is run here (on this run's demo folder) and its output compared with the README's text."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("### Worked example: which tokens are trained"):]
-    section = section[:section.index("\n## ")]
-    blocks = section.split("```")
-    code = next(block for block in blocks if block.startswith("python\n"))[len("python\n"):]
-    shown = blocks[blocks.index(next(b for b in blocks if b.startswith("python\n"))) + 2].strip("\n")
-    exec(compile(code.replace("out/demo/", f"{demo_output}/"), "README worked example", "exec"), {})  # noqa: S102
-    printed = capsys.readouterr().out.strip("\n")
-    assert printed == shown
+def test_the_worked_example_of_the_labels_page_is_what_its_code_prints(demo_output, capsys):
+    """docs/labels.md's "Worked example" runs its own python block on the demo output and shows what it prints
+    (the doc harness runs the whole page in the slow tier; this keeps the example in the quick tier): the block
+    is run here on this run's demo folder and its output compared with the page's ``text output`` block."""
+    page = ROOT / "docs" / "labels.md"
+    text = page.read_text(encoding="utf-8")
+    start = text.index("## Worked example: which tokens are trained")
+    section = text[start:]
+    section = section[:section.index("\n## ")] if "\n## " in section else section
+    first_line = text[:start].count("\n") + 1
+    example = next(block for block in doc_blocks(page)
+                   if block.line > first_line and block.language == "python" and block.output is not None)
+    exec(compile(example.text.replace("out/demo/", f"{demo_output}/"), "docs/labels.md worked example", "exec"),
+         {})  # noqa: S102
+    printed = capsys.readouterr().out
+    assert doc_matches(example.output.text, printed), printed  # the harness's rule: whitespace runs are one space
     table = pa.ipc.open_stream(pa.memory_map(str(demo_output / "data" / "shard-00000-of-00001.arrow"))).read_all()
     row = [r for r in table.to_pylist() if r["source"].endswith("faq_sharegpt.json") and r["index"] == 1][0]
     trained = sum(1 for label in row["labels"] if label != IGNORE)
