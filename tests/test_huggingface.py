@@ -93,6 +93,14 @@ def test_the_card_carries_the_fingerprint_and_headline_figures(demo):
     assert str(demo) not in card  # no output path (two folders of the same job hold the same card)
 
 
+def test_the_cards_settings_name_only_the_tasks_own_options(demo):
+    manifest = json.loads((demo / sf.MANIFEST_NAME).read_text())
+    assert "loss assistant" in dataset_card(manifest)  # --loss is a chat option
+    other = {**manifest, "task": {"name": "preference"}}
+    settings = next(line for line in dataset_card(other).splitlines() if line.startswith("Settings: "))
+    assert "loss" not in settings and "max_length" in settings  # preference jobs refuse --loss
+
+
 def test_overwrite_replaces_the_card_and_a_foreign_readme_is_refused(tmp_path, capsys):
     data = write_jsonl(tmp_path / "in.jsonl", [chat(i) for i in range(5)])
     out = tmp_path / "out"

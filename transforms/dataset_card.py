@@ -125,8 +125,9 @@ def dataset_card(manifest: Mapping[str, Any]) -> str:
     ]
     lines += [f"| {name} | {value} |" for name, value in _figures(manifest)]
     if tokenize:
-        settings = ", ".join(f"{key} {_n(tokenize.get(key))}" for key in ("max_length", "truncation", "loss")
-                             if key in tokenize)
+        # --loss is a chat option: the other tasks refuse it
+        keys = ("max_length", "truncation", "loss") if task == "chat" else ("max_length", "truncation")
+        settings = ", ".join(f"{key} {_n(tokenize.get(key))}" for key in keys if key in tokenize)
         lines += ["", f"Settings: {settings}, dedup {_n(bool(config.get('dedup', False)))}."]
     lines += [
         "",
