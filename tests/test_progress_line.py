@@ -21,7 +21,7 @@ class Clock:
 
 def test_the_terminal_line_is_rewritten_in_place_with_rate_and_eta():
     clock, stream = Clock(), io.StringIO()
-    line = ProgressLine(total_bytes=2_000_000, stream=stream, tty=True, clock=clock)
+    line = ProgressLine(total_bytes=2_000_000, stream=stream, tty=True, clock=clock, width=200)
     line.records_read(100)
     line.records_built(50)
     clock.now += 10
@@ -35,6 +35,16 @@ def test_the_terminal_line_is_rewritten_in_place_with_rate_and_eta():
     assert stream.getvalue().endswith("writing 4 shard(s) (0:10 so far)")
     line.close()
     assert stream.getvalue().endswith("\r\x1b[2K")  # cleared before the summary
+
+
+def test_a_terminal_line_is_cut_to_the_terminal_width():
+    clock, stream = Clock(), io.StringIO()
+    line = ProgressLine(total_bytes=2_000_000, stream=stream, tty=True, clock=clock, width=40)
+    line.records_read(10)
+    line.records_built(10)
+    clock.now += 10
+    line.read_bytes(1_000_000)
+    assert stream.getvalue() == "\r\x1b[2K" + "chatshards: 10 records · 1.0 MB of 2.0 MB read (50%) · 1 records/s"[:40]
 
 
 def test_plain_lines_come_at_most_every_interval_and_quiet_prints_nothing():

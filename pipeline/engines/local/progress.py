@@ -48,8 +48,9 @@ class ProgressLine:
 
     def __init__(self, *, total_bytes: int, stream: TextIO | None = None, enabled: bool = True,
                  tty: bool | None = None, clock: Callable[[], float] = time.monotonic,
-                 plain_every_s: float | None = None):
+                 plain_every_s: float | None = None, width: int | None = None):
         self.stream = stream if stream is not None else sys.stderr
+        self.width = width  # a terminal line is cut to this many characters; None: the terminal's width then
         self.enabled = enabled
         self.tty = bool(tty if tty is not None else getattr(self.stream, "isatty", lambda: False)())
         self.clock = clock
@@ -120,7 +121,7 @@ class ProgressLine:
             return
         self.last = now
         if self.tty:
-            width = shutil.get_terminal_size((120, 24)).columns - 1
+            width = self.width if self.width is not None else shutil.get_terminal_size((120, 24)).columns - 1
             self.stream.write("\r\x1b[2K" + self.text()[:max(20, width)])
             self.shown = True
         else:
