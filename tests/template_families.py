@@ -294,6 +294,25 @@ def installed(family: Family) -> bool:
     return True
 
 
+def family_tokenizer_in_memory(family: Family):
+    """The tokenizer ``family_tokenizer`` saves, unsaved: the bundled Qwen2 vocabulary plus the family's control
+    tokens (``specials`` as special tokens, ``added`` as non-special added tokens), bos/eos/pad as the family
+    sets them (unset where it has none), the family's template as ``chat_template``."""
+    from transforms.tokenizer_loading import bundled_tokenizer
+
+    tokenizer = bundled_tokenizer(chat_template=family.template())
+    specials = [t for t in family.specials if t not in family.added]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials}, replace_extra_special_tokens=False)
+    if family.added:
+        tokenizer.add_tokens(list(family.added), special_tokens=False)
+    for role in ("bos", "eos", "pad"):
+        value = getattr(family, role)
+        if value is not None and value not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({f"{role}_token": value})
+        setattr(tokenizer, f"{role}_token", value)
+    return tokenizer
+
+
 def family_tokenizer(family: Family, folder) -> str:
     """Build a real fast tokenizer for ``family`` and save it to ``folder`` (returned as a string).
 
@@ -307,20 +326,8 @@ def family_tokenizer(family: Family, folder) -> str:
     """
     from transformers import AutoTokenizer
 
-    from transforms.tokenizer_loading import bundled_tokenizer
-
-    tokenizer = bundled_tokenizer(chat_template=family.template())
-    specials = [t for t in family.specials if t not in family.added]
-    tokenizer.add_special_tokens({"additional_special_tokens": specials}, replace_extra_special_tokens=False)
-    if family.added:
-        tokenizer.add_tokens(list(family.added), special_tokens=False)
-    for role in ("bos", "eos", "pad"):
-        value = getattr(family, role)
-        if value is not None and value not in tokenizer.get_vocab():
-            tokenizer.add_special_tokens({f"{role}_token": value})
-        setattr(tokenizer, f"{role}_token", value)
     folder = str(folder)
-    tokenizer.save_pretrained(folder)
+    family_tokenizer_in_memory(family).save_pretrained(folder)
     loaded = AutoTokenizer.from_pretrained(folder)
     for token in family.control_tokens:
         ids = loaded.encode(token, add_special_tokens=False)

@@ -26,7 +26,6 @@ from transforms.formats import FormatOptions
 from transforms.reading import RawRecord
 from transforms.rows import RowBuilder
 from transforms.tasks.preference import PreferenceOptions
-from transforms.tokenizer_loading import bundled_tokenizer
 
 pytestmark = pytest.mark.skipif(tf.template_dirs().get("trl") is None, reason="trl (templates) is not installed")
 
@@ -37,17 +36,7 @@ FULL = os.environ.get("CHATSHARDS_FULL_MATRIX") == "1"
 
 def family_tokenizer(family: tf.Family):
     """The family's control tokens on the bundled Qwen2 vocabulary, in memory (what ``family_tokenizer`` saves)."""
-    tokenizer = bundled_tokenizer(chat_template=family.template())
-    specials = [t for t in family.specials if t not in family.added]
-    tokenizer.add_special_tokens({"additional_special_tokens": specials}, replace_extra_special_tokens=False)
-    if family.added:
-        tokenizer.add_tokens(list(family.added), special_tokens=False)
-    for role in ("bos", "eos", "pad"):
-        value = getattr(family, role)
-        if value is not None and value not in tokenizer.get_vocab():
-            tokenizer.add_special_tokens({f"{role}_token": value})
-        setattr(tokenizer, f"{role}_token", value)
-    return tokenizer
+    return tf.family_tokenizer_in_memory(family)
 
 
 def msg(role, content, reasoning=None):
