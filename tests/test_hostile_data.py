@@ -187,19 +187,8 @@ def character_builders():
         family = tf.BY_NAME[name]
         if not tf.installed(family):
             continue
-        # the family's tokens on the bundled vocabulary, as template_families.family_tokenizer builds them
-        # (in memory: saving and reloading costs seconds)
-        tokenizer = bundled_tokenizer(chat_template=family.template())
-        tokenizer.add_special_tokens({"additional_special_tokens": [t for t in family.specials
-                                                                    if t not in family.added]},
-                                     replace_extra_special_tokens=False)
-        if family.added:
-            tokenizer.add_tokens(list(family.added), special_tokens=False)
-        for role in ("bos", "eos", "pad"):
-            value = getattr(family, role)
-            if value is not None and value not in tokenizer.get_vocab():
-                tokenizer.add_special_tokens({f"{role}_token": value})
-            setattr(tokenizer, f"{role}_token", value)
+        # the family's tokens on the bundled vocabulary, in memory (saving and reloading costs seconds)
+        tokenizer = tf.family_tokenizer_in_memory(family)
         tokenizers[name] = tokenizer
     return {name: (tokenizer, {policy: RowBuilder(tokenizer=tokenizer, format_options=FormatOptions(),
                                                    tokenize_options=TokenizeOptions(control_tokens=policy))
